@@ -1,0 +1,102 @@
+//! The library's one error type. Every variant names what the user gave us (a file, a
+//! tensor, a line) so a CLI can print it on one line.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint, config or data file that could not be parsed.
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("{path}: tensor `{name}` has unsupported dtype {dtype}")]
+    TensorDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    /// Shapes of in-memory arguments disagree (a library caller's mistake or bad data).
+    #[error("shape mismatch in {what}: expected {expected}, got {got}")]
+    Shape {
+        what: String,
+        expected: String,
+        got: String,
+    },
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Bad user input that is not tied to a file: an empty prompt, a bad option value.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A line of a user data file (JSONL task, circuit list) that is malformed.
+    #[error("{path}:{line}: {msg}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("task: {0}")]
+    Task(String),
+    #[error("circuit: {0}")]
+    Circuit(String),
+    #[error("hub: {0}")]
+    Hub(String),
+    #[error("built without CUDA: rebuild with `--features cuda` to use the GPU")]
+    NoCuda,
+    #[error("cuda: {0}")]
+    Cuda(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("csv: {0}")]
+    Csv(#[from] csv::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn shape(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
+        Error::Shape {
+            what: what.into(),
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }
+    }
+}
+
+/// Read a whole file, naming it in the error.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Read a whole text file, naming it in the error.
+pub fn read_text(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}

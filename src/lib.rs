@@ -1,0 +1,21 @@
+//! headcode: find circuits in transformer language models by training tiny sparse
+//! autoencoders on every attention head's output (O'Neill & Bui 2024, arXiv 2405.12522).
+//!
+//! Data flow of `discover`, one module per stage:
+//! tasks → tokenize → model (forward) → hooks → sae → codes → score → eval → report.
+//! Every arrow is a plain value (tensors, code tables, score grids), so each stage can be
+//! run, tested or replaced alone. `gpu` holds the CUDA path of the same stages.
+pub mod error;
+pub use error::{Error, Result};
+
+pub mod codes;
+pub mod eval;
+pub mod gpu;
+pub mod hooks;
+pub mod model;
+pub mod pipeline;
+pub mod report;
+pub mod sae;
+pub mod score;
+pub mod tasks;
+pub mod tokenize;
