@@ -1,0 +1,1 @@
+//! SVG plots (filled in with the discovery report).
