@@ -7,11 +7,16 @@ use std::process::Command;
 use candle_core::{DType, Device, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_headcode")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_headcode"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -33,8 +38,14 @@ fn assert_one_line_error(args: &[&str], must_contain: &[&str]) {
 /// A copy of gpt2_tiny whose tensors were edited by `edit`.
 fn broken_gpt2(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("gpt2_tiny/config.json"), dir.path().join("config.json")).unwrap();
-    let mut t = candle_core::safetensors::load(fixture("gpt2_tiny/model.safetensors"), &Device::Cpu).unwrap();
+    std::fs::copy(
+        fixture("gpt2_tiny/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let mut t =
+        candle_core::safetensors::load(fixture("gpt2_tiny/model.safetensors"), &Device::Cpu)
+            .unwrap();
     edit(&mut t);
     candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
     dir
@@ -42,13 +53,20 @@ fn broken_gpt2(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::Tem
 
 #[test]
 fn missing_model_file() {
-    assert_one_line_error(&["inspect", "/no/such/model.safetensors"], &["/no/such/model.safetensors"]);
+    assert_one_line_error(
+        &["inspect", "/no/such/model.safetensors"],
+        &["/no/such/model.safetensors"],
+    );
 }
 
 #[test]
 fn unknown_architecture() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "bert", "hidden_size": 8}"#).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "bert", "hidden_size": 8}"#,
+    )
+    .unwrap();
     let p = dir.path().to_str().unwrap();
     assert_one_line_error(&["inspect", p], &["bert", "config.json"]);
 }
@@ -58,32 +76,62 @@ fn missing_tensor() {
     let dir = broken_gpt2(|t| {
         t.remove("transformer.h.1.attn.c_proj.weight");
     });
-    assert_one_line_error(&["inspect", dir.path().to_str().unwrap()], &["model.safetensors", "transformer.h.1.attn.c_proj.weight", "missing"]);
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &[
+            "model.safetensors",
+            "transformer.h.1.attn.c_proj.weight",
+            "missing",
+        ],
+    );
 }
 
 #[test]
 fn wrong_shape() {
     let dir = broken_gpt2(|t| {
-        t.insert("transformer.h.0.mlp.c_fc.weight".into(), Tensor::zeros((80, 81), DType::F32, &Device::Cpu).unwrap());
+        t.insert(
+            "transformer.h.0.mlp.c_fc.weight".into(),
+            Tensor::zeros((80, 81), DType::F32, &Device::Cpu).unwrap(),
+        );
     });
-    assert_one_line_error(&["inspect", dir.path().to_str().unwrap()], &["transformer.h.0.mlp.c_fc.weight", "[80, 81]"]);
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["transformer.h.0.mlp.c_fc.weight", "[80, 81]"],
+    );
 }
 
 #[test]
 fn wrong_dtype() {
     let dir = broken_gpt2(|t| {
-        t.insert("transformer.ln_f.bias".into(), Tensor::zeros(80, DType::I64, &Device::Cpu).unwrap());
+        t.insert(
+            "transformer.ln_f.bias".into(),
+            Tensor::zeros(80, DType::I64, &Device::Cpu).unwrap(),
+        );
     });
-    assert_one_line_error(&["inspect", dir.path().to_str().unwrap()], &["transformer.ln_f.bias", "dtype"]);
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["transformer.ln_f.bias", "dtype"],
+    );
 }
 
 #[test]
 fn truncated_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("gpt2_tiny/config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(
+        fixture("gpt2_tiny/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
     let bytes = std::fs::read(fixture("gpt2_tiny/model.safetensors")).unwrap();
-    std::fs::write(dir.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    assert_one_line_error(&["inspect", dir.path().to_str().unwrap()], &["model.safetensors"]);
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["model.safetensors"],
+    );
 }
 
 #[test]
@@ -98,20 +146,29 @@ fn truncated_gguf() {
 fn malformed_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
-    assert_one_line_error(&["inspect", dir.path().to_str().unwrap()], &["config.json", "JSON"]);
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["config.json", "JSON"],
+    );
 }
 
 #[test]
 fn empty_prompt() {
     let p = fixture("gpt2_tiny");
-    assert_one_line_error(&["predict", p.to_str().unwrap(), "--prompt", ""], &["empty prompt"]);
+    assert_one_line_error(
+        &["predict", p.to_str().unwrap(), "--prompt", ""],
+        &["empty prompt"],
+    );
 }
 
 #[test]
 fn token_outside_vocabulary() {
     // gpt2_tiny has a 300-token vocabulary but the GPT-2 tokenizer: real words fall outside it.
     let p = fixture("gpt2_tiny");
-    assert_one_line_error(&["predict", p.to_str().unwrap(), "--prompt", "Hello world"], &["vocabulary"]);
+    assert_one_line_error(
+        &["predict", p.to_str().unwrap(), "--prompt", "Hello world"],
+        &["vocabulary"],
+    );
 }
 
 #[test]
@@ -119,11 +176,28 @@ fn inspect_and_hooks_work_on_a_fixture() {
     let p = fixture("gpt2_tiny");
     let (ok, out, err) = run(&["inspect", p.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(out.contains("layers        3") && out.contains("fold_ln=true"), "{out}");
+    assert!(
+        out.contains("layers        3") && out.contains("fold_ln=true"),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("h.safetensors");
     // ids < 300 under GPT-2 BPE: "!" = 0, "\"" = 1 ...
-    let (ok, _out, err) = run(&["hooks", p.to_str().unwrap(), "--prompt", "a!", "--prompt", "#", "--hook", "z", "--reduce", "mean", "--no-bos", "--out", f.to_str().unwrap()]);
+    let (ok, _out, err) = run(&[
+        "hooks",
+        p.to_str().unwrap(),
+        "--prompt",
+        "a!",
+        "--prompt",
+        "#",
+        "--hook",
+        "z",
+        "--reduce",
+        "mean",
+        "--no-bos",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     let t = candle_core::safetensors::load(&f, &Device::Cpu).unwrap();
     assert_eq!(t["z"].dims(), &[2, 15, 16]);

@@ -1,1 +1,3 @@
-//! (filled in by its stage)
+//! Evaluation: ROC against a ground-truth circuit, activation patching, faithfulness.
+pub mod faithfulness;
+pub mod patching;

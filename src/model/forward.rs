@@ -96,6 +96,11 @@ pub struct ForwardOptions<'a> {
     pub capture_z: bool,
     /// Keep every layer's attention output (Σ_h result_h + b_O) [batch, pos, d_model].
     pub capture_attn_out: bool,
+    /// Keep the residual stream entering every layer ([batch, pos, d_model]).
+    pub capture_resid: bool,
+    /// Resume at layer `l` from a residual stream captured earlier (the layers below are
+    /// skipped): patching one head re-runs only the layers from its own upward.
+    pub start: Option<(usize, Tensor)>,
     pub intervention: Option<&'a mut dyn Intervention>,
 }
 
@@ -105,6 +110,8 @@ impl Default for ForwardOptions<'_> {
             logits: LogitsAt::Last,
             capture_z: false,
             capture_attn_out: false,
+            capture_resid: false,
+            start: None,
             intervention: None,
         }
     }
@@ -114,6 +121,7 @@ pub struct ForwardOutput {
     pub logits: Option<Tensor>,
     pub z: Vec<Tensor>,
     pub attn_out: Vec<Tensor>,
+    pub resid: Vec<Tensor>,
     pub lengths: Vec<usize>,
 }
 
@@ -277,9 +285,27 @@ pub(crate) fn forward(
         logits: None,
         z: Vec::new(),
         attn_out: Vec::new(),
+        resid: Vec::new(),
         lengths: lengths.clone(),
     };
-    for (li, l) in rt.layers.iter().enumerate() {
+    let first = match opts.start.take() {
+        Some((l0, r)) => {
+            if r.dims() != [b, t, d] || l0 >= rt.layers.len() {
+                return Err(Error::shape(
+                    "resumed residual stream",
+                    format!("layer < {} and [{b}, {t}, {d}]", rt.layers.len()),
+                    format!("layer {l0}, {:?}", r.dims()),
+                ));
+            }
+            x = r.reshape((n, d))?;
+            l0
+        }
+        None => 0,
+    };
+    for (li, l) in rt.layers.iter().enumerate().skip(first) {
+        if opts.capture_resid {
+            out.resid.push(x.reshape((b, t, d))?);
+        }
         let xn = norm(&x, &l.ln1, cfg.norm, cfg.eps)?;
         let qk_in = match &short_pos {
             Some(p) => (&xn + p)?,

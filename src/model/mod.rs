@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod forward;
 pub mod load;
 pub mod process;
+pub mod random;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
