@@ -44,7 +44,7 @@ pub fn heatmap(title: &str, values: &[f32], n_layers: usize, n_heads: usize, out
             if outlined.get(i).copied().unwrap_or(false) {
                 let _ = write!(
                     s,
-                    r#"<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#d62728" stroke-width="2"/>"#,
+                    r##"<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#d62728" stroke-width="2"/>"##,
                     x + 1.0,
                     y + 1.0,
                     cell - 2.0,
@@ -103,7 +103,7 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f3
     let mut s = String::new();
     let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#);
     let _ = write!(s, r#"<text x="{ml}" y="22" font-size="14">{}</text>"#, esc(title));
-    let _ = write!(s, r#"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"#);
+    let _ = write!(s, r##"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
     for k in 0..=4 {
         let fx = x0 + (x1 - x0) * k as f32 / 4.0;
         let fy = y0 + (y1 - y0) * k as f32 / 4.0;
