@@ -1,1 +1,7 @@
-//! (filled in by its stage)
+//! The CUDA path (placeholder until the kernels land).
+use crate::error::{Error, Result};
+
+/// Ok when a CUDA device can be used.
+pub fn require_gpu() -> Result<()> {
+    Err(Error::NoCuda)
+}
