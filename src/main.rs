@@ -248,7 +248,12 @@ fn run(cli: Cli) -> Result<()> {
             filter,
             out,
         } => task_cmd(&task, &model, n, seed, filter, &out),
-        Cmd::TaskStats { model, task, n, seed } => task_stats(&model, &task, n, seed),
+        Cmd::TaskStats {
+            model,
+            task,
+            n,
+            seed,
+        } => task_stats(&model, &task, n, seed),
     }
 }
 
@@ -282,7 +287,9 @@ impl Bars {
     fn update(&mut self, stage: &str, done: usize, total: usize) {
         let bar = self.bars.entry(stage.to_string()).or_insert_with(|| {
             let b = self.multi.add(indicatif::ProgressBar::new(total as u64));
-            if let Ok(st) = indicatif::ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}") {
+            if let Ok(st) = indicatif::ProgressStyle::with_template(
+                "{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}",
+            ) {
                 b.set_style(st.progress_chars("=> "));
             }
             b.set_prefix(stage.to_string());
@@ -338,14 +345,21 @@ fn discover(a: DiscoverArgs) -> Result<()> {
     let (model, tok) = a.model.load()?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut bars = Bars::new(a.quiet);
-    let mut r = headcode::pipeline::discover(&model, tok.as_ref(), &cfg, &mut |s, d, t| bars.update(s, d, t))?;
+    let mut r = headcode::pipeline::discover(&model, tok.as_ref(), &cfg, &mut |s, d, t| {
+        bars.update(s, d, t)
+    })?;
     r.timings_ms.insert("load_model".into(), load_ms);
     let files = headcode::report::run::write_discover(&a.out, &model, &r, a.save_sae)?;
     print_summary(&r, &a.out, &files, t0.elapsed().as_secs_f64());
     Ok(())
 }
 
-fn print_summary(r: &headcode::pipeline::DiscoverResult, out: &std::path::Path, files: &[String], total_s: f64) {
+fn print_summary(
+    r: &headcode::pipeline::DiscoverResult,
+    out: &std::path::Path,
+    files: &[String],
+    total_s: f64,
+) {
     let t = &r.task;
     println!(
         "task {}: {} pairs, {} positives / {} negatives; top-1 accuracy clean {:.3}, corrupt {:.3}; mean metric clean {:.3}, corrupt {:.3}",
@@ -357,29 +371,58 @@ fn print_summary(r: &headcode::pipeline::DiscoverResult, out: &std::path::Path, 
     let mask = r.circuit.as_ref().map(|c| c.mask(r.n_layers, r.n_heads));
     println!("top heads by {}:", r.config.scorer.name());
     for &i in order.iter().take(10) {
-        let inc = mask.as_ref().map_or("", |m| if m[i] { "  (in circuit)" } else { "" });
+        let inc = mask
+            .as_ref()
+            .map_or("", |m| if m[i] { "  (in circuit)" } else { "" });
         println!("  {:<8} {:>10.4}{inc}", r.labels[i], primary[i]);
     }
     if let Some(c) = &r.circuit {
-        println!("ROC AUC against circuit {} ({} heads), mean ± std over {} trial(s):", c.name, c.heads.len(), r.trials.len());
+        println!(
+            "ROC AUC against circuit {} ({} heads), mean ± std over {} trial(s):",
+            c.name,
+            c.heads.len(),
+            r.trials.len()
+        );
         let mut rows: Vec<(&String, &headcode::eval::roc::MeanStd)> = r.auc.iter().collect();
         rows.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
         for (name, ms) in rows {
-            let mark = if name == r.config.scorer.name() { " *" } else { "" };
+            let mark = if name == r.config.scorer.name() {
+                " *"
+            } else {
+                ""
+            };
             println!("  {:<16} {:.3} ± {:.3}{mark}", name, ms.mean, ms.std);
         }
     }
     if let Some(f) = &r.faithfulness {
-        let show: Vec<String> = f.ks.iter().zip(f.ours.iter().zip(&f.random)).map(|(k, (o, rn))| format!("k={k}: {o:.2} (random {rn:.2})")).collect();
-        println!("faithfulness ({:?} ablation): {}", f.ablation, show.join(", "));
+        let show: Vec<String> =
+            f.ks.iter()
+                .zip(f.ours.iter().zip(&f.random))
+                .map(|(k, (o, rn))| format!("k={k}: {o:.2} (random {rn:.2})"))
+                .collect();
+        println!(
+            "faithfulness ({:?} ablation): {}",
+            f.ablation,
+            show.join(", ")
+        );
     }
-    let mut st: Vec<String> = r.timings_ms.iter().map(|(k, v)| format!("{k} {:.0} ms", v)).collect();
+    let mut st: Vec<String> = r
+        .timings_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {:.0} ms", v))
+        .collect();
     st.push(format!("total {:.1} s", total_s));
     println!("time: {}", st.join(", "));
     println!("wrote {} in {}", files.join(", "), out.display());
 }
 
-fn score(dir: &std::path::Path, normalise: bool, edge: bool, k: Option<usize>, circuit: Option<String>) -> Result<()> {
+fn score(
+    dir: &std::path::Path,
+    normalise: bool,
+    edge: bool,
+    k: Option<usize>,
+    circuit: Option<String>,
+) -> Result<()> {
     let saved = headcode::report::run::read_codes(dir)?;
     let circ = match circuit {
         Some(c) => Some(headcode::tasks::Circuit::load(&c)?),
@@ -405,7 +448,13 @@ fn score(dir: &std::path::Path, normalise: bool, edge: bool, k: Option<usize>, c
             *a += b / saved.trials.len() as f64;
         }
     }
-    let name = if edge { "sae-edge" } else if normalise { "sae-normalised" } else { "sae" };
+    let name = if edge {
+        "sae-edge"
+    } else if normalise {
+        "sae-normalised"
+    } else {
+        "sae"
+    };
     let p = dir.join(format!("rescore-{name}.csv"));
     let mut w = csv::Writer::from_path(&p)?;
     w.write_record(["layer", "head", "label", "score", "in_circuit"])?;
@@ -421,27 +470,51 @@ fn score(dir: &std::path::Path, normalise: bool, edge: bool, k: Option<usize>, c
     w.flush()?;
     if !aucs.is_empty() {
         let ms = headcode::eval::roc::mean_std(&aucs)?;
-        println!("{name}: AUC {:.3} ± {:.3} over {} trial(s)", ms.mean, ms.std, aucs.len());
+        println!(
+            "{name}: AUC {:.3} ± {:.3} over {} trial(s)",
+            ms.mean,
+            ms.std,
+            aucs.len()
+        );
     }
     println!("wrote {}", p.display());
     Ok(())
 }
 
-fn task_cmd(task: &str, model: &str, n: usize, seed: u64, filter: bool, out: &std::path::Path) -> Result<()> {
+fn task_cmd(
+    task: &str,
+    model: &str,
+    n: usize,
+    seed: u64,
+    filter: bool,
+    out: &std::path::Path,
+) -> Result<()> {
     let kind: headcode::tasks::TaskKind = task.parse()?;
     let (m, tok) = load_named(model)?;
     let set = headcode::tasks::generate(kind, tok.as_ref(), n, seed)?;
     for wl in &set.stats.word_lists {
-        println!("{}: {} of {} are single tokens", wl.list, wl.kept, wl.available);
+        println!(
+            "{}: {} of {} are single tokens",
+            wl.list, wl.kept, wl.available
+        );
     }
-    println!("pairs regenerated for unequal token length: {}", set.stats.pairs_regenerated);
+    println!(
+        "pairs regenerated for unequal token length: {}",
+        set.stats.pairs_regenerated
+    );
     let mut pairs = set.pairs;
     if filter {
         let src = headcode::pipeline::TaskSource::Builtin(kind);
         let prep = headcode::pipeline::prompts::prepare(&src, tok.as_ref(), n, seed, true)?;
         let lc = m.last_logits(&prep.clean, 32)?;
         let lx = m.last_logits(&prep.corrupt, 32)?;
-        let rep = headcode::tasks::filter(&prep.tokens, &lc, &lx, headcode::tasks::FilterRule::TopRank, 1)?;
+        let rep = headcode::tasks::filter(
+            &prep.tokens,
+            &lc,
+            &lx,
+            headcode::tasks::FilterRule::TopRank,
+            1,
+        )?;
         println!(
             "filter: clean accuracy {:.3} → {:.3}, corrupt accuracy {:.3} → {:.3}; {} of {} pairs kept",
             rep.clean_acc_before, rep.clean_acc_after, rep.corrupt_acc_before, rep.corrupt_acc_after, rep.kept_pairs.len(), rep.n_pairs
@@ -460,13 +533,28 @@ fn task_stats(model: &str, task: &str, n: usize, seed: u64) -> Result<()> {
     let lc = m.last_logits(&prep.clean, 32)?;
     let lx = m.last_logits(&prep.corrupt, 32)?;
     let stats = |l: &[Vec<f32>]| {
-        let acc = l.iter().zip(&prep.tokens).filter(|(l, t)| headcode::tasks::top_token(l).is_some_and(|x| t.accepts(x))).count() as f32 / l.len() as f32;
-        let mv: Vec<f32> = l.iter().enumerate().map(|(i, r)| prep.metric(i, r)).filter(|x| x.is_finite()).collect();
+        let acc = l
+            .iter()
+            .zip(&prep.tokens)
+            .filter(|(l, t)| headcode::tasks::top_token(l).is_some_and(|x| t.accepts(x)))
+            .count() as f32
+            / l.len() as f32;
+        let mv: Vec<f32> = l
+            .iter()
+            .enumerate()
+            .map(|(i, r)| prep.metric(i, r))
+            .filter(|x| x.is_finite())
+            .collect();
         (acc, mv.iter().sum::<f32>() / mv.len().max(1) as f32)
     };
     let (ca, cm) = stats(&lc);
     let (xa, xm) = stats(&lx);
-    println!("task {} on {} ({} pairs)", prep.name, m.source, prep.pairs.len());
+    println!(
+        "task {} on {} ({} pairs)",
+        prep.name,
+        m.source,
+        prep.pairs.len()
+    );
     println!("  positives (clean):   top-1 accuracy {ca:.3}, mean metric {cm:.3}");
     println!("  negatives (corrupt): top-1 accuracy {xa:.3}, mean metric {xm:.3}");
     Ok(())

@@ -31,7 +31,9 @@ pub enum SaeMode {
 
 /// Scorers; all are computed every run, `--scorer` picks the one the circuit and the
 /// heatmap use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, PartialOrd, Ord,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScorerKind {
     /// |P_h \ N_h| of SAE codes (the paper).
@@ -71,7 +73,10 @@ pub enum CircuitSpec {
     /// A built-in name (`ioi`, `ioi-sae-repo`, `gt`, `docstring`, …) or a JSON file.
     Named(String),
     /// Heads found by activation patching: the top `top`, or effect ≥ `threshold`.
-    Patching { top: Option<usize>, threshold: Option<f32> },
+    Patching {
+        top: Option<usize>,
+        threshold: Option<f32>,
+    },
 }
 
 impl CircuitSpec {
@@ -83,15 +88,25 @@ impl CircuitSpec {
             let rest = rest.trim_start_matches(':');
             let (mut top, mut threshold) = (None, None);
             for part in rest.split(',').filter(|p| !p.is_empty()) {
-                let (k, v) = part
-                    .split_once('=')
-                    .ok_or_else(|| Error::InvalidInput(format!("circuit `{s}`: expected key=value, got `{part}`")))?;
+                let (k, v) = part.split_once('=').ok_or_else(|| {
+                    Error::InvalidInput(format!("circuit `{s}`: expected key=value, got `{part}`"))
+                })?;
                 match k {
-                    "top" => top = Some(v.parse().map_err(|_| Error::InvalidInput(format!("circuit `{s}`: bad top `{v}`")))?),
-                    "threshold" => {
-                        threshold = Some(v.parse().map_err(|_| Error::InvalidInput(format!("circuit `{s}`: bad threshold `{v}`")))?)
+                    "top" => {
+                        top = Some(v.parse().map_err(|_| {
+                            Error::InvalidInput(format!("circuit `{s}`: bad top `{v}`"))
+                        })?)
                     }
-                    _ => return Err(Error::InvalidInput(format!("circuit `{s}`: unknown key `{k}` (top, threshold)"))),
+                    "threshold" => {
+                        threshold = Some(v.parse().map_err(|_| {
+                            Error::InvalidInput(format!("circuit `{s}`: bad threshold `{v}`"))
+                        })?)
+                    }
+                    _ => {
+                        return Err(Error::InvalidInput(format!(
+                            "circuit `{s}`: unknown key `{k}` (top, threshold)"
+                        )))
+                    }
                 }
             }
             return Ok(CircuitSpec::Patching { top, threshold });
@@ -131,7 +146,10 @@ pub struct DiscoverConfig {
 impl DiscoverConfig {
     /// The paper's settings for a task.
     pub fn paper(task: TaskSource) -> Self {
-        let sae = SaeConfig { lambda: task.default_lambda(), ..Default::default() };
+        let sae = SaeConfig {
+            lambda: task.default_lambda(),
+            ..Default::default()
+        };
         DiscoverConfig {
             task,
             n: 250,
@@ -208,7 +226,10 @@ pub struct DiscoverResult {
 
 impl DiscoverResult {
     pub fn primary(&self) -> &[f64] {
-        self.scores.get(self.config.scorer.name()).map(Vec::as_slice).unwrap_or(&[])
+        self.scores
+            .get(self.config.scorer.name())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 
@@ -235,7 +256,9 @@ pub fn sae_subset(is_pos: &[bool], k: usize, balanced: bool, seed: u64) -> Resul
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = is_pos.len();
     if k == 0 || k > n {
-        return Err(Error::InvalidInput(format!("cannot draw {k} SAE training examples from {n}")));
+        return Err(Error::InvalidInput(format!(
+            "cannot draw {k} SAE training examples from {n}"
+        )));
     }
     if !balanced {
         let mut idx: Vec<usize> = (0..n).collect();
@@ -249,19 +272,30 @@ pub fn sae_subset(is_pos: &[bool], k: usize, balanced: bool, seed: u64) -> Resul
     neg.shuffle(&mut rng);
     let (kp, kn) = (k.div_ceil(2), k / 2);
     if kp > pos.len() || kn > neg.len() {
-        return Err(Error::InvalidInput(format!("cannot draw a balanced {k} from {} positives and {} negatives", pos.len(), neg.len())));
+        return Err(Error::InvalidInput(format!(
+            "cannot draw a balanced {k} from {} positives and {} negatives",
+            pos.len(),
+            neg.len()
+        )));
     }
     let mut idx: Vec<usize> = pos[..kp].to_vec();
     idx.extend_from_slice(&neg[..kn]);
     Ok(idx)
 }
 
-pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progress: &mut Progress<'_>) -> Result<DiscoverResult> {
+pub fn discover(
+    model: &Model,
+    tok: &dyn Tokenizer,
+    cfg: &DiscoverConfig,
+    progress: &mut Progress<'_>,
+) -> Result<DiscoverResult> {
     if cfg.trials == 0 {
         return Err(Error::InvalidInput("--trials must be at least 1".into()));
     }
     if cfg.reduce == Reduce::All {
-        return Err(Error::InvalidInput("discover needs one vector per (prompt, head): use --reduce mean or last".into()));
+        return Err(Error::InvalidInput(
+            "discover needs one vector per (prompt, head): use --reduce mean or last".into(),
+        ));
     }
     let (nl, nh) = (model.cfg.n_layers, model.cfg.n_heads);
     let heads = nl * nh;
@@ -289,22 +323,48 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
     let mut all_tokens = task.clean.clone();
     all_tokens.extend(task.corrupt.iter().cloned());
     let total = all_tokens.len();
-    let col = collect(model, &all_tokens, cfg.reduce, cfg.batch_size, |d| progress("forward + hooks", d, total))?;
+    let col = collect(model, &all_tokens, cfg.reduce, cfg.batch_size, |d| {
+        progress("forward + hooks", d, total)
+    })?;
     tick("forward_hooks", t0);
 
     // Accuracies and optional correctness filtering.
     let (lc, lx) = col.last_logits.split_at(n_pairs);
-    let acc = |l: &[Vec<f32>]| l.iter().zip(&task.tokens).filter(|(l, t)| top1(l, t)).count() as f32 / n_pairs as f32;
+    let acc = |l: &[Vec<f32>]| {
+        l.iter()
+            .zip(&task.tokens)
+            .filter(|(l, t)| top1(l, t))
+            .count() as f32
+            / n_pairs as f32
+    };
     let mean_metric = |l: &[Vec<f32>]| {
-        let v: Vec<f32> = l.iter().enumerate().map(|(i, r)| task.metric(i, r)).filter(|x| x.is_finite()).collect();
-        if v.is_empty() { f32::NAN } else { v.iter().sum::<f32>() / v.len() as f32 }
+        let v: Vec<f32> = l
+            .iter()
+            .enumerate()
+            .map(|(i, r)| task.metric(i, r))
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() {
+            f32::NAN
+        } else {
+            v.iter().sum::<f32>() / v.len() as f32
+        }
     };
     let filter = match cfg.filter {
-        Some(rule) => Some(tasks::filter(&task.tokens, lc, lx, rule, cfg.min_survivors)?),
+        Some(rule) => Some(tasks::filter(
+            &task.tokens,
+            lc,
+            lx,
+            rule,
+            cfg.min_survivors,
+        )?),
         None => None,
     };
     let (pos_idx, neg_idx): (Vec<usize>, Vec<usize>) = match &filter {
-        Some(f) => (f.kept_pos.clone(), f.kept_neg.iter().map(|&i| n_pairs + i).collect()),
+        Some(f) => (
+            f.kept_pos.clone(),
+            f.kept_neg.iter().map(|&i| n_pairs + i).collect(),
+        ),
         None => ((0..n_pairs).collect(), (n_pairs..2 * n_pairs).collect()),
     };
     let mut pool = pos_idx.clone();
@@ -337,9 +397,14 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
     let needs_patching = matches!(cfg.circuit, CircuitSpec::Patching { .. });
     let patching = if needs_patching {
         let metric = |i: usize, l: &[f32]| task.metric(i, l);
-        Some(patch_heads(model, &task.clean[..patch_n], &task.corrupt[..patch_n], &metric, cfg.batch_size, |d| {
-            progress("patching", d, heads)
-        })?)
+        Some(patch_heads(
+            model,
+            &task.clean[..patch_n],
+            &task.corrupt[..patch_n],
+            &metric,
+            cfg.batch_size,
+            |d| progress("patching", d, heads),
+        )?)
     } else {
         None
     };
@@ -348,13 +413,20 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
     }
     let circuit = match (&cfg.circuit, &patching) {
         (CircuitSpec::Patching { top, threshold }, Some(p)) => {
-            let top = if top.is_none() && threshold.is_none() { Some(heads.div_ceil(10)) } else { *top };
-            let name = format!("patching:{}", match (top, threshold) {
-                (Some(k), None) => format!("top={k}"),
-                (None, Some(t)) => format!("threshold={t}"),
-                (Some(k), Some(t)) => format!("top={k},threshold={t}"),
-                _ => String::new(),
-            });
+            let top = if top.is_none() && threshold.is_none() {
+                Some(heads.div_ceil(10))
+            } else {
+                *top
+            };
+            let name = format!(
+                "patching:{}",
+                match (top, threshold) {
+                    (Some(k), None) => format!("top={k}"),
+                    (None, Some(t)) => format!("threshold={t}"),
+                    (Some(k), Some(t)) => format!("top={k},threshold={t}"),
+                    _ => String::new(),
+                }
+            );
             Some(Circuit::new(name, p.circuit(top, *threshold)))
         }
         _ => named_circuit,
@@ -363,16 +435,27 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
     if let Some(m) = &labels_mask {
         let k = m.iter().filter(|&&x| x).count();
         if k == 0 || k == heads {
-            return Err(Error::Circuit(format!("the circuit has {k} of {heads} heads: ROC needs both classes")));
+            return Err(Error::Circuit(format!(
+                "the circuit has {k} of {heads} heads: ROC needs both classes"
+            )));
         }
     }
 
     // Baselines: once, from the same vectors.
     let t0 = Instant::now();
     let mut scores: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    scores.insert(ScorerKind::ClassMeans.name().into(), baseline::class_mean_distance(&x_result, examples, heads, d_model, &is_pos)?);
-    scores.insert(ScorerKind::ClassMeansZ.name().into(), baseline::class_mean_distance(&x_z, examples, heads, d_head, &is_pos)?);
-    scores.insert(ScorerKind::MeanNorm.name().into(), baseline::mean_norm(&x_result, examples, heads, d_model, &is_pos)?);
+    scores.insert(
+        ScorerKind::ClassMeans.name().into(),
+        baseline::class_mean_distance(&x_result, examples, heads, d_model, &is_pos)?,
+    );
+    scores.insert(
+        ScorerKind::ClassMeansZ.name().into(),
+        baseline::class_mean_distance(&x_z, examples, heads, d_head, &is_pos)?,
+    );
+    scores.insert(
+        ScorerKind::MeanNorm.name().into(),
+        baseline::mean_norm(&x_result, examples, heads, d_model, &is_pos)?,
+    );
     tick("baselines", t0);
 
     // SAE trials.
@@ -382,7 +465,12 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
     let (mut t_sae, mut t_codes, mut t_score) = (0f64, 0f64, 0f64);
     for trial in 0..cfg.trials {
         let seed = cfg.seed.wrapping_add(trial as u64);
-        let train_idx = sae_subset(&is_pos, cfg.n_sae_examples.min(examples), cfg.balanced, seed)?;
+        let train_idx = sae_subset(
+            &is_pos,
+            cfg.n_sae_examples.min(examples),
+            cfg.balanced,
+            seed,
+        )?;
         let t0 = Instant::now();
         let mut sae_cfg = cfg.sae.clone();
         sae_cfg.seed = seed;
@@ -401,23 +489,39 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
         };
         t_sae += t0.elapsed().as_secs_f64() * 1e3;
         let t0 = Instant::now();
-        let opts = CodeOptions { top_k: cfg.top_k_codes.max(1) };
+        let opts = CodeOptions {
+            top_k: cfg.top_k_codes.max(1),
+        };
         let codes = match cfg.sae_mode {
-            SaeMode::Shared => CodeTable::from_shared(&saes[0], x_sae, examples, heads, is_pos.clone(), opts)?,
-            SaeMode::PerHead => CodeTable::from_per_head(&saes, x_sae, examples, is_pos.clone(), opts)?,
+            SaeMode::Shared => {
+                CodeTable::from_shared(&saes[0], x_sae, examples, heads, is_pos.clone(), opts)?
+            }
+            SaeMode::PerHead => {
+                CodeTable::from_per_head(&saes, x_sae, examples, is_pos.clone(), opts)?
+            }
         };
         t_codes += t0.elapsed().as_secs_f64() * 1e3;
         let t0 = Instant::now();
         let node = node_scores(&codes, false)?;
         let node_norm = node_scores(&codes, true)?;
-        let edge = if cfg.edge { Some(edge_scores(&codes, None)?) } else { None };
+        let edge = if cfg.edge {
+            Some(edge_scores(&codes, None)?)
+        } else {
+            None
+        };
         let mut this: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         this.insert(ScorerKind::Sae.name().into(), node.score.clone());
-        this.insert(ScorerKind::SaeNormalised.name().into(), node_norm.score.clone());
+        this.insert(
+            ScorerKind::SaeNormalised.name().into(),
+            node_norm.score.clone(),
+        );
         if let Some(e) = &edge {
             this.insert(ScorerKind::SaeEdge.name().into(), e.score.clone());
         }
-        this.insert(ScorerKind::Random.name().into(), baseline::random_scores(heads, seed));
+        this.insert(
+            ScorerKind::Random.name().into(),
+            baseline::random_scores(heads, seed),
+        );
         t_score += t0.elapsed().as_secs_f64() * 1e3;
         let mut evals = BTreeMap::new();
         if let Some(m) = &labels_mask {
@@ -447,14 +551,19 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
     timings.insert("codes".into(), t_codes);
     timings.insert("scores".into(), t_score);
     for (k, runs) in &per_trial {
-        let mean: Vec<f64> = (0..heads).map(|h| runs.iter().map(|r| r[h]).sum::<f64>() / runs.len() as f64).collect();
+        let mean: Vec<f64> = (0..heads)
+            .map(|h| runs.iter().map(|r| r[h]).sum::<f64>() / runs.len() as f64)
+            .collect();
         scores.insert(k.clone(), mean);
     }
     let mut auc = BTreeMap::new();
     if labels_mask.is_some() {
         let names: Vec<String> = scores.keys().cloned().collect();
         for name in names {
-            let v: Vec<f64> = trials.iter().filter_map(|t| t.evals.get(&name).map(|e| e.auc)).collect();
+            let v: Vec<f64> = trials
+                .iter()
+                .filter_map(|t| t.evals.get(&name).map(|e| e.auc))
+                .collect();
             if !v.is_empty() {
                 auc.insert(name, mean_std(&v)?);
             }
@@ -465,14 +574,24 @@ pub fn discover(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig, progre
     let faith = match cfg.faithfulness {
         Some(ab) if patch_n > 0 => {
             let t0 = Instant::now();
-            let primary = scores
-                .get(cfg.scorer.name())
-                .ok_or_else(|| Error::InvalidInput(format!("scorer `{}` was not computed", cfg.scorer.name())))?;
+            let primary = scores.get(cfg.scorer.name()).ok_or_else(|| {
+                Error::InvalidInput(format!("scorer `{}` was not computed", cfg.scorer.name()))
+            })?;
             let sc: Vec<f32> = primary.iter().map(|&x| x as f32).collect();
             let ks = faithfulness_grid(heads);
             progress("faithfulness", 0, 1);
             let metric = |i: usize, l: &[f32]| task.metric(i, l);
-            let f = faithfulness(model, &task.clean[..patch_n], &task.corrupt[..patch_n], &sc, &ks, ab, &metric, cfg.batch_size, cfg.seed)?;
+            let f = faithfulness(
+                model,
+                &task.clean[..patch_n],
+                &task.corrupt[..patch_n],
+                &sc,
+                &ks,
+                ab,
+                &metric,
+                cfg.batch_size,
+                cfg.seed,
+            )?;
             progress("faithfulness", 1, 1);
             timings.insert("faithfulness".into(), t0.elapsed().as_secs_f64() * 1e3);
             Some(f)

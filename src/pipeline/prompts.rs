@@ -48,7 +48,12 @@ pub struct PreparedTask {
     pub notes: serde_json::Value,
 }
 
-pub fn load_pairs(src: &TaskSource, tok: &dyn Tokenizer, n: usize, seed: u64) -> Result<(Vec<PromptPair>, serde_json::Value)> {
+pub fn load_pairs(
+    src: &TaskSource,
+    tok: &dyn Tokenizer,
+    n: usize,
+    seed: u64,
+) -> Result<(Vec<PromptPair>, serde_json::Value)> {
     match src {
         TaskSource::Builtin(kind) => {
             let set = tasks::generate(*kind, tok, n, seed)?;
@@ -66,7 +71,10 @@ pub fn load_pairs(src: &TaskSource, tok: &dyn Tokenizer, n: usize, seed: u64) ->
                 });
                 (imp.pairs, notes)
             } else {
-                (tasks::parse_jsonl(&text, path)?, serde_json::json!({"format": "jsonl"}))
+                (
+                    tasks::parse_jsonl(&text, path)?,
+                    serde_json::json!({"format": "jsonl"}),
+                )
             };
             if pairs.is_empty() {
                 return Err(Error::Task(format!("{}: no prompt pairs", path.display())));
@@ -81,7 +89,13 @@ pub fn load_pairs(src: &TaskSource, tok: &dyn Tokenizer, n: usize, seed: u64) ->
 
 /// Tokenise with BOS (TransformerLens prepends it to string prompts) and check every
 /// pair has equal length, as patching and the paper's protocol need.
-pub fn prepare(src: &TaskSource, tok: &dyn Tokenizer, n: usize, seed: u64, bos: bool) -> Result<PreparedTask> {
+pub fn prepare(
+    src: &TaskSource,
+    tok: &dyn Tokenizer,
+    n: usize,
+    seed: u64,
+    bos: bool,
+) -> Result<PreparedTask> {
     let (pairs, notes) = load_pairs(src, tok, n, seed)?;
     let mut clean = Vec::with_capacity(pairs.len());
     let mut corrupt = Vec::with_capacity(pairs.len());
@@ -103,7 +117,14 @@ pub fn prepare(src: &TaskSource, tok: &dyn Tokenizer, n: usize, seed: u64, bos: 
         corrupt.push(b);
         tokens.push(tasks::resolve_tokens(p, tok)?);
     }
-    Ok(PreparedTask { name: src.name(), pairs, clean, corrupt, tokens, notes })
+    Ok(PreparedTask {
+        name: src.name(),
+        pairs,
+        clean,
+        corrupt,
+        tokens,
+        notes,
+    })
 }
 
 impl PreparedTask {

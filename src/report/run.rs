@@ -19,7 +19,9 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// f64 that may be ±∞ (ROC thresholds) as JSON: non-finite → null.
 fn finite(v: &[f64]) -> Vec<Option<f64>> {
-    v.iter().map(|&x| if x.is_finite() { Some(x) } else { None }).collect()
+    v.iter()
+        .map(|&x| if x.is_finite() { Some(x) } else { None })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,7 +43,12 @@ pub struct SavedCodes {
     pub trials: Vec<CodeTable>,
 }
 
-pub fn write_discover(dir: &Path, model: &Model, r: &DiscoverResult, save_sae: bool) -> Result<Vec<String>> {
+pub fn write_discover(
+    dir: &Path,
+    model: &Model,
+    r: &DiscoverResult,
+    save_sae: bool,
+) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
     let primary = r.config.scorer.name();
@@ -80,7 +87,15 @@ pub fn write_discover(dir: &Path, model: &Model, r: &DiscoverResult, save_sae: b
     // CSV.
     let p = dir.join("scores.csv");
     let mut w = csv::Writer::from_path(&p).map_err(|e| Error::format(&p, e.to_string()))?;
-    w.write_record(["layer", "head", "label", "score", "n_unique_pos", "n_unique_neg", "in_circuit"])?;
+    w.write_record([
+        "layer",
+        "head",
+        "label",
+        "score",
+        "n_unique_pos",
+        "n_unique_neg",
+        "in_circuit",
+    ])?;
     let t0 = r.trials.first();
     for i in 0..r.n_layers * r.n_heads {
         let (l, h) = (i / r.n_heads, i % r.n_heads);
@@ -100,8 +115,15 @@ pub fn write_discover(dir: &Path, model: &Model, r: &DiscoverResult, save_sae: b
     // Heatmap.
     let outlined = mask.clone().unwrap_or_else(|| vec![false; scores.len()]);
     let vals: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
-    let title = format!("{primary} score per head ({} on {})", r.config.task.name(), model.source);
-    write(&dir.join("heatmap.svg"), &svg::heatmap(&title, &vals, r.n_layers, r.n_heads, &outlined))?;
+    let title = format!(
+        "{primary} score per head ({} on {})",
+        r.config.task.name(),
+        model.source
+    );
+    write(
+        &dir.join("heatmap.svg"),
+        &svg::heatmap(&title, &vals, r.n_layers, r.n_heads, &outlined),
+    )?;
     written.push("heatmap.svg".into());
 
     // ROC.
@@ -111,8 +133,24 @@ pub fn write_discover(dir: &Path, model: &Model, r: &DiscoverResult, save_sae: b
         for (name, s) in &r.scores {
             let c = roc_curve(s, m, true)?;
             let auc = crate::eval::roc::auc_of(&c);
-            series.push((format!("{name} ({auc:.3})"), c.fpr.iter().zip(&c.tpr).map(|(&a, &b)| (a as f32, b as f32)).collect()));
-            all.insert(name.clone(), RocJson { scorer: name.clone(), fpr: c.fpr.clone(), tpr: c.tpr.clone(), thresholds: finite(&c.thresholds), auc });
+            series.push((
+                format!("{name} ({auc:.3})"),
+                c.fpr
+                    .iter()
+                    .zip(&c.tpr)
+                    .map(|(&a, &b)| (a as f32, b as f32))
+                    .collect(),
+            ));
+            all.insert(
+                name.clone(),
+                RocJson {
+                    scorer: name.clone(),
+                    fpr: c.fpr.clone(),
+                    tpr: c.tpr.clone(),
+                    thresholds: finite(&c.thresholds),
+                    auc,
+                },
+            );
         }
         let primary_roc = all.get(primary).cloned();
         let j = serde_json::json!({
@@ -126,7 +164,16 @@ pub fn write_discover(dir: &Path, model: &Model, r: &DiscoverResult, save_sae: b
         });
         write(&dir.join("roc.json"), &serde_json::to_string_pretty(&j)?)?;
         let cname = r.circuit.as_ref().map_or("", |c| c.name.as_str());
-        write(&dir.join("roc.svg"), &svg::lines(&format!("ROC against circuit {cname} (mean scores over trials)"), "false positive rate", "true positive rate", &series, true))?;
+        write(
+            &dir.join("roc.svg"),
+            &svg::lines(
+                &format!("ROC against circuit {cname} (mean scores over trials)"),
+                "false positive rate",
+                "true positive rate",
+                &series,
+                true,
+            ),
+        )?;
         written.push("roc.json".into());
         written.push("roc.svg".into());
     }
@@ -134,15 +181,49 @@ pub fn write_discover(dir: &Path, model: &Model, r: &DiscoverResult, save_sae: b
     // Faithfulness.
     if let Some(f) = &r.faithfulness {
         let ser = vec![
-            (format!("{primary} ranking"), f.ks.iter().zip(&f.ours).map(|(&k, &v)| (k as f32, v)).collect()),
-            ("random ranking".to_string(), f.ks.iter().zip(&f.random).map(|(&k, &v)| (k as f32, v)).collect()),
+            (
+                format!("{primary} ranking"),
+                f.ks.iter()
+                    .zip(&f.ours)
+                    .map(|(&k, &v)| (k as f32, v))
+                    .collect(),
+            ),
+            (
+                "random ranking".to_string(),
+                f.ks.iter()
+                    .zip(&f.random)
+                    .map(|(&k, &v)| (k as f32, v))
+                    .collect(),
+            ),
         ];
-        write(&dir.join("faithfulness.svg"), &svg::lines(&format!("metric recovered, other heads {:?}-ablated", f.ablation), "heads kept", "metric / full model", &ser, false))?;
+        write(
+            &dir.join("faithfulness.svg"),
+            &svg::lines(
+                &format!("metric recovered, other heads {:?}-ablated", f.ablation),
+                "heads kept",
+                "metric / full model",
+                &ser,
+                false,
+            ),
+        )?;
         written.push("faithfulness.svg".into());
     }
     if let Some(p) = &r.patching {
-        let circ = r.circuit.as_ref().map(|c| c.mask(r.n_layers, r.n_heads)).unwrap_or_else(|| vec![false; p.effect.len()]);
-        write(&dir.join("patching.svg"), &svg::heatmap("activation patching effect per head", &p.effect, p.n_layers, p.n_heads, &circ))?;
+        let circ = r
+            .circuit
+            .as_ref()
+            .map(|c| c.mask(r.n_layers, r.n_heads))
+            .unwrap_or_else(|| vec![false; p.effect.len()]);
+        write(
+            &dir.join("patching.svg"),
+            &svg::heatmap(
+                "activation patching effect per head",
+                &p.effect,
+                p.n_layers,
+                p.n_heads,
+                &circ,
+            ),
+        )?;
         written.push("patching.svg".into());
     }
 
@@ -167,7 +248,13 @@ pub fn write_discover(dir: &Path, model: &Model, r: &DiscoverResult, save_sae: b
 /// SAELens layout: `cfg.json` + `sae_weights.safetensors` with W_enc [d_in, d_sae],
 /// b_enc, W_dec [d_sae, d_in], b_dec. Per-head SAEs go to
 /// `blocks.{l}.attn.hook_{z|result}/h{h}/`.
-fn save_saes(root: &Path, saes: &[Sae], mode: SaeMode, r: &DiscoverResult, model: &Model) -> Result<()> {
+fn save_saes(
+    root: &Path,
+    saes: &[Sae],
+    mode: SaeMode,
+    r: &DiscoverResult,
+    model: &Model,
+) -> Result<()> {
     let hook = match r.config.on {
         crate::hooks::HookPoint::Z => "hook_z",
         crate::hooks::HookPoint::Result => "hook_result",
@@ -175,10 +262,19 @@ fn save_saes(root: &Path, saes: &[Sae], mode: SaeMode, r: &DiscoverResult, model
     for (i, s) in saes.iter().enumerate() {
         let s = s.normalised();
         let (dir, meta_hook, head) = match mode {
-            SaeMode::Shared => (root.join(format!("all_heads.attn.{hook}")), format!("blocks.*.attn.{hook}"), None),
+            SaeMode::Shared => (
+                root.join(format!("all_heads.attn.{hook}")),
+                format!("blocks.*.attn.{hook}"),
+                None,
+            ),
             SaeMode::PerHead => {
                 let (l, h) = (i / r.n_heads, i % r.n_heads);
-                (root.join(format!("blocks.{l}.attn.{hook}")).join(format!("h{h}")), format!("blocks.{l}.attn.{hook}"), Some(h))
+                (
+                    root.join(format!("blocks.{l}.attn.{hook}"))
+                        .join(format!("h{h}")),
+                    format!("blocks.{l}.attn.{hook}"),
+                    Some(h),
+                )
             }
         };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -230,5 +326,6 @@ fn save_saes(root: &Path, saes: &[Sae], mode: SaeMode, r: &DiscoverResult, model
 pub fn read_codes(dir: &Path) -> Result<SavedCodes> {
     let p = dir.join("codes.json");
     let text = crate::error::read_text(&p)?;
-    serde_json::from_str(&text).map_err(|e| Error::format(&p, format!("not a headcode codes.json: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::format(&p, format!("not a headcode codes.json: {e}")))
 }
