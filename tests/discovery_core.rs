@@ -208,38 +208,3 @@ fn whole_pipeline_is_deterministic() {
     assert_eq!(a, b);
     assert_eq!(ta, tb);
 }
-
-/// Wall time of the paper-size shared SAE (500 steps, SmolLM2-135M: 10 examples × 270
-/// heads = 2700 rows, d 576 → 200). Run with
-/// `cargo test --release --test discovery_core -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing; slow in debug builds"]
-fn timing_shared_sae_smollm2_500_steps() {
-    let (rows, d) = (2700, 576);
-    let mut rng = StdRng::seed_from_u64(0);
-    let x: Vec<f32> = (0..rows * d)
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
-    let cfg = SaeConfig::default();
-    let t0 = std::time::Instant::now();
-    let (_, log) = sae::train_shared(&x, rows, d, &cfg).unwrap();
-    let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "shared SAE {rows}x{d}->{} x {} steps: {secs:.2} s ({:.1} ms/step), loss {} -> {}",
-        cfg.n_features,
-        cfg.steps,
-        1e3 * secs / cfg.steps as f64,
-        log.loss[0],
-        log.loss[cfg.steps - 1]
-    );
-    let t0 = std::time::Instant::now();
-    let (ex, heads) = (10, 144);
-    let x: Vec<f32> = (0..ex * heads * 768)
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
-    let (_, _) = sae::train_per_head(&x, ex, heads, 768, &cfg).unwrap();
-    println!(
-        "per-head SAEs 144 x (10x768->200) x 500 steps: {:.2} s",
-        t0.elapsed().as_secs_f64()
-    );
-}

@@ -227,6 +227,13 @@ pub fn write_discover(
         written.push("patching.svg".into());
     }
 
+    // The circuit itself, reusable with `--circuit FILE` (patching is the costly stage).
+    if let Some(c) = &r.circuit {
+        let labels: Vec<String> = c.heads.iter().map(|(l, h)| format!("L{l}H{h}")).collect();
+        write(&dir.join("circuit.json"), &serde_json::to_string_pretty(&labels)?)?;
+        written.push("circuit.json".into());
+    }
+
     // Codes for re-scoring.
     let saved = SavedCodes {
         n_layers: r.n_layers,
