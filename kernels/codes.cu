@@ -1,0 +1,50 @@
+// codes.cu: per-row argmax ("codes") over a row-major [rows, k] f32 matrix.
+//
+// argmax_rows_f32(x[rows,k], rows, k, out[rows] u32)
+//   Launch: one warp per row; blockDim = (256,1,1) (8 rows per block),
+//   grid = (ceil(rows/8), 1, 1). Any blockDim that is a multiple of 32 works.
+//   Ties resolve to the LOWEST column index (numpy argmax); an all-zero row gives 0.
+//   NaN entries are never selected (comparisons with NaN are false), unless the
+//   whole row is NaN, in which case the result is 0.
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+namespace {
+
+__device__ __forceinline__ bool better(float v, unsigned i, float bv, unsigned bi) {
+    return v > bv || (v == bv && i < bi);
+}
+
+__device__ __forceinline__ void warp_argmax(float &v, unsigned &i) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        float ov = __shfl_down_sync(0xffffffffu, v, off);
+        unsigned oi = __shfl_down_sync(0xffffffffu, i, off);
+        if (better(ov, oi, v, i)) {
+            v = ov;
+            i = oi;
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" __global__ void argmax_rows_f32(const float *__restrict__ x, unsigned rows,
+                                           unsigned k, unsigned *__restrict__ out) {
+    const unsigned warps_per_block = blockDim.x >> 5;
+    const unsigned lane = threadIdx.x & 31u;
+    const unsigned row = blockIdx.x * warps_per_block + (threadIdx.x >> 5);
+    if (row >= rows) return;  // whole warp exits together
+    const float *r = x + (size_t)row * k;
+    float bv = -CUDART_INF_F;
+    unsigned bi = 0xffffffffu;
+    for (unsigned j = lane; j < k; j += 32) {
+        float v = r[j];
+        if (better(v, j, bv, bi)) {
+            bv = v;
+            bi = j;
+        }
+    }
+    warp_argmax(bv, bi);
+    if (lane == 0) out[row] = (bi == 0xffffffffu) ? 0u : bi;
+}
