@@ -1,6 +1,9 @@
 // codes.cu: per-row argmax ("codes") over a row-major [rows, k] f32 matrix.
 //
-// argmax_rows_f32(x[rows,k], rows, k, out[rows] u32)
+// argmax_rows_f32(x[rows,k], rows, k, group, os_g, os_r, out u32)
+//   out[(row / group) * os_g + (row % group) * os_r] = argmax of row `row`.
+//   Plain [rows] output: group = rows, os_g = 0, os_r = 1. Transposed output, e.g. per-head
+//   SAE activations [H, E, n] -> codes [E, H]: group = E, os_g = 1, os_r = H.
 //   Launch: one warp per row; blockDim = (256,1,1) (8 rows per block),
 //   grid = (ceil(rows/8), 1, 1). Any blockDim that is a multiple of 32 works.
 //   Ties resolve to the LOWEST column index (numpy argmax); an all-zero row gives 0.
@@ -30,7 +33,8 @@ __device__ __forceinline__ void warp_argmax(float &v, unsigned &i) {
 }  // namespace
 
 extern "C" __global__ void argmax_rows_f32(const float *__restrict__ x, unsigned rows,
-                                           unsigned k, unsigned *__restrict__ out) {
+                                           unsigned k, unsigned group, unsigned os_g,
+                                           unsigned os_r, unsigned *__restrict__ out) {
     const unsigned warps_per_block = blockDim.x >> 5;
     const unsigned lane = threadIdx.x & 31u;
     const unsigned row = blockIdx.x * warps_per_block + (threadIdx.x >> 5);
@@ -46,5 +50,8 @@ extern "C" __global__ void argmax_rows_f32(const float *__restrict__ x, unsigned
         }
     }
     warp_argmax(bv, bi);
-    if (lane == 0) out[row] = (bi == 0xffffffffu) ? 0u : bi;
+    if (lane == 0) {
+        const size_t o = (size_t)(row / group) * os_g + (size_t)(row % group) * os_r;
+        out[o] = (bi == 0xffffffffu) ? 0u : bi;
+    }
 }
