@@ -26,7 +26,9 @@
 //      <= the device opt-in limit, 227 KB on H100: d=64, n=200, R=10 -> ~127 KB).
 //  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
 //      sae_renorm_rows_f32, sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
-//      sae_grad_b_f32, sae_loss_f32 (optional), sae_adam_radial_rows_f32 (x2), sae_adam_f32 (x2).
+//      sae_grad_b_f32, sae_loss_f32 (optional), sae_adam_radial_rows_f32 (x2), sae_adam_f32 (x2),
+//      sae_step_inc_u32. The step index lives in device memory (t_dev), so one step is
+//      identical every time: the host captures it once as a CUDA graph and replays it.
 //      Launch configurations are documented above each kernel.
 #include <cuda_runtime.h>
 #include <math.h>
@@ -221,12 +223,12 @@ extern "C" __global__ void sae_grad_b_f32(const float *__restrict__ colsum_diff,
     g_b[i] = s1 * colsum_diff[i] - acc;
 }
 
-// loss[s*loss_stride + step] = sum(diff^2)/(R d) + lambda * sum(f)/R.
+// loss[s*loss_stride + step] = sum(diff^2)/(R d) + lambda * sum(f)/R, step = *t_dev - 1.
 // Launch: grid (N,1,1), blockDim 256.
 extern "C" __global__ void sae_loss_f32(const float *__restrict__ diff, const float *__restrict__ f,
                                         unsigned R, unsigned d, unsigned n, float lambda,
                                         float *__restrict__ loss, unsigned loss_stride,
-                                        unsigned step) {
+                                        const unsigned *__restrict__ t_dev) {
     __shared__ float red[2][32];
     const unsigned s = blockIdx.x;
     const float *df = diff + (size_t)s * R * d;
@@ -242,20 +244,23 @@ extern "C" __global__ void sae_loss_f32(const float *__restrict__ diff, const fl
     if (threadIdx.x == 0) {
         float sa = 0.f, sb = 0.f;
         for (unsigned w = 0; w < (blockDim.x >> 5); ++w) { sa += red[0][w]; sb += red[1][w]; }
+        const unsigned step = *t_dev - 1u;
         loss[(size_t)s * loss_stride + step] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
     }
 }
 
 // Radial gradient removal + Adam for rows of a unit-norm weight (all SAEs' rows stacked).
-// t = 1-based step. Launch: warp per row, blockDim 256, grid ceil(rows/8).
+// *t_dev = 1-based step (read from device memory so one captured step replays as a CUDA
+// graph). Launch: warp per row, blockDim 256, grid ceil(rows/8).
 extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const float *__restrict__ g,
                                                     float *__restrict__ m, float *__restrict__ v,
-                                                    unsigned rows, unsigned len, unsigned t,
+                                                    unsigned rows, unsigned len,
+                                                    const unsigned *__restrict__ t_dev,
                                                     float lr, float b1, float b2, float eps) {
     const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const unsigned lane = threadIdx.x & 31u;
     if (row >= rows) return;
-    const AdamK a = make_adam(lr, b1, b2, eps, t);
+    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
     const size_t base = (size_t)row * len;
     float dot = 0.f;
     for (unsigned j = lane; j < len; j += 32) dot += g[base + j] * w[base + j];
@@ -268,15 +273,20 @@ extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const
     }
 }
 
-// Plain Adam. Launch: 1-D over len threads, blockDim 256.
+// Plain Adam, step *t_dev. Launch: 1-D over len threads, blockDim 256.
 extern "C" __global__ void sae_adam_f32(float *__restrict__ p, const float *__restrict__ g,
                                         float *__restrict__ m, float *__restrict__ v,
-                                        unsigned len, unsigned t, float lr, float b1, float b2,
-                                        float eps) {
+                                        unsigned len, const unsigned *__restrict__ t_dev, float lr,
+                                        float b1, float b2, float eps) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= len) return;
-    const AdamK a = make_adam(lr, b1, b2, eps, t);
+    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
     p[i] = adam_update(p[i], g[i], &m[i], &v[i], a);
+}
+
+// *t_dev += 1 (end of a batched step). Launch: grid (1,1,1), blockDim (1,1,1).
+extern "C" __global__ void sae_step_inc_u32(unsigned *t_dev) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) *t_dev += 1u;
 }
 
 // ------------------------------------------------------------------------------------------

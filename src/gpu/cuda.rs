@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
     ValidAsZeroBits,
@@ -65,6 +65,7 @@ struct Kernels {
     adam_radial: CudaFunction,
     adam: CudaFunction,
     persistent: CudaFunction,
+    step_inc: CudaFunction,
     fill: CudaFunction,
 }
 
@@ -92,6 +93,21 @@ pub(crate) struct DevSaes {
     pub b: CudaSlice<f32>,
 }
 
+/// Work buffers of the batched trainer.
+struct Work {
+    xc: CudaSlice<f32>,
+    f: CudaSlice<f32>,
+    diff: CudaSlice<f32>,
+    dpre: CudaSlice<f32>,
+    g_we: CudaSlice<f32>,
+    g_wd: CudaSlice<f32>,
+    g_be: CudaSlice<f32>,
+    g_b: CudaSlice<f32>,
+    cs: CudaSlice<f32>,
+    /// current 1-based step
+    t_dev: CudaSlice<u32>,
+}
+
 /// Adam moments (zero-initialised) for a DevSaes.
 struct Moments {
     m_we: CudaSlice<f32>,
@@ -111,7 +127,8 @@ impl GpuContext {
         // SAFETY: this context is used through a single stream (`self.stream`) only, so the
         // per-slice events cudarc would record for cross-stream ordering are not needed.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A created (non-default) stream: CUDA graphs cannot be captured on the legacy stream.
+        let stream = ctx.new_stream().cuda("creating a stream")?;
         let name = ctx.name().cuda("device name")?;
         let compute_cap = ctx.compute_capability().cuda("compute capability")?;
         let smem_optin = ctx
@@ -143,6 +160,7 @@ impl GpuContext {
             adam_radial: f(&sae, "sae_adam_radial_rows_f32")?,
             adam: f(&sae, "sae_adam_f32")?,
             persistent: f(&sae, "sae_train_persistent_f32")?,
+            step_inc: f(&sae, "sae_step_inc_u32")?,
             fill: f(&util, "fill_uniform_f32")?,
         };
         let (free, total) = ctx.mem_get_info().cuda("memory info")?;
@@ -482,23 +500,22 @@ impl GpuContext {
             HookReduce::Last => 1,
         };
         let null: u64 = 0;
+        let dm_u = match w_o {
+            Some((_, dm)) => u32_of(dm, "d_model")?,
+            None => 0,
+        };
         let mut b = self.stream.launch_builder(&self.k.hook);
         b.arg(z).arg(mask).arg(&b_u).arg(&p_u).arg(&h_u).arg(&dh_u).arg(&mode_u);
-        let dm_u;
         match w_o {
-            Some((w, dm)) => {
-                dm_u = u32_of(dm, "d_model")?;
-                b.arg(w).arg(&dm_u);
-            }
-            None => {
-                dm_u = 0;
-                b.arg(&null).arg(&dm_u);
-            }
-        }
+            Some((w, _)) => b.arg(w),
+            None => b.arg(&null),
+        };
+        b.arg(&dm_u);
         b.arg(out);
         // SAFETY: matches hook_reduce_f32(const float* z[B*P*H*dh], const u8* mask[B*P], B, P, H, dh,
         // mode, const float* w_o (or NULL), dm, float* out[B*H*(dm or dh)]); shapes checked by callers.
         unsafe { b.launch(cfg((gx, gy, 1), 256, smem as u32)) }.cuda("hook_reduce_f32")?;
+        self.sample_mem();
         Ok(())
     }
 
@@ -729,100 +746,147 @@ impl GpuContext {
     ) -> Result<()> {
         let (c, d, n, r) = (s.count, s.d, s.n, rows);
         let mut mo = self.moments(c, d, n)?;
-        let mut xc = self.zeros::<f32>(c * r * d)?;
-        let mut f = self.zeros::<f32>(c * r * n)?;
-        let mut diff = self.zeros::<f32>(c * r * d)?;
-        let mut dpre = self.zeros::<f32>(c * r * n)?;
-        let mut g_we = self.zeros::<f32>(c * n * d)?;
-        let mut g_wd = self.zeros::<f32>(c * d * n)?;
-        let mut g_be = self.zeros::<f32>(c * n)?;
-        let mut g_b = self.zeros::<f32>(c * d)?;
-        let mut cs = self.zeros::<f32>(c * d)?;
+        let mut wb = Work {
+            xc: self.zeros(c * r * d)?,
+            f: self.zeros(c * r * n)?,
+            diff: self.zeros(c * r * d)?,
+            dpre: self.zeros(c * r * n)?,
+            g_we: self.zeros(c * n * d)?,
+            g_wd: self.zeros(c * d * n)?,
+            g_be: self.zeros(c * n)?,
+            g_b: self.zeros(c * d)?,
+            cs: self.zeros(c * d)?,
+            t_dev: self.upload(&[1u32])?,
+        };
         self.sample_mem();
+        // One step captured as a CUDA graph and replayed `steps` times (the step index lives in
+        // t_dev); if capture is refused, fall back to direct launches.
+        let mut done = false;
+        if tc.steps > 1 && std::env::var_os("HEADCODE_NO_GRAPHS").is_none() {
+            self.stream
+                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .cuda("begin graph capture")?;
+            let enq = self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut());
+            let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
+            if let (Ok(()), Ok(Some(graph))) = (&enq, &graph) {
+                for _ in 0..tc.steps {
+                    graph.launch().cuda("graph launch")?;
+                }
+                // keep the graph alive until every replay has run
+                self.sync()?;
+                done = true;
+            } else {
+                // discard any error the failed capture left behind
+                let _ = self.ctx.check_err();
+            }
+        }
+        if !done {
+            for _ in 0..tc.steps {
+                self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueue one full training step of the batched path (no host synchronisation).
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_step(
+        &self,
+        x: &CudaSlice<f32>,
+        r: usize,
+        s: &mut DevSaes,
+        mo: &mut Moments,
+        wb: &mut Work,
+        tc: &TrainConfig,
+        loss: Option<&mut CudaSlice<f32>>,
+    ) -> Result<()> {
+        let (c, d, n) = (s.count, s.d, s.n);
         let (c_u, r_u, d_u, n_u) = (u32_of(c, "SAE count")?, u32_of(r, "rows")?, u32_of(d, "d")?, u32_of(n, "n")?);
         let rows_we = u32_of(c * n, "rows")?;
         let rows_wd = u32_of(c * d, "rows")?;
         let s1 = 2.0f32 / (r * d) as f32;
         let lam_r = tc.lambda / r as f32;
         let steps_u = tc.steps;
-        let zero64: u64 = 0;
         let rd64 = d as u64;
+        let x_bs = (r * d) as u64;
         let g_we_rows = grid1(launch::warp_per_row_grid(c * n, launch::ROW_BLOCK), "renorm")?;
         let g_wd_rows = grid1(launch::warp_per_row_grid(c * d, launch::ROW_BLOCK), "renorm")?;
         let e = |len: usize| grid1(launch::elementwise_grid(len, launch::ELEM_BLOCK), "elementwise");
-        for t in 1..=tc.steps {
-            // 1. renormalise
-            for (w, rows_u, len_u, grid) in [(&mut s.w_enc, rows_we, d_u, g_we_rows), (&mut s.w_dec, rows_wd, n_u, g_wd_rows)] {
-                let mut b = self.stream.launch_builder(&self.k.renorm);
-                b.arg(w).arg(&rows_u).arg(&len_u);
-                // SAFETY: matches sae_renorm_rows_f32(float* w[rows*len], rows, len).
-                unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }.cuda("sae_renorm_rows_f32")?;
-            }
-            // 2. centre
-            {
-                let x_bs = (r * d) as u64;
-                let mut b = self.stream.launch_builder(&self.k.center);
-                b.arg(x).arg(&x_bs).arg(&rd64).arg(&s.b).arg(&c_u).arg(&r_u).arg(&d_u).arg(&mut xc);
-                // SAFETY: matches sae_center_f32(const float* x, u64 x_bs, u64 x_rs, const float* b[c*d],
-                // N, R, d, float* xc[c*R*d]); x holds c*R*d floats (checked in d_train).
-                unsafe { b.launch(cfg(e(c * r * d)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_center_f32")?;
-            }
-            // f = relu(xc W_enc^T + b_enc)            [c, R, n]
-            self.gemm(r, n, d, c, (&xc, r * d, d, 1), (&s.w_enc, n * d, 1, d), (&mut f, r * n, n), 1, 1.0, 0.0, Some((&s.b_enc, n)), None)?;
-            // diff = f W_dec^T + b - x                 [c, R, d]
-            self.gemm(r, d, n, c, (&f, r * n, n, 1), (&s.w_dec, d * n, 1, n), (&mut diff, r * d, d), 2, 1.0, 0.0, Some((&s.b, d)), Some(x))?;
-            if let Some(l) = loss.as_deref_mut() {
-                let step_u = t - 1;
-                let mut b = self.stream.launch_builder(&self.k.loss);
-                b.arg(&diff).arg(&f).arg(&r_u).arg(&d_u).arg(&n_u).arg(&tc.lambda).arg(l).arg(&steps_u).arg(&step_u);
-                // SAFETY: matches sae_loss_f32(const float* diff, const float* f, R, d, n, lambda,
-                // float* loss[c*steps], loss_stride, step); step < steps.
-                unsafe { b.launch(cfg((c_u, 1, 1), 256, 0)) }.cuda("sae_loss_f32")?;
-            }
-            // dpre = [f>0] (s1 diff W_dec + lambda/R)  [c, R, n]
-            self.gemm(r, n, d, c, (&diff, r * d, d, 1), (&s.w_dec, d * n, n, 1), (&mut dpre, r * n, n), 3, s1, lam_r, None, Some(&f))?;
-            // g_W_dec = s1 diff^T f                    [c, d, n]
-            self.gemm(d, n, r, c, (&diff, r * d, 1, d), (&f, r * n, n, 1), (&mut g_wd, d * n, n), 0, s1, 0.0, None, None)?;
-            // g_W_enc = dpre^T xc                      [c, n, d]
-            self.gemm(n, d, r, c, (&dpre, r * n, 1, n), (&xc, r * d, d, 1), (&mut g_we, n * d, d), 0, 1.0, 0.0, None, None)?;
-            // column sums
-            for (src, cols_u, cols, dst) in [(&dpre, n_u, n, &mut g_be), (&diff, d_u, d, &mut cs)] {
-                let mut b = self.stream.launch_builder(&self.k.colsum);
-                b.arg(src).arg(&c_u).arg(&r_u).arg(&cols_u).arg(dst);
-                // SAFETY: matches sae_colsum_f32(const float* src[c*R*C], N, R, C, float* dst[c*C]).
-                unsafe { b.launch(cfg(e(c * cols)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_colsum_f32")?;
-            }
-            {
-                let mut b = self.stream.launch_builder(&self.k.grad_b);
-                b.arg(&cs).arg(&g_be).arg(&s.w_enc).arg(&c_u).arg(&n_u).arg(&d_u).arg(&s1).arg(&mut g_b);
-                // SAFETY: matches sae_grad_b_f32(const float* colsum[c*d], const float* g_benc[c*n],
-                // const float* w_enc[c*n*d], N, n, d, s1, float* g_b[c*d]).
-                unsafe { b.launch(cfg(e(c * d)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_grad_b_f32")?;
-            }
-            // radial removal + Adam on the weights, plain Adam on the biases
-            for (w, g, m, v, rows_u, len_u, grid) in [
-                (&mut s.w_enc, &g_we, &mut mo.m_we, &mut mo.v_we, rows_we, d_u, g_we_rows),
-                (&mut s.w_dec, &g_wd, &mut mo.m_wd, &mut mo.v_wd, rows_wd, n_u, g_wd_rows),
-            ] {
-                let mut b = self.stream.launch_builder(&self.k.adam_radial);
-                b.arg(w).arg(g).arg(m).arg(v).arg(&rows_u).arg(&len_u).arg(&t).arg(&tc.lr).arg(&tc.beta1).arg(&tc.beta2).arg(&tc.eps);
-                // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, float* m, float* v,
-                // rows, len, t, lr, b1, b2, eps); all four buffers hold rows*len floats.
-                unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }.cuda("sae_adam_radial_rows_f32")?;
-            }
-            for (p, g, m, v, len) in [
-                (&mut s.b_enc, &g_be, &mut mo.m_be, &mut mo.v_be, c * n),
-                (&mut s.b, &g_b, &mut mo.m_b, &mut mo.v_b, c * d),
-            ] {
-                let len_u = u32_of(len, "len")?;
-                let mut b = self.stream.launch_builder(&self.k.adam);
-                b.arg(p).arg(g).arg(m).arg(v).arg(&len_u).arg(&t).arg(&tc.lr).arg(&tc.beta1).arg(&tc.beta2).arg(&tc.eps);
-                // SAFETY: matches sae_adam_f32(float* p, const float* g, float* m, float* v, len, t, lr,
-                // b1, b2, eps); all four buffers hold len floats.
-                unsafe { b.launch(cfg(e(len)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_adam_f32")?;
-            }
+        let Work { xc, f, diff, dpre, g_we, g_wd, g_be, g_b, cs, t_dev } = wb;
+        // 1. renormalise
+        for (w, rows_u, len_u, grid) in [(&mut s.w_enc, rows_we, d_u, g_we_rows), (&mut s.w_dec, rows_wd, n_u, g_wd_rows)] {
+            let mut b = self.stream.launch_builder(&self.k.renorm);
+            b.arg(w).arg(&rows_u).arg(&len_u);
+            // SAFETY: matches sae_renorm_rows_f32(float* w[rows*len], rows, len).
+            unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }.cuda("sae_renorm_rows_f32")?;
         }
-        let _ = zero64;
+        // 2. centre
+        {
+            let mut b = self.stream.launch_builder(&self.k.center);
+            b.arg(x).arg(&x_bs).arg(&rd64).arg(&s.b).arg(&c_u).arg(&r_u).arg(&d_u).arg(&mut *xc);
+            // SAFETY: matches sae_center_f32(const float* x, u64 x_bs, u64 x_rs, const float* b[c*d],
+            // N, R, d, float* xc[c*R*d]); x holds c*R*d floats (checked in d_train).
+            unsafe { b.launch(cfg(e(c * r * d)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_center_f32")?;
+        }
+        // f = relu(xc W_enc^T + b_enc)            [c, R, n]
+        self.gemm(r, n, d, c, (&*xc, r * d, d, 1), (&s.w_enc, n * d, 1, d), (&mut *f, r * n, n), 1, 1.0, 0.0, Some((&s.b_enc, n)), None)?;
+        // diff = f W_dec^T + b - x                 [c, R, d]
+        self.gemm(r, d, n, c, (&*f, r * n, n, 1), (&s.w_dec, d * n, 1, n), (&mut *diff, r * d, d), 2, 1.0, 0.0, Some((&s.b, d)), Some(x))?;
+        if let Some(l) = loss {
+            let mut b = self.stream.launch_builder(&self.k.loss);
+            b.arg(&*diff).arg(&*f).arg(&r_u).arg(&d_u).arg(&n_u).arg(&tc.lambda).arg(l).arg(&steps_u).arg(&*t_dev);
+            // SAFETY: matches sae_loss_f32(const float* diff, const float* f, R, d, n, lambda,
+            // float* loss[c*steps], loss_stride, const u32* t_dev); 1 <= *t_dev <= steps.
+            unsafe { b.launch(cfg((c_u, 1, 1), 256, 0)) }.cuda("sae_loss_f32")?;
+        }
+        // dpre = [f>0] (s1 diff W_dec + lambda/R)  [c, R, n]
+        self.gemm(r, n, d, c, (&*diff, r * d, d, 1), (&s.w_dec, d * n, n, 1), (&mut *dpre, r * n, n), 3, s1, lam_r, None, Some(&*f))?;
+        // g_W_dec = s1 diff^T f                    [c, d, n]
+        self.gemm(d, n, r, c, (&*diff, r * d, 1, d), (&*f, r * n, n, 1), (&mut *g_wd, d * n, n), 0, s1, 0.0, None, None)?;
+        // g_W_enc = dpre^T xc                      [c, n, d]
+        self.gemm(n, d, r, c, (&*dpre, r * n, 1, n), (&*xc, r * d, d, 1), (&mut *g_we, n * d, d), 0, 1.0, 0.0, None, None)?;
+        // column sums
+        for (src, cols_u, cols, dst) in [(&*dpre, n_u, n, &mut *g_be), (&*diff, d_u, d, &mut *cs)] {
+            let mut b = self.stream.launch_builder(&self.k.colsum);
+            b.arg(src).arg(&c_u).arg(&r_u).arg(&cols_u).arg(dst);
+            // SAFETY: matches sae_colsum_f32(const float* src[c*R*C], N, R, C, float* dst[c*C]).
+            unsafe { b.launch(cfg(e(c * cols)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_colsum_f32")?;
+        }
+        {
+            let mut b = self.stream.launch_builder(&self.k.grad_b);
+            b.arg(&*cs).arg(&*g_be).arg(&s.w_enc).arg(&c_u).arg(&n_u).arg(&d_u).arg(&s1).arg(&mut *g_b);
+            // SAFETY: matches sae_grad_b_f32(const float* colsum[c*d], const float* g_benc[c*n],
+            // const float* w_enc[c*n*d], N, n, d, s1, float* g_b[c*d]).
+            unsafe { b.launch(cfg(e(c * d)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_grad_b_f32")?;
+        }
+        // radial removal + Adam on the weights, plain Adam on the biases
+        for (w, g, m, v, rows_u, len_u, grid) in [
+            (&mut s.w_enc, &*g_we, &mut mo.m_we, &mut mo.v_we, rows_we, d_u, g_we_rows),
+            (&mut s.w_dec, &*g_wd, &mut mo.m_wd, &mut mo.v_wd, rows_wd, n_u, g_wd_rows),
+        ] {
+            let mut b = self.stream.launch_builder(&self.k.adam_radial);
+            b.arg(w).arg(g).arg(m).arg(v).arg(&rows_u).arg(&len_u).arg(&*t_dev).arg(&tc.lr).arg(&tc.beta1).arg(&tc.beta2).arg(&tc.eps);
+            // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, float* m, float* v,
+            // rows, len, const u32* t_dev, lr, b1, b2, eps); all four buffers hold rows*len floats.
+            unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }.cuda("sae_adam_radial_rows_f32")?;
+        }
+        for (p, g, m, v, len) in [
+            (&mut s.b_enc, &*g_be, &mut mo.m_be, &mut mo.v_be, c * n),
+            (&mut s.b, &*g_b, &mut mo.m_b, &mut mo.v_b, c * d),
+        ] {
+            let len_u = u32_of(len, "len")?;
+            let mut b = self.stream.launch_builder(&self.k.adam);
+            b.arg(p).arg(g).arg(m).arg(v).arg(&len_u).arg(&*t_dev).arg(&tc.lr).arg(&tc.beta1).arg(&tc.beta2).arg(&tc.eps);
+            // SAFETY: matches sae_adam_f32(float* p, const float* g, float* m, float* v, len,
+            // const u32* t_dev, lr, b1, b2, eps); all four buffers hold len floats.
+            unsafe { b.launch(cfg(e(len)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_adam_f32")?;
+        }
+        {
+            let mut b = self.stream.launch_builder(&self.k.step_inc);
+            b.arg(&mut *t_dev);
+            // SAFETY: matches sae_step_inc_u32(u32* t_dev) with t_dev holding one u32.
+            unsafe { b.launch(cfg((1, 1, 1), 1, 0)) }.cuda("sae_step_inc_u32")?;
+        }
         Ok(())
     }
 

@@ -534,7 +534,7 @@ mod tests {
     #[test]
     fn near_ties_are_not_mismatches() {
         let f = [1.0, 1.00001, 0.5, 0.0, 3.0, 1.0];
-        assert_eq!(code_mismatches(&[0, 0], &f, 3, 1e-4), (0, 1));
+        assert_eq!(code_mismatches(&[0, 1], &f, 3, 1e-4), (0, 1));
         assert_eq!(code_mismatches(&[1, 2], &f, 3, 1e-4), (1, 0));
     }
 }
