@@ -13,7 +13,8 @@
 //   3. s1 = 2/(R d); dpre = [f>0] * (s1 diff W_dec + lambda/R)
 //      g_W_dec = s1 diff^T f;  g_W_enc = dpre^T xc;  g_b_enc = colsum(dpre)
 //      g_b = s1 colsum(diff) - g_b_enc W_enc                       (= colsum(s1 diff - dpre W_enc))
-//   4. radial removal per row of W_enc and W_dec: g <- g - (sum_row g*w) w  (w unit norm)
+//   4. radial removal per row of W_enc and W_dec: g <- g - (sum_row g*w) w/||w||
+//      (the library's hook; a zero row keeps its gradient)
 //   5. Adam (PyTorch foreach semantics): m = lerp(m, g, 1-b1); v = v*b2 + (1-b2) g g;
 //      p -= (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
 //
@@ -58,6 +59,11 @@ __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
     return v;  // all lanes
+}
+
+// The library's gradient hook: g - (sum g*w) * w/||w|| (a zero row keeps its gradient).
+__device__ __forceinline__ float radial(float g, float dot, float w, float nrm) {
+    return nrm == 0.f ? g : g - dot * (w / nrm);
 }
 
 __device__ __forceinline__ AdamK make_adam(float lr, float b1, float b2, float eps, unsigned t) {
@@ -262,13 +268,17 @@ extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const
     if (row >= rows) return;
     const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
     const size_t base = (size_t)row * len;
-    float dot = 0.f;
-    for (unsigned j = lane; j < len; j += 32) dot += g[base + j] * w[base + j];
+    float dot = 0.f, ss = 0.f;
+    for (unsigned j = lane; j < len; j += 32) {
+        dot += g[base + j] * w[base + j];
+        ss += w[base + j] * w[base + j];
+    }
     dot = warp_sum(dot);
+    const float nrm = sqrtf(warp_sum(ss));
     for (unsigned j = lane; j < len; j += 32) {
         const size_t i = base + j;
         const float wi = w[i];
-        const float gi = g[i] - dot * wi;
+        const float gi = radial(g[i], dot, wi, nrm);
         w[i] = adam_update(wi, gi, &m[i], &v[i], a);
     }
 }
@@ -427,38 +437,42 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             if (row < n) {
                 const unsigned j = row;
                 float *wr = We + (size_t)j * ldwe;
-                float dot = 0.f;
+                float dot = 0.f, ss = 0.f;
                 for (unsigned k = lane; k < d; k += 32) {
                     float g = 0.f;
                     for (unsigned r = 0; r < R; ++r) g = fmaf(dpre[(size_t)r * n + j], xc[(size_t)r * d + k], g);
                     dot += g * wr[k];
+                    ss += wr[k] * wr[k];
                 }
                 dot = warp_sum(dot);
+                const float nrm = sqrtf(warp_sum(ss));
                 for (unsigned k = lane; k < d; k += 32) {
                     float g = 0.f;
                     for (unsigned r = 0; r < R; ++r) g = fmaf(dpre[(size_t)r * n + j], xc[(size_t)r * d + k], g);
                     const float w = wr[k];
-                    g = g - dot * w;
+                    g = radial(g, dot, w, nrm);
                     const size_t gi = we_off + (size_t)j * d + k;
                     wr[k] = adam_update(w, g, &m_we[gi], &v_we[gi], ad);
                 }
             } else {
                 const unsigned k = row - n;
                 float *wr = Wd + (size_t)k * ldwd;
-                float dot = 0.f;
+                float dot = 0.f, ss = 0.f;
                 for (unsigned j = lane; j < n; j += 32) {
                     float g = 0.f;
                     for (unsigned r = 0; r < R; ++r) g = fmaf(diff[(size_t)r * d + k], f[(size_t)r * n + j], g);
                     g = s1 * g;
                     dot += g * wr[j];
+                    ss += wr[j] * wr[j];
                 }
                 dot = warp_sum(dot);
+                const float nrm = sqrtf(warp_sum(ss));
                 for (unsigned j = lane; j < n; j += 32) {
                     float g = 0.f;
                     for (unsigned r = 0; r < R; ++r) g = fmaf(diff[(size_t)r * d + k], f[(size_t)r * n + j], g);
                     g = s1 * g;
                     const float w = wr[j];
-                    g = g - dot * w;
+                    g = radial(g, dot, w, nrm);
                     const size_t gi = wd_off + (size_t)k * n + j;
                     wr[j] = adam_update(w, g, &m_wd[gi], &v_wd[gi], ad);
                 }

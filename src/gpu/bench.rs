@@ -200,6 +200,9 @@ mod imp {
             for _ in 0..self.opts.warmup.max(1) {
                 prep()?;
                 first = first.min(self.time_once(f)?);
+                if first > 1000.0 {
+                    break; // a slow stage (GPT-2-XL per-head SAEs): one warm-up is enough
+                }
             }
             let budget_reps = (self.opts.stage_budget_s * 1e3 / first.max(1e-3)).floor() as usize;
             let reps = self.opts.reps.max(1).min(budget_reps.max(3));

@@ -277,10 +277,15 @@ pub fn loss_and_grads(s: &State, x: &[f32], lambda: f64) -> (f64, State) {
     (loss, g)
 }
 
+/// The library's hook per row: g - (sum g*w) * w/||w|| (a zero row keeps its gradient).
 fn remove_radial(g: &mut [f64], w: &[f64], len: usize) {
     for (gr, wr) in g.chunks_mut(len).zip(w.chunks(len)) {
         let dot: f64 = gr.iter().zip(wr).map(|(a, b)| a * b).sum();
-        gr.iter_mut().zip(wr).for_each(|(a, b)| *a -= dot * b);
+        let nrm = wr.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if nrm == 0.0 {
+            continue;
+        }
+        gr.iter_mut().zip(wr).for_each(|(a, b)| *a -= dot * (b / nrm));
     }
 }
 
