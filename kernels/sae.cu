@@ -95,8 +95,8 @@ extern "C" __global__ void sae_renorm_rows_f32(float *__restrict__ w, unsigned r
     float ss = 0.f;
     for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
     ss = warp_sum(ss);
-    const float inv = 1.0f / fmaxf(sqrtf(ss), 1e-12f);
-    for (unsigned j = lane; j < len; j += 32) r[j] = r[j] * inv;
+    const float nrm = fmaxf(sqrtf(ss), 1e-12f);  // torch F.normalize: w / max(||w||, eps)
+    for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
 }
 
 // xc[s,r,k] = x[s*x_bs + r*x_rs + k] - b[s,k]; xc contiguous [N,R,d].
@@ -356,8 +356,8 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             float ss = 0.f;
             for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
             ss = warp_sum(ss);
-            const float inv = 1.0f / fmaxf(sqrtf(ss), 1e-12f);
-            for (unsigned j = lane; j < len; j += 32) r[j] = r[j] * inv;
+            const float nrm = fmaxf(sqrtf(ss), 1e-12f);
+            for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
         }
         __syncthreads();
         // 2a. centre

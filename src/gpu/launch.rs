@@ -193,3 +193,95 @@ mod tests {
         assert!((a - 1e-3).abs() < 1e-9 && (b - 1.0).abs() < 1e-4);
     }
 }
+
+/// Every kernel symbol the wrappers load, by source file (checked against the sources in
+/// a CPU test, so a rename cannot slip through without a GPU).
+pub const KERNELS: &[(&str, &[&str])] = &[
+    ("codes.cu", &["argmax_rows_f32"]),
+    ("overlap.cu", &["node_bitsets_u32", "node_popcount_u32", "edge_bitset_u32", "edge_list_u32"]),
+    ("hook.cu", &["hook_reduce_f32"]),
+    (
+        "sae.cu",
+        &[
+            "sae_renorm_rows_f32",
+            "sae_center_f32",
+            "gemm_f32",
+            "sae_colsum_f32",
+            "sae_grad_b_f32",
+            "sae_loss_f32",
+            "sae_adam_radial_rows_f32",
+            "sae_adam_f32",
+            "sae_step_inc_u32",
+            "sae_train_persistent_f32",
+        ],
+    ),
+    ("util.cu", &["fill_uniform_f32"]),
+];
+
+#[cfg(test)]
+mod source_tests {
+    use super::KERNELS;
+
+    fn source(file: &str) -> &'static str {
+        match file {
+            "codes.cu" => include_str!("../../kernels/codes.cu"),
+            "overlap.cu" => include_str!("../../kernels/overlap.cu"),
+            "hook.cu" => include_str!("../../kernels/hook.cu"),
+            "sae.cu" => include_str!("../../kernels/sae.cu"),
+            "util.cu" => include_str!("../../kernels/util.cu"),
+            other => panic!("unknown kernel file {other}"),
+        }
+    }
+
+    /// Names of `extern "C" __global__` functions in a source (attributes between allowed).
+    fn entry_points(src: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(i) = rest.find("extern \"C\" __global__") {
+            rest = &rest[i + 21..];
+            let paren = rest.find('(').unwrap();
+            let head = &rest[..paren];
+            // the name is the last identifier before '(' (skips `void`, __launch_bounds__(...))
+            let name: String = head
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|s| !s.is_empty())
+                .last()
+                .unwrap()
+                .to_string();
+            if name == "__launch_bounds__" {
+                // `__launch_bounds__(N)\nname(`: take the identifier after the attribute
+                let after = &rest[rest.find(')').unwrap() + 1..];
+                let p2 = after.find('(').unwrap();
+                out.push(after[..p2].trim().to_string());
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn wrappers_load_only_symbols_the_sources_define() {
+        for (file, names) in KERNELS {
+            let eps = entry_points(source(file));
+            for n in *names {
+                assert!(eps.iter().any(|e| e == n), "{file}: no kernel {n} (found {eps:?})");
+            }
+            for e in &eps {
+                assert!(names.contains(&e.as_str()), "{file}: kernel {e} is not listed in KERNELS");
+                let dtype = e.rsplit('_').next().unwrap();
+                assert!(["f32", "u32"].contains(&dtype), "{e}: name must end in a dtype");
+            }
+        }
+    }
+
+    #[test]
+    fn persistent_layout_matches_kernel_comment() {
+        let src = source("sae.cu");
+        assert!(src.contains("total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64"));
+        assert!(src.contains("__launch_bounds__(512)"));
+        assert!(source("hook.cu").contains("#define HOOK_BT 16"));
+        assert_eq!(super::HOOK_BT, 16);
+        assert_eq!(super::PERSIST_THREADS, 512);
+    }
+}
