@@ -53,7 +53,7 @@ impl Tokenizer for Gpt2Tokenizer {
     }
     fn decode(&self, ids: &[u32]) -> Result<String> {
         self.bpe
-            .decode(ids.to_vec())
+            .decode(ids)
             .map_err(|e| Error::Tokenizer(e.to_string()))
     }
     fn bos_id(&self) -> Option<u32> {
@@ -95,6 +95,14 @@ impl HfTokenizer {
             None => None,
         };
         Ok(Self { inner, bos, name })
+    }
+
+    /// Use `bos` (a token id) as BOS.
+    pub fn with_bos(mut self, bos: Option<u32>) -> Self {
+        if bos.is_some() {
+            self.bos = bos;
+        }
+        self
     }
 
     /// Build a byte-level BPE tokenizer (GPT-2 style, as llama.cpp's `gpt2` tokenizer
@@ -174,6 +182,36 @@ impl Tokenizer for HfTokenizer {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Stands in for a model folder that ships no tokenizer: the model still runs on token
+/// ids, and any attempt to tokenise text says what is missing.
+pub struct MissingTokenizer {
+    why: String,
+}
+
+impl MissingTokenizer {
+    pub fn new(why: String) -> Self {
+        Self { why }
+    }
+}
+
+impl Tokenizer for MissingTokenizer {
+    fn encode(&self, _text: &str) -> Result<Vec<u32>> {
+        Err(Error::Tokenizer(self.why.clone()))
+    }
+    fn decode(&self, _ids: &[u32]) -> Result<String> {
+        Err(Error::Tokenizer(self.why.clone()))
+    }
+    fn bos_id(&self) -> Option<u32> {
+        None
+    }
+    fn vocab_size(&self) -> usize {
+        0
+    }
+    fn name(&self) -> &str {
+        "none"
     }
 }
 

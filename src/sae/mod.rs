@@ -1,1 +1,333 @@
-//! (filled in by its stage)
+//! Tiny sparse autoencoders on attention-head outputs: the CPU reference of the paper's SAE
+//! (notes/paper.md §3) that the CUDA kernels are checked against.
+//!
+//! Two modes:
+//! - **shared** ([`train_shared`]): one SAE for all heads, trained on the rows
+//!   `x[(example, head), :]`; the paper's method.
+//! - **per-head** ([`train_per_head`]): one SAE per head, SAE h trained on `x[:, h, :]`.
+//!   All heads step together; head h's SAE is seeded with [`head_seed`]`(cfg.seed, h)` so
+//!   it is bitwise the SAE that [`train_shared`] gives on `x[:, h, :]` with that seed.
+//!
+//! Training is full batch: `cfg.steps` steps of (renormalise → loss/grad → radial removal →
+//! Adam), see [`Sae::train_step`]. Everything is deterministic for a given seed: the RNG is
+//! `StdRng::seed_from_u64`, and no result depends on the number of threads.
+mod adam;
+mod linalg;
+mod model;
+
+pub use adam::Adam;
+pub use model::{normalise_rows, remove_radial, Grads, Sae, NORM_EPS};
+
+use crate::error::{Error, Result};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// Training settings; `Default` is the paper's main setting (§3.3).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SaeConfig {
+    /// Learned features n (paper: 200).
+    pub n_features: usize,
+    /// L1 coefficient λ (paper: 0.02 for IOI/GT, 0.05 for docstring).
+    pub lambda: f32,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Full-batch steps (paper: 500).
+    pub steps: usize,
+    pub seed: u64,
+}
+
+impl Default for SaeConfig {
+    fn default() -> Self {
+        SaeConfig {
+            n_features: 200,
+            lambda: 0.02,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            steps: 500,
+            seed: 0,
+        }
+    }
+}
+
+impl SaeConfig {
+    /// A fresh Adam for an SAE of input width `d`, parameters in the order
+    /// `[w_enc, b_enc, w_dec, b]` used by [`Sae::train_step`].
+    pub fn adam(&self, d: usize) -> Adam {
+        let n = self.n_features;
+        Adam::new(
+            &[n * d, n, d * n, d],
+            self.lr,
+            self.beta1,
+            self.beta2,
+            self.eps,
+        )
+    }
+}
+
+/// Loss per step (the loss of each step's forward, before its update).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainLog {
+    /// Shared mode: the loss. Per-head mode: the mean over heads (f64 sum in head order).
+    pub loss: Vec<f32>,
+    /// Per-head mode: `head_loss[h][step]`; empty in shared mode.
+    pub head_loss: Vec<Vec<f32>>,
+}
+
+/// Seed of head h's SAE in per-head mode: SplitMix64 of `seed + (h+1)·0x9E3779B97F4A7C15`
+/// (wrapping). Distinct heads get unrelated streams; the map is fixed forever because
+/// saved results depend on it.
+pub fn head_seed(seed: u64, head: usize) -> u64 {
+    let mut z = seed.wrapping_add(
+        (head as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn check_cfg(cfg: &SaeConfig) -> Result<()> {
+    if cfg.n_features == 0 {
+        return Err(Error::InvalidInput("SAE n_features must be > 0".into()));
+    }
+    if !(cfg.lambda.is_finite() && cfg.lr.is_finite() && cfg.eps.is_finite()) {
+        return Err(Error::InvalidInput(
+            "SAE lambda/lr/eps must be finite".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Train one SAE on `x` [rows, d] (shared mode: rows = examples·heads, row-major
+/// `[example, head]`). Init from `StdRng::seed_from_u64(cfg.seed)`.
+pub fn train_shared(x: &[f32], rows: usize, d: usize, cfg: &SaeConfig) -> Result<(Sae, TrainLog)> {
+    check_cfg(cfg)?;
+    if rows == 0 || d == 0 {
+        return Err(Error::InvalidInput(format!(
+            "SAE training data is empty (rows={rows}, d={d})"
+        )));
+    }
+    if x.len() != rows * d {
+        return Err(Error::shape(
+            "SAE training data",
+            format!("{rows}×{d}"),
+            x.len(),
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut sae = Sae::init(d, cfg.n_features, &mut rng)?;
+    let mut adam = cfg.adam(d);
+    let mut log = TrainLog::default();
+    for _ in 0..cfg.steps {
+        log.loss
+            .push(sae.train_step(&mut adam, x, rows, cfg.lambda)?);
+    }
+    Ok((sae, log))
+}
+
+/// Rows `x[:, h, :]` of `x` [batch, heads, d], contiguous [batch, d].
+fn head_rows(x: &[f32], batch: usize, heads: usize, d: usize, h: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(batch * d);
+    for e in 0..batch {
+        let o = (e * heads + h) * d;
+        out.extend_from_slice(&x[o..o + d]);
+    }
+    out
+}
+
+fn check_bhd(x: &[f32], batch: usize, heads: usize, d: usize, what: &str) -> Result<()> {
+    if batch == 0 || heads == 0 || d == 0 {
+        return Err(Error::InvalidInput(format!(
+            "{what} is empty (batch={batch}, heads={heads}, d={d})"
+        )));
+    }
+    if x.len() != batch * heads * d {
+        return Err(Error::shape(what, format!("{batch}×{heads}×{d}"), x.len()));
+    }
+    Ok(())
+}
+
+/// Threads for per-head work: the machine's parallelism, capped by the head count.
+/// Results never depend on it (heads are independent and each is computed alone).
+fn worker_count(heads: usize) -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, heads.max(1))
+}
+
+/// Run `f(h)` for every head on a few scoped threads (contiguous chunks of heads), keeping
+/// results in head order.
+fn par_heads<T: Send>(heads: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let workers = worker_count(heads);
+    let chunk = heads.div_ceil(workers);
+    let f = &f;
+    let parts: Vec<Result<Vec<T>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..heads)
+            .step_by(chunk)
+            .map(|start| s.spawn(move || (start..(start + chunk).min(heads)).map(f).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::InvalidInput("SAE worker thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(heads);
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Split `x` [batch, heads, d] into per-head row blocks: `out[h]` = `x[:, h, :]` [batch, d].
+pub fn split_heads(x: &[f32], batch: usize, heads: usize, d: usize) -> Result<Vec<Vec<f32>>> {
+    check_bhd(x, batch, heads, d, "per-head SAE data")?;
+    Ok((0..heads)
+        .map(|h| head_rows(x, batch, heads, d, h))
+        .collect())
+}
+
+/// One batched training step of every head's SAE: SAE h steps on `xs[h]` [batch, d] with
+/// `adams[h]` (exactly [`Sae::train_step`] per head). Returns each head's loss. Heads are
+/// spread over scoped threads in contiguous chunks; they never interact, so the result is
+/// the same for any thread count.
+pub fn step_per_head(
+    saes: &mut [Sae],
+    adams: &mut [Adam],
+    xs: &[Vec<f32>],
+    batch: usize,
+    lambda: f32,
+) -> Result<Vec<f32>> {
+    let heads = saes.len();
+    if adams.len() != heads || xs.len() != heads {
+        return Err(Error::shape(
+            "per-head SAE step (saes, adams, inputs)",
+            heads,
+            format!("{}, {}", adams.len(), xs.len()),
+        ));
+    }
+    if heads == 0 {
+        return Ok(Vec::new());
+    }
+    let chunk = heads.div_ceil(worker_count(heads));
+    let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = saes
+            .chunks_mut(chunk)
+            .zip(adams.chunks_mut(chunk))
+            .zip(xs.chunks(chunk))
+            .map(|((ss, aa), xx)| {
+                s.spawn(move || {
+                    ss.iter_mut()
+                        .zip(aa.iter_mut())
+                        .zip(xx)
+                        .map(|((sae, adam), x)| sae.train_step(adam, x, batch, lambda))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::InvalidInput("SAE worker thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(heads);
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Fresh per-head SAEs and optimisers: SAE h from `StdRng::seed_from_u64(head_seed(cfg.seed, h))`.
+pub fn init_per_head(heads: usize, d: usize, cfg: &SaeConfig) -> Result<(Vec<Sae>, Vec<Adam>)> {
+    check_cfg(cfg)?;
+    let saes = (0..heads)
+        .map(|h| {
+            Sae::init(
+                d,
+                cfg.n_features,
+                &mut StdRng::seed_from_u64(head_seed(cfg.seed, h)),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((saes, (0..heads).map(|_| cfg.adam(d)).collect()))
+}
+
+/// Train one SAE per head on `x` [batch, heads, d]: SAE h on `x[:, h, :]`, seeded with
+/// [`head_seed`]`(cfg.seed, h)`. All heads step together ([`step_per_head`]), and each runs
+/// exactly the computation of [`train_shared`]`(x[:, h, :], batch, d, cfg with seed =
+/// head_seed(cfg.seed, h))`, so the two give bitwise-equal parameters.
+pub fn train_per_head(
+    x: &[f32],
+    batch: usize,
+    heads: usize,
+    d: usize,
+    cfg: &SaeConfig,
+) -> Result<(Vec<Sae>, TrainLog)> {
+    let xs = split_heads(x, batch, heads, d)?;
+    let (mut saes, mut adams) = init_per_head(heads, d, cfg)?;
+    let mut log = TrainLog {
+        loss: Vec::with_capacity(cfg.steps),
+        head_loss: vec![Vec::with_capacity(cfg.steps); heads],
+    };
+    for _ in 0..cfg.steps {
+        let losses = step_per_head(&mut saes, &mut adams, &xs, batch, cfg.lambda)?;
+        let sum: f64 = losses.iter().map(|&l| l as f64).sum();
+        log.loss.push((sum / heads as f64) as f32);
+        for (hl, l) in log.head_loss.iter_mut().zip(losses) {
+            hl.push(l);
+        }
+    }
+    Ok((saes, log))
+}
+
+/// Learned activations of a shared SAE for `x` [examples, heads, d]:
+/// returns [examples, heads, n] (the same layout as [`encode_per_head`]).
+pub fn encode_shared(sae: &Sae, x: &[f32], examples: usize, heads: usize) -> Result<Vec<f32>> {
+    check_bhd(x, examples, heads, sae.d, "SAE input")?;
+    sae.encode(x, examples * heads)
+}
+
+/// Learned activations of per-head SAEs for `x` [examples, heads, d]: SAE h encodes
+/// `x[:, h, :]`. Returns [examples, heads, n]; all SAEs must share d and n.
+pub fn encode_per_head(saes: &[Sae], x: &[f32], examples: usize) -> Result<Vec<f32>> {
+    let heads = saes.len();
+    let first = saes
+        .first()
+        .ok_or_else(|| Error::InvalidInput("no per-head SAEs to encode with".into()))?;
+    let (d, n) = (first.d, first.n);
+    if let Some((h, s)) = saes.iter().enumerate().find(|(_, s)| s.d != d || s.n != n) {
+        return Err(Error::shape(
+            format!("per-head SAE {h} (d, n)"),
+            format!("({d}, {n})"),
+            format!("({}, {})", s.d, s.n),
+        ));
+    }
+    check_bhd(x, examples, heads, d, "per-head SAE input")?;
+    let feats = par_heads(heads, |h| {
+        saes[h].encode(&head_rows(x, examples, heads, d, h), examples)
+    })?;
+    let mut out = vec![0.0f32; examples * heads * n];
+    for (h, f) in feats.iter().enumerate() {
+        for e in 0..examples {
+            let o = (e * heads + h) * n;
+            out[o..o + n].copy_from_slice(&f[e * n..(e + 1) * n]);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Activation patching per head: replace one head's `z` (all positions) in the clean run
+//! by its value in the paired corrupted run and measure how far the task metric moves
+//! toward the corrupted value. A reference circuit where no published one exists, and the
+//! machinery faithfulness uses.
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{ForwardOptions, Intervention, LogitsAt, Model};
+
+/// Metric of prompt `i` from its last-position logits.
+pub type MetricFn<'a> = dyn Fn(usize, &[f32]) -> f32 + 'a;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatchingResult {
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Layer-major, one value per head: mean over prompts of
+    /// (m_patched − m_clean) / (m_corrupt − m_clean); 1 = patching this head alone
+    /// reproduces the whole corruption, 0 = no effect.
+    pub effect: Vec<f32>,
+    pub labels: Vec<String>,
+    pub metric_clean: f32,
+    pub metric_corrupt: f32,
+    pub n_prompts: usize,
+}
+
+/// Replaces head `head` of layer `layer` by `src` ([B, T, H, dh]).
+struct PatchHead<'a> {
+    layer: usize,
+    heads: &'a [usize],
+    src: &'a Tensor,
+}
+
+impl Intervention for PatchHead<'_> {
+    fn on_z(&mut self, layer: usize, z: &Tensor, _lengths: &[usize]) -> Result<Option<Tensor>> {
+        if layer != self.layer {
+            return Ok(None);
+        }
+        Ok(Some(replace_heads(z, self.src, self.heads)?))
+    }
+}
+
+/// z with heads `heads` (dim 2) taken from `src`.
+pub fn replace_heads(z: &Tensor, src: &Tensor, heads: &[usize]) -> Result<Tensor> {
+    let nh = z.dim(2)?;
+    let mut mask = vec![0f32; nh];
+    for &h in heads {
+        if h >= nh {
+            return Err(Error::InvalidInput(format!("head {h} out of range ({nh})")));
+        }
+        mask[h] = 1.0;
+    }
+    let m = Tensor::from_vec(mask, (1, 1, nh, 1), z.device())?;
+    let keep = (1.0 - &m)?;
+    Ok((z.broadcast_mul(&keep)? + src.broadcast_mul(&m)?)?)
+}
+
+fn check_pairs(clean: &[Vec<u32>], corrupt: &[Vec<u32>]) -> Result<()> {
+    if clean.is_empty() {
+        return Err(Error::InvalidInput(
+            "patching needs at least one prompt pair".into(),
+        ));
+    }
+    if clean.len() != corrupt.len() {
+        return Err(Error::shape(
+            "patching prompt pairs",
+            clean.len(),
+            corrupt.len(),
+        ));
+    }
+    for (i, (a, b)) in clean.iter().zip(corrupt).enumerate() {
+        if a.len() != b.len() {
+            return Err(Error::InvalidInput(format!(
+                "pair {i}: clean has {} tokens, corrupt {}: patching needs equal lengths",
+                a.len(),
+                b.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Patch every head in turn (`progress` is called with heads done).
+pub fn patch_heads(
+    model: &Model,
+    clean: &[Vec<u32>],
+    corrupt: &[Vec<u32>],
+    metric: &MetricFn<'_>,
+    batch_size: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<PatchingResult> {
+    check_pairs(clean, corrupt)?;
+    let (nl, nh) = (model.cfg.n_layers, model.cfg.n_heads);
+    let mut sum_effect = vec![0f64; nl * nh];
+    let (mut mc_sum, mut mx_sum) = (0f64, 0f64);
+    let mut offset = 0;
+    let chunks: Vec<(&[Vec<u32>], &[Vec<u32>])> = clean
+        .chunks(batch_size.max(1))
+        .zip(corrupt.chunks(batch_size.max(1)))
+        .collect();
+    let mut done_heads = 0;
+    let n_chunks = chunks.len();
+    for (ci, (cl, co)) in chunks.into_iter().enumerate() {
+        let base = model.forward(
+            cl,
+            ForwardOptions {
+                capture_resid: true,
+                ..Default::default()
+            },
+        )?;
+        let corr = model.forward(
+            co,
+            ForwardOptions {
+                capture_z: true,
+                ..Default::default()
+            },
+        )?;
+        let lc = logits_rows(&base.logits)?;
+        let lx = logits_rows(&corr.logits)?;
+        let mc: Vec<f32> = lc
+            .iter()
+            .enumerate()
+            .map(|(i, l)| metric(offset + i, l))
+            .collect();
+        let mx: Vec<f32> = lx
+            .iter()
+            .enumerate()
+            .map(|(i, l)| metric(offset + i, l))
+            .collect();
+        mc_sum += mc.iter().map(|&x| x as f64).sum::<f64>();
+        mx_sum += mx.iter().map(|&x| x as f64).sum::<f64>();
+        for l in 0..nl {
+            for h in 0..nh {
+                let heads = [h];
+                let mut iv = PatchHead {
+                    layer: l,
+                    heads: &heads,
+                    src: &corr.z[l],
+                };
+                let out = model.forward(
+                    cl,
+                    ForwardOptions {
+                        start: Some((l, base.resid[l].clone())),
+                        intervention: Some(&mut iv),
+                        logits: LogitsAt::Last,
+                        ..Default::default()
+                    },
+                )?;
+                let lp = logits_rows(&out.logits)?;
+                for (i, row) in lp.iter().enumerate() {
+                    let denom = mx[i] - mc[i];
+                    let e = if denom.abs() > 1e-6 {
+                        (metric(offset + i, row) - mc[i]) / denom
+                    } else {
+                        0.0
+                    };
+                    sum_effect[l * nh + h] += e as f64;
+                }
+                if ci + 1 == n_chunks {
+                    done_heads += 1;
+                    progress(done_heads);
+                }
+            }
+        }
+        offset += cl.len();
+    }
+    let n = clean.len() as f64;
+    Ok(PatchingResult {
+        n_layers: nl,
+        n_heads: nh,
+        effect: sum_effect.iter().map(|&s| (s / n) as f32).collect(),
+        labels: model.cfg.head_labels(),
+        metric_clean: (mc_sum / n) as f32,
+        metric_corrupt: (mx_sum / n) as f32,
+        n_prompts: clean.len(),
+    })
+}
+
+pub(crate) fn logits_rows(t: &Option<Tensor>) -> Result<Vec<Vec<f32>>> {
+    Ok(t.as_ref()
+        .ok_or_else(|| Error::InvalidInput("forward computed no logits".into()))?
+        .to_vec2::<f32>()?)
+}
+
+impl PatchingResult {
+    /// Heads as a circuit: the top `k` by effect, or those with effect ≥ `threshold`.
+    pub fn circuit(&self, top: Option<usize>, threshold: Option<f32>) -> Vec<(usize, usize)> {
+        let mut order: Vec<usize> = (0..self.effect.len()).collect();
+        order.sort_by(|&a, &b| self.effect[b].total_cmp(&self.effect[a]).then(a.cmp(&b)));
+        order
+            .into_iter()
+            .enumerate()
+            .filter(|&(rank, i)| {
+                top.map_or(true, |k| rank < k) && threshold.map_or(true, |t| self.effect[i] >= t)
+            })
+            .map(|(_, i)| (i / self.n_heads, i % self.n_heads))
+            .collect()
+    }
+}

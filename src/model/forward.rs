@@ -1,0 +1,397 @@
+//! The forward pass over a right-padded batch, with a hook on every head's `z`
+//! ([batch, pos, head, d_head], TransformerLens `hook_z`) that can read or replace it.
+//! Padding never changes a real position: attention is causal and pads sit after every
+//! real token, so no real query attends to them.
+use candle_core::{Device, Tensor, D};
+
+use super::config::{Activation, ModelConfig, Norm, PosEmbedding};
+use super::process::repeat_kv;
+use super::weights::{NormWeights, Weights};
+use crate::error::{Error, Result};
+
+/// Per-layer matrices flattened for batched matmuls.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerRt {
+    ln1: NormWeights,
+    wq: Tensor, // [d, H*dh]
+    bq: Tensor, // [H*dh]
+    wk: Tensor, // [d, KV*dh]
+    bk: Tensor,
+    wv: Tensor,
+    bv: Tensor,
+    wo: Tensor, // [H*dh, d]
+    bo: Tensor, // [d]
+    ln2: NormWeights,
+    mlp: Option<MlpRt>,
+}
+
+#[derive(Debug, Clone)]
+struct MlpRt {
+    w_in: Tensor,
+    b_in: Tensor,
+    w_gate: Option<Tensor>,
+    w_out: Tensor,
+    b_out: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Runtime {
+    layers: Vec<LayerRt>,
+}
+
+fn heads_to_flat(w: &Tensor) -> Result<Tensor> {
+    // [H, d, dh] → [d, H*dh]
+    let (h, d, dh) = w.dims3()?;
+    Ok(w.transpose(0, 1)?.contiguous()?.reshape((d, h * dh))?)
+}
+
+impl Runtime {
+    pub(crate) fn new(w: &Weights) -> Result<Self> {
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            let (h, dh, d) = l.w_o.dims3()?;
+            layers.push(LayerRt {
+                ln1: l.ln1.clone(),
+                wq: heads_to_flat(&l.w_q)?,
+                bq: l.b_q.flatten_all()?,
+                wk: heads_to_flat(&l.w_k)?,
+                bk: l.b_k.flatten_all()?,
+                wv: heads_to_flat(&l.w_v)?,
+                bv: l.b_v.flatten_all()?,
+                wo: l.w_o.reshape((h * dh, d))?,
+                bo: l.b_o.clone(),
+                ln2: l.ln2.clone(),
+                mlp: l.mlp.as_ref().map(|m| MlpRt {
+                    w_in: m.w_in.clone(),
+                    b_in: m.b_in.clone(),
+                    w_gate: m.w_gate.clone(),
+                    w_out: m.w_out.clone(),
+                    b_out: m.b_out.clone(),
+                }),
+            });
+        }
+        Ok(Self { layers })
+    }
+}
+
+/// Reads or replaces each layer's `z` during a forward pass (activation patching,
+/// mean ablation). Return `Some(new_z)` to replace it.
+pub trait Intervention {
+    fn on_z(&mut self, layer: usize, z: &Tensor, lengths: &[usize]) -> Result<Option<Tensor>>;
+}
+
+/// Which logits to compute: unembedding every position costs d_model·vocab per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsAt {
+    None,
+    /// [batch, vocab] at each prompt's last real position.
+    Last,
+    /// [batch, pos, vocab].
+    All,
+}
+
+pub struct ForwardOptions<'a> {
+    pub logits: LogitsAt,
+    /// Keep every layer's z ([batch, pos, heads, d_head]).
+    pub capture_z: bool,
+    /// Keep every layer's attention output (Σ_h result_h + b_O) [batch, pos, d_model].
+    pub capture_attn_out: bool,
+    /// Keep the residual stream entering every layer ([batch, pos, d_model]).
+    pub capture_resid: bool,
+    /// Resume at layer `l` from a residual stream captured earlier (the layers below are
+    /// skipped): patching one head re-runs only the layers from its own upward.
+    pub start: Option<(usize, Tensor)>,
+    pub intervention: Option<&'a mut dyn Intervention>,
+}
+
+impl Default for ForwardOptions<'_> {
+    fn default() -> Self {
+        Self {
+            logits: LogitsAt::Last,
+            capture_z: false,
+            capture_attn_out: false,
+            capture_resid: false,
+            start: None,
+            intervention: None,
+        }
+    }
+}
+
+pub struct ForwardOutput {
+    pub logits: Option<Tensor>,
+    pub z: Vec<Tensor>,
+    pub attn_out: Vec<Tensor>,
+    pub resid: Vec<Tensor>,
+    pub lengths: Vec<usize>,
+}
+
+/// Right-pads a batch of token sequences; returns ([batch, max_len] u32, lengths).
+pub fn pad_batch(tokens: &[Vec<u32>], dev: &Device) -> Result<(Tensor, Vec<usize>)> {
+    if tokens.is_empty() {
+        return Err(Error::InvalidInput("empty batch of prompts".into()));
+    }
+    let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
+    if let Some(i) = lengths.iter().position(|&l| l == 0) {
+        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
+    }
+    let t = lengths.iter().copied().max().unwrap_or(0);
+    let mut flat = Vec::with_capacity(tokens.len() * t);
+    for s in tokens {
+        flat.extend_from_slice(s);
+        flat.extend(std::iter::repeat_n(0u32, t - s.len()));
+    }
+    Ok((Tensor::from_vec(flat, (tokens.len(), t), dev)?, lengths))
+}
+
+fn norm(x: &Tensor, nw: &NormWeights, kind: Norm, eps: f64) -> Result<Tensor> {
+    let x = match kind {
+        Norm::LayerNorm => {
+            let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+            xc.broadcast_div(&(var + eps)?.sqrt()?)?
+        }
+        Norm::RmsNorm => {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            x.broadcast_div(&(ms + eps)?.sqrt()?)?
+        }
+    };
+    let x = match &nw.w {
+        Some(w) => x.broadcast_mul(w)?,
+        None => x,
+    };
+    Ok(match &nw.b {
+        Some(b) => x.broadcast_add(b)?,
+        None => x,
+    })
+}
+
+/// x [n, d_in] @ w [d_in, d_out] + b
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(w)?;
+    Ok(match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// cos, sin tables [T, dh/2] for rotary position embeddings.
+fn rope_tables(t: usize, dh: usize, base: f32, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let half = dh / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / base.powf((2 * i) as f32 / dh as f32))
+        .collect();
+    let mut ang = Vec::with_capacity(t * half);
+    for p in 0..t {
+        for f in &inv {
+            ang.push(p as f32 * f);
+        }
+    }
+    let ang = Tensor::from_vec(ang, (t, half), dev)?;
+    Ok((ang.cos()?, ang.sin()?))
+}
+
+/// x [B, H, T, dh]
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    let (b, h, t, dh) = x.dims4()?;
+    let half = dh / 2;
+    if interleaved {
+        let xr = x.reshape((b, h, t, half, 2))?;
+        let x0 = xr.narrow(4, 0, 1)?.squeeze(4)?;
+        let x1 = xr.narrow(4, 1, 1)?.squeeze(4)?;
+        let o0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+        let o1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+        Ok(Tensor::stack(&[o0, o1], 4)?.reshape((b, h, t, dh))?)
+    } else {
+        let x1 = x.narrow(3, 0, half)?;
+        let x2 = x.narrow(3, half, half)?;
+        let o1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+        let o2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+        Ok(Tensor::cat(&[o1, o2], 3)?)
+    }
+}
+
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?;
+    let e = x.broadcast_sub(&m)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(v, (t, t), dev)?)
+}
+
+pub(crate) fn forward(
+    cfg: &ModelConfig,
+    w: &Weights,
+    rt: &Runtime,
+    tokens: &[Vec<u32>],
+    mut opts: ForwardOptions<'_>,
+) -> Result<ForwardOutput> {
+    let dev = w.w_e.device().clone();
+    let (ids, lengths) = pad_batch(tokens, &dev)?;
+    let (b, t) = ids.dims2()?;
+    if t > cfg.n_ctx {
+        return Err(Error::InvalidInput(format!(
+            "prompt of {t} tokens exceeds the model's context of {}",
+            cfg.n_ctx
+        )));
+    }
+    if let Some((i, bad)) = tokens.iter().enumerate().find_map(|(i, s)| {
+        s.iter()
+            .find(|&&x| x as usize >= cfg.d_vocab)
+            .map(|x| (i, *x))
+    }) {
+        return Err(Error::InvalidInput(format!(
+            "prompt {i}: token id {bad} is outside the vocabulary ({})",
+            cfg.d_vocab
+        )));
+    }
+    let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+    let n = b * t;
+    let mut x = w.w_e.index_select(&ids.flatten_all()?, 0)?; // [n, d]
+    let mut short_pos = None;
+    match cfg.pos {
+        PosEmbedding::Standard | PosEmbedding::Shortformer => {
+            let wp = w
+                .w_pos
+                .as_ref()
+                .ok_or_else(|| Error::UnsupportedModel("missing positional embedding".into()))?;
+            let p = wp
+                .narrow(0, 0, t)?
+                .unsqueeze(0)?
+                .broadcast_as((b, t, d))?
+                .reshape((n, d))?;
+            if cfg.pos == PosEmbedding::Standard {
+                x = (x + p)?;
+            } else {
+                short_pos = Some(p);
+            }
+        }
+        PosEmbedding::Rotary { .. } => {}
+    }
+    let rope = match cfg.pos {
+        PosEmbedding::Rotary { base, interleaved } => {
+            let (c, s) = rope_tables(t, dh, base, &dev)?;
+            Some((c, s, interleaved))
+        }
+        _ => None,
+    };
+    let mask = causal_mask(t, &dev)?;
+    let scale = 1.0 / (dh as f64).sqrt();
+    let mut out = ForwardOutput {
+        logits: None,
+        z: Vec::new(),
+        attn_out: Vec::new(),
+        resid: Vec::new(),
+        lengths: lengths.clone(),
+    };
+    let first = match opts.start.take() {
+        Some((l0, r)) => {
+            if r.dims() != [b, t, d] || l0 >= rt.layers.len() {
+                return Err(Error::shape(
+                    "resumed residual stream",
+                    format!("layer < {} and [{b}, {t}, {d}]", rt.layers.len()),
+                    format!("layer {l0}, {:?}", r.dims()),
+                ));
+            }
+            x = r.reshape((n, d))?;
+            l0
+        }
+        None => 0,
+    };
+    for (li, l) in rt.layers.iter().enumerate().skip(first) {
+        if opts.capture_resid {
+            out.resid.push(x.reshape((b, t, d))?);
+        }
+        let xn = norm(&x, &l.ln1, cfg.norm, cfg.eps)?;
+        let qk_in = match &short_pos {
+            Some(p) => (&xn + p)?,
+            None => xn.clone(),
+        };
+        // [n, H*dh] → [B, H, T, dh]
+        let split = |y: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let mut q = split(linear(&qk_in, &l.wq, Some(&l.bq))?, h)?;
+        let mut k = split(linear(&qk_in, &l.wk, Some(&l.bk))?, kv)?;
+        let v = split(linear(&xn, &l.wv, Some(&l.bv))?, kv)?;
+        if let Some((c, s, il)) = &rope {
+            q = apply_rope(&q, c, s, *il)?;
+            k = apply_rope(&k, c, s, *il)?;
+        }
+        let rep = h / kv;
+        let (k, v) = if rep > 1 {
+            // [B, KV, T, dh] → [B, H, T, dh] (query head i uses kv head i / rep)
+            let r = |x: Tensor| -> Result<Tensor> {
+                let x = x.transpose(0, 1)?.contiguous()?;
+                Ok(repeat_kv(&x, rep)?.transpose(0, 1)?.contiguous()?)
+            };
+            (r(k)?, r(v)?)
+        } else {
+            (k, v)
+        };
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+        let pattern = softmax_last(&scores)?;
+        let mut z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [B, T, H, dh]
+        if let Some(iv) = opts.intervention.as_deref_mut() {
+            if let Some(nz) = iv.on_z(li, &z, &lengths)? {
+                if nz.dims() != z.dims() {
+                    return Err(Error::shape(
+                        format!("intervention on layer {li} z"),
+                        format!("{:?}", z.dims()),
+                        format!("{:?}", nz.dims()),
+                    ));
+                }
+                z = nz;
+            }
+        }
+        let attn = linear(&z.reshape((n, h * dh))?, &l.wo, Some(&l.bo))?;
+        if opts.capture_z {
+            out.z.push(z);
+        }
+        if opts.capture_attn_out {
+            out.attn_out.push(attn.reshape((b, t, d))?);
+        }
+        x = (x + attn)?;
+        if let Some(m) = &l.mlp {
+            let xn = norm(&x, &l.ln2, cfg.norm, cfg.eps)?;
+            let pre = linear(&xn, &m.w_in, Some(&m.b_in))?;
+            let act = match cfg.act {
+                Activation::GeluNew => pre.gelu()?,
+                Activation::Gelu => pre.gelu_erf()?,
+                Activation::Relu => pre.relu()?,
+                Activation::SwiGlu => {
+                    let g = m.w_gate.as_ref().ok_or_else(|| {
+                        Error::UnsupportedModel("SwiGLU MLP without a gate matrix".into())
+                    })?;
+                    (linear(&xn, g, None)?.silu()? * pre)?
+                }
+            };
+            x = (x + linear(&act, &m.w_out, Some(&m.b_out))?)?;
+        }
+    }
+    out.logits = match opts.logits {
+        LogitsAt::None => None,
+        LogitsAt::Last => {
+            let idx: Vec<u32> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| (i * t + len - 1) as u32)
+                .collect();
+            let idx = Tensor::from_vec(idx, b, &dev)?;
+            let xl = x.index_select(&idx, 0)?;
+            let xl = norm(&xl, &w.ln_final, cfg.norm, cfg.eps)?;
+            Some(linear(&xl, &w.w_u, Some(&w.b_u))?)
+        }
+        LogitsAt::All => {
+            let xn = norm(&x, &w.ln_final, cfg.norm, cfg.eps)?;
+            Some(linear(&xn, &w.w_u, Some(&w.b_u))?.reshape((b, t, cfg.d_vocab))?)
+        }
+    };
+    Ok(out)
+}

@@ -1,0 +1,233 @@
+//! Weights in one internal layout (TransformerLens's), whatever the checkpoint family:
+//! W_Q/W_K/W_V [heads, d_model, d_head], W_O [heads, d_head, d_model], W_in [d_model,
+//! d_mlp], W_out [d_mlp, d_model], W_E [vocab, d_model], W_U [d_model, vocab].
+//! Biases are always present (zeros where the family has none) so processing and the
+//! forward pass have one code path.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct NormWeights {
+    pub w: Option<Tensor>,
+    pub b: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub ln1: NormWeights,
+    pub w_q: Tensor,
+    pub b_q: Tensor,
+    pub w_k: Tensor,
+    pub b_k: Tensor,
+    pub w_v: Tensor,
+    pub b_v: Tensor,
+    pub w_o: Tensor,
+    pub b_o: Tensor,
+    pub ln2: NormWeights,
+    pub mlp: Option<MlpWeights>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MlpWeights {
+    pub w_in: Tensor,
+    pub b_in: Tensor,
+    /// SwiGLU only.
+    pub w_gate: Option<Tensor>,
+    pub w_out: Tensor,
+    pub b_out: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub w_e: Tensor,
+    pub w_pos: Option<Tensor>,
+    pub layers: Vec<LayerWeights>,
+    pub ln_final: NormWeights,
+    pub w_u: Tensor,
+    pub b_u: Tensor,
+}
+
+impl Weights {
+    pub fn n_params(&self) -> usize {
+        let n = |t: &Tensor| t.elem_count();
+        let on = |t: &Option<Tensor>| t.as_ref().map_or(0, n);
+        let norm = |x: &NormWeights| on(&x.w) + on(&x.b);
+        let mut total = n(&self.w_e) + on(&self.w_pos) + norm(&self.ln_final) + n(&self.w_u);
+        total += n(&self.b_u);
+        for l in &self.layers {
+            total += norm(&l.ln1) + norm(&l.ln2);
+            total += [
+                &l.w_q, &l.b_q, &l.w_k, &l.b_k, &l.w_v, &l.b_v, &l.w_o, &l.b_o,
+            ]
+            .iter()
+            .map(|t| n(t))
+            .sum::<usize>();
+            if let Some(m) = &l.mlp {
+                total += n(&m.w_in) + n(&m.b_in) + on(&m.w_gate) + n(&m.w_out) + n(&m.b_out);
+            }
+        }
+        total
+    }
+}
+
+/// Where named tensors come from: safetensors (one file or shards), a PyTorch pickle,
+/// or a GGUF file (dequantised to f32). Every error names the file and the tensor.
+pub enum TensorSource {
+    Safetensors {
+        paths: Vec<PathBuf>,
+        st: candle_core::safetensors::MmapedSafetensors,
+        names: Vec<String>,
+    },
+    Pth {
+        path: PathBuf,
+        pth: candle_core::pickle::PthTensors,
+    },
+    Gguf {
+        path: PathBuf,
+        content: candle_core::quantized::gguf_file::Content,
+    },
+}
+
+impl TensorSource {
+    pub fn safetensors(paths: &[PathBuf]) -> Result<Self> {
+        let first = paths.first().cloned().unwrap_or_default();
+        for p in paths {
+            if !p.is_file() {
+                return Err(Error::io(
+                    p,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                ));
+            }
+        }
+        // SAFETY: the files are memory-mapped read-only; like every mmap reader we rely
+        // on them not being truncated while the model is loading.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
+            .map_err(|e| Error::format(&first, format!("not a valid safetensors file: {e}")))?;
+        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(TensorSource::Safetensors {
+            paths: paths.to_vec(),
+            st,
+            names,
+        })
+    }
+
+    pub fn pth(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        let pth = candle_core::pickle::PthTensors::new(path, None)
+            .map_err(|e| Error::format(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+        Ok(TensorSource::Pth {
+            path: path.to_owned(),
+            pth,
+        })
+    }
+
+    pub fn gguf(path: &Path) -> Result<Self> {
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let content = candle_core::quantized::gguf_file::Content::read(&mut f)
+            .map_err(|e| Error::format(path, format!("not a valid GGUF file: {e}")))?;
+        Ok(TensorSource::Gguf {
+            path: path.to_owned(),
+            content,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            TensorSource::Safetensors { paths, .. } => paths.first().map_or(Path::new(""), |p| p),
+            TensorSource::Pth { path, .. } | TensorSource::Gguf { path, .. } => path,
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            TensorSource::Safetensors { names, .. } => names.clone(),
+            TensorSource::Pth { pth, .. } => pth.tensor_infos().keys().cloned().collect(),
+            TensorSource::Gguf { content, .. } => content.tensor_infos.keys().cloned().collect(),
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            TensorSource::Safetensors { names, .. } => names.iter().any(|n| n == name),
+            TensorSource::Pth { pth, .. } => pth.tensor_infos().contains_key(name),
+            TensorSource::Gguf { content, .. } => content.tensor_infos.contains_key(name),
+        }
+    }
+
+    /// Load a tensor as f32 on `dev`, or `None` if absent.
+    pub fn get_opt(&self, name: &str, dev: &Device) -> Result<Option<Tensor>> {
+        if !self.contains(name) {
+            return Ok(None);
+        }
+        let path = self.path().to_owned();
+        let ctx = |e: candle_core::Error| {
+            Error::format(&path, format!("tensor `{name}` could not be read: {e}"))
+        };
+        let t = match self {
+            TensorSource::Safetensors { st, .. } => st.load(name, dev).map_err(ctx)?,
+            TensorSource::Pth { pth, .. } => {
+                pth.get(name)
+                    .map_err(ctx)?
+                    .ok_or_else(|| Error::MissingTensor {
+                        path: path.clone(),
+                        name: name.into(),
+                    })?
+            }
+            TensorSource::Gguf { content, .. } => {
+                let mut f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                let q = content.tensor(&mut f, name, dev).map_err(ctx)?;
+                q.dequantize(dev).map_err(ctx)?
+            }
+        };
+        match t.dtype() {
+            DType::F32 => Ok(Some(t)),
+            DType::F16 | DType::BF16 | DType::F64 => Ok(Some(t.to_dtype(DType::F32)?)),
+            other => Err(Error::TensorDtype {
+                path,
+                name: name.into(),
+                dtype: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Load a required tensor and check its shape.
+    pub fn get(&self, name: &str, shape: &[usize], dev: &Device) -> Result<Tensor> {
+        let t = self
+            .get_opt(name, dev)?
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.path().to_owned(),
+                name: name.into(),
+            })?;
+        check_shape(self.path(), name, &t, shape)?;
+        Ok(t)
+    }
+
+    /// The first of several candidate names present (checkpoints differ in prefixes).
+    pub fn first_of(&self, names: &[String]) -> Option<String> {
+        names.iter().find(|n| self.contains(n)).cloned()
+    }
+}
+
+pub fn check_shape(path: &Path, name: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.dims() != shape {
+        return Err(Error::TensorShape {
+            path: path.to_owned(),
+            name: name.into(),
+            expected: shape.to_vec(),
+            got: t.dims().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// A simple name → tensor map, for building weights in tests and benches.
+pub type TensorMap = HashMap<String, Tensor>;

@@ -1,0 +1,126 @@
+//! Baseline head scores that need no SAE, computed from the hooked vectors
+//! `x` [examples, heads, d]: sanity floors for the code-overlap scores.
+//!
+//! - class-mean distance: `‖mean_{pos} x[:,h] − mean_{neg} x[:,h]‖₂`
+//! - mean norm: `mean_{all examples} ‖x[e,h]‖₂` (a "how loud is this head" baseline)
+//! - random: i.i.d. U[0,1) per head from `StdRng::seed_from_u64(seed)`, in head order
+//!
+//! Sums are accumulated in f64 in example order.
+use crate::error::{Error, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn check(x: &[f32], examples: usize, heads: usize, d: usize, is_pos: &[bool]) -> Result<()> {
+    if examples == 0 || heads == 0 || d == 0 {
+        return Err(Error::InvalidInput(format!(
+            "empty activations (examples={examples}, heads={heads}, d={d})"
+        )));
+    }
+    if x.len() != examples * heads * d {
+        return Err(Error::shape(
+            "hooked activations",
+            format!("{examples}×{heads}×{d}"),
+            x.len(),
+        ));
+    }
+    if is_pos.len() != examples {
+        return Err(Error::shape("example labels", examples, is_pos.len()));
+    }
+    Ok(())
+}
+
+/// `‖mean_pos − mean_neg‖` per head. Needs both classes.
+pub fn class_mean_distance(
+    x: &[f32],
+    examples: usize,
+    heads: usize,
+    d: usize,
+    is_pos: &[bool],
+) -> Result<Vec<f64>> {
+    check(x, examples, heads, d, is_pos)?;
+    let n_pos = is_pos.iter().filter(|&&p| p).count();
+    let n_neg = examples - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return Err(Error::InvalidInput(
+            "class-mean distance needs positive and negative examples".into(),
+        ));
+    }
+    let mut sp = vec![0.0f64; heads * d];
+    let mut sn = vec![0.0f64; heads * d];
+    for (e, &p) in is_pos.iter().enumerate() {
+        let acc = if p { &mut sp } else { &mut sn };
+        for (a, &v) in acc.iter_mut().zip(&x[e * heads * d..(e + 1) * heads * d]) {
+            *a += v as f64;
+        }
+    }
+    Ok((0..heads)
+        .map(|h| {
+            (0..d)
+                .map(|i| {
+                    let diff = sp[h * d + i] / n_pos as f64 - sn[h * d + i] / n_neg as f64;
+                    diff * diff
+                })
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect())
+}
+
+/// Mean L2 norm per head over all examples.
+pub fn mean_norm(
+    x: &[f32],
+    examples: usize,
+    heads: usize,
+    d: usize,
+    is_pos: &[bool],
+) -> Result<Vec<f64>> {
+    check(x, examples, heads, d, is_pos)?;
+    let mut s = vec![0.0f64; heads];
+    for e in 0..examples {
+        for (h, acc) in s.iter_mut().enumerate() {
+            let o = (e * heads + h) * d;
+            let ss: f64 = x[o..o + d].iter().map(|&v| (v as f64) * (v as f64)).sum();
+            *acc += ss.sqrt();
+        }
+    }
+    Ok(s.into_iter().map(|v| v / examples as f64).collect())
+}
+
+/// Seeded uniform random scores.
+pub fn random_scores(heads: usize, seed: u64) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..heads).map(|_| rng.random::<f64>()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_answers() {
+        // 2 heads, d = 2; 2 positives, 2 negatives.
+        // head 0: pos (1,0),(3,0) mean (2,0); neg (0,0),(0,0) -> distance 2
+        // head 1: identical in both classes -> 0
+        let x = [
+            1.0, 0.0, 3.0, 4.0, //
+            3.0, 0.0, 3.0, 4.0, //
+            0.0, 0.0, 3.0, 4.0, //
+            0.0, 0.0, 3.0, 4.0,
+        ];
+        let y = [true, true, false, false];
+        assert_eq!(
+            class_mean_distance(&x, 4, 2, 2, &y).unwrap(),
+            vec![2.0, 0.0]
+        );
+        assert_eq!(mean_norm(&x, 4, 2, 2, &y).unwrap(), vec![1.0, 5.0]);
+        assert!(class_mean_distance(&x, 4, 2, 2, &[true; 4]).is_err());
+        assert!(mean_norm(&x, 4, 2, 3, &y).is_err());
+    }
+
+    #[test]
+    fn random_is_seeded() {
+        assert_eq!(random_scores(5, 1), random_scores(5, 1));
+        assert_ne!(random_scores(5, 1), random_scores(5, 2));
+        assert!(random_scores(100, 3).iter().all(|v| (0.0..1.0).contains(v)));
+    }
+}

@@ -1,0 +1,205 @@
+//! Bad input gives a one-line error naming the file (and tensor), a non-zero exit code,
+//! and never a panic.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_headcode"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_one_line_error(args: &[&str], must_contain: &[&str]) {
+    let (ok, _out, err) = run(args);
+    assert!(!ok, "{args:?} should fail");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got {err:?}");
+    for m in must_contain {
+        assert!(err.contains(m), "{args:?}: {err:?} does not mention {m:?}");
+    }
+}
+
+/// A copy of gpt2_tiny whose tensors were edited by `edit`.
+fn broken_gpt2(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("gpt2_tiny/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let mut t =
+        candle_core::safetensors::load(fixture("gpt2_tiny/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    edit(&mut t);
+    candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
+    dir
+}
+
+#[test]
+fn missing_model_file() {
+    assert_one_line_error(
+        &["inspect", "/no/such/model.safetensors"],
+        &["/no/such/model.safetensors"],
+    );
+}
+
+#[test]
+fn unknown_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "bert", "hidden_size": 8}"#,
+    )
+    .unwrap();
+    let p = dir.path().to_str().unwrap();
+    assert_one_line_error(&["inspect", p], &["bert", "config.json"]);
+}
+
+#[test]
+fn missing_tensor() {
+    let dir = broken_gpt2(|t| {
+        t.remove("transformer.h.1.attn.c_proj.weight");
+    });
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &[
+            "model.safetensors",
+            "transformer.h.1.attn.c_proj.weight",
+            "missing",
+        ],
+    );
+}
+
+#[test]
+fn wrong_shape() {
+    let dir = broken_gpt2(|t| {
+        t.insert(
+            "transformer.h.0.mlp.c_fc.weight".into(),
+            Tensor::zeros((80, 81), DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["transformer.h.0.mlp.c_fc.weight", "[80, 81]"],
+    );
+}
+
+#[test]
+fn wrong_dtype() {
+    let dir = broken_gpt2(|t| {
+        t.insert(
+            "transformer.ln_f.bias".into(),
+            Tensor::zeros(80, DType::I64, &Device::Cpu).unwrap(),
+        );
+    });
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["transformer.ln_f.bias", "dtype"],
+    );
+}
+
+#[test]
+fn truncated_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("gpt2_tiny/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(fixture("gpt2_tiny/model.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["model.safetensors"],
+    );
+}
+
+#[test]
+fn truncated_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("broken.gguf");
+    std::fs::write(&p, b"GGUF\x03\x00\x00\x00\x01").unwrap();
+    assert_one_line_error(&["inspect", p.to_str().unwrap()], &["broken.gguf"]);
+}
+
+#[test]
+fn malformed_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
+    assert_one_line_error(
+        &["inspect", dir.path().to_str().unwrap()],
+        &["config.json", "JSON"],
+    );
+}
+
+#[test]
+fn empty_prompt() {
+    let p = fixture("gpt2_tiny");
+    assert_one_line_error(
+        &["predict", p.to_str().unwrap(), "--prompt", ""],
+        &["empty prompt"],
+    );
+}
+
+#[test]
+fn token_outside_vocabulary() {
+    // gpt2_tiny has a 300-token vocabulary but the GPT-2 tokenizer: real words fall outside it.
+    let p = fixture("gpt2_tiny");
+    assert_one_line_error(
+        &["predict", p.to_str().unwrap(), "--prompt", "Hello world"],
+        &["vocabulary"],
+    );
+}
+
+#[test]
+fn inspect_and_hooks_work_on_a_fixture() {
+    let p = fixture("gpt2_tiny");
+    let (ok, out, err) = run(&["inspect", p.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("layers        3") && out.contains("fold_ln=true"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("h.safetensors");
+    // ids < 300 under GPT-2 BPE: "!" = 0, "\"" = 1 ...
+    let (ok, _out, err) = run(&[
+        "hooks",
+        p.to_str().unwrap(),
+        "--prompt",
+        "a!",
+        "--prompt",
+        "#",
+        "--hook",
+        "z",
+        "--reduce",
+        "mean",
+        "--no-bos",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let t = candle_core::safetensors::load(&f, &Device::Cpu).unwrap();
+    assert_eq!(t["z"].dims(), &[2, 15, 16]);
+    assert_eq!(t["tokens"].dims(), &[2, 2]);
+}

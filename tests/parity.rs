@@ -1,0 +1,247 @@
+//! Golden parity against Hugging Face transformers and TransformerLens on the random-weight
+//! fixtures made by `scripts/make_fixtures.py` (see tests/fixtures/README.md).
+//! Tolerance: |ours − ref| ≤ 1e-4 · max|ref| per tensor (logits, every head's z and result).
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use headcode::hooks::{collect, Reduce};
+use headcode::model::{load, LoadOptions, Model, ModelSpec, Processing};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn expected(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn tokens(exp: &HashMap<String, Tensor>, i: usize) -> Vec<u32> {
+    exp[&format!("tokens.{i}")]
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect()
+}
+
+fn load_model(spec: &str, processing: Processing) -> Model {
+    let spec = ModelSpec::resolve(fixture(spec).to_str().unwrap()).unwrap();
+    load(
+        &spec,
+        &LoadOptions {
+            processing,
+            device: Device::Cpu,
+        },
+    )
+    .unwrap()
+    .0
+}
+
+/// max |a − b| / max |b|
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn center_rows(v: &mut [f32], width: usize) {
+    for row in v.chunks_mut(width) {
+        let m = row.iter().sum::<f32>() / width as f32;
+        row.iter_mut().for_each(|x| *x -= m);
+    }
+}
+
+/// Compares logits, z and result for every prompt of an expected file.
+fn check(model: &Model, exp_file: &Path, center_logits: bool) -> f32 {
+    let exp = expected(exp_file);
+    let n = exp.keys().filter(|k| k.starts_with("tokens.")).count();
+    assert!(n > 0);
+    let (nl, nh, dh, d, v) = (
+        model.cfg.n_layers,
+        model.cfg.n_heads,
+        model.cfg.d_head,
+        model.cfg.d_model,
+        model.cfg.d_vocab,
+    );
+    let mut worst = 0f32;
+    for i in 0..n {
+        let toks = tokens(&exp, i);
+        let t = toks.len();
+        let out = model
+            .forward(
+                &[toks.clone()],
+                headcode::model::ForwardOptions {
+                    logits: headcode::model::LogitsAt::All,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut ours = out
+            .logits
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut theirs = exp[&format!("logits.{i}")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        if center_logits {
+            center_rows(&mut ours, v);
+            center_rows(&mut theirs, v);
+        }
+        let e = rel_err(&ours, &theirs);
+        assert!(e <= 1e-4, "{exp_file:?} prompt {i}: logits rel err {e}");
+        worst = worst.max(e);
+
+        let c = collect(model, &[toks], Reduce::All, 8, |_| {}).unwrap();
+        let ez = exp[&format!("z.{i}")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let er = exp[&format!("result.{i}")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for l in 0..nl {
+            for h in 0..nh {
+                let mut oz = Vec::new();
+                let mut tz = Vec::new();
+                let mut or = Vec::new();
+                let mut tr = Vec::new();
+                for p in 0..t {
+                    // ours: [1, T, L*H, dim]; theirs: [L, T, H, dim]
+                    let oi = (p * nl * nh + l * nh + h) * dh;
+                    let ti = ((l * t + p) * nh + h) * dh;
+                    oz.extend_from_slice(&c.z.data[oi..oi + dh]);
+                    tz.extend_from_slice(&ez[ti..ti + dh]);
+                    let oi = (p * nl * nh + l * nh + h) * d;
+                    let ti = ((l * t + p) * nh + h) * d;
+                    or.extend_from_slice(&c.result.data[oi..oi + d]);
+                    tr.extend_from_slice(&er[ti..ti + d]);
+                }
+                let ez_ = rel_err(&oz, &tz);
+                let er_ = rel_err(&or, &tr);
+                assert!(
+                    ez_ <= 1e-4,
+                    "{exp_file:?} prompt {i} L{l}H{h}: z rel err {ez_}"
+                );
+                assert!(
+                    er_ <= 1e-4,
+                    "{exp_file:?} prompt {i} L{l}H{h}: result rel err {er_}"
+                );
+                worst = worst.max(ez_).max(er_);
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn gpt2_hf_raw_matches_transformers() {
+    let m = load_model("gpt2_tiny", Processing::NONE);
+    let e = check(&m, &fixture("gpt2_tiny/expected_raw.safetensors"), false);
+    eprintln!("gpt2 raw worst rel err {e:.2e}");
+}
+
+#[test]
+fn gpt2_hf_processed_matches_transformer_lens() {
+    let m = load_model("gpt2_tiny", Processing::TL_DEFAULT);
+    assert_eq!(m.processing, Processing::TL_DEFAULT);
+    let e = check(
+        &m,
+        &fixture("gpt2_tiny/expected_processed.safetensors"),
+        false,
+    );
+    eprintln!("gpt2 processed worst rel err {e:.2e}");
+}
+
+#[test]
+fn gpt2_hub_layout_loads_identically() {
+    let a = load_model("gpt2_tiny", Processing::TL_DEFAULT);
+    let b = load_model("gpt2_tiny_hub_layout", Processing::TL_DEFAULT);
+    check(
+        &b,
+        &fixture("gpt2_tiny/expected_processed.safetensors"),
+        false,
+    );
+    assert_eq!(a.cfg.n_layers, b.cfg.n_layers);
+}
+
+#[test]
+fn attn_only_transformer_lens_safetensors_and_pth() {
+    for file in ["model.safetensors", "model.pth"] {
+        let p = fixture("attn_only_tiny").join(file);
+        let spec = ModelSpec::resolve(p.to_str().unwrap()).unwrap();
+        for (proc, exp) in [
+            (Processing::NONE, "expected_raw.safetensors"),
+            (Processing::TL_DEFAULT, "expected_processed.safetensors"),
+        ] {
+            let m = load(
+                &spec,
+                &LoadOptions {
+                    processing: proc,
+                    device: Device::Cpu,
+                },
+            )
+            .unwrap()
+            .0;
+            assert!(m.cfg.attn_only);
+            let e = check(&m, &fixture("attn_only_tiny").join(exp), false);
+            eprintln!("attn-only {file} {exp}: {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn attn_only_shortformer_matches_transformer_lens() {
+    for (proc, exp) in [
+        (Processing::NONE, "expected_raw.safetensors"),
+        (Processing::TL_DEFAULT, "expected_processed.safetensors"),
+    ] {
+        let m = load_model("attn_only_shortformer_tiny", proc);
+        check(&m, &fixture("attn_only_shortformer_tiny").join(exp), false);
+    }
+}
+
+#[test]
+fn llama_hf_matches_transformers_raw_and_processed() {
+    for dir in ["llama_tiny", "llama_tiny_sharded"] {
+        let m = load_model(dir, Processing::NONE);
+        assert_eq!(m.cfg.n_kv_heads, 2);
+        let e = check(&m, &fixture(dir).join("expected.safetensors"), false);
+        eprintln!("{dir} raw {e:.2e}");
+        // RMSNorm folding changes no head output; centring W_U shifts logits by a
+        // per-position constant.
+        let m = load_model(dir, Processing::TL_DEFAULT);
+        assert!(!m.processing.center_writing_weights);
+        check(&m, &fixture(dir).join("expected.safetensors"), true);
+    }
+}
+
+#[test]
+fn padding_does_not_change_real_positions() {
+    for dir in ["gpt2_tiny", "llama_tiny", "attn_only_tiny"] {
+        let m = load_model(dir, Processing::TL_DEFAULT);
+        let prompts = vec![vec![5u32, 9, 13], vec![1, 2, 3, 4, 5, 6, 7], vec![42]];
+        let batched = collect(&m, &prompts, Reduce::Mean, 8, |_| {}).unwrap();
+        for (i, p) in prompts.iter().enumerate() {
+            let alone = collect(&m, std::slice::from_ref(p), Reduce::Mean, 1, |_| {}).unwrap();
+            let w = batched.z.heads() * batched.z.dim();
+            let e = rel_err(&batched.z.data[i * w..(i + 1) * w], &alone.z.data);
+            assert!(e < 1e-5, "{dir}: prompt {i} z changed by padding: {e}");
+            let w = batched.result.heads() * batched.result.dim();
+            let e = rel_err(&batched.result.data[i * w..(i + 1) * w], &alone.result.data);
+            assert!(e < 1e-5, "{dir}: prompt {i} result changed by padding: {e}");
+            let e = rel_err(&batched.last_logits[i], &alone.last_logits[0]);
+            assert!(e < 1e-5, "{dir}: prompt {i} logits changed by padding: {e}");
+        }
+    }
+}
