@@ -164,7 +164,7 @@ mod imp {
 
     use super::*;
     use crate::gpu::cuda::{CudaResultExt, DevSaes};
-    use crate::gpu::{GpuContext, HookDims, HookReduce, TrainConfig, TrainPath};
+    use crate::gpu::{GpuContext, HookDims, HookReduce, TrainConfig};
 
     struct Timer<'a> {
         gpu: &'a GpuContext,

@@ -220,7 +220,7 @@ impl GpuContext {
         self.stream.synchronize().cuda("stream synchronize")
     }
 
-    pub(crate) fn upload<T: DeviceRepr>(&self, h: &[T]) -> Result<CudaSlice<T>> {
+    pub(crate) fn upload<T: DeviceRepr + ValidAsZeroBits>(&self, h: &[T]) -> Result<CudaSlice<T>> {
         if h.is_empty() {
             return self.zeros(1);
         }
