@@ -7,14 +7,18 @@
 //   Launch: one warp per row; blockDim = (256,1,1) (8 rows per block),
 //   grid = (ceil(rows/8), 1, 1). Any blockDim that is a multiple of 32 works.
 //   Ties resolve to the LOWEST column index (numpy argmax); an all-zero row gives 0.
-//   NaN entries are never selected (comparisons with NaN are false), unless the
-//   whole row is NaN, in which case the result is 0.
+//   NaN counts as the maximum (the first NaN wins), like numpy.argmax and crate::codes.
 #include <cuda_runtime.h>
 #include <math_constants.h>
 
 namespace {
 
+// NumPy order: any NaN beats every number (first NaN wins); otherwise larger value, then
+// lower index.
 __device__ __forceinline__ bool better(float v, unsigned i, float bv, unsigned bi) {
+    const bool vn = isnan(v), bn = isnan(bv);
+    if (vn != bn) return vn;
+    if (vn) return i < bi;
     return v > bv || (v == bv && i < bi);
 }
 

@@ -954,3 +954,31 @@ impl GpuContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::kernels;
+    use crate::gpu::launch::KERNELS;
+
+    /// Runs without a GPU: the embedded PTX targets the configured arch, stays loadable by
+    /// driver 580 (CUDA 13.0 => PTX ISA 9.0) and exports every kernel the wrappers load.
+    #[test]
+    fn embedded_ptx_exports_every_kernel() {
+        let ptx = |file: &str| match file {
+            "codes.cu" => kernels::CODES_PTX,
+            "overlap.cu" => kernels::OVERLAP_PTX,
+            "hook.cu" => kernels::HOOK_PTX,
+            "sae.cu" => kernels::SAE_PTX,
+            "util.cu" => kernels::UTIL_PTX,
+            other => panic!("unknown {other}"),
+        };
+        for (file, names) in KERNELS {
+            let p = ptx(file);
+            assert!(p.contains(&format!(".target {}", kernels::ARCH)), "{file}");
+            assert!(p.contains(".version 9.0"), "{file}: PTX ISA must stay 9.0 for driver 580");
+            for n in *names {
+                assert!(p.contains(&format!(".entry {n}(")), "{file}: {n} missing from PTX");
+            }
+        }
+    }
+}

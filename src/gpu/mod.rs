@@ -32,41 +32,9 @@ pub use nocuda::GpuContext;
 
 pub use launch::EdgeAlgo;
 
-/// Parameters of one SAE (d inputs, n learned features), torch layouts, row-major.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SaeParams {
-    pub d: usize,
-    pub n: usize,
-    /// [n, d]
-    pub w_enc: Vec<f32>,
-    /// [n]
-    pub b_enc: Vec<f32>,
-    /// [d, n]
-    pub w_dec: Vec<f32>,
-    /// [d] (tied pre-encoder / post-decoder bias)
-    pub b: Vec<f32>,
-}
-
-impl SaeParams {
-    /// Check that the vectors have the lengths d and n imply.
-    pub fn validate(&self) -> Result<()> {
-        let (d, n) = (self.d, self.n);
-        if d == 0 || n == 0 {
-            return Err(Error::InvalidInput(format!("SAE with d={d}, n={n}")));
-        }
-        for (what, got, want) in [
-            ("w_enc", self.w_enc.len(), n * d),
-            ("b_enc", self.b_enc.len(), n),
-            ("w_dec", self.w_dec.len(), d * n),
-            ("b", self.b.len(), d),
-        ] {
-            if got != want {
-                return Err(Error::shape(format!("SaeParams.{what}"), want, got));
-            }
-        }
-        Ok(())
-    }
-}
+/// Parameters of one SAE: the CPU path's [`crate::sae::Sae`] (d, n, `w_enc` [n, d],
+/// `b_enc` [n], `w_dec` [d, n], tied `b` [d]), so GPU and CPU results are interchangeable.
+pub type SaeParams = crate::sae::Sae;
 
 /// Which trainer implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +114,8 @@ pub struct OverlapCounts {
     pub n_not_p: Vec<u32>,
 }
 
-/// Shape checks shared by the CUDA and no-CUDA builds (so they are tested on the CPU).
+/// Shape checks used by the CUDA wrappers (kept in every build so they are tested on the CPU).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) mod checks {
     use super::*;
 
@@ -170,8 +139,11 @@ pub(crate) mod checks {
             .first()
             .ok_or_else(|| Error::InvalidInput("train_saes: no SAEs".into()))?;
         let (d, n) = (first.d, first.n);
+        if d == 0 || n == 0 {
+            return Err(Error::InvalidInput(format!("train_saes: SAE with d={d}, n={n}")));
+        }
         for p in init {
-            p.validate()?;
+            p.check()?;
             if p.d != d || p.n != n {
                 return Err(Error::shape("SAE dims (d, n)", format!("({d}, {n})"), format!("({}, {})", p.d, p.n)));
             }
@@ -191,8 +163,11 @@ pub(crate) mod checks {
         let first = params
             .first()
             .ok_or_else(|| Error::InvalidInput("encode_argmax: no SAEs".into()))?;
+        if first.d == 0 || first.n == 0 {
+            return Err(Error::InvalidInput("encode_argmax: SAE with d = 0 or n = 0".into()));
+        }
         for p in params {
-            p.validate()?;
+            p.check()?;
             if p.d != first.d || p.n != first.n {
                 return Err(Error::InvalidInput("encode_argmax: SAEs of different sizes".into()));
             }
@@ -265,7 +240,7 @@ mod tests {
         assert!(checks::codes_table(&[0; 5], &[true, false], 3).is_err());
         let mut bad = p;
         bad.b.pop();
-        assert!(bad.validate().is_err());
+        assert!(checks::train_inputs(&[0.0; 3 * 4], 3, &[bad]).is_err());
     }
 
     #[test]

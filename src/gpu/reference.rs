@@ -8,13 +8,17 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::{HookReduce, OverlapCounts, SaeParams, TrainConfig};
 
-/// Argmax per row of a row-major [rows, k] matrix; lowest index on ties, all-zero -> 0.
+/// Argmax per row of a row-major [rows, k] matrix; lowest index on ties, all-zero -> 0,
+/// the first NaN wins (numpy.argmax, as `crate::codes::argmax_rows`).
 pub fn argmax_rows(x: &[f32], k: usize) -> Vec<u32> {
     if k == 0 {
         return vec![0; 0];
     }
     x.chunks(k)
         .map(|row| {
+            if let Some(j) = row.iter().position(|v| v.is_nan()) {
+                return j as u32;
+            }
             let mut bi = 0usize;
             let mut bv = f32::NEG_INFINITY;
             for (j, &v) in row.iter().enumerate() {
@@ -376,7 +380,7 @@ mod tests {
     fn argmax_ties_and_zero_rows() {
         let x = [0.0, 0.0, 0.0, 1.0, 3.0, 3.0, -1.0, -2.0, -1.0];
         assert_eq!(argmax_rows(&x, 3), vec![0, 1, 0]);
-        assert_eq!(argmax_rows(&[f32::NAN, 1.0, 2.0], 3), vec![2]);
+        assert_eq!(argmax_rows(&[1.0, f32::NAN, 2.0, f32::NAN], 4), vec![1]);
     }
 
     #[test]
