@@ -126,7 +126,10 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn stage_ms(&self, stage: &str) -> Option<f64> {
-        self.stages.iter().find(|s| s.stage == stage).map(|s| s.median_ms)
+        self.stages
+            .iter()
+            .find(|s| s.stage == stage)
+            .map(|s| s.median_ms)
     }
 }
 
@@ -176,8 +179,12 @@ mod imp {
         fn time_once(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
             let ctx = self.gpu.context();
             let stream = self.gpu.stream();
-            let a = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).cuda("event")?;
-            let b = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).cuda("event")?;
+            let a = ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .cuda("event")?;
+            let b = ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .cuda("event")?;
             a.record(stream).cuda("event record")?;
             f()?;
             b.record(stream).cuda("event record")?;
@@ -286,9 +293,23 @@ mod imp {
     pub(super) fn run(opts: &BenchOptions) -> Result<BenchReport> {
         let gpu = GpuContext::new()?;
         let sh = opts.model.dims();
-        let (e, t, h, dh, dm, n, ex) = (sh.prompts, sh.tokens, sh.heads, sh.d_head, sh.d_model, sh.features, sh.sae_examples);
+        let (e, t, h, dh, dm, n, ex) = (
+            sh.prompts,
+            sh.tokens,
+            sh.heads,
+            sh.d_head,
+            sh.d_model,
+            sh.features,
+            sh.sae_examples,
+        );
         if opts.print {
-            println!("bench {} on {} (CUDA events, median of {} after {} warm-up)", sh.name, gpu.device_name(), opts.reps, opts.warmup);
+            println!(
+                "bench {} on {} (CUDA events, median of {} after {} warm-up)",
+                sh.name,
+                gpu.device_name(),
+                opts.reps,
+                opts.warmup
+            );
         }
         let mut tm = Timer {
             gpu: &gpu,
@@ -313,7 +334,16 @@ mod imp {
             "hook_result",
             format!("mean over {t} positions of z[{e},{t},{h},{dh}] @ W_O -> [{e},{h},{dm}]"),
             &mut none,
-            &mut || gpu.d_hook(&z, &mask, dims, HookReduce::Mean, Some((&w_o, dm)), &mut x_res),
+            &mut || {
+                gpu.d_hook(
+                    &z,
+                    &mask,
+                    dims,
+                    HookReduce::Mean,
+                    Some((&w_o, dm)),
+                    &mut x_res,
+                )
+            },
         )?;
         let t_hook_z = tm.stage(
             "hook_z",
@@ -336,9 +366,16 @@ mod imp {
             let sae = std::cell::RefCell::new(&mut sh_sae);
             tm.stage(
                 "sae_shared",
-                format!("1 SAE {dm}->{n}, {} rows, {} steps, {path_sh:?}", ex * h, sh.steps),
+                format!(
+                    "1 SAE {dm}->{n}, {} rows, {} steps, {path_sh:?}",
+                    ex * h,
+                    sh.steps
+                ),
                 &mut || restore(&gpu, &mut sae.borrow_mut(), &init_sh),
-                &mut || gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg, None).map(|_| ()),
+                &mut || {
+                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
             )?
         };
         drop(x_sh);
@@ -352,9 +389,15 @@ mod imp {
             let sae = std::cell::RefCell::new(&mut z_sae);
             tm.stage(
                 "sae_per_head_z",
-                format!("{h} SAEs {dh}->{n}, {ex} rows each, {} steps, {path_z:?}", sh.steps),
+                format!(
+                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, {path_z:?}",
+                    sh.steps
+                ),
                 &mut || restore(&gpu, &mut sae.borrow_mut(), &init_z),
-                &mut || gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg, None).map(|_| ()),
+                &mut || {
+                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
             )?
         };
         drop(x_phz);
@@ -369,9 +412,15 @@ mod imp {
             let sae = std::cell::RefCell::new(&mut r_sae);
             tm.stage(
                 "sae_per_head_result",
-                format!("{h} SAEs {dm}->{n}, {ex} rows each, {} steps, {path_r:?}", sh.steps),
+                format!(
+                    "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, {path_r:?}",
+                    sh.steps
+                ),
                 &mut || restore(&gpu, &mut sae.borrow_mut(), &init_r),
-                &mut || gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg, None).map(|_| ()),
+                &mut || {
+                    gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
             )?;
         }
 
@@ -400,17 +449,31 @@ mod imp {
         )?;
         tm.stage(
             "edge_score",
-            format!("{} head pairs x {e} examples, {n}^2-bit sets", h * (h - 1) / 2),
+            format!(
+                "{} head pairs x {e} examples, {n}^2-bit sets",
+                h * (h - 1) / 2
+            ),
             &mut none,
-            &mut || gpu.d_edge_overlap(&codes, &is_pos, e, h, n, None).map(|_| ()),
+            &mut || {
+                gpu.d_edge_overlap(&codes, &is_pos, e, h, n, None)
+                    .map(|_| ())
+            },
         )?;
 
         let (baseline, _) = gpu.mem_stats();
-        let peak = tm.stages.iter().map(|s| s.peak_mem_bytes).max().unwrap_or(0);
+        let peak = tm
+            .stages
+            .iter()
+            .map(|s| s.peak_mem_bytes)
+            .max()
+            .unwrap_or(0);
         let report = BenchReport {
             device: gpu.device_name().to_string(),
             shape: sh,
-            timing_method: format!("CUDA events on one stream; median of up to {} runs after {} warm-up", opts.reps, opts.warmup),
+            timing_method: format!(
+                "CUDA events on one stream; median of up to {} runs after {} warm-up",
+                opts.reps, opts.warmup
+            ),
             pipeline_shared_ms: t_hook + t_sae + t_enc,
             pipeline_per_head_z_ms: t_hook_z + t_sae_z + t_enc_z,
             stages: tm.stages,
@@ -418,9 +481,18 @@ mod imp {
             baseline_mem_bytes: baseline as u64,
         };
         if opts.print {
-            println!("{:>10.3} ms  pipeline (hook_result + sae_shared + encode_argmax_score)", report.pipeline_shared_ms);
-            println!("{:>10.3} ms  pipeline (hook_z + sae_per_head_z + encode_argmax_score_per_head_z)", report.pipeline_per_head_z_ms);
-            println!("peak device memory above baseline: {:.1} MiB", peak as f64 / (1 << 20) as f64);
+            println!(
+                "{:>10.3} ms  pipeline (hook_result + sae_shared + encode_argmax_score)",
+                report.pipeline_shared_ms
+            );
+            println!(
+                "{:>10.3} ms  pipeline (hook_z + sae_per_head_z + encode_argmax_score_per_head_z)",
+                report.pipeline_per_head_z_ms
+            );
+            println!(
+                "peak device memory above baseline: {:.1} MiB",
+                peak as f64 / (1 << 20) as f64
+            );
         }
         Ok(report)
     }
@@ -432,8 +504,14 @@ mod tests {
 
     #[test]
     fn shapes_and_parsing() {
-        assert_eq!(ModelShape::parse("gpt2-small-shape").unwrap(), ModelShape::Gpt2Small);
-        assert_eq!(ModelShape::parse("GPT2-XL-shape").unwrap(), ModelShape::Gpt2Xl);
+        assert_eq!(
+            ModelShape::parse("gpt2-small-shape").unwrap(),
+            ModelShape::Gpt2Small
+        );
+        assert_eq!(
+            ModelShape::parse("GPT2-XL-shape").unwrap(),
+            ModelShape::Gpt2Xl
+        );
         assert!(ModelShape::parse("llama").is_err());
         let s = ModelShape::Gpt2Small.dims();
         assert_eq!((s.heads, s.d_model), (144, 768));

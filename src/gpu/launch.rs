@@ -169,8 +169,14 @@ mod tests {
         assert_eq!(edge_bit(3, 5, 200), 605);
         // n = 200: two 40 000-bit sets = 2 * 1250 words = 10 000 bytes
         assert_eq!(edge_bitset_smem_bytes(200), 10_000);
-        assert_eq!(choose_edge_algo(200, 500, 48 * 1024), Some(EdgeAlgo::Bitset));
-        assert_eq!(choose_edge_algo(2000, 500, 227 * 1024), Some(EdgeAlgo::List));
+        assert_eq!(
+            choose_edge_algo(200, 500, 48 * 1024),
+            Some(EdgeAlgo::Bitset)
+        );
+        assert_eq!(
+            choose_edge_algo(2000, 500, 227 * 1024),
+            Some(EdgeAlgo::List)
+        );
         assert_eq!(choose_edge_algo(2000, 100_000, 227 * 1024), None);
     }
 
@@ -199,7 +205,15 @@ mod tests {
 /// a CPU test, so a rename cannot slip through without a GPU).
 pub const KERNELS: &[(&str, &[&str])] = &[
     ("codes.cu", &["argmax_rows_f32"]),
-    ("overlap.cu", &["node_bitsets_u32", "node_popcount_u32", "edge_bitset_u32", "edge_list_u32"]),
+    (
+        "overlap.cu",
+        &[
+            "node_bitsets_u32",
+            "node_popcount_u32",
+            "edge_bitset_u32",
+            "edge_list_u32",
+        ],
+    ),
     ("hook.cu", &["hook_reduce_f32"]),
     (
         "sae.cu",
@@ -266,12 +280,21 @@ mod source_tests {
         for (file, names) in KERNELS {
             let eps = entry_points(source(file));
             for n in *names {
-                assert!(eps.iter().any(|e| e == n), "{file}: no kernel {n} (found {eps:?})");
+                assert!(
+                    eps.iter().any(|e| e == n),
+                    "{file}: no kernel {n} (found {eps:?})"
+                );
             }
             for e in &eps {
-                assert!(names.contains(&e.as_str()), "{file}: kernel {e} is not listed in KERNELS");
+                assert!(
+                    names.contains(&e.as_str()),
+                    "{file}: kernel {e} is not listed in KERNELS"
+                );
                 let dtype = e.rsplit('_').next().unwrap();
-                assert!(["f32", "u32"].contains(&dtype), "{e}: name must end in a dtype");
+                assert!(
+                    ["f32", "u32"].contains(&dtype),
+                    "{e}: name must end in a dtype"
+                );
             }
         }
     }

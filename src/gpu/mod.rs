@@ -134,18 +134,28 @@ pub(crate) mod checks {
     }
 
     /// Returns (n_sae, d, n) for x [n_sae, rows, d] and per-SAE initial params.
-    pub fn train_inputs(x: &[f32], rows: usize, init: &[SaeParams]) -> Result<(usize, usize, usize)> {
+    pub fn train_inputs(
+        x: &[f32],
+        rows: usize,
+        init: &[SaeParams],
+    ) -> Result<(usize, usize, usize)> {
         let first = init
             .first()
             .ok_or_else(|| Error::InvalidInput("train_saes: no SAEs".into()))?;
         let (d, n) = (first.d, first.n);
         if d == 0 || n == 0 {
-            return Err(Error::InvalidInput(format!("train_saes: SAE with d={d}, n={n}")));
+            return Err(Error::InvalidInput(format!(
+                "train_saes: SAE with d={d}, n={n}"
+            )));
         }
         for p in init {
             p.check()?;
             if p.d != d || p.n != n {
-                return Err(Error::shape("SAE dims (d, n)", format!("({d}, {n})"), format!("({}, {})", p.d, p.n)));
+                return Err(Error::shape(
+                    "SAE dims (d, n)",
+                    format!("({d}, {n})"),
+                    format!("({}, {})", p.d, p.n),
+                ));
             }
         }
         if rows == 0 {
@@ -164,36 +174,70 @@ pub(crate) mod checks {
             .first()
             .ok_or_else(|| Error::InvalidInput("encode_argmax: no SAEs".into()))?;
         if first.d == 0 || first.n == 0 {
-            return Err(Error::InvalidInput("encode_argmax: SAE with d = 0 or n = 0".into()));
+            return Err(Error::InvalidInput(
+                "encode_argmax: SAE with d = 0 or n = 0".into(),
+            ));
         }
         for p in params {
             p.check()?;
             if p.d != first.d || p.n != first.n {
-                return Err(Error::InvalidInput("encode_argmax: SAEs of different sizes".into()));
+                return Err(Error::InvalidInput(
+                    "encode_argmax: SAEs of different sizes".into(),
+                ));
             }
         }
         let per_ex = examples * first.d;
         if examples == 0 || x.len() % per_ex != 0 {
-            return Err(Error::shape("encode_argmax x [examples, heads, d]", format!("multiple of {per_ex}"), x.len()));
+            return Err(Error::shape(
+                "encode_argmax x [examples, heads, d]",
+                format!("multiple of {per_ex}"),
+                x.len(),
+            ));
         }
         let heads = x.len() / per_ex;
         if params.len() != 1 && params.len() != heads {
-            return Err(Error::shape("encode_argmax SAE count (1 or heads)", heads, params.len()));
+            return Err(Error::shape(
+                "encode_argmax SAE count (1 or heads)",
+                heads,
+                params.len(),
+            ));
         }
         Ok(heads)
     }
 
-    pub fn hook_inputs(z: &[f32], mask: &[bool], dims: HookDims, w_o: Option<(&[f32], usize)>) -> Result<()> {
-        let HookDims { batch, pos, heads, d_head } = dims;
+    pub fn hook_inputs(
+        z: &[f32],
+        mask: &[bool],
+        dims: HookDims,
+        w_o: Option<(&[f32], usize)>,
+    ) -> Result<()> {
+        let HookDims {
+            batch,
+            pos,
+            heads,
+            d_head,
+        } = dims;
         if z.len() != batch * pos * heads * d_head {
-            return Err(Error::shape("hook z [batch, pos, heads, d_head]", batch * pos * heads * d_head, z.len()));
+            return Err(Error::shape(
+                "hook z [batch, pos, heads, d_head]",
+                batch * pos * heads * d_head,
+                z.len(),
+            ));
         }
         if mask.len() != batch * pos {
-            return Err(Error::shape("hook mask [batch, pos]", batch * pos, mask.len()));
+            return Err(Error::shape(
+                "hook mask [batch, pos]",
+                batch * pos,
+                mask.len(),
+            ));
         }
         if let Some((w, dm)) = w_o {
             if w.len() != heads * d_head * dm {
-                return Err(Error::shape("hook W_O [heads, d_head, d_model]", heads * d_head * dm, w.len()));
+                return Err(Error::shape(
+                    "hook W_O [heads, d_head, d_model]",
+                    heads * d_head * dm,
+                    w.len(),
+                ));
             }
         }
         Ok(())
@@ -204,7 +248,9 @@ pub(crate) mod checks {
 pub fn mask_from_lengths(lengths: &[usize], pos: usize) -> Vec<bool> {
     let mut m = vec![false; lengths.len() * pos];
     for (b, &len) in lengths.iter().enumerate() {
-        m[b * pos..b * pos + len.min(pos)].iter_mut().for_each(|v| *v = true);
+        m[b * pos..b * pos + len.min(pos)]
+            .iter_mut()
+            .for_each(|v| *v = true);
     }
     m
 }
@@ -224,8 +270,14 @@ mod tests {
             return;
         }
         assert!(matches!(GpuContext::new(), Err(Error::NoCuda)));
-        assert!(matches!(selftest::selftest(&selftest::SelfTestOptions::default()), Err(Error::NoCuda)));
-        assert!(matches!(bench::bench(&bench::BenchOptions::default()), Err(Error::NoCuda)));
+        assert!(matches!(
+            selftest::selftest(&selftest::SelfTestOptions::default()),
+            Err(Error::NoCuda)
+        ));
+        assert!(matches!(
+            bench::bench(&bench::BenchOptions::default()),
+            Err(Error::NoCuda)
+        ));
     }
 
     #[test]
@@ -234,7 +286,10 @@ mod tests {
         assert!(checks::train_inputs(&[0.0; 2 * 3 * 4], 3, &[p.clone(), p.clone()]).is_ok());
         assert!(checks::train_inputs(&[0.0; 5], 3, &[p.clone()]).is_err());
         assert!(checks::train_inputs(&[], 3, &[]).is_err());
-        assert_eq!(checks::encode_inputs(&[p.clone()], &[0.0; 5 * 3 * 4], 5).unwrap(), 3);
+        assert_eq!(
+            checks::encode_inputs(&[p.clone()], &[0.0; 5 * 3 * 4], 5).unwrap(),
+            3
+        );
         assert!(checks::encode_inputs(&[p.clone(), p.clone()], &[0.0; 5 * 3 * 4], 5).is_err());
         assert!(checks::codes_table(&[0; 6], &[true, false], 3).is_ok());
         assert!(checks::codes_table(&[0; 5], &[true, false], 3).is_err());
@@ -245,6 +300,9 @@ mod tests {
 
     #[test]
     fn lengths_to_mask() {
-        assert_eq!(mask_from_lengths(&[2, 0, 5], 3), vec![true, true, false, false, false, false, true, true, true]);
+        assert_eq!(
+            mask_from_lengths(&[2, 0, 5], 3),
+            vec![true, true, false, false, false, false, true, true, true]
+        );
     }
 }

@@ -28,10 +28,22 @@ impl GpuContext {
     pub fn argmax_rows(&self, _x: &[f32], _k: usize) -> Result<Vec<u32>> {
         match self.never {}
     }
-    pub fn node_overlap_counts(&self, _codes: &[u32], _is_pos: &[bool], _heads: usize, _n_codes: usize) -> Result<OverlapCounts> {
+    pub fn node_overlap_counts(
+        &self,
+        _codes: &[u32],
+        _is_pos: &[bool],
+        _heads: usize,
+        _n_codes: usize,
+    ) -> Result<OverlapCounts> {
         match self.never {}
     }
-    pub fn edge_overlap_counts(&self, _codes: &[u32], _is_pos: &[bool], _heads: usize, _n_codes: usize) -> Result<Vec<u32>> {
+    pub fn edge_overlap_counts(
+        &self,
+        _codes: &[u32],
+        _is_pos: &[bool],
+        _heads: usize,
+        _n_codes: usize,
+    ) -> Result<Vec<u32>> {
         match self.never {}
     }
     pub fn edge_overlap_counts_with(
@@ -44,10 +56,21 @@ impl GpuContext {
     ) -> Result<Vec<u32>> {
         match self.never {}
     }
-    pub fn train_saes(&self, _x: &[f32], _rows: usize, _init: &[SaeParams], _cfg: &TrainConfig) -> Result<TrainOutput> {
+    pub fn train_saes(
+        &self,
+        _x: &[f32],
+        _rows: usize,
+        _init: &[SaeParams],
+        _cfg: &TrainConfig,
+    ) -> Result<TrainOutput> {
         match self.never {}
     }
-    pub fn encode_argmax(&self, _params: &[SaeParams], _x: &[f32], _examples: usize) -> Result<Vec<u32>> {
+    pub fn encode_argmax(
+        &self,
+        _params: &[SaeParams],
+        _x: &[f32],
+        _examples: usize,
+    ) -> Result<Vec<u32>> {
         match self.never {}
     }
     pub fn hook_reduce(

@@ -49,7 +49,8 @@ pub fn node_overlap(codes: &[u32], is_pos: &[bool], heads: usize, n_codes: usize
             }
         }
     }
-    let count = |a: &[bool], b: &[bool]| a.iter().zip(b).filter(|(x, y)| **x && !**y).count() as u32;
+    let count =
+        |a: &[bool], b: &[bool]| a.iter().zip(b).filter(|(x, y)| **x && !**y).count() as u32;
     OverlapCounts {
         p_not_n: (0..heads).map(|h| count(&p[h], &n[h])).collect(),
         n_not_p: (0..heads).map(|h| count(&n[h], &p[h])).collect(),
@@ -142,8 +143,12 @@ pub fn hook_reduce(
 /// (W_enc rows over d, W_dec rows over n), b_enc ~ U(-1/sqrt(d), 1/sqrt(d)), b = 0.
 pub fn init_params(d: usize, n: usize, seed: u64) -> SaeParams {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut w_enc: Vec<f32> = (0..n * d).map(|_| StandardNormal.sample(&mut rng)).collect();
-    let mut w_dec: Vec<f32> = (0..d * n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let mut w_enc: Vec<f32> = (0..n * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    let mut w_dec: Vec<f32> = (0..d * n)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
     renorm_rows_f32(&mut w_enc, d);
     renorm_rows_f32(&mut w_dec, n);
     let bound = 1.0 / (d as f32).sqrt();
@@ -235,7 +240,8 @@ pub fn loss_and_grads(s: &State, x: &[f32], lambda: f64) -> (f64, State) {
         }
     }
     let rd = (rows * d) as f64;
-    let loss = diff.iter().map(|v| v * v).sum::<f64>() / rd + lambda * f.iter().sum::<f64>() / rows as f64;
+    let loss =
+        diff.iter().map(|v| v * v).sum::<f64>() / rd + lambda * f.iter().sum::<f64>() / rows as f64;
     let s1 = 2.0 / rd;
     let lam_r = lambda / rows as f64;
     let mut dpre = vec![0f64; rows * n];
@@ -289,7 +295,9 @@ fn remove_radial(g: &mut [f64], w: &[f64], len: usize) {
         if nrm == 0.0 {
             continue;
         }
-        gr.iter_mut().zip(wr).for_each(|(a, b)| *a -= dot * (b / nrm));
+        gr.iter_mut()
+            .zip(wr)
+            .for_each(|(a, b)| *a -= dot * (b / nrm));
     }
 }
 
@@ -410,8 +418,13 @@ mod tests {
                 get(&mut sp)[i] += h;
                 let mut sm = s.clone();
                 get(&mut sm)[i] -= h;
-                let num = (loss_and_grads(&sp, &x, lam).0 - loss_and_grads(&sm, &x, lam).0) / (2.0 * h);
-                assert!((num - ga[i]).abs() < 1e-5 * (1.0 + num.abs()), "i={i} num={num} ana={}", ga[i]);
+                let num =
+                    (loss_and_grads(&sp, &x, lam).0 - loss_and_grads(&sm, &x, lam).0) / (2.0 * h);
+                assert!(
+                    (num - ga[i]).abs() < 1e-5 * (1.0 + num.abs()),
+                    "i={i} num={num} ana={}",
+                    ga[i]
+                );
             }
         };
         check(&|s| &mut s.w_enc, &g.w_enc);

@@ -105,7 +105,11 @@ impl Run<'_> {
                 c.max_abs_err,
                 c.mismatches,
                 c.total,
-                if c.note.is_empty() { String::new() } else { format!("  ({})", c.note) }
+                if c.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", c.note)
+                }
             );
         }
         self.out.push(c);
@@ -156,7 +160,16 @@ pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
 }
 
 fn check_argmax(gpu: &GpuContext, run: &mut Run, seed: u64) {
-    for (i, &(rows, k)) in [(1usize, 1usize), (7, 200), (1000, 200), (333, 1000), (64, 33)].iter().enumerate() {
+    for (i, &(rows, k)) in [
+        (1usize, 1usize),
+        (7, 200),
+        (1000, 200),
+        (333, 1000),
+        (64, 33),
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut x = cpu::randn(rows * k, 1.0, seed + i as u64);
         // ReLU half the rows (many zeros), zero some rows entirely, and plant exact ties.
         for r in 0..rows {
@@ -205,7 +218,13 @@ fn labels(e: usize, seed: u64) -> Vec<bool> {
 
 fn check_overlap(gpu: &GpuContext, run: &mut Run, seed: u64) {
     // (examples, heads, n_codes, code range): small ranges make the sets overlap
-    let shapes = [(500usize, 144usize, 200usize, 12u32), (37, 5, 33, 33), (20, 3, 1, 1), (500, 32, 200, 200), (64, 7, 70, 5)];
+    let shapes = [
+        (500usize, 144usize, 200usize, 12u32),
+        (37, 5, 33, 33),
+        (20, 3, 1, 1),
+        (500, 32, 200, 200),
+        (64, 7, 70, 5),
+    ];
     for (i, &(e, h, n, range)) in shapes.iter().enumerate() {
         let codes = cpu::random_codes(e * h, range, seed + 100 + i as u64);
         let is_pos = labels(e, seed + 200 + i as u64);
@@ -220,7 +239,8 @@ fn check_overlap(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 {
                     Ok(ns) => {
                         let u = |v: &[usize]| v.iter().map(|&x| x as u32).collect::<Vec<u32>>();
-                        bad += exact(&g.p_not_n, &u(&ns.n_unique_pos)) + exact(&g.n_not_p, &u(&ns.n_unique_neg));
+                        bad += exact(&g.p_not_n, &u(&ns.n_unique_pos))
+                            + exact(&g.n_not_p, &u(&ns.n_unique_neg));
                     }
                     Err(_) => bad += 1,
                 }
@@ -240,10 +260,11 @@ fn check_overlap(gpu: &GpuContext, run: &mut Run, seed: u64) {
             continue; // the CPU edge reference is O(H^2 E); keep the self-test fast
         }
         let r = cpu::edge_overlap(&codes, &is_pos, h, n);
-        let r_crate: Vec<u32> = crate::codes::CodeTable::new(codes.clone(), e, h, n, is_pos.clone())
-            .and_then(|t| crate::score::unique_pair_counts(&t))
-            .map(|v| v.into_iter().map(|x| x as u32).collect())
-            .unwrap_or_default();
+        let r_crate: Vec<u32> =
+            crate::codes::CodeTable::new(codes.clone(), e, h, n, is_pos.clone())
+                .and_then(|t| crate::score::unique_pair_counts(&t))
+                .map(|v| v.into_iter().map(|x| x as u32).collect())
+                .unwrap_or_default();
         for algo in [EdgeAlgo::Bitset, EdgeAlgo::List] {
             let name = match algo {
                 EdgeAlgo::Bitset => "edge_bitset_u32",
@@ -286,7 +307,10 @@ fn check_overlap(gpu: &GpuContext, run: &mut Run, seed: u64) {
             }
             // spot-check a few pairs against the reference
             let sub: Vec<usize> = vec![0, 1, 77, 143];
-            let sub_codes: Vec<u32> = (0..e).flat_map(|ex| sub.iter().map(move |&hh| (ex, hh))).map(|(ex, hh)| codes[ex * h + hh]).collect();
+            let sub_codes: Vec<u32> = (0..e)
+                .flat_map(|ex| sub.iter().map(move |&hh| (ex, hh)))
+                .map(|(ex, hh)| codes[ex * h + hh])
+                .collect();
             let rs = cpu::edge_overlap(&sub_codes, &is_pos, sub.len(), n);
             for (a_i, &hi) in sub.iter().enumerate() {
                 for (b_i, &hj) in sub.iter().enumerate() {
@@ -308,12 +332,18 @@ fn check_overlap(gpu: &GpuContext, run: &mut Run, seed: u64) {
 }
 
 fn check_hook(gpu: &GpuContext, run: &mut Run, seed: u64) {
-    let shapes = [(5usize, 7usize, 3usize, 16usize, 40usize), (37, 18, 12, 64, 768), (16, 1, 2, 8, 8), (33, 25, 4, 80, 100)];
+    let shapes = [
+        (5usize, 7usize, 3usize, 16usize, 40usize),
+        (37, 18, 12, 64, 768),
+        (16, 1, 2, 8, 8),
+        (33, 25, 4, 80, 100),
+    ];
     for (i, &(b, p, h, dh, dm)) in shapes.iter().enumerate() {
         let z = cpu::randn(b * p * h * dh, 1.0, seed + 400 + i as u64);
         let w = cpu::randn(h * dh * dm, 0.1, seed + 500 + i as u64);
         let lens = cpu::random_codes(b, p as u32 + 1, seed + 600 + i as u64);
-        let mut mask = super::mask_from_lengths(&lens.iter().map(|&l| l as usize).collect::<Vec<_>>(), p);
+        let mut mask =
+            super::mask_from_lengths(&lens.iter().map(|&l| l as usize).collect::<Vec<_>>(), p);
         if b > 1 && p > 2 {
             // one left-padded row
             for pi in 0..p {
@@ -329,8 +359,20 @@ fn check_hook(gpu: &GpuContext, run: &mut Run, seed: u64) {
         for mode in [HookReduce::Mean, HookReduce::Last] {
             for proj in [false, true] {
                 let w_o = proj.then_some((&w[..], dm));
-                let shape = format!("B={b} P={p} H={h} dh={dh}{} {:?}", if proj { format!(" dm={dm}") } else { String::new() }, mode);
-                let (atol, rtol) = if proj || mode == HookReduce::Mean { (1e-5, 1e-4) } else { (1e-6, 1e-5) };
+                let shape = format!(
+                    "B={b} P={p} H={h} dh={dh}{} {:?}",
+                    if proj {
+                        format!(" dm={dm}")
+                    } else {
+                        String::new()
+                    },
+                    mode
+                );
+                let (atol, rtol) = if proj || mode == HookReduce::Mean {
+                    (1e-5, 1e-4)
+                } else {
+                    (1e-6, 1e-5)
+                };
                 match gpu.hook_reduce(&z, &mask, dims, mode, w_o) {
                     Ok(g) => {
                         let r = cpu::hook_reduce(&z, &mask, b, p, h, dh, mode, w_o);
@@ -375,20 +417,33 @@ fn code_mismatches(gpu: &[u32], f_ref: &[f32], n: usize, tol: f32) -> (usize, us
 
 fn check_encode(gpu: &GpuContext, run: &mut Run, seed: u64) {
     // (examples, heads, d, n, per_head)
-    let shapes = [(50usize, 12usize, 64usize, 200usize, false), (50, 12, 64, 200, true), (20, 7, 130, 33, true), (100, 3, 768, 200, false)];
+    let shapes = [
+        (50usize, 12usize, 64usize, 200usize, false),
+        (50, 12, 64, 200, true),
+        (20, 7, 130, 33, true),
+        (100, 3, 768, 200, false),
+    ];
     for (i, &(e, h, d, n, per_head)) in shapes.iter().enumerate() {
         let count = if per_head { h } else { 1 };
         let params: Vec<SaeParams> = (0..count)
             .map(|s| {
                 let mut p = cpu::init_params(d, n, seed + 700 + (i * 1000 + s) as u64);
                 // un-normalise W_enc and give b a value so the kernel's renorm and centring matter
-                p.w_enc.iter_mut().enumerate().for_each(|(j, v)| *v *= 1.0 + (j % 7) as f32 * 0.1);
-                p.b.iter_mut().enumerate().for_each(|(j, v)| *v = 0.01 * (j % 5) as f32);
+                p.w_enc
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v *= 1.0 + (j % 7) as f32 * 0.1);
+                p.b.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = 0.01 * (j % 5) as f32);
                 p
             })
             .collect();
         let x = cpu::randn(e * h * d, 1.0, seed + 800 + i as u64);
-        let shape = format!("E={e} H={h} d={d} n={n} {}", if per_head { "per-head" } else { "shared" });
+        let shape = format!(
+            "E={e} H={h} d={d} n={n} {}",
+            if per_head { "per-head" } else { "shared" }
+        );
         match gpu.encode_argmax(&params, &x, e) {
             Ok(g) => {
                 // reference codes in [e, h] order
@@ -396,7 +451,9 @@ fn check_encode(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 let mut ties = 0;
                 for hh in 0..h {
                     let p = &params[if per_head { hh } else { 0 }];
-                    let xs: Vec<f32> = (0..e).flat_map(|ex| x[(ex * h + hh) * d..(ex * h + hh + 1) * d].iter().copied()).collect();
+                    let xs: Vec<f32> = (0..e)
+                        .flat_map(|ex| x[(ex * h + hh) * d..(ex * h + hh + 1) * d].iter().copied())
+                        .collect();
                     let f = cpu::encode_f(p, &xs);
                     let gcol: Vec<u32> = (0..e).map(|ex| g[ex * h + hh]).collect();
                     let (a, b) = code_mismatches(&gcol, &f, n, 1e-4);
@@ -410,7 +467,11 @@ fn check_encode(gpu: &GpuContext, run: &mut Run, seed: u64) {
                     max_abs_err: 0.0,
                     mismatches: hard,
                     total: e * h,
-                    note: if ties > 0 { format!("{ties} near-ties") } else { String::new() },
+                    note: if ties > 0 {
+                        format!("{ties} near-ties")
+                    } else {
+                        String::new()
+                    },
                 });
             }
             Err(err) => run.err("encode(gemm_f32)+argmax", shape, err),
@@ -418,9 +479,17 @@ fn check_encode(gpu: &GpuContext, run: &mut Run, seed: u64) {
     }
 }
 
-fn sae_inputs(count: usize, rows: usize, d: usize, n: usize, seed: u64) -> (Vec<f32>, Vec<SaeParams>) {
+fn sae_inputs(
+    count: usize,
+    rows: usize,
+    d: usize,
+    n: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<SaeParams>) {
     let x = cpu::randn(count * rows * d, 1.0, seed);
-    let params = (0..count).map(|s| cpu::init_params(d, n, seed + 1 + s as u64)).collect();
+    let params = (0..count)
+        .map(|s| cpu::init_params(d, n, seed + 1 + s as u64))
+        .collect();
     (x, params)
 }
 
@@ -430,7 +499,12 @@ fn flat(p: &SaeParams) -> Vec<f32> {
 
 fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
     // (count, rows, d, n, steps)
-    let shapes = [(3usize, 10usize, 64usize, 200usize, 3u32), (2, 37, 48, 70, 4), (1, 300, 128, 100, 3), (4, 10, 96, 50, 5)];
+    let shapes = [
+        (3usize, 10usize, 64usize, 200usize, 3u32),
+        (2, 37, 48, 70, 4),
+        (1, 300, 128, 100, 3),
+        (4, 10, 96, 50, 5),
+    ];
     for (i, &(count, rows, d, n, steps)) in shapes.iter().enumerate() {
         let (x, init) = sae_inputs(count, rows, d, n, seed + 900 + 10 * i as u64);
         let cfg = TrainConfig {
@@ -470,7 +544,8 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 bad += b;
                 total += flat(&sae).len();
             }
-            let tolerated = bad * 10_000 <= total && worst <= 2.0 * cfg.lr as f64 * steps as f64 * 1.05 + 1e-4;
+            let tolerated =
+                bad * 10_000 <= total && worst <= 2.0 * cfg.lr as f64 * steps as f64 * 1.05 + 1e-4;
             run.push(CheckResult {
                 kernel: "cpu crate::sae vs f64 ref".into(),
                 shape: format!("N={count} R={rows} d={d} n={n} steps={steps}"),
@@ -484,7 +559,9 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
         for path in [TrainPath::Persistent, TrainPath::Batched] {
             let name = format!("sae_train {:?}", path);
             let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
-            if path == TrainPath::Persistent && gpu.auto_train_path(rows, d, n) != TrainPath::Persistent {
+            if path == TrainPath::Persistent
+                && gpu.auto_train_path(rows, d, n) != TrainPath::Persistent
+            {
                 continue; // does not fit in shared memory: Auto never picks it
             }
             let cfg = TrainConfig { path, ..cfg };
@@ -508,7 +585,11 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
                         total: g.len() + gl.len(),
                         note: format!(
                             "loss max err {lmax:.2e}{}",
-                            if bad > 0 && tolerated { format!("; {bad} Adam sign-flip outliers tolerated") } else { String::new() }
+                            if bad > 0 && tolerated {
+                                format!("; {bad} Adam sign-flip outliers tolerated")
+                            } else {
+                                String::new()
+                            }
                         ),
                     });
                 }
@@ -521,7 +602,11 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
 fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
     let steps = if quick { 100 } else { 500 };
     // (count, rows, d, n): the per-head-on-z shape and a small shared-like one
-    let shapes: &[(usize, usize, usize, usize)] = if quick { &[(2, 10, 64, 200)] } else { &[(4, 10, 64, 200), (1, 240, 96, 64)] };
+    let shapes: &[(usize, usize, usize, usize)] = if quick {
+        &[(2, 10, 64, 200)]
+    } else {
+        &[(4, 10, 64, 200), (1, 240, 96, 64)]
+    };
     for (i, &(count, rows, d, n)) in shapes.iter().enumerate() {
         let (x, init) = sae_inputs(count, rows, d, n, seed + 2000 + 10 * i as u64);
         let cfg = TrainConfig {
@@ -536,7 +621,9 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
         for path in [TrainPath::Persistent, TrainPath::Batched] {
             let name = format!("sae_train {:?} full", path);
             let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
-            if path == TrainPath::Persistent && gpu.auto_train_path(rows, d, n) != TrainPath::Persistent {
+            if path == TrainPath::Persistent
+                && gpu.auto_train_path(rows, d, n) != TrainPath::Persistent
+            {
                 continue;
             }
             let cfg = TrainConfig { path, ..cfg };
@@ -547,13 +634,21 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
                 for s in 0..count {
                     // codes of the training rows and of held-out rows, GPU params on GPU,
                     // reference params on CPU
-                    let rows_x: Vec<f32> =
-                        [&x[s * rows * d..(s + 1) * rows * d], &xh[s * held * d..(s + 1) * held * d]].concat();
-                    let g = gpu.encode_argmax(std::slice::from_ref(&out.params[s]), &rows_x, rows + held)?;
+                    let rows_x: Vec<f32> = [
+                        &x[s * rows * d..(s + 1) * rows * d],
+                        &xh[s * held * d..(s + 1) * held * d],
+                    ]
+                    .concat();
+                    let g = gpu.encode_argmax(
+                        std::slice::from_ref(&out.params[s]),
+                        &rows_x,
+                        rows + held,
+                    )?;
                     let r = cpu::encode_argmax(&refs[s], &rows_x);
                     agree += g.iter().zip(&r).filter(|(a, b)| a == b).count();
                     total += r.len();
-                    max_err = max_err.max(compare_f32(&flat(&out.params[s]), &flat(&refs[s]), 0.0, 0.0).0);
+                    max_err = max_err
+                        .max(compare_f32(&flat(&out.params[s]), &flat(&refs[s]), 0.0, 0.0).0);
                 }
                 Ok((agree, total, max_err))
             });
@@ -567,7 +662,10 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
                         max_abs_err: max_err,
                         mismatches: total - agree,
                         total,
-                        note: format!("code agreement {:.2}% (params max diff shown)", 100.0 * frac),
+                        note: format!(
+                            "code agreement {:.2}% (params max diff shown)",
+                            100.0 * frac
+                        ),
                     });
                 }
                 Err(e) => run.err(&name, shape, e),
