@@ -259,8 +259,7 @@ mod source_tests {
             // the name is the last identifier before '(' (skips `void`, __launch_bounds__(...))
             let name: String = head
                 .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .filter(|s| !s.is_empty())
-                .last()
+                .rfind(|s| !s.is_empty())
                 .unwrap()
                 .to_string();
             if name == "__launch_bounds__" {

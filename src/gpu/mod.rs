@@ -284,10 +284,10 @@ mod tests {
     fn shape_checks() {
         let p = reference::init_params(4, 6, 0);
         assert!(checks::train_inputs(&[0.0; 2 * 3 * 4], 3, &[p.clone(), p.clone()]).is_ok());
-        assert!(checks::train_inputs(&[0.0; 5], 3, &[p.clone()]).is_err());
+        assert!(checks::train_inputs(&[0.0; 5], 3, std::slice::from_ref(&p)).is_err());
         assert!(checks::train_inputs(&[], 3, &[]).is_err());
         assert_eq!(
-            checks::encode_inputs(&[p.clone()], &[0.0; 5 * 3 * 4], 5).unwrap(),
+            checks::encode_inputs(std::slice::from_ref(&p), &[0.0; 5 * 3 * 4], 5).unwrap(),
             3
         );
         assert!(checks::encode_inputs(&[p.clone(), p.clone()], &[0.0; 5 * 3 * 4], 5).is_err());

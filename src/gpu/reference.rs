@@ -413,7 +413,7 @@ mod tests {
         let (_, g) = loss_and_grads(&s, &x, lam);
         let h = 1e-6;
         let check = |get: &dyn Fn(&mut State) -> &mut Vec<f64>, ga: &[f64]| {
-            for i in 0..ga.len() {
+            for (i, &gi) in ga.iter().enumerate() {
                 let mut sp = s.clone();
                 get(&mut sp)[i] += h;
                 let mut sm = s.clone();
@@ -421,9 +421,9 @@ mod tests {
                 let num =
                     (loss_and_grads(&sp, &x, lam).0 - loss_and_grads(&sm, &x, lam).0) / (2.0 * h);
                 assert!(
-                    (num - ga[i]).abs() < 1e-5 * (1.0 + num.abs()),
+                    (num - gi).abs() < 1e-5 * (1.0 + num.abs()),
                     "i={i} num={num} ana={}",
-                    ga[i]
+                    gi
                 );
             }
         };

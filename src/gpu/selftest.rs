@@ -346,8 +346,8 @@ fn check_hook(gpu: &GpuContext, run: &mut Run, seed: u64) {
             super::mask_from_lengths(&lens.iter().map(|&l| l as usize).collect::<Vec<_>>(), p);
         if b > 1 && p > 2 {
             // one left-padded row
-            for pi in 0..p {
-                mask[pi] = pi >= p / 2;
+            for (pi, m) in mask[..p].iter_mut().enumerate() {
+                *m = pi >= p / 2;
             }
         }
         let dims = HookDims {
