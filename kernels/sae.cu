@@ -28,6 +28,8 @@
 //  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
 //      sae_renorm_rows_f32, sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
 //      sae_grad_b_f32, sae_loss_f32 (optional), sae_adam_radial_rows_f32 (x2), sae_adam_f32 (x2),
+//      (for R <= 64 rows per SAE the two weight-gradient GEMMs and sae_adam_radial_rows_f32 are
+//      replaced by sae_adam_radial_outer_f32, which never materialises the gradients),
 //      sae_step_inc_u32. The step index lives in device memory (t_dev), so one step is
 //      identical every time: the host captures it once as a CUDA graph and replays it.
 //      Launch configurations are documented above each kernel.
@@ -280,6 +282,51 @@ extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const
         const float wi = w[i];
         const float gi = radial(g[i], dot, wi, nrm);
         w[i] = adam_update(wi, gi, &m[i], &v[i], a);
+    }
+}
+
+// Fused outer-product gradient + radial removal + Adam, for few rows per SAE (small R):
+// the weight gradient is never materialised. For row rr of a weight [rows_total, len]
+// (SAE s = rr / rows_per, p = rr % rows_per):
+//   g[rr, e] = scale * sum_r A[(s*R + r)*rows_per + p] * B[(s*R + r)*len + e]   (r ascending)
+// W_enc: A = dpre [c,R,n], B = xc [c,R,d], rows_per = n, len = d, scale = 1.
+// W_dec: A = diff [c,R,d], B = f  [c,R,n], rows_per = d, len = n, scale = s1.
+// Same arithmetic order as gemm_f32 + sae_adam_radial_rows_f32.
+// Launch: warp per row, blockDim 256, grid ceil(rows_total/8).
+extern "C" __global__ void sae_adam_radial_outer_f32(float *__restrict__ w, float *__restrict__ m,
+                                                     float *__restrict__ v,
+                                                     const float *__restrict__ A,
+                                                     const float *__restrict__ B,
+                                                     unsigned rows_total, unsigned rows_per,
+                                                     unsigned len, unsigned R, float scale,
+                                                     const unsigned *__restrict__ t_dev,
+                                                     float lr, float b1, float b2, float eps) {
+    const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const unsigned lane = threadIdx.x & 31u;
+    if (row >= rows_total) return;
+    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    const unsigned s = row / rows_per, p = row % rows_per;
+    const float *Ab = A + (size_t)s * R * rows_per + p;
+    const float *Bb = B + (size_t)s * R * len;
+    const size_t base = (size_t)row * len;
+    float dot = 0.f, ss = 0.f;
+    for (unsigned e = lane; e < len; e += 32) {
+        float g = 0.f;
+        for (unsigned r = 0; r < R; ++r) g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
+        g = scale * g;
+        const float wi = w[base + e];
+        dot += g * wi;
+        ss += wi * wi;
+    }
+    dot = warp_sum(dot);
+    const float nrm = sqrtf(warp_sum(ss));
+    for (unsigned e = lane; e < len; e += 32) {
+        float g = 0.f;
+        for (unsigned r = 0; r < R; ++r) g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
+        g = scale * g;
+        const size_t i = base + e;
+        const float wi = w[i];
+        w[i] = adam_update(wi, radial(g, dot, wi, nrm), &m[i], &v[i], a);
     }
 }
 

@@ -69,6 +69,7 @@ struct Kernels {
     grad_b: CudaFunction,
     loss: CudaFunction,
     adam_radial: CudaFunction,
+    adam_outer: CudaFunction,
     adam: CudaFunction,
     persistent: CudaFunction,
     step_inc: CudaFunction,
@@ -168,6 +169,7 @@ impl GpuContext {
             grad_b: f(&sae, "sae_grad_b_f32")?,
             loss: f(&sae, "sae_loss_f32")?,
             adam_radial: f(&sae, "sae_adam_radial_rows_f32")?,
+            adam_outer: f(&sae, "sae_adam_radial_outer_f32")?,
             adam: f(&sae, "sae_adam_f32")?,
             persistent: f(&sae, "sae_train_persistent_f32")?,
             step_inc: f(&sae, "sae_step_inc_u32")?,
@@ -891,13 +893,19 @@ impl GpuContext {
     ) -> Result<()> {
         let (c, d, n, r) = (s.count, s.d, s.n, rows);
         let mut mo = self.moments(c, d, n)?;
+        // the fused small-R path never materialises the weight gradients
+        let g_len = if r <= launch::OUTER_MAX_ROWS {
+            1
+        } else {
+            c * n * d
+        };
         let mut wb = Work {
             xc: self.zeros(c * r * d)?,
             f: self.zeros(c * r * n)?,
             diff: self.zeros(c * r * d)?,
             dpre: self.zeros(c * r * n)?,
-            g_we: self.zeros(c * n * d)?,
-            g_wd: self.zeros(c * d * n)?,
+            g_we: self.zeros(g_len)?,
+            g_wd: self.zeros(g_len)?,
             g_be: self.zeros(c * n)?,
             g_b: self.zeros(c * d)?,
             cs: self.zeros(c * d)?,
@@ -1075,36 +1083,39 @@ impl GpuContext {
             None,
             Some(&*f),
         )?;
-        // g_W_dec = s1 diff^T f                    [c, d, n]
-        self.gemm(
-            d,
-            n,
-            r,
-            c,
-            (&*diff, r * d, 1, d),
-            (&*f, r * n, n, 1),
-            (&mut *g_wd, d * n, n),
-            0,
-            s1,
-            0.0,
-            None,
-            None,
-        )?;
-        // g_W_enc = dpre^T xc                      [c, n, d]
-        self.gemm(
-            n,
-            d,
-            r,
-            c,
-            (&*dpre, r * n, 1, n),
-            (&*xc, r * d, d, 1),
-            (&mut *g_we, n * d, d),
-            0,
-            1.0,
-            0.0,
-            None,
-            None,
-        )?;
+        let fused = r <= launch::OUTER_MAX_ROWS;
+        if !fused {
+            // g_W_dec = s1 diff^T f                    [c, d, n]
+            self.gemm(
+                d,
+                n,
+                r,
+                c,
+                (&*diff, r * d, 1, d),
+                (&*f, r * n, n, 1),
+                (&mut *g_wd, d * n, n),
+                0,
+                s1,
+                0.0,
+                None,
+                None,
+            )?;
+            // g_W_enc = dpre^T xc                      [c, n, d]
+            self.gemm(
+                n,
+                d,
+                r,
+                c,
+                (&*dpre, r * n, 1, n),
+                (&*xc, r * d, d, 1),
+                (&mut *g_we, n * d, d),
+                0,
+                1.0,
+                0.0,
+                None,
+                None,
+            )?;
+        }
         // column sums
         for (src, cols_u, cols, dst) in [(&*dpre, n_u, n, &mut *g_be), (&*diff, d_u, d, &mut *cs)] {
             let mut b = self.stream.launch_builder(&self.k.colsum);
@@ -1127,42 +1138,94 @@ impl GpuContext {
             unsafe { b.launch(cfg(e(c * d)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_grad_b_f32")?;
         }
         // radial removal + Adam on the weights, plain Adam on the biases
-        for (w, g, m, v, rows_u, len_u, grid) in [
-            (
-                &mut s.w_enc,
-                &*g_we,
-                &mut mo.m_we,
-                &mut mo.v_we,
-                rows_we,
-                d_u,
-                g_we_rows,
-            ),
-            (
-                &mut s.w_dec,
-                &*g_wd,
-                &mut mo.m_wd,
-                &mut mo.v_wd,
-                rows_wd,
-                n_u,
-                g_wd_rows,
-            ),
-        ] {
-            let mut b = self.stream.launch_builder(&self.k.adam_radial);
-            b.arg(w)
-                .arg(g)
-                .arg(m)
-                .arg(v)
-                .arg(&rows_u)
-                .arg(&len_u)
-                .arg(&*t_dev)
-                .arg(&tc.lr)
-                .arg(&tc.beta1)
-                .arg(&tc.beta2)
-                .arg(&tc.eps);
-            // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, float* m, float* v,
-            // rows, len, const u32* t_dev, lr, b1, b2, eps); all four buffers hold rows*len floats.
-            unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
-                .cuda("sae_adam_radial_rows_f32")?;
+        if fused {
+            let r_u32 = r_u;
+            for (w, m, v, a, bsrc, rows_u, per_u, len_u, scale, grid) in [
+                (
+                    &mut s.w_enc,
+                    &mut mo.m_we,
+                    &mut mo.v_we,
+                    &*dpre,
+                    &*xc,
+                    rows_we,
+                    n_u,
+                    d_u,
+                    1.0f32,
+                    g_we_rows,
+                ),
+                (
+                    &mut s.w_dec,
+                    &mut mo.m_wd,
+                    &mut mo.v_wd,
+                    &*diff,
+                    &*f,
+                    rows_wd,
+                    d_u,
+                    n_u,
+                    s1,
+                    g_wd_rows,
+                ),
+            ] {
+                let mut b = self.stream.launch_builder(&self.k.adam_outer);
+                b.arg(w)
+                    .arg(m)
+                    .arg(v)
+                    .arg(a)
+                    .arg(bsrc)
+                    .arg(&rows_u)
+                    .arg(&per_u)
+                    .arg(&len_u)
+                    .arg(&r_u32);
+                b.arg(&scale)
+                    .arg(&*t_dev)
+                    .arg(&tc.lr)
+                    .arg(&tc.beta1)
+                    .arg(&tc.beta2)
+                    .arg(&tc.eps);
+                // SAFETY: matches sae_adam_radial_outer_f32(float* w, float* m, float* v, const float* A
+                // [c*R*rows_per], const float* B [c*R*len], rows_total, rows_per, len, R, scale,
+                // const u32* t_dev, lr, b1, b2, eps); w/m/v hold rows_total*len = c*rows_per*len floats.
+                unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
+                    .cuda("sae_adam_radial_outer_f32")?;
+            }
+        } else {
+            for (w, g, m, v, rows_u, len_u, grid) in [
+                (
+                    &mut s.w_enc,
+                    &*g_we,
+                    &mut mo.m_we,
+                    &mut mo.v_we,
+                    rows_we,
+                    d_u,
+                    g_we_rows,
+                ),
+                (
+                    &mut s.w_dec,
+                    &*g_wd,
+                    &mut mo.m_wd,
+                    &mut mo.v_wd,
+                    rows_wd,
+                    n_u,
+                    g_wd_rows,
+                ),
+            ] {
+                let mut b = self.stream.launch_builder(&self.k.adam_radial);
+                b.arg(w)
+                    .arg(g)
+                    .arg(m)
+                    .arg(v)
+                    .arg(&rows_u)
+                    .arg(&len_u)
+                    .arg(&*t_dev)
+                    .arg(&tc.lr)
+                    .arg(&tc.beta1)
+                    .arg(&tc.beta2)
+                    .arg(&tc.eps);
+                // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, float* m, float* v,
+                // rows, len, const u32* t_dev, lr, b1, b2, eps); all four buffers hold rows*len floats.
+                unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
+                    .cuda("sae_adam_radial_rows_f32")?;
+            }
         }
         for (p, g, m, v, len) in [
             (&mut s.b_enc, &*g_be, &mut mo.m_be, &mut mo.v_be, c * n),

@@ -12,6 +12,9 @@ pub const PERSIST_THREADS: u32 = 512;
 pub const GEMM_TILE: u32 = 64;
 /// Batch rows per block in `hook_reduce_f32` (`HOOK_BT` in hook.cu).
 pub const HOOK_BT: u32 = 16;
+/// Batched trainer: at most this many rows per SAE use the fused outer-product gradient +
+/// Adam kernel (`sae_adam_radial_outer_f32`) instead of two gradient GEMMs.
+pub const OUTER_MAX_ROWS: usize = 64;
 /// Threads per block of the edge kernels.
 pub const EDGE_BLOCK: u32 = 256;
 
@@ -225,6 +228,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_grad_b_f32",
             "sae_loss_f32",
             "sae_adam_radial_rows_f32",
+            "sae_adam_radial_outer_f32",
             "sae_adam_f32",
             "sae_step_inc_u32",
             "sae_train_persistent_f32",
