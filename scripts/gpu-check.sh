@@ -6,6 +6,7 @@
 #   3. the PyTorch peer (shared/bench/peer_bench.py) on the same GPU  (JSON in $OUT)
 #   4. a table: ours vs PyTorch, with ratios (also $OUT/compare.txt)
 # Needs no network and builds nothing. Exit status: that of the self-test.
+# HEADCODE_NO_GRAPHS=1 makes the batched SAE trainer launch kernels directly (no CUDA graph).
 set -uo pipefail
 OUT=${OUT:-out/gpu-check}
 mkdir -p "$OUT"
@@ -23,6 +24,15 @@ echo "=== selftest ==="
 timeout 240 "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
 selftest_rc=${PIPESTATUS[0]}
 echo "selftest exit status: $selftest_rc"
+
+# Optional: SANITIZE=1 reruns the self-test under compute-sanitizer memcheck (slow; pass a
+# quicker self-test through SANITIZE_ARGS, e.g. SANITIZE_ARGS=--quick if the CLI has it).
+if [ "${SANITIZE:-0}" = 1 ]; then
+    CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    echo "=== compute-sanitizer memcheck ==="
+    timeout 300 "$CS" --tool memcheck --leak-check no --error-exitcode 99 \
+        "$BIN" selftest --device cuda ${SANITIZE_ARGS:-} 2>&1 | tail -40 | tee "$OUT/sanitizer.log"
+fi
 
 echo "=== bench (ours) ==="
 timeout 150 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
