@@ -679,6 +679,9 @@ impl GpuContext {
     }
 
     pub(crate) fn upload_saes(&self, p: &[SaeParams]) -> Result<DevSaes> {
+        let first = p
+            .first()
+            .ok_or_else(|| Error::InvalidInput("no SAEs to upload".into()))?;
         let cat = |f: &dyn Fn(&SaeParams) -> &Vec<f32>| {
             p.iter()
                 .flat_map(|s| f(s).iter().copied())
@@ -686,8 +689,8 @@ impl GpuContext {
         };
         Ok(DevSaes {
             count: p.len(),
-            d: p[0].d,
-            n: p[0].n,
+            d: first.d,
+            n: first.n,
             w_enc: self.upload(&cat(&|s| &s.w_enc))?,
             b_enc: self.upload(&cat(&|s| &s.b_enc))?,
             w_dec: self.upload(&cat(&|s| &s.w_dec))?,
