@@ -72,14 +72,13 @@ impl Adam {
         let w2 = 1.0 - self.beta2;
         let (beta2, eps) = (self.beta2, self.eps);
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            let m = &mut self.m[i];
-            let v = &mut self.v[i];
-            for j in 0..p.len() {
-                let gj = g[j];
-                m[j] += w1 * (gj - m[j]);
-                v[j] = v[j] * beta2 + w2 * gj * gj;
-                let denom = v[j].sqrt() / bc2_sqrt + eps;
-                p[j] -= step_size * (m[j] / denom);
+            // Zipped iterators (no bounds checks) so the loop vectorises; same arithmetic.
+            let mv = self.m[i].iter_mut().zip(self.v[i].iter_mut());
+            for ((pj, &gj), (mj, vj)) in p.iter_mut().zip(g.iter()).zip(mv) {
+                *mj += w1 * (gj - *mj);
+                *vj = *vj * beta2 + w2 * gj * gj;
+                let denom = vj.sqrt() / bc2_sqrt + eps;
+                *pj -= step_size * (*mj / denom);
             }
         }
         Ok(())

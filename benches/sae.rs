@@ -1,0 +1,106 @@
+//! SAE step and scoring throughput at the paper's sizes (CPU reference path).
+//!
+//! - `shared_step`: one full-batch training step of the shared SAE, rows × d → 200
+//!   (GPT-2 small: 10 examples × 144 heads = 1440 rows, d 768; SmolLM2-135M: 10 × 270 =
+//!   2700 rows, d 576). Throughput in rows/s.
+//! - `per_head_step`: one step of 144 per-head SAEs on 10 examples each (d 64 and 768).
+//! - `encode_codes_node`: encode 500 examples × 144 heads (d 768) with a shared SAE, argmax,
+//!   node score. Throughput in (example, head) vectors/s.
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use headcode::codes::{CodeOptions, CodeTable};
+use headcode::sae::{self, Sae, SaeConfig};
+use headcode::score;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn shared_step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shared_step");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for (name, rows, d) in [
+        ("gpt2_1440x768", 1440, 768),
+        ("smollm2_2700x576", 2700, 576),
+    ] {
+        let cfg = SaeConfig::default();
+        let x = data(rows * d, 1);
+        let mut sae = Sae::init(d, cfg.n_features, &mut StdRng::seed_from_u64(0)).unwrap();
+        let mut adam = cfg.adam(d);
+        g.throughput(Throughput::Elements(rows as u64));
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| black_box(sae.train_step(&mut adam, &x, rows, cfg.lambda).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn per_head_step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per_head_step");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let (batch, heads) = (10, 144);
+    for d in [64, 768] {
+        let cfg = SaeConfig::default();
+        let x = data(batch * heads * d, 2);
+        let xs = sae::split_heads(&x, batch, heads, d).unwrap();
+        let (mut saes, mut adams) = sae::init_per_head(heads, d, &cfg).unwrap();
+        g.throughput(Throughput::Elements((batch * heads) as u64));
+        g.bench_function(BenchmarkId::new("144heads_10ex", d), |b| {
+            b.iter(|| {
+                black_box(
+                    sae::step_per_head(&mut saes, &mut adams, &xs, batch, cfg.lambda).unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn encode_codes_node(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode_codes_node");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let (examples, heads, d) = (500, 144, 768);
+    let cfg = SaeConfig::default();
+    let x = data(examples * heads * d, 3);
+    let sae = Sae::init(d, cfg.n_features, &mut StdRng::seed_from_u64(0)).unwrap();
+    let is_pos: Vec<bool> = (0..examples).map(|e| e < examples / 2).collect();
+    g.throughput(Throughput::Elements((examples * heads) as u64));
+    g.bench_function("gpt2_500x144x768", |b| {
+        b.iter(|| {
+            let t = CodeTable::from_shared(
+                &sae,
+                &x,
+                examples,
+                heads,
+                is_pos.clone(),
+                CodeOptions::default(),
+            )
+            .unwrap();
+            black_box(score::node_scores(&t, false).unwrap())
+        })
+    });
+    // Scoring alone, node and edge, on a fixed table.
+    let t = CodeTable::from_shared(
+        &sae,
+        &x,
+        examples,
+        heads,
+        is_pos.clone(),
+        CodeOptions::default(),
+    )
+    .unwrap();
+    g.bench_function("node_score_only", |b| {
+        b.iter(|| black_box(score::node_scores(&t, false).unwrap()))
+    });
+    g.bench_function("edge_score_only", |b| {
+        b.iter(|| black_box(score::edge_scores(&t, None).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, shared_step, per_head_step, encode_codes_node);
+criterion_main!(benches);
