@@ -86,6 +86,121 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the whole method: hooks → SAEs → codes → scores → evaluation, with baselines.
+    Discover(Box<DiscoverArgs>),
+    /// Re-score the codes saved by `discover` with other options, without retraining.
+    Score {
+        dir: PathBuf,
+        /// Normalised score |P\N|/|P∪N|.
+        #[arg(long)]
+        normalise: bool,
+        /// Edge variant with `k` list entries (default heads²/2).
+        #[arg(long)]
+        edge: bool,
+        #[arg(long)]
+        k: Option<usize>,
+        /// Circuit to evaluate against (default: the one saved with the run).
+        #[arg(long)]
+        circuit: Option<String>,
+    },
+    /// Generate a task's prompt pairs as JSONL.
+    Task {
+        /// ioi | gt | docstring
+        task: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value_t = 250)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep only pairs whose clean prompt the model answers correctly (top-1) and whose
+        /// corrupt one it does not.
+        #[arg(long)]
+        filter: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Accuracy and mean metric of the model on a task's positives and negatives.
+    TaskStats {
+        #[arg(long)]
+        model: String,
+        /// ioi | gt | docstring | FILE.jsonl
+        #[arg(long)]
+        task: String,
+        #[arg(long, default_value_t = 250)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Args)]
+struct DiscoverArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// ioi | gt | docstring | FILE.jsonl | auto-circuit FILE.json
+    #[arg(long)]
+    task: String,
+    /// Ground truth: a built-in (ioi, ioi-sae-repo, gt, gt-sae-repo, docstring,
+    /// docstring-sae-repo), a JSON file, `patching:top=K` / `patching:threshold=X`, or none.
+    #[arg(long, default_value = "none")]
+    circuit: String,
+    #[arg(long, value_enum, default_value = "shared")]
+    sae: headcode::pipeline::SaeMode,
+    #[arg(long, value_enum, default_value = "result")]
+    on: HookPoint,
+    #[arg(long, value_enum, default_value = "sae")]
+    scorer: headcode::pipeline::ScorerKind,
+    #[arg(long, default_value_t = 1)]
+    trials: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompt pairs (positives = clean, negatives = corrupt).
+    #[arg(long, default_value_t = 250)]
+    n: usize,
+    /// L1 coefficient (default: the paper's, 0.02; 0.05 for docstring).
+    #[arg(long)]
+    lambda: Option<f32>,
+    #[arg(long, default_value_t = 200)]
+    features: usize,
+    #[arg(long, default_value_t = 500)]
+    steps: usize,
+    #[arg(long, default_value_t = 10)]
+    sae_examples: usize,
+    /// Draw the SAE training examples half from each class.
+    #[arg(long)]
+    balanced: bool,
+    #[arg(long, value_enum, default_value = "mean")]
+    reduce: Reduce,
+    /// Keep positives the model gets right and negatives it gets wrong.
+    #[arg(long)]
+    filter: bool,
+    /// Skip the edge variant.
+    #[arg(long)]
+    no_edge: bool,
+    /// Pairs used for patching and faithfulness.
+    #[arg(long, default_value_t = 32)]
+    patch_pairs: usize,
+    /// Ablation for faithfulness (or `none` to skip it).
+    #[arg(long, default_value = "mean")]
+    faithfulness: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    #[arg(long)]
+    save_sae: bool,
+    #[arg(long)]
+    quiet: bool,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+    Auto,
 }
 
 fn main() -> ExitCode {
@@ -117,7 +232,332 @@ fn run(cli: Cli) -> Result<()> {
             no_bos,
             out,
         } => hooks(&model, prompt, prompts, hook, reduce, !no_bos, &out),
+        Cmd::Discover(a) => discover(*a),
+        Cmd::Score {
+            dir,
+            normalise,
+            edge,
+            k,
+            circuit,
+        } => score(&dir, normalise, edge, k, circuit),
+        Cmd::Task {
+            task,
+            model,
+            n,
+            seed,
+            filter,
+            out,
+        } => task_cmd(&task, &model, n, seed, filter, &out),
+        Cmd::TaskStats {
+            model,
+            task,
+            n,
+            seed,
+        } => task_stats(&model, &task, n, seed),
     }
+}
+
+fn load_named(model: &str) -> Result<(Model, Box<dyn Tokenizer>)> {
+    ModelArgs {
+        model: model.to_string(),
+        no_processing: false,
+    }
+    .load()
+}
+
+/// Progress bars, one per stage, hidden when stderr is not a terminal or with --quiet.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let target = if quiet || !std::io::stderr().is_terminal() {
+            indicatif::ProgressDrawTarget::hidden()
+        } else {
+            indicatif::ProgressDrawTarget::stderr()
+        };
+        Self {
+            multi: indicatif::MultiProgress::with_draw_target(target),
+            bars: Default::default(),
+        }
+    }
+    fn update(&mut self, stage: &str, done: usize, total: usize) {
+        let bar = self.bars.entry(stage.to_string()).or_insert_with(|| {
+            let b = self.multi.add(indicatif::ProgressBar::new(total as u64));
+            if let Ok(st) = indicatif::ProgressStyle::with_template(
+                "{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}",
+            ) {
+                b.set_style(st.progress_chars("=> "));
+            }
+            b.set_prefix(stage.to_string());
+            b
+        });
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if done >= total {
+            bar.finish();
+        }
+    }
+}
+
+fn discover(a: DiscoverArgs) -> Result<()> {
+    use headcode::pipeline::{discover::CircuitSpec, DiscoverConfig, TaskSource};
+    match a.device {
+        DeviceArg::Cpu => {}
+        DeviceArg::Cuda => headcode::gpu::require_gpu()?,
+        DeviceArg::Auto => {
+            if let Err(e) = headcode::gpu::require_gpu() {
+                eprintln!("note: {e}; running on CPU");
+            }
+        }
+    }
+    let task = TaskSource::parse(&a.task)?;
+    let mut cfg = DiscoverConfig::paper(task);
+    cfg.circuit = CircuitSpec::parse(&a.circuit)?;
+    cfg.sae_mode = a.sae;
+    cfg.on = a.on;
+    cfg.scorer = a.scorer;
+    cfg.trials = a.trials;
+    cfg.seed = a.seed;
+    cfg.n = a.n;
+    if let Some(l) = a.lambda {
+        cfg.sae.lambda = l;
+    }
+    cfg.sae.n_features = a.features;
+    cfg.sae.steps = a.steps;
+    cfg.n_sae_examples = a.sae_examples;
+    cfg.balanced = a.balanced;
+    cfg.reduce = a.reduce;
+    cfg.filter = a.filter.then_some(headcode::tasks::FilterRule::TopRank);
+    cfg.edge = !a.no_edge;
+    cfg.patch_pairs = a.patch_pairs;
+    cfg.batch_size = a.batch_size;
+    cfg.faithfulness = match a.faithfulness.as_str() {
+        "none" => None,
+        "mean" => Some(headcode::eval::faithfulness::Ablation::Mean),
+        "corrupt" => Some(headcode::eval::faithfulness::Ablation::Corrupt),
+        o => bail!("--faithfulness {o:?}: expected mean, corrupt or none"),
+    };
+    let t0 = std::time::Instant::now();
+    let (model, tok) = a.model.load()?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut bars = Bars::new(a.quiet);
+    let mut r = headcode::pipeline::discover(&model, tok.as_ref(), &cfg, &mut |s, d, t| {
+        bars.update(s, d, t)
+    })?;
+    r.timings_ms.insert("load_model".into(), load_ms);
+    let files = headcode::report::run::write_discover(&a.out, &model, &r, a.save_sae)?;
+    print_summary(&r, &a.out, &files, t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_summary(
+    r: &headcode::pipeline::DiscoverResult,
+    out: &std::path::Path,
+    files: &[String],
+    total_s: f64,
+) {
+    let t = &r.task;
+    println!(
+        "task {}: {} pairs, {} positives / {} negatives; top-1 accuracy clean {:.3}, corrupt {:.3}; mean metric clean {:.3}, corrupt {:.3}",
+        r.config.task.name(), t.pairs, t.positives, t.negatives, t.clean_top1_acc, t.corrupt_top1_acc, t.clean_metric_mean, t.corrupt_metric_mean
+    );
+    let primary = r.primary();
+    let mut order: Vec<usize> = (0..primary.len()).collect();
+    order.sort_by(|&a, &b| primary[b].total_cmp(&primary[a]).then(a.cmp(&b)));
+    let mask = r.circuit.as_ref().map(|c| c.mask(r.n_layers, r.n_heads));
+    println!("top heads by {}:", r.config.scorer.name());
+    for &i in order.iter().take(10) {
+        let inc = mask
+            .as_ref()
+            .map_or("", |m| if m[i] { "  (in circuit)" } else { "" });
+        println!("  {:<8} {:>10.4}{inc}", r.labels[i], primary[i]);
+    }
+    if let Some(c) = &r.circuit {
+        println!(
+            "ROC AUC against circuit {} ({} heads), mean ± std over {} trial(s):",
+            c.name,
+            c.heads.len(),
+            r.trials.len()
+        );
+        let mut rows: Vec<(&String, &headcode::eval::roc::MeanStd)> = r.auc.iter().collect();
+        rows.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
+        for (name, ms) in rows {
+            let mark = if name == r.config.scorer.name() {
+                " *"
+            } else {
+                ""
+            };
+            println!("  {:<16} {:.3} ± {:.3}{mark}", name, ms.mean, ms.std);
+        }
+    }
+    if let Some(f) = &r.faithfulness {
+        let show: Vec<String> =
+            f.ks.iter()
+                .zip(f.ours.iter().zip(&f.random))
+                .map(|(k, (o, rn))| format!("k={k}: {o:.2} (random {rn:.2})"))
+                .collect();
+        println!(
+            "faithfulness ({:?} ablation): {}",
+            f.ablation,
+            show.join(", ")
+        );
+    }
+    let mut st: Vec<String> = r
+        .timings_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {:.0} ms", v))
+        .collect();
+    st.push(format!("total {:.1} s", total_s));
+    println!("time: {}", st.join(", "));
+    println!("wrote {} in {}", files.join(", "), out.display());
+}
+
+fn score(
+    dir: &std::path::Path,
+    normalise: bool,
+    edge: bool,
+    k: Option<usize>,
+    circuit: Option<String>,
+) -> Result<()> {
+    let saved = headcode::report::run::read_codes(dir)?;
+    let circ = match circuit {
+        Some(c) => Some(headcode::tasks::Circuit::load(&c)?),
+        None => saved.circuit.clone(),
+    };
+    if let Some(c) = &circ {
+        c.validate(saved.n_layers, saved.n_heads)?;
+    }
+    let mask = circ.as_ref().map(|c| c.mask(saved.n_layers, saved.n_heads));
+    let heads = saved.n_layers * saved.n_heads;
+    let mut mean = vec![0f64; heads];
+    let mut aucs = Vec::new();
+    for t in &saved.trials {
+        let s = if edge {
+            headcode::score::edge_scores(t, k)?.score
+        } else {
+            headcode::score::node_scores(t, normalise)?.score
+        };
+        if let Some(m) = &mask {
+            aucs.push(headcode::eval::roc::evaluate(&s, m)?.auc);
+        }
+        for (a, b) in mean.iter_mut().zip(&s) {
+            *a += b / saved.trials.len() as f64;
+        }
+    }
+    let name = if edge {
+        "sae-edge"
+    } else if normalise {
+        "sae-normalised"
+    } else {
+        "sae"
+    };
+    let p = dir.join(format!("rescore-{name}.csv"));
+    let mut w = csv::Writer::from_path(&p)?;
+    w.write_record(["layer", "head", "label", "score", "in_circuit"])?;
+    for i in 0..heads {
+        w.write_record([
+            (i / saved.n_heads).to_string(),
+            (i % saved.n_heads).to_string(),
+            saved.labels[i].clone(),
+            mean[i].to_string(),
+            mask.as_ref().map_or(String::new(), |m| m[i].to_string()),
+        ])?;
+    }
+    w.flush()?;
+    if !aucs.is_empty() {
+        let ms = headcode::eval::roc::mean_std(&aucs)?;
+        println!(
+            "{name}: AUC {:.3} ± {:.3} over {} trial(s)",
+            ms.mean,
+            ms.std,
+            aucs.len()
+        );
+    }
+    println!("wrote {}", p.display());
+    Ok(())
+}
+
+fn task_cmd(
+    task: &str,
+    model: &str,
+    n: usize,
+    seed: u64,
+    filter: bool,
+    out: &std::path::Path,
+) -> Result<()> {
+    let kind: headcode::tasks::TaskKind = task.parse()?;
+    let (m, tok) = load_named(model)?;
+    let set = headcode::tasks::generate(kind, tok.as_ref(), n, seed)?;
+    for wl in &set.stats.word_lists {
+        println!(
+            "{}: {} of {} are single tokens",
+            wl.list, wl.kept, wl.available
+        );
+    }
+    println!(
+        "pairs regenerated for unequal token length: {}",
+        set.stats.pairs_regenerated
+    );
+    let mut pairs = set.pairs;
+    if filter {
+        let src = headcode::pipeline::TaskSource::Builtin(kind);
+        let prep = headcode::pipeline::prompts::prepare(&src, tok.as_ref(), n, seed, true)?;
+        let lc = m.last_logits(&prep.clean, 32)?;
+        let lx = m.last_logits(&prep.corrupt, 32)?;
+        let rep = headcode::tasks::filter(
+            &prep.tokens,
+            &lc,
+            &lx,
+            headcode::tasks::FilterRule::TopRank,
+            1,
+        )?;
+        println!(
+            "filter: clean accuracy {:.3} → {:.3}, corrupt accuracy {:.3} → {:.3}; {} of {} pairs kept",
+            rep.clean_acc_before, rep.clean_acc_after, rep.corrupt_acc_before, rep.corrupt_acc_after, rep.kept_pairs.len(), rep.n_pairs
+        );
+        pairs = rep.kept_pairs.iter().map(|&i| pairs[i].clone()).collect();
+    }
+    headcode::tasks::write_jsonl(out, &pairs)?;
+    println!("wrote {} pairs to {}", pairs.len(), out.display());
+    Ok(())
+}
+
+fn task_stats(model: &str, task: &str, n: usize, seed: u64) -> Result<()> {
+    let (m, tok) = load_named(model)?;
+    let src = headcode::pipeline::TaskSource::parse(task)?;
+    let prep = headcode::pipeline::prompts::prepare(&src, tok.as_ref(), n, seed, true)?;
+    let lc = m.last_logits(&prep.clean, 32)?;
+    let lx = m.last_logits(&prep.corrupt, 32)?;
+    let stats = |l: &[Vec<f32>]| {
+        let acc = l
+            .iter()
+            .zip(&prep.tokens)
+            .filter(|(l, t)| headcode::tasks::top_token(l).is_some_and(|x| t.accepts(x)))
+            .count() as f32
+            / l.len() as f32;
+        let mv: Vec<f32> = l
+            .iter()
+            .enumerate()
+            .map(|(i, r)| prep.metric(i, r))
+            .filter(|x| x.is_finite())
+            .collect();
+        (acc, mv.iter().sum::<f32>() / mv.len().max(1) as f32)
+    };
+    let (ca, cm) = stats(&lc);
+    let (xa, xm) = stats(&lx);
+    println!(
+        "task {} on {} ({} pairs)",
+        prep.name,
+        m.source,
+        prep.pairs.len()
+    );
+    println!("  positives (clean):   top-1 accuracy {ca:.3}, mean metric {cm:.3}");
+    println!("  negatives (corrupt): top-1 accuracy {xa:.3}, mean metric {xm:.3}");
+    Ok(())
 }
 
 fn inspect(m: &ModelArgs) -> Result<()> {

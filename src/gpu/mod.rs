@@ -255,6 +255,12 @@ pub fn mask_from_lengths(lengths: &[usize], pos: usize) -> Vec<bool> {
     m
 }
 
+/// Ok when a CUDA device can be used: the build has the `cuda` feature and device 0 opens
+/// with the embedded kernels loaded (`Err(NoCuda)` without the feature).
+pub fn require_gpu() -> Result<()> {
+    GpuContext::new().map(|_| ())
+}
+
 /// True when this build has the CUDA path compiled in.
 pub const fn compiled_with_cuda() -> bool {
     cfg!(feature = "cuda")

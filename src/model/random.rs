@@ -41,8 +41,18 @@ pub fn gpt2_shape(name: &str) -> Result<ModelConfig> {
 
 /// N(0, 0.02) weights (GPT-2's init), unit norm weights, zero biases.
 pub fn random_weights(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Weights> {
-    dev.set_seed(seed)?;
-    let r = |shape: &[usize]| -> Result<Tensor> { Ok(Tensor::randn(0f32, 0.02, shape, dev)?) };
+    // Seeded here rather than through the device: candle cannot seed its CPU RNG.
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let rng = std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(seed));
+    let normal =
+        rand_distr::Normal::new(0f32, 0.02).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let r = |shape: &[usize]| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let mut g = rng.borrow_mut();
+        let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut *g)).collect();
+        Ok(Tensor::from_vec(v, shape, dev)?)
+    };
     let z = |shape: &[usize]| -> Result<Tensor> { Ok(Tensor::zeros(shape, DType::F32, dev)?) };
     let o = |n: usize| -> Result<Tensor> { Ok(Tensor::ones(n, DType::F32, dev)?) };
     let (d, h, kv, dh, dm, v) = (

@@ -1,1 +1,9 @@
-//! (filled in by its stage)
+//! `discover` end to end: task → tokenize → forward + hooks → SAEs → codes → scores →
+//! evaluation, with the baselines computed from the same hooked vectors. Each stage is a
+//! function of plain values from the stage before; this module only wires them and times
+//! them. Files are written by `report`.
+pub mod discover;
+pub mod prompts;
+
+pub use discover::{discover, DiscoverConfig, DiscoverResult, SaeMode, ScorerKind};
+pub use prompts::{PreparedTask, TaskSource};

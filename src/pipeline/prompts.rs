@@ -1,0 +1,138 @@
+//! From a task name or file to tokenised clean/corrupt prompts with their metric tokens.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::tasks::{self, PairTokens, PromptPair, TaskKind};
+use crate::tokenize::Tokenizer;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskSource {
+    Builtin(TaskKind),
+    /// JSONL (`clean`, `corrupt`, `answer`, …) or auto-circuit's prompt JSON.
+    File(PathBuf),
+}
+
+impl TaskSource {
+    pub fn parse(s: &str) -> Result<Self> {
+        let p = std::path::Path::new(s);
+        if p.extension().is_some_and(|e| e == "jsonl" || e == "json") || p.exists() {
+            return Ok(TaskSource::File(p.to_owned()));
+        }
+        Ok(TaskSource::Builtin(s.parse::<TaskKind>()?))
+    }
+    pub fn name(&self) -> String {
+        match self {
+            TaskSource::Builtin(k) => k.name().to_string(),
+            TaskSource::File(p) => p.display().to_string(),
+        }
+    }
+    /// The paper's λ: 0.05 for Docstring, 0.02 otherwise.
+    pub fn default_lambda(&self) -> f32 {
+        match self {
+            TaskSource::Builtin(TaskKind::Docstring) => 0.05,
+            _ => 0.02,
+        }
+    }
+}
+
+/// Tokenised pairs ready for the model.
+pub struct PreparedTask {
+    pub name: String,
+    pub pairs: Vec<PromptPair>,
+    pub clean: Vec<Vec<u32>>,
+    pub corrupt: Vec<Vec<u32>>,
+    pub tokens: Vec<PairTokens>,
+    /// Generation notes (word lists kept, pairs regenerated, lines imported).
+    pub notes: serde_json::Value,
+}
+
+pub fn load_pairs(
+    src: &TaskSource,
+    tok: &dyn Tokenizer,
+    n: usize,
+    seed: u64,
+) -> Result<(Vec<PromptPair>, serde_json::Value)> {
+    match src {
+        TaskSource::Builtin(kind) => {
+            let set = tasks::generate(*kind, tok, n, seed)?;
+            let notes = serde_json::to_value(&set.stats)?;
+            Ok((set.pairs, notes))
+        }
+        TaskSource::File(path) => {
+            let text = crate::error::read_text(path)?;
+            let is_auto = text.trim_start().starts_with('{') && text.contains("\"prompts\"");
+            let (mut pairs, notes) = if is_auto {
+                let imp = tasks::parse_auto_circuit(&text, path)?;
+                let notes = serde_json::json!({
+                    "format": "auto-circuit",
+                    "extra_answers_ignored": imp.extra_answers_ignored,
+                });
+                (imp.pairs, notes)
+            } else {
+                (
+                    tasks::parse_jsonl(&text, path)?,
+                    serde_json::json!({"format": "jsonl"}),
+                )
+            };
+            if pairs.is_empty() {
+                return Err(Error::Task(format!("{}: no prompt pairs", path.display())));
+            }
+            if n > 0 && pairs.len() > n {
+                pairs.truncate(n);
+            }
+            Ok((pairs, notes))
+        }
+    }
+}
+
+/// Tokenise with BOS (TransformerLens prepends it to string prompts) and check every
+/// pair has equal length, as patching and the paper's protocol need.
+pub fn prepare(
+    src: &TaskSource,
+    tok: &dyn Tokenizer,
+    n: usize,
+    seed: u64,
+    bos: bool,
+) -> Result<PreparedTask> {
+    let (pairs, notes) = load_pairs(src, tok, n, seed)?;
+    let mut clean = Vec::with_capacity(pairs.len());
+    let mut corrupt = Vec::with_capacity(pairs.len());
+    let mut tokens = Vec::with_capacity(pairs.len());
+    for (i, p) in pairs.iter().enumerate() {
+        if p.clean.is_empty() || p.corrupt.is_empty() {
+            return Err(Error::Task(format!("pair {i}: empty prompt")));
+        }
+        let a = tok.encode_with_bos(&p.clean, bos)?;
+        let b = tok.encode_with_bos(&p.corrupt, bos)?;
+        if a.len() != b.len() {
+            return Err(Error::Task(format!(
+                "pair {i}: clean has {} tokens and corrupt {}; pairs must have equal token length",
+                a.len(),
+                b.len()
+            )));
+        }
+        clean.push(a);
+        corrupt.push(b);
+        tokens.push(tasks::resolve_tokens(p, tok)?);
+    }
+    Ok(PreparedTask {
+        name: src.name(),
+        pairs,
+        clean,
+        corrupt,
+        tokens,
+        notes,
+    })
+}
+
+impl PreparedTask {
+    /// Metric of pair `i` from last-position logits (NaN if the tokens do not fit).
+    pub fn metric(&self, i: usize, logits: &[f32]) -> f32 {
+        self.tokens
+            .get(i)
+            .and_then(|t| tasks::metric_value(t.metric, logits, t).ok())
+            .unwrap_or(f32::NAN)
+    }
+}

@@ -1,0 +1,331 @@
+//! The files `discover` leaves in its output folder, and reading them back for
+//! `headcode score DIR`.
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::svg;
+use crate::codes::CodeTable;
+use crate::error::{Error, Result};
+use crate::eval::roc::roc_curve;
+use crate::model::Model;
+use crate::pipeline::{DiscoverResult, SaeMode};
+use crate::sae::Sae;
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// f64 that may be ±∞ (ROC thresholds) as JSON: non-finite → null.
+fn finite(v: &[f64]) -> Vec<Option<f64>> {
+    v.iter()
+        .map(|&x| if x.is_finite() { Some(x) } else { None })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RocJson {
+    pub scorer: String,
+    pub fpr: Vec<f64>,
+    pub tpr: Vec<f64>,
+    pub thresholds: Vec<Option<f64>>,
+    pub auc: f64,
+}
+
+/// What `headcode score DIR` needs to re-score without retraining.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedCodes {
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub labels: Vec<String>,
+    pub circuit: Option<crate::tasks::Circuit>,
+    pub trials: Vec<CodeTable>,
+}
+
+pub fn write_discover(
+    dir: &Path,
+    model: &Model,
+    r: &DiscoverResult,
+    save_sae: bool,
+) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+    let primary = r.config.scorer.name();
+    let scores = r.primary();
+    let mask = r.circuit.as_ref().map(|c| c.mask(r.n_layers, r.n_heads));
+
+    // Manifest.
+    let manifest = serde_json::json!({
+        "headcode_version": env!("CARGO_PKG_VERSION"),
+        "model": {
+            "source": model.source,
+            "config": model.cfg,
+            "processing": model.processing,
+        },
+        "task": r.config.task.name(),
+        "counts": r.task,
+        "config": r.config,
+        "seeds": r.trials.iter().map(|t| t.seed).collect::<Vec<_>>(),
+        "circuit": r.circuit,
+        "primary_scorer": primary,
+        "auc": r.auc,
+        "trials": r.trials.iter().map(|t| serde_json::json!({
+            "seed": t.seed, "sae_train": t.sae_train, "loss_first": t.loss_first,
+            "loss_last": t.loss_last, "evals": t.evals,
+        })).collect::<Vec<_>>(),
+        "scores": r.scores,
+        "labels": r.labels,
+        "patching": r.patching,
+        "faithfulness": r.faithfulness,
+        "timings_ms": r.timings_ms,
+    });
+    let p = dir.join("scores.json");
+    write(&p, &serde_json::to_string_pretty(&manifest)?)?;
+    written.push("scores.json".into());
+
+    // CSV.
+    let p = dir.join("scores.csv");
+    let mut w = csv::Writer::from_path(&p).map_err(|e| Error::format(&p, e.to_string()))?;
+    w.write_record([
+        "layer",
+        "head",
+        "label",
+        "score",
+        "n_unique_pos",
+        "n_unique_neg",
+        "in_circuit",
+    ])?;
+    let t0 = r.trials.first();
+    for i in 0..r.n_layers * r.n_heads {
+        let (l, h) = (i / r.n_heads, i % r.n_heads);
+        w.write_record([
+            l.to_string(),
+            h.to_string(),
+            r.labels[i].clone(),
+            format!("{}", scores.get(i).copied().unwrap_or(f64::NAN)),
+            t0.map_or(String::new(), |t| t.node.n_unique_pos[i].to_string()),
+            t0.map_or(String::new(), |t| t.node.n_unique_neg[i].to_string()),
+            mask.as_ref().map_or(String::new(), |m| m[i].to_string()),
+        ])?;
+    }
+    w.flush().map_err(|e| Error::io(&p, e))?;
+    written.push("scores.csv".into());
+
+    // Heatmap.
+    let outlined = mask.clone().unwrap_or_else(|| vec![false; scores.len()]);
+    let vals: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
+    let title = format!(
+        "{primary} score per head ({} on {})",
+        r.config.task.name(),
+        model.source
+    );
+    write(
+        &dir.join("heatmap.svg"),
+        &svg::heatmap(&title, &vals, r.n_layers, r.n_heads, &outlined),
+    )?;
+    written.push("heatmap.svg".into());
+
+    // ROC.
+    if let Some(m) = &mask {
+        let mut series = Vec::new();
+        let mut all = BTreeMap::new();
+        for (name, s) in &r.scores {
+            let c = roc_curve(s, m, true)?;
+            let auc = crate::eval::roc::auc_of(&c);
+            series.push((
+                format!("{name} ({auc:.3})"),
+                c.fpr
+                    .iter()
+                    .zip(&c.tpr)
+                    .map(|(&a, &b)| (a as f32, b as f32))
+                    .collect(),
+            ));
+            all.insert(
+                name.clone(),
+                RocJson {
+                    scorer: name.clone(),
+                    fpr: c.fpr.clone(),
+                    tpr: c.tpr.clone(),
+                    thresholds: finite(&c.thresholds),
+                    auc,
+                },
+            );
+        }
+        let primary_roc = all.get(primary).cloned();
+        let j = serde_json::json!({
+            "circuit": r.circuit,
+            "fpr": primary_roc.as_ref().map(|x| x.fpr.clone()),
+            "tpr": primary_roc.as_ref().map(|x| x.tpr.clone()),
+            "thresholds": primary_roc.as_ref().map(|x| x.thresholds.clone()),
+            "auc": primary_roc.as_ref().map(|x| x.auc),
+            "scorer": primary,
+            "all": all,
+        });
+        write(&dir.join("roc.json"), &serde_json::to_string_pretty(&j)?)?;
+        let cname = r.circuit.as_ref().map_or("", |c| c.name.as_str());
+        write(
+            &dir.join("roc.svg"),
+            &svg::lines(
+                &format!("ROC against circuit {cname} (mean scores over trials)"),
+                "false positive rate",
+                "true positive rate",
+                &series,
+                true,
+            ),
+        )?;
+        written.push("roc.json".into());
+        written.push("roc.svg".into());
+    }
+
+    // Faithfulness.
+    if let Some(f) = &r.faithfulness {
+        let ser = vec![
+            (
+                format!("{primary} ranking"),
+                f.ks.iter()
+                    .zip(&f.ours)
+                    .map(|(&k, &v)| (k as f32, v))
+                    .collect(),
+            ),
+            (
+                "random ranking".to_string(),
+                f.ks.iter()
+                    .zip(&f.random)
+                    .map(|(&k, &v)| (k as f32, v))
+                    .collect(),
+            ),
+        ];
+        write(
+            &dir.join("faithfulness.svg"),
+            &svg::lines(
+                &format!("metric recovered, other heads {:?}-ablated", f.ablation),
+                "heads kept",
+                "metric / full model",
+                &ser,
+                false,
+            ),
+        )?;
+        written.push("faithfulness.svg".into());
+    }
+    if let Some(p) = &r.patching {
+        let circ = r
+            .circuit
+            .as_ref()
+            .map(|c| c.mask(r.n_layers, r.n_heads))
+            .unwrap_or_else(|| vec![false; p.effect.len()]);
+        write(
+            &dir.join("patching.svg"),
+            &svg::heatmap(
+                "activation patching effect per head",
+                &p.effect,
+                p.n_layers,
+                p.n_heads,
+                &circ,
+            ),
+        )?;
+        written.push("patching.svg".into());
+    }
+
+    // Codes for re-scoring.
+    let saved = SavedCodes {
+        n_layers: r.n_layers,
+        n_heads: r.n_heads,
+        labels: r.labels.clone(),
+        circuit: r.circuit.clone(),
+        trials: r.trials.iter().map(|t| t.codes.clone()).collect(),
+    };
+    write(&dir.join("codes.json"), &serde_json::to_string(&saved)?)?;
+    written.push("codes.json".into());
+
+    if save_sae {
+        save_saes(&dir.join("saes"), &r.saes, r.config.sae_mode, r, model)?;
+        written.push("saes/".into());
+    }
+    Ok(written)
+}
+
+/// SAELens layout: `cfg.json` + `sae_weights.safetensors` with W_enc [d_in, d_sae],
+/// b_enc, W_dec [d_sae, d_in], b_dec. Per-head SAEs go to
+/// `blocks.{l}.attn.hook_{z|result}/h{h}/`.
+fn save_saes(
+    root: &Path,
+    saes: &[Sae],
+    mode: SaeMode,
+    r: &DiscoverResult,
+    model: &Model,
+) -> Result<()> {
+    let hook = match r.config.on {
+        crate::hooks::HookPoint::Z => "hook_z",
+        crate::hooks::HookPoint::Result => "hook_result",
+    };
+    for (i, s) in saes.iter().enumerate() {
+        let s = s.normalised();
+        let (dir, meta_hook, head) = match mode {
+            SaeMode::Shared => (
+                root.join(format!("all_heads.attn.{hook}")),
+                format!("blocks.*.attn.{hook}"),
+                None,
+            ),
+            SaeMode::PerHead => {
+                let (l, h) = (i / r.n_heads, i % r.n_heads);
+                (
+                    root.join(format!("blocks.{l}.attn.{hook}"))
+                        .join(format!("h{h}")),
+                    format!("blocks.{l}.attn.{hook}"),
+                    Some(h),
+                )
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let t = |w: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+            let mut o = vec![0f32; w.len()];
+            for a in 0..rows {
+                for b in 0..cols {
+                    o[b * rows + a] = w[a * cols + b];
+                }
+            }
+            o
+        };
+        let w_enc = t(&s.w_enc, s.n, s.d); // [d, n]
+        let w_dec = t(&s.w_dec, s.d, s.n); // [n, d]
+        super::write_safetensors(
+            &dir.join("sae_weights.safetensors"),
+            &[
+                ("W_enc", &w_enc, vec![s.d, s.n]),
+                ("b_enc", &s.b_enc, vec![s.n]),
+                ("W_dec", &w_dec, vec![s.n, s.d]),
+                ("b_dec", &s.b, vec![s.d]),
+            ],
+            &[],
+            HashMap::new(),
+        )?;
+        let cfg = serde_json::json!({
+            "architecture": "standard",
+            "d_in": s.d,
+            "d_sae": s.n,
+            "dtype": "float32",
+            "device": "cpu",
+            "apply_b_dec_to_input": true,
+            "normalize_activations": "none",
+            "reshape_activations": if hook == "hook_z" { "hook_z" } else { "none" },
+            "metadata": {
+                "hook_name": meta_hook,
+                "hook_head_index": head,
+                "model_name": model.source,
+                "prepend_bos": r.config.bos,
+                "headcode_version": env!("CARGO_PKG_VERSION"),
+                "note": "decoder rows over d_in are unit norm (the paper's library quirk); encoder rows unit norm",
+            }
+        });
+        write(&dir.join("cfg.json"), &serde_json::to_string_pretty(&cfg)?)?;
+    }
+    Ok(())
+}
+
+pub fn read_codes(dir: &Path) -> Result<SavedCodes> {
+    let p = dir.join("codes.json");
+    let text = crate::error::read_text(&p)?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::format(&p, format!("not a headcode codes.json: {e}")))
+}

@@ -1,0 +1,153 @@
+//! `discover` end to end on a small random-weight model with GPT-2's vocabulary, and the
+//! consistency of every file it writes.
+use candle_core::Device;
+use headcode::model::random::random_weights;
+use headcode::model::{Activation, Model, ModelConfig, Norm, PosEmbedding, Processing};
+use headcode::pipeline::discover::CircuitSpec;
+use headcode::pipeline::{discover, DiscoverConfig, SaeMode, TaskSource};
+use headcode::tasks::TaskKind;
+use headcode::tokenize::Gpt2Tokenizer;
+
+fn tiny() -> Model {
+    let cfg = ModelConfig {
+        architecture: "gpt2".into(),
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 4,
+        d_model: 32,
+        d_head: 8,
+        d_mlp: 64,
+        d_vocab: 50257,
+        n_ctx: 64,
+        norm: Norm::LayerNorm,
+        eps: 1e-5,
+        pos: PosEmbedding::Standard,
+        act: Activation::GeluNew,
+        attn_only: false,
+    };
+    let w = random_weights(&cfg, 7, &Device::Cpu).unwrap();
+    Model::from_parts(cfg, w, Processing::TL_DEFAULT, "tiny".into()).unwrap()
+}
+
+fn config(dir: &std::path::Path) -> DiscoverConfig {
+    let circ = dir.join("circuit.json");
+    std::fs::write(&circ, r#"["L0H1", "L1H2", "L1H3"]"#).unwrap();
+    let mut c = DiscoverConfig::paper(TaskSource::Builtin(TaskKind::Ioi));
+    c.n = 24;
+    c.sae.steps = 30;
+    c.sae.n_features = 16;
+    c.trials = 2;
+    c.patch_pairs = 4;
+    c.circuit = CircuitSpec::Named(circ.to_str().unwrap().into());
+    c
+}
+
+#[test]
+fn discover_writes_consistent_outputs() {
+    let m = tiny();
+    let tok = Gpt2Tokenizer::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let r = discover(&m, &tok, &cfg, &mut |_, _, _| {}).unwrap();
+    assert_eq!(r.trials.len(), 2);
+    assert_eq!(r.task.positives, 24);
+    for name in [
+        "sae",
+        "sae-normalised",
+        "sae-edge",
+        "class-means",
+        "class-means-z",
+        "mean-norm",
+        "random",
+    ] {
+        assert!(r.scores.contains_key(name), "{name} missing");
+        assert!(r.auc.contains_key(name), "{name} AUC missing");
+    }
+    let out = dir.path().join("run");
+    let files = headcode::report::run::write_discover(&out, &m, &r, true).unwrap();
+    for f in [
+        "scores.json",
+        "scores.csv",
+        "roc.json",
+        "heatmap.svg",
+        "roc.svg",
+        "faithfulness.svg",
+        "codes.json",
+    ] {
+        assert!(files.iter().any(|x| x == f) && out.join(f).is_file(), "{f}");
+    }
+    // The CSV agrees with the JSON.
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scores.json")).unwrap()).unwrap();
+    let sae = j["scores"]["sae"].as_array().unwrap();
+    let mut rd = csv::Reader::from_path(out.join("scores.csv")).unwrap();
+    let mut n = 0;
+    for (i, rec) in rd.records().enumerate() {
+        let rec = rec.unwrap();
+        assert_eq!(rec[2].to_string(), format!("L{}H{}", i / 4, i % 4));
+        let s: f64 = rec[3].parse().unwrap();
+        assert!((s - sae[i].as_f64().unwrap()).abs() < 1e-9);
+        let in_c: bool = rec[6].parse().unwrap();
+        assert_eq!(in_c, ["L0H1", "L1H2", "L1H3"].contains(&&rec[2]));
+        n += 1;
+    }
+    assert_eq!(n, 8);
+    let roc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("roc.json")).unwrap()).unwrap();
+    let auc = roc["auc"].as_f64().unwrap();
+    let want = headcode::eval::roc::auc(&r.scores["sae"], &r.circuit.as_ref().unwrap().mask(2, 4))
+        .unwrap();
+    assert!((auc - want).abs() < 1e-12);
+    assert!(out
+        .join("saes/all_heads.attn.hook_result/cfg.json")
+        .is_file());
+    // Saved codes re-score to the same node scores.
+    let saved = headcode::report::run::read_codes(&out).unwrap();
+    let again = headcode::score::node_scores(&saved.trials[0], false).unwrap();
+    assert_eq!(again.score, r.trials[0].node.score);
+}
+
+#[test]
+fn discover_is_deterministic_and_per_head_mode_runs() {
+    let m = tiny();
+    let tok = Gpt2Tokenizer::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faithfulness = None;
+    cfg.trials = 1;
+    let a = discover(&m, &tok, &cfg, &mut |_, _, _| {}).unwrap();
+    let b = discover(&m, &tok, &cfg, &mut |_, _, _| {}).unwrap();
+    assert_eq!(a.trials[0].codes, b.trials[0].codes);
+    assert_eq!(a.scores, b.scores);
+    cfg.sae_mode = SaeMode::PerHead;
+    cfg.on = headcode::hooks::HookPoint::Z;
+    let c = discover(&m, &tok, &cfg, &mut |_, _, _| {}).unwrap();
+    assert_eq!(c.trials[0].codes.heads, 8);
+}
+
+#[test]
+fn discover_rejects_bad_input() {
+    let m = tiny();
+    let tok = Gpt2Tokenizer::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A GPT-2-small circuit does not fit a 2×4 model.
+    let mut cfg = config(dir.path());
+    cfg.circuit = CircuitSpec::Named("ioi".into());
+    let e = discover(&m, &tok, &cfg, &mut |_, _, _| {}).unwrap_err();
+    assert!(e.to_string().contains("L"), "{e}");
+    // Unequal pair lengths in a user task.
+    let f = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &f,
+        "{\"clean\": \"a b c\", \"corrupt\": \"a\", \"answer\": \" d\"}\n",
+    )
+    .unwrap();
+    let mut cfg = config(dir.path());
+    cfg.task = TaskSource::File(f);
+    let e = discover(&m, &tok, &cfg, &mut |_, _, _| {}).unwrap_err();
+    assert!(e.to_string().contains("equal token length"), "{e}");
+    // Zero trials.
+    let mut cfg = config(dir.path());
+    cfg.trials = 0;
+    assert!(discover(&m, &tok, &cfg, &mut |_, _, _| {}).is_err());
+}
