@@ -1,7 +1,314 @@
-//! The CUDA path (placeholder until the kernels land).
+//! CUDA path of the pipeline stages: hook reduction, SAE training (many SAEs at once),
+//! encode + argmax codes, and the node/edge overlap scores.
+//!
+//! Kernels live in `kernels/*.cu` (compiled to PTX by build.rs under `--features cuda`) and
+//! are launched through cudarc. Without the `cuda` feature everything here still compiles,
+//! and every entry point returns [`Error::NoCuda`].
+//!
+//! Semantics match the CPU path (`gpu::reference` holds the references the self-test
+//! compares against; see ../shared/notes/paper.md §3–§4):
+//! * SAE params in torch layouts: `w_enc` [n, d], `b_enc` [n], `w_dec` [d, n], tied `b` [d].
+//! * Each step renormalises W_enc rows (over d) and W_dec rows (over n) in place, runs the
+//!   forward/backward pass, removes the radial gradient per row, and takes an Adam step.
+//! * Codes are `argmax_j relu(W_enc_normed (x - b) + b_enc)_j`, lowest index on ties.
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
-/// Ok when a CUDA device can be used.
+pub mod bench;
+pub mod launch;
+pub mod reference;
+pub mod selftest;
+
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::GpuContext;
+
+#[cfg(not(feature = "cuda"))]
+mod nocuda;
+#[cfg(not(feature = "cuda"))]
+pub use nocuda::GpuContext;
+
+pub use launch::EdgeAlgo;
+
+/// Parameters of one SAE: the CPU path's [`crate::sae::Sae`] (d, n, `w_enc` [n, d],
+/// `b_enc` [n], `w_dec` [d, n], tied `b` [d]), so GPU and CPU results are interchangeable.
+pub type SaeParams = crate::sae::Sae;
+
+/// Which trainer implementation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainPath {
+    /// Persistent kernel when one SAE's state fits in shared memory, else batched.
+    Auto,
+    /// One launch for all steps, one block per SAE, params in shared memory.
+    Persistent,
+    /// One set of batched launches per step (tiled GEMMs); any size.
+    Batched,
+}
+
+/// Training hyper-parameters (defaults = the paper's: 500 steps, Adam lr 1e-3, λ 0.02).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub steps: u32,
+    pub lr: f32,
+    pub lambda: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Record the loss of every step (costs one small reduction per step).
+    pub record_loss: bool,
+    pub path: TrainPath,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 500,
+            lr: 1e-3,
+            lambda: 0.02,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            record_loss: false,
+            path: TrainPath::Auto,
+        }
+    }
+}
+
+/// Result of [`GpuContext::train_saes`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOutput {
+    /// Final parameters (after the last Adam step, not renormalised: like torch's state dict).
+    pub params: Vec<SaeParams>,
+    /// loss[sae][step] when `record_loss`.
+    pub loss: Option<Vec<Vec<f32>>>,
+    /// The implementation that ran (never `Auto`).
+    pub path: TrainPath,
+}
+
+/// How the hook reduces over token positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookReduce {
+    /// Mean over the real (unmasked) positions, BOS included (the paper's setting).
+    Mean,
+    /// The last real position.
+    Last,
+}
+
+/// Shape of a hook input z: [batch, pos, heads, d_head].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookDims {
+    pub batch: usize,
+    pub pos: usize,
+    pub heads: usize,
+    pub d_head: usize,
+}
+
+/// Per-head node counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlapCounts {
+    /// |P_h \ N_h|: codes seen on positives and never on negatives (the node score).
+    pub p_not_n: Vec<u32>,
+    /// |N_h \ P_h|.
+    pub n_not_p: Vec<u32>,
+}
+
+/// Shape checks used by the CUDA wrappers (kept in every build so they are tested on the CPU).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) mod checks {
+    use super::*;
+
+    pub fn codes_table(codes: &[u32], is_pos: &[bool], heads: usize) -> Result<()> {
+        if heads == 0 {
+            return Err(Error::InvalidInput("code table with 0 heads".into()));
+        }
+        if codes.len() != is_pos.len() * heads {
+            return Err(Error::shape(
+                "code table [examples, heads]",
+                format!("{} x {heads} = {}", is_pos.len(), is_pos.len() * heads),
+                codes.len(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Returns (n_sae, d, n) for x [n_sae, rows, d] and per-SAE initial params.
+    pub fn train_inputs(
+        x: &[f32],
+        rows: usize,
+        init: &[SaeParams],
+    ) -> Result<(usize, usize, usize)> {
+        let first = init
+            .first()
+            .ok_or_else(|| Error::InvalidInput("train_saes: no SAEs".into()))?;
+        let (d, n) = (first.d, first.n);
+        if d == 0 || n == 0 {
+            return Err(Error::InvalidInput(format!(
+                "train_saes: SAE with d={d}, n={n}"
+            )));
+        }
+        for p in init {
+            p.check()?;
+            if p.d != d || p.n != n {
+                return Err(Error::shape(
+                    "SAE dims (d, n)",
+                    format!("({d}, {n})"),
+                    format!("({}, {})", p.d, p.n),
+                ));
+            }
+        }
+        if rows == 0 {
+            return Err(Error::InvalidInput("train_saes: 0 rows per SAE".into()));
+        }
+        let want = init.len() * rows * d;
+        if x.len() != want {
+            return Err(Error::shape("train_saes x [n_sae, rows, d]", want, x.len()));
+        }
+        Ok((init.len(), d, n))
+    }
+
+    /// Returns heads for x [examples, heads, d] with 1 shared SAE or one SAE per head.
+    pub fn encode_inputs(params: &[SaeParams], x: &[f32], examples: usize) -> Result<usize> {
+        let first = params
+            .first()
+            .ok_or_else(|| Error::InvalidInput("encode_argmax: no SAEs".into()))?;
+        if first.d == 0 || first.n == 0 {
+            return Err(Error::InvalidInput(
+                "encode_argmax: SAE with d = 0 or n = 0".into(),
+            ));
+        }
+        for p in params {
+            p.check()?;
+            if p.d != first.d || p.n != first.n {
+                return Err(Error::InvalidInput(
+                    "encode_argmax: SAEs of different sizes".into(),
+                ));
+            }
+        }
+        let per_ex = examples * first.d;
+        if examples == 0 || x.len() % per_ex != 0 {
+            return Err(Error::shape(
+                "encode_argmax x [examples, heads, d]",
+                format!("multiple of {per_ex}"),
+                x.len(),
+            ));
+        }
+        let heads = x.len() / per_ex;
+        if params.len() != 1 && params.len() != heads {
+            return Err(Error::shape(
+                "encode_argmax SAE count (1 or heads)",
+                heads,
+                params.len(),
+            ));
+        }
+        Ok(heads)
+    }
+
+    pub fn hook_inputs(
+        z: &[f32],
+        mask: &[bool],
+        dims: HookDims,
+        w_o: Option<(&[f32], usize)>,
+    ) -> Result<()> {
+        let HookDims {
+            batch,
+            pos,
+            heads,
+            d_head,
+        } = dims;
+        if z.len() != batch * pos * heads * d_head {
+            return Err(Error::shape(
+                "hook z [batch, pos, heads, d_head]",
+                batch * pos * heads * d_head,
+                z.len(),
+            ));
+        }
+        if mask.len() != batch * pos {
+            return Err(Error::shape(
+                "hook mask [batch, pos]",
+                batch * pos,
+                mask.len(),
+            ));
+        }
+        if let Some((w, dm)) = w_o {
+            if w.len() != heads * d_head * dm {
+                return Err(Error::shape(
+                    "hook W_O [heads, d_head, d_model]",
+                    heads * d_head * dm,
+                    w.len(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mask [batch, pos] from per-row lengths with right padding (real tokens first).
+pub fn mask_from_lengths(lengths: &[usize], pos: usize) -> Vec<bool> {
+    let mut m = vec![false; lengths.len() * pos];
+    for (b, &len) in lengths.iter().enumerate() {
+        m[b * pos..b * pos + len.min(pos)]
+            .iter_mut()
+            .for_each(|v| *v = true);
+    }
+    m
+}
+
+/// Ok when a CUDA device can be used: the build has the `cuda` feature and device 0 opens
+/// with the embedded kernels loaded (`Err(NoCuda)` without the feature).
 pub fn require_gpu() -> Result<()> {
-    Err(Error::NoCuda)
+    GpuContext::new().map(|_| ())
+}
+
+/// True when this build has the CUDA path compiled in.
+pub const fn compiled_with_cuda() -> bool {
+    cfg!(feature = "cuda")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_cuda_every_entry_point_says_so() {
+        if compiled_with_cuda() {
+            return;
+        }
+        assert!(matches!(GpuContext::new(), Err(Error::NoCuda)));
+        assert!(matches!(
+            selftest::selftest(&selftest::SelfTestOptions::default()),
+            Err(Error::NoCuda)
+        ));
+        assert!(matches!(
+            bench::bench(&bench::BenchOptions::default()),
+            Err(Error::NoCuda)
+        ));
+    }
+
+    #[test]
+    fn shape_checks() {
+        let p = reference::init_params(4, 6, 0);
+        assert!(checks::train_inputs(&[0.0; 2 * 3 * 4], 3, &[p.clone(), p.clone()]).is_ok());
+        assert!(checks::train_inputs(&[0.0; 5], 3, std::slice::from_ref(&p)).is_err());
+        assert!(checks::train_inputs(&[], 3, &[]).is_err());
+        assert_eq!(
+            checks::encode_inputs(std::slice::from_ref(&p), &[0.0; 5 * 3 * 4], 5).unwrap(),
+            3
+        );
+        assert!(checks::encode_inputs(&[p.clone(), p.clone()], &[0.0; 5 * 3 * 4], 5).is_err());
+        assert!(checks::codes_table(&[0; 6], &[true, false], 3).is_ok());
+        assert!(checks::codes_table(&[0; 5], &[true, false], 3).is_err());
+        let mut bad = p;
+        bad.b.pop();
+        assert!(checks::train_inputs(&[0.0; 3 * 4], 3, &[bad]).is_err());
+    }
+
+    #[test]
+    fn lengths_to_mask() {
+        assert_eq!(
+            mask_from_lengths(&[2, 0, 5], 3),
+            vec![true, true, false, false, false, false, true, true, true]
+        );
+    }
 }

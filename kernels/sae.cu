@@ -1,0 +1,539 @@
+// sae.cu: training many tiny sparse autoencoders at once (arXiv 2405.12522 semantics).
+//
+// Notation: N SAEs (batch index s), each with R training rows of width d and n features.
+//   X     [N, R, d]   training rows, contiguous per SAE
+//   W_enc [N, n, d]   torch Linear layout (out x in); rows renormalised over d
+//   b_enc [N, n]
+//   W_dec [N, d, n]   torch Linear layout; rows renormalised over n (old-library quirk)
+//   b     [N, d]      tied pre-encoder / post-decoder bias
+// One training step (full batch), exactly the order of the reference:
+//   1. W_enc, W_dec rows <- w / max(||w||, 1e-12)                (in place, no grad)
+//   2. xc = X - b;  f = relu(xc W_enc^T + b_enc);  xhat = f W_dec^T + b;  diff = xhat - X
+//      loss = sum(diff^2)/(R d) + lambda * sum(f)/R                (f >= 0 so |f| = f)
+//   3. s1 = 2/(R d); dpre = [f>0] * (s1 diff W_dec + lambda/R)
+//      g_W_dec = s1 diff^T f;  g_W_enc = dpre^T xc;  g_b_enc = colsum(dpre)
+//      g_b = s1 colsum(diff) - g_b_enc W_enc                       (= colsum(s1 diff - dpre W_enc))
+//   4. radial removal per row of W_enc and W_dec: g <- g - (sum_row g*w) w/||w||
+//      (the library's hook; a zero row keeps its gradient)
+//   5. Adam (PyTorch foreach semantics): m = lerp(m, g, 1-b1); v = v*b2 + (1-b2) g g;
+//      p -= (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+//
+// Two paths:
+//  (A) sae_train_persistent_f32: ONE launch for all steps; one block per SAE; the SAE's
+//      params and activations live in (dynamic) shared memory, Adam moments in global memory
+//      (each element touched only by the thread that owns it, L2 resident).
+//      Launch: grid (N,1,1), blockDim (PERSIST_THREADS=512,1,1),
+//      dynamic smem = 4 * persistent_smem_floats(R,d,n) bytes (see src/gpu/launch.rs; must be
+//      <= the device opt-in limit, 227 KB on H100: d=64, n=200, R=10 -> ~127 KB).
+//  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
+//      sae_renorm_rows_f32, sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
+//      sae_grad_b_f32, sae_loss_f32 (optional), sae_adam_radial_rows_f32 (x2), sae_adam_f32 (x2),
+//      (for R <= 64 rows per SAE the two weight-gradient GEMMs and sae_adam_radial_rows_f32 are
+//      replaced by sae_adam_radial_outer_f32, which never materialises the gradients),
+//      sae_step_inc_u32. The step index lives in device memory (t_dev), so one step is
+//      identical every time: the host captures it once as a CUDA graph and replays it.
+//      Launch configurations are documented above each kernel.
+#include <cuda_runtime.h>
+#include <math.h>
+
+namespace {
+
+struct AdamK {
+    float lr_bc1;   // lr / (1 - b1^t)
+    float bc2s;     // sqrt(1 - b2^t)
+    float omb1;     // 1 - b1
+    float b2;
+    float omb2;     // 1 - b2
+    float eps;
+};
+
+__device__ __forceinline__ float adam_update(float p, float g, float *m, float *v, const AdamK &a) {
+    float mm = *m;
+    mm = mm + a.omb1 * (g - mm);  // torch lerp with weight < 0.5
+    float vv = (*v) * a.b2 + a.omb2 * g * g;
+    *m = mm;
+    *v = vv;
+    const float denom = sqrtf(vv) / a.bc2s + a.eps;
+    return p - a.lr_bc1 * (mm / denom);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;  // all lanes
+}
+
+// The library's gradient hook: g - (sum g*w) * w/||w|| (a zero row keeps its gradient).
+__device__ __forceinline__ float radial(float g, float dot, float w, float nrm) {
+    return nrm == 0.f ? g : g - dot * (w / nrm);
+}
+
+__device__ __forceinline__ AdamK make_adam(float lr, float b1, float b2, float eps, unsigned t) {
+    AdamK a;
+    const double bc1 = 1.0 - pow((double)b1, (double)t);
+    const double bc2 = 1.0 - pow((double)b2, (double)t);
+    a.lr_bc1 = (float)((double)lr / bc1);
+    a.bc2s = (float)sqrt(bc2);
+    a.omb1 = 1.0f - b1;
+    a.b2 = b2;
+    a.omb2 = 1.0f - b2;
+    a.eps = eps;
+    return a;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// (B) batched multi-kernel path
+// ------------------------------------------------------------------------------------------
+
+// Renormalise rows in place: w <- w / max(||w||, 1e-12). rows = total rows over all SAEs.
+// Launch: warp per row, blockDim 256, grid ceil(rows/8).
+extern "C" __global__ void sae_renorm_rows_f32(float *__restrict__ w, unsigned rows, unsigned len) {
+    const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const unsigned lane = threadIdx.x & 31u;
+    if (row >= rows) return;
+    float *r = w + (size_t)row * len;
+    float ss = 0.f;
+    for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
+    ss = warp_sum(ss);
+    const float nrm = fmaxf(sqrtf(ss), 1e-12f);  // torch F.normalize: w / max(||w||, eps)
+    for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
+}
+
+// xc[s,r,k] = x[s*x_bs + r*x_rs + k] - b[s,k]; xc contiguous [N,R,d].
+// (x may be strided, e.g. [E, H, d] codes input for per-head SAEs: x_bs = d, x_rs = H*d.)
+// Launch: 1-D, one thread per element of N*R*d, blockDim 256.
+extern "C" __global__ void sae_center_f32(const float *__restrict__ x, unsigned long long x_bs,
+                                          unsigned long long x_rs, const float *__restrict__ b,
+                                          unsigned N, unsigned R, unsigned d,
+                                          float *__restrict__ xc) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * R * d) return;
+    const unsigned k = (unsigned)(i % d);
+    const size_t sr = i / d;
+    const unsigned r = (unsigned)(sr % R), s = (unsigned)(sr / R);
+    xc[i] = x[(size_t)s * x_bs + (size_t)r * x_rs + k] - b[(size_t)s * d + k];
+}
+
+// Batched GEMM with general strides and a fused epilogue.
+//   acc(i,j) = sum_k A[s*a_bs + i*a_i + k*a_k] * B[s*b_bs + k*b_k + j*b_j]   (k ascending)
+//   C[s*c_bs + i*ldc + j] =
+//     mode 0: alpha*acc
+//     mode 1: max(alpha*acc + bias[s*bias_bs + j], 0)                 (encoder + ReLU)
+//     mode 2: alpha*acc + bias[s*bias_bs + j] - aux[same index as C]  (decoder residual)
+//     mode 3: aux[same index] > 0 ? alpha*acc + beta : 0               (ReLU backward + L1)
+// Launch: grid (ceil(Nc/64), ceil(M/64), N), blockDim (256,1,1); static smem ~8.3 KB.
+#define GBM 64
+#define GBN 64
+#define GBK 16
+extern "C" __global__ void __launch_bounds__(256)
+gemm_f32(unsigned M, unsigned Nc, unsigned K,
+         const float *__restrict__ A, unsigned long long a_bs, unsigned long long a_i,
+         unsigned long long a_k,
+         const float *__restrict__ B, unsigned long long b_bs, unsigned long long b_k,
+         unsigned long long b_j,
+         float *__restrict__ C, unsigned long long c_bs, unsigned long long ldc,
+         unsigned mode, float alpha, float beta,
+         const float *__restrict__ bias, unsigned long long bias_bs,
+         const float *__restrict__ aux) {
+    __shared__ float As[GBK][GBM + 1];
+    __shared__ float Bs[GBK][GBN + 1];
+    const unsigned s = blockIdx.z;
+    const unsigned i0 = blockIdx.y * GBM, j0 = blockIdx.x * GBN;
+    const unsigned tid = threadIdx.x, tx = tid & 15u, ty = tid >> 4;
+    const float *Ab = A + (size_t)s * a_bs;
+    const float *Bb = B + (size_t)s * b_bs;
+    float acc[4][4];
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b) acc[a][b] = 0.f;
+    const bool a_k_fast = (a_k == 1);
+    const bool b_j_fast = (b_j == 1);
+    for (unsigned k0 = 0; k0 < K; k0 += GBK) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const unsigned l = tid + 256u * q;
+            unsigned il, kl;
+            if (a_k_fast) { kl = l % GBK; il = l / GBK; } else { il = l % GBM; kl = l / GBM; }
+            const unsigned gi = i0 + il, gk = k0 + kl;
+            As[kl][il] = (gi < M && gk < K) ? Ab[(size_t)gi * a_i + (size_t)gk * a_k] : 0.f;
+            unsigned jl, kl2;
+            if (b_j_fast) { jl = l % GBN; kl2 = l / GBN; } else { kl2 = l % GBK; jl = l / GBK; }
+            const unsigned gj = j0 + jl, gk2 = k0 + kl2;
+            Bs[kl2][jl] = (gj < Nc && gk2 < K) ? Bb[(size_t)gk2 * b_k + (size_t)gj * b_j] : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GBK; ++kk) {
+            float av[4], bv[4];
+#pragma unroll
+            for (int a = 0; a < 4; ++a) av[a] = As[kk][ty + 16 * a];
+#pragma unroll
+            for (int b = 0; b < 4; ++b) bv[b] = Bs[kk][tx + 16 * b];
+#pragma unroll
+            for (int a = 0; a < 4; ++a)
+#pragma unroll
+                for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(av[a], bv[b], acc[a][b]);
+        }
+        __syncthreads();
+    }
+    float *Cb = C + (size_t)s * c_bs;
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+        const unsigned gi = i0 + ty + 16 * a;
+        if (gi >= M) continue;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const unsigned gj = j0 + tx + 16 * b;
+            if (gj >= Nc) continue;
+            const size_t ci = (size_t)gi * ldc + gj;
+            float v = alpha * acc[a][b];
+            if (mode == 1) {
+                v = fmaxf(v + bias[(size_t)s * bias_bs + gj], 0.f);
+            } else if (mode == 2) {
+                v = (v + bias[(size_t)s * bias_bs + gj]) - aux[(size_t)s * c_bs + ci];
+            } else if (mode == 3) {
+                v = aux[(size_t)s * c_bs + ci] > 0.f ? v + beta : 0.f;
+            }
+            Cb[ci] = v;
+        }
+    }
+}
+
+// dst[s,c] = sum_r src[s,r,c] (r ascending). Launch: 1-D over N*C threads, blockDim 256.
+extern "C" __global__ void sae_colsum_f32(const float *__restrict__ src, unsigned N, unsigned R,
+                                          unsigned C, float *__restrict__ dst) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * C) return;
+    const unsigned s = (unsigned)(i / C), c = (unsigned)(i % C);
+    const float *p = src + (size_t)s * R * C + c;
+    float acc = 0.f;
+    for (unsigned r = 0; r < R; ++r) acc += p[(size_t)r * C];
+    dst[i] = acc;
+}
+
+// g_b[s,k] = s1*colsum_diff[s,k] - sum_j g_benc[s,j] * W_enc[s,j,k].
+// Launch: 1-D over N*d threads, blockDim 256.
+extern "C" __global__ void sae_grad_b_f32(const float *__restrict__ colsum_diff,
+                                          const float *__restrict__ g_benc,
+                                          const float *__restrict__ w_enc, unsigned N,
+                                          unsigned n, unsigned d, float s1,
+                                          float *__restrict__ g_b) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * d) return;
+    const unsigned s = (unsigned)(i / d), k = (unsigned)(i % d);
+    const float *ge = g_benc + (size_t)s * n;
+    const float *we = w_enc + (size_t)s * n * d + k;
+    float acc = 0.f;
+    for (unsigned j = 0; j < n; ++j) acc = fmaf(ge[j], we[(size_t)j * d], acc);
+    g_b[i] = s1 * colsum_diff[i] - acc;
+}
+
+// loss[s*loss_stride + step] = sum(diff^2)/(R d) + lambda * sum(f)/R, step = *t_dev - 1.
+// Launch: grid (N,1,1), blockDim 256.
+extern "C" __global__ void sae_loss_f32(const float *__restrict__ diff, const float *__restrict__ f,
+                                        unsigned R, unsigned d, unsigned n, float lambda,
+                                        float *__restrict__ loss, unsigned loss_stride,
+                                        const unsigned *__restrict__ t_dev) {
+    __shared__ float red[2][32];
+    const unsigned s = blockIdx.x;
+    const float *df = diff + (size_t)s * R * d;
+    const float *ff = f + (size_t)s * R * n;
+    float a = 0.f, b = 0.f;
+    for (size_t i = threadIdx.x; i < (size_t)R * d; i += blockDim.x) a += df[i] * df[i];
+    for (size_t i = threadIdx.x; i < (size_t)R * n; i += blockDim.x) b += ff[i];
+    a = warp_sum(a);
+    b = warp_sum(b);
+    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    if (lane == 0) { red[0][warp] = a; red[1][warp] = b; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sa = 0.f, sb = 0.f;
+        for (unsigned w = 0; w < (blockDim.x >> 5); ++w) { sa += red[0][w]; sb += red[1][w]; }
+        const unsigned step = *t_dev - 1u;
+        loss[(size_t)s * loss_stride + step] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
+    }
+}
+
+// Radial gradient removal + Adam for rows of a unit-norm weight (all SAEs' rows stacked).
+// *t_dev = 1-based step (read from device memory so one captured step replays as a CUDA
+// graph). Launch: warp per row, blockDim 256, grid ceil(rows/8).
+extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const float *__restrict__ g,
+                                                    float *__restrict__ m, float *__restrict__ v,
+                                                    unsigned rows, unsigned len,
+                                                    const unsigned *__restrict__ t_dev,
+                                                    float lr, float b1, float b2, float eps) {
+    const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const unsigned lane = threadIdx.x & 31u;
+    if (row >= rows) return;
+    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    const size_t base = (size_t)row * len;
+    float dot = 0.f, ss = 0.f;
+    for (unsigned j = lane; j < len; j += 32) {
+        dot += g[base + j] * w[base + j];
+        ss += w[base + j] * w[base + j];
+    }
+    dot = warp_sum(dot);
+    const float nrm = sqrtf(warp_sum(ss));
+    for (unsigned j = lane; j < len; j += 32) {
+        const size_t i = base + j;
+        const float wi = w[i];
+        const float gi = radial(g[i], dot, wi, nrm);
+        w[i] = adam_update(wi, gi, &m[i], &v[i], a);
+    }
+}
+
+// Fused outer-product gradient + radial removal + Adam, for few rows per SAE (small R):
+// the weight gradient is never materialised. For row rr of a weight [rows_total, len]
+// (SAE s = rr / rows_per, p = rr % rows_per):
+//   g[rr, e] = scale * sum_r A[(s*R + r)*rows_per + p] * B[(s*R + r)*len + e]   (r ascending)
+// W_enc: A = dpre [c,R,n], B = xc [c,R,d], rows_per = n, len = d, scale = 1.
+// W_dec: A = diff [c,R,d], B = f  [c,R,n], rows_per = d, len = n, scale = s1.
+// Same arithmetic order as gemm_f32 + sae_adam_radial_rows_f32.
+// Launch: warp per row, blockDim 256, grid ceil(rows_total/8).
+extern "C" __global__ void sae_adam_radial_outer_f32(float *__restrict__ w, float *__restrict__ m,
+                                                     float *__restrict__ v,
+                                                     const float *__restrict__ A,
+                                                     const float *__restrict__ B,
+                                                     unsigned rows_total, unsigned rows_per,
+                                                     unsigned len, unsigned R, float scale,
+                                                     const unsigned *__restrict__ t_dev,
+                                                     float lr, float b1, float b2, float eps) {
+    const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const unsigned lane = threadIdx.x & 31u;
+    if (row >= rows_total) return;
+    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    const unsigned s = row / rows_per, p = row % rows_per;
+    const float *Ab = A + (size_t)s * R * rows_per + p;
+    const float *Bb = B + (size_t)s * R * len;
+    const size_t base = (size_t)row * len;
+    float dot = 0.f, ss = 0.f;
+    for (unsigned e = lane; e < len; e += 32) {
+        float g = 0.f;
+        for (unsigned r = 0; r < R; ++r) g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
+        g = scale * g;
+        const float wi = w[base + e];
+        dot += g * wi;
+        ss += wi * wi;
+    }
+    dot = warp_sum(dot);
+    const float nrm = sqrtf(warp_sum(ss));
+    for (unsigned e = lane; e < len; e += 32) {
+        float g = 0.f;
+        for (unsigned r = 0; r < R; ++r) g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
+        g = scale * g;
+        const size_t i = base + e;
+        const float wi = w[i];
+        w[i] = adam_update(wi, radial(g, dot, wi, nrm), &m[i], &v[i], a);
+    }
+}
+
+// Plain Adam, step *t_dev. Launch: 1-D over len threads, blockDim 256.
+extern "C" __global__ void sae_adam_f32(float *__restrict__ p, const float *__restrict__ g,
+                                        float *__restrict__ m, float *__restrict__ v,
+                                        unsigned len, const unsigned *__restrict__ t_dev, float lr,
+                                        float b1, float b2, float eps) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= len) return;
+    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    p[i] = adam_update(p[i], g[i], &m[i], &v[i], a);
+}
+
+// *t_dev += 1 (end of a batched step). Launch: grid (1,1,1), blockDim (1,1,1).
+extern "C" __global__ void sae_step_inc_u32(unsigned *t_dev) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) *t_dev += 1u;
+}
+
+// ------------------------------------------------------------------------------------------
+// (A) persistent path: one block per SAE, all steps in one launch
+// ------------------------------------------------------------------------------------------
+// Shared-memory layout (floats), strides padded by one to avoid bank conflicts:
+//   We [n][d+1] | Wd [d][n+1] | be [n] | bb [d] | xs [R][d] | xc [R][d] | f [R][n]
+//   | diff [R][d] | dpre [R][n] | gbe [n] | red [64]
+// total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64  (persistent_smem_floats in launch.rs)
+// m_* / v_* are zero-initialised by the caller; loss may be 0 (NULL) or [N, steps].
+extern "C" __global__ void __launch_bounds__(512)
+sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
+                         float *__restrict__ b_enc, float *__restrict__ W_dec,
+                         float *__restrict__ b_tied, float *__restrict__ m_we,
+                         float *__restrict__ v_we, float *__restrict__ m_be,
+                         float *__restrict__ v_be, float *__restrict__ m_wd,
+                         float *__restrict__ v_wd, float *__restrict__ m_b,
+                         float *__restrict__ v_b, unsigned R, unsigned d, unsigned n,
+                         unsigned steps, float lr, float b1, float b2, float eps, float lambda,
+                         float *__restrict__ loss) {
+    extern __shared__ float sm[];
+    const unsigned s = blockIdx.x;
+    const unsigned tid = threadIdx.x, nt = blockDim.x;
+    const unsigned lane = tid & 31u, warp = tid >> 5, nwarps = nt >> 5;
+    const unsigned ldwe = d + 1, ldwd = n + 1;
+    float *We = sm;
+    float *Wd = We + (size_t)n * ldwe;
+    float *be = Wd + (size_t)d * ldwd;
+    float *bb = be + n;
+    float *xs = bb + d;
+    float *xc = xs + (size_t)R * d;
+    float *f = xc + (size_t)R * d;
+    float *diff = f + (size_t)R * n;
+    float *dpre = diff + (size_t)R * d;
+    float *gbe = dpre + (size_t)R * n;
+    float *red = gbe + n;
+
+    const size_t we_off = (size_t)s * n * d, wd_off = (size_t)s * d * n;
+    // load
+    for (unsigned i = tid; i < n * d; i += nt) We[(i / d) * ldwe + i % d] = W_enc[we_off + i];
+    for (unsigned i = tid; i < d * n; i += nt) Wd[(i / n) * ldwd + i % n] = W_dec[wd_off + i];
+    for (unsigned i = tid; i < n; i += nt) be[i] = b_enc[(size_t)s * n + i];
+    for (unsigned i = tid; i < d; i += nt) bb[i] = b_tied[(size_t)s * d + i];
+    for (unsigned i = tid; i < R * d; i += nt) xs[i] = X[(size_t)s * R * d + i];
+    __syncthreads();
+
+    const float s1 = 2.0f / (float)((size_t)R * d);
+    const float lam_r = lambda / (float)R;
+
+    for (unsigned t = 1; t <= steps; ++t) {
+        // 1. renormalise rows (warp per row)
+        for (unsigned row = warp; row < n + d; row += nwarps) {
+            float *r;
+            unsigned len;
+            if (row < n) { r = We + (size_t)row * ldwe; len = d; }
+            else { r = Wd + (size_t)(row - n) * ldwd; len = n; }
+            float ss = 0.f;
+            for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
+            ss = warp_sum(ss);
+            const float nrm = fmaxf(sqrtf(ss), 1e-12f);
+            for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
+        }
+        __syncthreads();
+        // 2a. centre
+        for (unsigned i = tid; i < R * d; i += nt) xc[i] = xs[i] - bb[i % d];
+        __syncthreads();
+        // 2b. encode
+        for (unsigned i = tid; i < R * n; i += nt) {
+            const unsigned r = i / n, j = i % n;
+            const float *xr = xc + (size_t)r * d;
+            const float *wr = We + (size_t)j * ldwe;
+            float acc = 0.f;
+            for (unsigned k = 0; k < d; ++k) acc = fmaf(xr[k], wr[k], acc);
+            f[i] = fmaxf(acc + be[j], 0.f);
+        }
+        __syncthreads();
+        // 2c. decode residual
+        for (unsigned i = tid; i < R * d; i += nt) {
+            const unsigned r = i / d, k = i % d;
+            const float *fr = f + (size_t)r * n;
+            const float *wr = Wd + (size_t)k * ldwd;
+            float acc = 0.f;
+            for (unsigned j = 0; j < n; ++j) acc = fmaf(fr[j], wr[j], acc);
+            diff[i] = (acc + bb[k]) - xs[i];
+        }
+        __syncthreads();
+        // 2d. loss (optional; uniform branch)
+        if (loss != nullptr) {
+            float a = 0.f, b = 0.f;
+            for (unsigned i = tid; i < R * d; i += nt) a += diff[i] * diff[i];
+            for (unsigned i = tid; i < R * n; i += nt) b += f[i];
+            a = warp_sum(a);
+            b = warp_sum(b);
+            if (lane == 0) { red[warp] = a; red[32 + warp] = b; }
+            __syncthreads();
+            if (tid == 0) {
+                float sa = 0.f, sb = 0.f;
+                for (unsigned w = 0; w < nwarps; ++w) { sa += red[w]; sb += red[32 + w]; }
+                loss[(size_t)s * steps + (t - 1)] =
+                    sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
+            }
+        }
+        // 3a. dpre = [f>0] (s1 diff W_dec + lambda/R)
+        for (unsigned i = tid; i < R * n; i += nt) {
+            const unsigned r = i / n, j = i % n;
+            float out = 0.f;
+            if (f[i] > 0.f) {
+                const float *dr = diff + (size_t)r * d;
+                float acc = 0.f;
+                for (unsigned k = 0; k < d; ++k) acc = fmaf(dr[k], Wd[(size_t)k * ldwd + j], acc);
+                out = s1 * acc + lam_r;
+            }
+            dpre[i] = out;
+        }
+        __syncthreads();
+        // 3b. g_b_enc
+        for (unsigned j = tid; j < n; j += nt) {
+            float acc = 0.f;
+            for (unsigned r = 0; r < R; ++r) acc += dpre[(size_t)r * n + j];
+            gbe[j] = acc;
+        }
+        __syncthreads();
+        const AdamK ad = make_adam(lr, b1, b2, eps, t);
+        // 3c. g_b and Adam on b (reads We before it is updated)
+        for (unsigned k = tid; k < d; k += nt) {
+            float cs = 0.f;
+            for (unsigned r = 0; r < R; ++r) cs += diff[(size_t)r * d + k];
+            float acc = 0.f;
+            for (unsigned j = 0; j < n; ++j) acc = fmaf(gbe[j], We[(size_t)j * ldwe + k], acc);
+            const float g = s1 * cs - acc;
+            const size_t gi = (size_t)s * d + k;
+            bb[k] = adam_update(bb[k], g, &m_b[gi], &v_b[gi], ad);
+        }
+        __syncthreads();
+        // 4+5. W_enc rows, W_dec rows (warp per row; gradients recomputed in two passes),
+        //      b_enc (thread per feature)
+        for (unsigned row = warp; row < n + d; row += nwarps) {
+            if (row < n) {
+                const unsigned j = row;
+                float *wr = We + (size_t)j * ldwe;
+                float dot = 0.f, ss = 0.f;
+                for (unsigned k = lane; k < d; k += 32) {
+                    float g = 0.f;
+                    for (unsigned r = 0; r < R; ++r) g = fmaf(dpre[(size_t)r * n + j], xc[(size_t)r * d + k], g);
+                    dot += g * wr[k];
+                    ss += wr[k] * wr[k];
+                }
+                dot = warp_sum(dot);
+                const float nrm = sqrtf(warp_sum(ss));
+                for (unsigned k = lane; k < d; k += 32) {
+                    float g = 0.f;
+                    for (unsigned r = 0; r < R; ++r) g = fmaf(dpre[(size_t)r * n + j], xc[(size_t)r * d + k], g);
+                    const float w = wr[k];
+                    g = radial(g, dot, w, nrm);
+                    const size_t gi = we_off + (size_t)j * d + k;
+                    wr[k] = adam_update(w, g, &m_we[gi], &v_we[gi], ad);
+                }
+            } else {
+                const unsigned k = row - n;
+                float *wr = Wd + (size_t)k * ldwd;
+                float dot = 0.f, ss = 0.f;
+                for (unsigned j = lane; j < n; j += 32) {
+                    float g = 0.f;
+                    for (unsigned r = 0; r < R; ++r) g = fmaf(diff[(size_t)r * d + k], f[(size_t)r * n + j], g);
+                    g = s1 * g;
+                    dot += g * wr[j];
+                    ss += wr[j] * wr[j];
+                }
+                dot = warp_sum(dot);
+                const float nrm = sqrtf(warp_sum(ss));
+                for (unsigned j = lane; j < n; j += 32) {
+                    float g = 0.f;
+                    for (unsigned r = 0; r < R; ++r) g = fmaf(diff[(size_t)r * d + k], f[(size_t)r * n + j], g);
+                    g = s1 * g;
+                    const float w = wr[j];
+                    g = radial(g, dot, w, nrm);
+                    const size_t gi = wd_off + (size_t)k * n + j;
+                    wr[j] = adam_update(w, g, &m_wd[gi], &v_wd[gi], ad);
+                }
+            }
+        }
+        for (unsigned j = tid; j < n; j += nt) {
+            const size_t gi = (size_t)s * n + j;
+            be[j] = adam_update(be[j], gbe[j], &m_be[gi], &v_be[gi], ad);
+        }
+        __syncthreads();
+    }
+    // store (un-normalised params after the last Adam step, like the torch state dict)
+    for (unsigned i = tid; i < n * d; i += nt) W_enc[we_off + i] = We[(i / d) * ldwe + i % d];
+    for (unsigned i = tid; i < d * n; i += nt) W_dec[wd_off + i] = Wd[(i / n) * ldwd + i % n];
+    for (unsigned i = tid; i < n; i += nt) b_enc[(size_t)s * n + i] = be[i];
+    for (unsigned i = tid; i < d; i += nt) b_tied[(size_t)s * d + i] = bb[i];
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# One-shot GPU check, run on the GPU machine from the repo root, with a prebuilt
+# `cargo build --release --features cuda` binary copied to gpu-bin/headcode (carried).
+#   1. headcode selftest --device cuda          (every kernel vs the CPU reference)
+#   2. headcode bench for gpt2-small-shape and gpt2-xl-shape  (JSON in $OUT)
+#   3. the PyTorch peer (shared/bench/peer_bench.py) on the same GPU  (JSON in $OUT)
+#   4. a table: ours vs PyTorch, with ratios (also $OUT/compare.txt)
+# Needs no network and builds nothing. Exit status: that of the self-test.
+# HEADCODE_NO_GRAPHS=1 makes the batched SAE trainer launch kernels directly (no CUDA graph).
+set -uo pipefail
+OUT=${OUT:-out/gpu-check}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+PY=/opt/torch/.venv/bin/python
+[ -x "$PY" ] || PY=python3
+BIN=gpu-bin/headcode
+if [ ! -x "$BIN" ]; then
+    echo "missing $BIN (cargo build --release --features cuda; cp target/release/headcode gpu-bin/)" >&2
+    exit 2
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
+
+echo "=== selftest ==="
+timeout 240 "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
+selftest_rc=${PIPESTATUS[0]}
+echo "selftest exit status: $selftest_rc"
+
+# Optional: SANITIZE=1 reruns the self-test under compute-sanitizer memcheck (slow; pass a
+# quicker self-test through SANITIZE_ARGS, e.g. SANITIZE_ARGS=--quick if the CLI has it).
+if [ "${SANITIZE:-0}" = 1 ]; then
+    CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    echo "=== compute-sanitizer memcheck ==="
+    timeout 300 "$CS" --tool memcheck --leak-check no --error-exitcode 99 \
+        "$BIN" selftest --device cuda ${SANITIZE_ARGS:-} 2>&1 | tail -40 | tee "$OUT/sanitizer.log"
+fi
+
+echo "=== bench (ours) ==="
+timeout 150 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
+timeout 200 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
+
+echo "=== peer (PyTorch) ==="
+PEER=""
+for p in shared/bench/peer_bench.py ../shared/bench/peer_bench.py; do
+    if [ -f "$p" ]; then PEER=$p; break; fi
+done
+if [ -n "$PEER" ]; then
+    PYTHONUNBUFFERED=1 timeout 150 "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
+else
+    echo "peer_bench.py not found (looked in shared/bench and ../shared/bench)" | tee "$OUT/peer.log"
+fi
+
+echo "=== ours vs PyTorch (same GPU) ==="
+"$PY" - "$OUT" <<'PYEOF' | tee "$OUT/compare.txt"
+import json, os, re, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except Exception as e:
+        print(f"(no {name}: {e})")
+        return None
+small, xl = load("bench_small.json"), load("bench_xl.json")
+peer = {}
+try:
+    for line in open(os.path.join(out, "peer.log")):
+        m = re.match(r"\s*([0-9.]+) ms  (.*\S)\s*$", line)
+        if m:
+            peer[m.group(2)] = float(m.group(1))
+except OSError:
+    pass
+with open(os.path.join(out, "peer.json"), "w") as f:
+    json.dump(peer, f, indent=1)
+def P(prefix):
+    for k, v in peer.items():
+        if k.startswith(prefix):
+            return v
+    return None
+def S(rep, stage):
+    if not rep:
+        return None
+    if stage in ("pipeline_shared_ms", "pipeline_per_head_z_ms"):
+        return rep.get(stage)
+    for s in rep.get("stages", []):
+        if s["stage"] == stage:
+            return s["median_ms"]
+    return None
+rows = [
+    ("hook (ours: reduce+W_O only; torch: incl. GPT-2 forward)", "hook_result", "hook 500 prompts, one batch"),
+    ("shared SAE 768->200, 500 steps", "sae_shared", "shared SAE 768->200, 10x144"),
+    ("shared SAE, torch CUDA graph", "sae_shared", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
+    ("144 per-head SAEs on z 64->200", "sae_per_head_z", "144 per-head SAEs on z 64->200 (bmm)"),
+    ("144 per-head SAEs on z, torch CUDA graph", "sae_per_head_z", "144 per-head SAEs on z 64->200, CUDA graph"),
+    ("144 per-head SAEs on result 768->200", "sae_per_head_result", "144 per-head SAEs 768->200 (bmm)"),
+    ("144 per-head SAEs on result, torch CUDA graph", "sae_per_head_result", "144 per-head SAEs 768->200, CUDA graph"),
+    ("encode+argmax+|P\\N|", "encode_argmax_score", "encode+argmax+|P\\N| (torch ops)"),
+    ("pipeline (torch incl. forward)", "pipeline_shared_ms", "TOTAL batched PyTorch"),
+]
+def fmt(v):
+    return "       -" if v is None else f"{v:9.3f}"
+print(f"{'stage (gpt2-small shape)':<58} {'ours ms':>9} {'torch ms':>9} {'torch/ours':>10}")
+for label, ours_key, peer_key in rows:
+    o, p = S(small, ours_key), P(peer_key)
+    ratio = f"{p / o:9.1f}x" if (o and p) else "         -"
+    print(f"{label:<58} {fmt(o)} {fmt(p)} {ratio}")
+print("\ntargets: shared SAE <= 10 ms; per-head z <= 3 ms; pipeline <= 25 ms (ours, excluding the model forward)")
+for name, rep in (("gpt2-small-shape", small), ("gpt2-xl-shape", xl)):
+    if not rep:
+        continue
+    print(f"\n{name} on {rep['device']}: peak {rep['peak_mem_bytes'] / 2**20:.0f} MiB above baseline")
+    for s in rep["stages"]:
+        print(f"  {s['median_ms']:10.3f} ms  {s['stage']:<32} (n={s['reps']}) {s['detail']}")
+    print(f"  {rep['pipeline_shared_ms']:10.3f} ms  pipeline shared SAE")
+    print(f"  {rep['pipeline_per_head_z_ms']:10.3f} ms  pipeline per-head SAEs on z")
+PYEOF
+exit "$selftest_rc"

@@ -1,0 +1,529 @@
+//! Per-stage GPU timings at the paper's shapes, measured with CUDA events (median of
+//! `reps` runs after `warmup` runs), on device-resident random inputs (timings do not depend
+//! on the values). Stages:
+//! * `hook_result`: mean over 18 positions of z [500, 18, H, 64] projected by W_O -> [500, H, d_model]
+//! * `hook_z`: the same without the projection -> [500, H, 64]
+//! * `sae_shared`: one SAE d_model -> 200 on 10 x H rows, 500 Adam steps
+//! * `sae_per_head_z`: H SAEs 64 -> 200, 10 rows each, 500 steps
+//! * `sae_per_head_result`: H SAEs d_model -> 200, 10 rows each, 500 steps
+//! * `encode_argmax_score`: shared-SAE codes of all 500 x H vectors + node scores |P\N|, |N\P|
+//! * `encode_argmax_score_per_head_z`: per-head-SAE codes of z + node scores
+//! * `edge_score`: per-head-pair counts of code pairs seen only on positives
+//!
+//! `pipeline_shared_ms` = hook_result + sae_shared + encode_argmax_score (the paper's method);
+//! `pipeline_per_head_z_ms` = hook_z + sae_per_head_z + encode_argmax_score_per_head_z.
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Model shapes the benchmark knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelShape {
+    /// GPT-2 small: 12 x 12 heads, d_head 64, d_model 768.
+    Gpt2Small,
+    /// GPT-2 XL: 48 x 25 heads, d_head 64, d_model 1600.
+    Gpt2Xl,
+}
+
+impl ModelShape {
+    /// Accepts "gpt2-small-shape", "gpt2-small", "small", "gpt2-xl-shape", "gpt2-xl", "xl".
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().trim_end_matches("-shape") {
+            "gpt2-small" | "gpt2" | "small" => Ok(ModelShape::Gpt2Small),
+            "gpt2-xl" | "xl" => Ok(ModelShape::Gpt2Xl),
+            other => Err(Error::InvalidInput(format!(
+                "unknown bench model shape {other:?} (expected gpt2-small-shape or gpt2-xl-shape)"
+            ))),
+        }
+    }
+
+    pub fn dims(self) -> ShapeDims {
+        let (name, layers, heads_per_layer, d_model) = match self {
+            ModelShape::Gpt2Small => ("gpt2-small-shape", 12, 12, 768),
+            ModelShape::Gpt2Xl => ("gpt2-xl-shape", 48, 25, 1600),
+        };
+        ShapeDims {
+            name: name.into(),
+            prompts: 500,
+            positives: 250,
+            tokens: 18,
+            layers,
+            heads_per_layer,
+            heads: layers * heads_per_layer,
+            d_head: 64,
+            d_model,
+            features: 200,
+            sae_examples: 10,
+            steps: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapeDims {
+    pub name: String,
+    pub prompts: usize,
+    pub positives: usize,
+    pub tokens: usize,
+    pub layers: usize,
+    pub heads_per_layer: usize,
+    pub heads: usize,
+    pub d_head: usize,
+    pub d_model: usize,
+    pub features: usize,
+    pub sae_examples: usize,
+    pub steps: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub model: ModelShape,
+    /// Timed runs per stage (>= 10 asked; a stage whose one run exceeds
+    /// `stage_budget_s / reps` gets fewer, never under 3; the report says how many).
+    pub reps: usize,
+    pub warmup: usize,
+    pub stage_budget_s: f64,
+    pub print: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            model: ModelShape::Gpt2Small,
+            reps: 10,
+            warmup: 2,
+            stage_budget_s: 30.0,
+            print: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub stage: String,
+    pub detail: String,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub reps: usize,
+    /// Peak device memory in use during the stage, above the context's baseline (bytes).
+    pub peak_mem_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub device: String,
+    pub shape: ShapeDims,
+    pub timing_method: String,
+    pub stages: Vec<StageTiming>,
+    pub pipeline_shared_ms: f64,
+    pub pipeline_per_head_z_ms: f64,
+    /// Largest device memory in use above the baseline, over all stages (bytes).
+    pub peak_mem_bytes: u64,
+    /// Device memory in use right after the context was created (bytes).
+    pub baseline_mem_bytes: u64,
+}
+
+impl BenchReport {
+    pub fn stage_ms(&self, stage: &str) -> Option<f64> {
+        self.stages
+            .iter()
+            .find(|s| s.stage == stage)
+            .map(|s| s.median_ms)
+    }
+}
+
+/// Median of a non-empty list.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// Run the benchmark (requires `--features cuda` and a GPU).
+pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
+    #[cfg(feature = "cuda")]
+    {
+        imp::run(opts)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = opts;
+        Err(Error::NoCuda)
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use cudarc::driver::sys::CUevent_flags;
+    use cudarc::driver::CudaSlice;
+
+    use super::*;
+    use crate::gpu::cuda::{CudaResultExt, DevSaes};
+    use crate::gpu::{GpuContext, HookDims, HookReduce, TrainConfig};
+
+    struct Timer<'a> {
+        gpu: &'a GpuContext,
+        opts: &'a BenchOptions,
+        stages: Vec<StageTiming>,
+    }
+
+    impl Timer<'_> {
+        fn time_once(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+            let ctx = self.gpu.context();
+            let stream = self.gpu.stream();
+            let a = ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .cuda("event")?;
+            let b = ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .cuda("event")?;
+            a.record(stream).cuda("event record")?;
+            f()?;
+            b.record(stream).cuda("event record")?;
+            b.synchronize().cuda("event synchronize")?;
+            Ok(a.elapsed_ms(&b).cuda("event elapsed")? as f64)
+        }
+
+        /// `prep` runs untimed before every run (e.g. restoring the initial SAE params).
+        fn stage(
+            &mut self,
+            name: &str,
+            detail: String,
+            prep: &mut dyn FnMut() -> Result<()>,
+            f: &mut dyn FnMut() -> Result<()>,
+        ) -> Result<f64> {
+            self.gpu.sync()?;
+            self.gpu.reset_mem_peak();
+            let base = self.gpu.mem_stats().0;
+            let mut first = f64::INFINITY;
+            for _ in 0..self.opts.warmup.max(1) {
+                prep()?;
+                first = first.min(self.time_once(f)?);
+                if first > 1000.0 {
+                    break; // a slow stage (GPT-2-XL per-head SAEs): one warm-up is enough
+                }
+            }
+            let budget_reps = (self.opts.stage_budget_s * 1e3 / first.max(1e-3)).floor() as usize;
+            let reps = self.opts.reps.max(1).min(budget_reps.max(3));
+            let mut ts = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                prep()?;
+                ts.push(self.time_once(f)?);
+            }
+            let peak = self.gpu.mem_stats().1.saturating_sub(base) as u64;
+            let t = StageTiming {
+                stage: name.into(),
+                detail,
+                median_ms: median(&ts),
+                min_ms: ts.iter().cloned().fold(f64::INFINITY, f64::min),
+                max_ms: ts.iter().cloned().fold(0.0, f64::max),
+                reps,
+                peak_mem_bytes: peak,
+            };
+            if self.opts.print {
+                println!(
+                    "{:>10.3} ms  (min {:.3}, max {:.3}, n={})  {:<32} {}",
+                    t.median_ms, t.min_ms, t.max_ms, t.reps, t.stage, t.detail
+                );
+            }
+            let m = t.median_ms;
+            self.stages.push(t);
+            Ok(m)
+        }
+    }
+
+    fn rand_saes(gpu: &GpuContext, count: usize, d: usize, n: usize, seed: u64) -> Result<DevSaes> {
+        let mut w_enc = gpu.zeros::<f32>(count * n * d)?;
+        let mut w_dec = gpu.zeros::<f32>(count * d * n)?;
+        let mut b_enc = gpu.zeros::<f32>(count * n)?;
+        let b = gpu.zeros::<f32>(count * d)?;
+        gpu.d_fill_uniform(&mut w_enc, seed, -1.0, 1.0)?;
+        gpu.d_fill_uniform(&mut w_dec, seed + 1, -1.0, 1.0)?;
+        let bound = 1.0 / (d as f32).sqrt();
+        gpu.d_fill_uniform(&mut b_enc, seed + 2, -bound, bound)?;
+        gpu.d_renorm_rows(&mut w_enc, count * n, d)?;
+        gpu.d_renorm_rows(&mut w_dec, count * d, n)?;
+        Ok(DevSaes {
+            count,
+            d,
+            n,
+            w_enc,
+            b_enc,
+            w_dec,
+            b,
+        })
+    }
+
+    fn restore(gpu: &GpuContext, dst: &mut DevSaes, src: &DevSaes) -> Result<()> {
+        let s = gpu.stream();
+        s.memcpy_dtod(&src.w_enc, &mut dst.w_enc).cuda("copy")?;
+        s.memcpy_dtod(&src.b_enc, &mut dst.b_enc).cuda("copy")?;
+        s.memcpy_dtod(&src.w_dec, &mut dst.w_dec).cuda("copy")?;
+        s.memcpy_dtod(&src.b, &mut dst.b).cuda("copy")?;
+        Ok(())
+    }
+
+    fn clone_saes(gpu: &GpuContext, s: &DevSaes) -> Result<DevSaes> {
+        let st = gpu.stream();
+        Ok(DevSaes {
+            count: s.count,
+            d: s.d,
+            n: s.n,
+            w_enc: st.clone_dtod(&s.w_enc).cuda("copy")?,
+            b_enc: st.clone_dtod(&s.b_enc).cuda("copy")?,
+            w_dec: st.clone_dtod(&s.w_dec).cuda("copy")?,
+            b: st.clone_dtod(&s.b).cuda("copy")?,
+        })
+    }
+
+    fn filled(gpu: &GpuContext, len: usize, seed: u64) -> Result<CudaSlice<f32>> {
+        let mut x = gpu.zeros::<f32>(len)?;
+        gpu.d_fill_uniform(&mut x, seed, -1.0, 1.0)?;
+        Ok(x)
+    }
+
+    pub(super) fn run(opts: &BenchOptions) -> Result<BenchReport> {
+        let gpu = GpuContext::new()?;
+        let sh = opts.model.dims();
+        let (e, t, h, dh, dm, n, ex) = (
+            sh.prompts,
+            sh.tokens,
+            sh.heads,
+            sh.d_head,
+            sh.d_model,
+            sh.features,
+            sh.sae_examples,
+        );
+        if opts.print {
+            println!(
+                "bench {} on {} (CUDA events, median of {} after {} warm-up)",
+                sh.name,
+                gpu.device_name(),
+                opts.reps,
+                opts.warmup
+            );
+        }
+        let mut tm = Timer {
+            gpu: &gpu,
+            opts,
+            stages: Vec::new(),
+        };
+        let mut none = || Ok(());
+
+        // ---- hook
+        let z = filled(&gpu, e * t * h * dh, 11)?;
+        let mask = gpu.upload(&vec![1u8; e * t])?;
+        let w_o = filled(&gpu, h * dh * dm, 12)?;
+        let dims = HookDims {
+            batch: e,
+            pos: t,
+            heads: h,
+            d_head: dh,
+        };
+        let mut x_res = gpu.zeros::<f32>(e * h * dm)?;
+        let mut x_z = gpu.zeros::<f32>(e * h * dh)?;
+        let t_hook = tm.stage(
+            "hook_result",
+            format!("mean over {t} positions of z[{e},{t},{h},{dh}] @ W_O -> [{e},{h},{dm}]"),
+            &mut none,
+            &mut || {
+                gpu.d_hook(
+                    &z,
+                    &mask,
+                    dims,
+                    HookReduce::Mean,
+                    Some((&w_o, dm)),
+                    &mut x_res,
+                )
+            },
+        )?;
+        let t_hook_z = tm.stage(
+            "hook_z",
+            format!("mean over {t} positions -> [{e},{h},{dh}]"),
+            &mut none,
+            &mut || gpu.d_hook(&z, &mask, dims, HookReduce::Mean, None, &mut x_z),
+        )?;
+        drop(z);
+
+        let cfg = TrainConfig {
+            steps: sh.steps,
+            ..TrainConfig::default()
+        };
+        // ---- shared SAE
+        let x_sh = filled(&gpu, ex * h * dm, 13)?;
+        let init_sh = rand_saes(&gpu, 1, dm, n, 100)?;
+        let mut sh_sae = clone_saes(&gpu, &init_sh)?;
+        let path_sh = gpu.auto_train_path(ex * h, dm, n);
+        let t_sae = {
+            let sae = std::cell::RefCell::new(&mut sh_sae);
+            tm.stage(
+                "sae_shared",
+                format!(
+                    "1 SAE {dm}->{n}, {} rows, {} steps, {path_sh:?}",
+                    ex * h,
+                    sh.steps
+                ),
+                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_sh),
+                &mut || {
+                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
+            )?
+        };
+        drop(x_sh);
+
+        // ---- per-head SAEs on z
+        let x_phz = filled(&gpu, h * ex * dh, 14)?;
+        let init_z = rand_saes(&gpu, h, dh, n, 200)?;
+        let mut z_sae = clone_saes(&gpu, &init_z)?;
+        let path_z = gpu.auto_train_path(ex, dh, n);
+        let t_sae_z = {
+            let sae = std::cell::RefCell::new(&mut z_sae);
+            tm.stage(
+                "sae_per_head_z",
+                format!(
+                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, {path_z:?}",
+                    sh.steps
+                ),
+                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_z),
+                &mut || {
+                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
+            )?
+        };
+        drop(x_phz);
+        drop(init_z);
+
+        // ---- per-head SAEs on result
+        {
+            let x_phr = filled(&gpu, h * ex * dm, 15)?;
+            let init_r = rand_saes(&gpu, h, dm, n, 300)?;
+            let mut r_sae = clone_saes(&gpu, &init_r)?;
+            let path_r = gpu.auto_train_path(ex, dm, n);
+            let sae = std::cell::RefCell::new(&mut r_sae);
+            tm.stage(
+                "sae_per_head_result",
+                format!(
+                    "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, {path_r:?}",
+                    sh.steps
+                ),
+                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_r),
+                &mut || {
+                    gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
+            )?;
+        }
+
+        // ---- encode + argmax + node score
+        let is_pos: Vec<u8> = (0..e).map(|i| (i < sh.positives) as u8).collect();
+        let is_pos = gpu.upload(&is_pos)?;
+        let mut codes = gpu.zeros::<u32>(e * h)?;
+        let t_enc = tm.stage(
+            "encode_argmax_score",
+            format!("shared SAE codes of [{e},{h},{dm}] + node |P\\N|, |N\\P|"),
+            &mut none,
+            &mut || {
+                gpu.d_encode_argmax(&sh_sae, &x_res, e, h, &mut codes)?;
+                gpu.d_node_overlap(&codes, &is_pos, e, h, n).map(|_| ())
+            },
+        )?;
+        let mut codes_z = gpu.zeros::<u32>(e * h)?;
+        let t_enc_z = tm.stage(
+            "encode_argmax_score_per_head_z",
+            format!("per-head SAE codes of [{e},{h},{dh}] + node scores"),
+            &mut none,
+            &mut || {
+                gpu.d_encode_argmax(&z_sae, &x_z, e, h, &mut codes_z)?;
+                gpu.d_node_overlap(&codes_z, &is_pos, e, h, n).map(|_| ())
+            },
+        )?;
+        tm.stage(
+            "edge_score",
+            format!(
+                "{} head pairs x {e} examples, {n}^2-bit sets",
+                h * (h - 1) / 2
+            ),
+            &mut none,
+            &mut || {
+                gpu.d_edge_overlap(&codes, &is_pos, e, h, n, None)
+                    .map(|_| ())
+            },
+        )?;
+
+        let (baseline, _) = gpu.mem_stats();
+        let peak = tm
+            .stages
+            .iter()
+            .map(|s| s.peak_mem_bytes)
+            .max()
+            .unwrap_or(0);
+        let report = BenchReport {
+            device: gpu.device_name().to_string(),
+            shape: sh,
+            timing_method: format!(
+                "CUDA events on one stream; median of up to {} runs after {} warm-up",
+                opts.reps, opts.warmup
+            ),
+            pipeline_shared_ms: t_hook + t_sae + t_enc,
+            pipeline_per_head_z_ms: t_hook_z + t_sae_z + t_enc_z,
+            stages: tm.stages,
+            peak_mem_bytes: peak,
+            baseline_mem_bytes: baseline as u64,
+        };
+        if opts.print {
+            println!(
+                "{:>10.3} ms  pipeline (hook_result + sae_shared + encode_argmax_score)",
+                report.pipeline_shared_ms
+            );
+            println!(
+                "{:>10.3} ms  pipeline (hook_z + sae_per_head_z + encode_argmax_score_per_head_z)",
+                report.pipeline_per_head_z_ms
+            );
+            println!(
+                "peak device memory above baseline: {:.1} MiB",
+                peak as f64 / (1 << 20) as f64
+            );
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_and_parsing() {
+        assert_eq!(
+            ModelShape::parse("gpt2-small-shape").unwrap(),
+            ModelShape::Gpt2Small
+        );
+        assert_eq!(
+            ModelShape::parse("GPT2-XL-shape").unwrap(),
+            ModelShape::Gpt2Xl
+        );
+        assert!(ModelShape::parse("llama").is_err());
+        let s = ModelShape::Gpt2Small.dims();
+        assert_eq!((s.heads, s.d_model), (144, 768));
+        let x = ModelShape::Gpt2Xl.dims();
+        assert_eq!((x.heads, x.d_model), (1200, 1600));
+        assert!(serde_json::to_string(&x).is_ok());
+    }
+
+    #[test]
+    fn median_odd_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}

@@ -1,0 +1,314 @@
+//! Launch-configuration math and memory layouts shared by the CUDA wrappers. Pure Rust, no
+//! CUDA needed: everything here is unit-tested on the CPU. Each function mirrors the launch
+//! mapping documented in the header of the matching `kernels/*.cu` file.
+
+/// Threads per block of the warp-per-row kernels (argmax, renorm, radial Adam).
+pub const ROW_BLOCK: u32 = 256;
+/// Threads per block of the 1-D elementwise kernels.
+pub const ELEM_BLOCK: u32 = 256;
+/// Threads per block of the persistent SAE trainer (`__launch_bounds__(512)` in sae.cu).
+pub const PERSIST_THREADS: u32 = 512;
+/// Tile of `gemm_f32` (rows x cols); K step 16.
+pub const GEMM_TILE: u32 = 64;
+/// Batch rows per block in `hook_reduce_f32` (`HOOK_BT` in hook.cu).
+pub const HOOK_BT: u32 = 16;
+/// Batched trainer: at most this many rows per SAE use the fused outer-product gradient +
+/// Adam kernel (`sae_adam_radial_outer_f32`) instead of two gradient GEMMs.
+pub const OUTER_MAX_ROWS: usize = 64;
+/// Threads per block of the edge kernels.
+pub const EDGE_BLOCK: u32 = 256;
+
+/// Ceil division.
+pub fn div_ceil_u32(a: u64, b: u64) -> Option<u32> {
+    if b == 0 {
+        return None;
+    }
+    u32::try_from(a.div_ceil(b)).ok()
+}
+
+/// Grid (x) for one warp per row with `block` threads per block.
+pub fn warp_per_row_grid(rows: usize, block: u32) -> Option<u32> {
+    let warps = (block / 32).max(1) as u64;
+    div_ceil_u32(rows as u64, warps)
+}
+
+/// Grid (x) for one thread per element.
+pub fn elementwise_grid(elems: usize, block: u32) -> Option<u32> {
+    div_ceil_u32(elems as u64, block as u64)
+}
+
+/// Grid of `gemm_f32` for a batch of `batch` (m x nc) outputs: (x = col tiles, y = row tiles, z = batch).
+pub fn gemm_grid(m: usize, nc: usize, batch: usize) -> Option<(u32, u32, u32)> {
+    let gx = div_ceil_u32(nc as u64, GEMM_TILE as u64)?;
+    let gy = div_ceil_u32(m as u64, GEMM_TILE as u64)?;
+    let gz = u32::try_from(batch).ok()?;
+    (gy <= 65_535 && gz <= 65_535 && gz > 0).then_some((gx, gy, gz))
+}
+
+/// Words (u32) of a bitset of `bits` bits.
+pub fn bitset_words(bits: u64) -> u64 {
+    bits.div_ceil(32)
+}
+
+/// Position of bit `c` of head `h` in the node bitsets of overlap.cu: (word index, mask).
+pub fn node_bit(h: usize, c: u32, words_per_head: usize) -> (usize, u32) {
+    (h * words_per_head + (c as usize >> 5), 1u32 << (c & 31))
+}
+
+/// Bit index of the code pair (c1, c2) in an edge bitset (row-major n x n).
+pub fn edge_bit(c1: u32, c2: u32, n_codes: u32) -> u64 {
+    c1 as u64 * n_codes as u64 + c2 as u64
+}
+
+/// Dynamic shared memory of `edge_bitset_u32`: two n^2-bit bitsets.
+pub fn edge_bitset_smem_bytes(n_codes: usize) -> u64 {
+    2 * bitset_words((n_codes as u64) * (n_codes as u64)) * 4
+}
+
+/// Dynamic shared memory of `edge_list_u32`: one u64 key per example.
+pub fn edge_list_smem_bytes(examples: usize) -> u64 {
+    examples as u64 * 8
+}
+
+/// Which edge kernel to use given the per-block shared memory limit (opt-in bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum EdgeAlgo {
+    /// Two n^2-bit bitsets per head pair in shared memory.
+    Bitset,
+    /// O(E^2) key comparison per head pair, E keys in shared memory.
+    List,
+}
+
+pub fn choose_edge_algo(n_codes: usize, examples: usize, smem_limit: u64) -> Option<EdgeAlgo> {
+    if edge_bitset_smem_bytes(n_codes) <= smem_limit {
+        Some(EdgeAlgo::Bitset)
+    } else if edge_list_smem_bytes(examples) <= smem_limit {
+        Some(EdgeAlgo::List)
+    } else {
+        None
+    }
+}
+
+/// Floats of dynamic shared memory of `sae_train_persistent_f32` (layout in sae.cu).
+pub fn persistent_smem_floats(rows: usize, d: usize, n: usize) -> u64 {
+    let (r, d, n) = (rows as u64, d as u64, n as u64);
+    n * (d + 1) + d * (n + 1) + 2 * n + d + 3 * r * d + 2 * r * n + 64
+}
+
+pub fn persistent_smem_bytes(rows: usize, d: usize, n: usize) -> u64 {
+    persistent_smem_floats(rows, d, n) * 4
+}
+
+/// Dynamic shared memory of `hook_reduce_f32`.
+pub fn hook_smem_bytes(d_head: usize) -> u64 {
+    HOOK_BT as u64 * d_head as u64 * 4
+}
+
+/// Grid of `hook_reduce_f32`: (batch tiles, heads).
+pub fn hook_grid(batch: usize, heads: usize) -> Option<(u32, u32)> {
+    let gx = div_ceil_u32(batch as u64, HOOK_BT as u64)?;
+    let gy = u32::try_from(heads).ok()?;
+    (gy <= 65_535).then_some((gx, gy))
+}
+
+/// Parse a compute capability as build.rs does: "90", "9.0", "sm_90", "90a" -> "90".
+pub fn parse_compute_cap(raw: &str) -> Option<String> {
+    let s = raw
+        .trim()
+        .trim_start_matches("sm_")
+        .trim_start_matches("compute_")
+        .trim_end_matches('a');
+    let digits = match s.split_once('.') {
+        Some((maj, min)) => format!("{maj}{min}"),
+        None => s.to_string(),
+    };
+    (digits.len() >= 2 && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
+}
+
+/// Adam bias-correction constants as the kernels compute them (double, then f32):
+/// returns (lr / (1 - b1^t), sqrt(1 - b2^t)).
+pub fn adam_consts(lr: f32, b1: f32, b2: f32, t: u32) -> (f32, f32) {
+    let bc1 = 1.0 - (b1 as f64).powi(t as i32);
+    let bc2 = 1.0 - (b2 as f64).powi(t as i32);
+    ((lr as f64 / bc1) as f32, bc2.sqrt() as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compute_cap_forms() {
+        for raw in ["90", "9.0", "sm_90", "90a", " sm_90a ", "compute_90"] {
+            assert_eq!(parse_compute_cap(raw).as_deref(), Some("90"), "{raw}");
+        }
+        assert_eq!(parse_compute_cap("8.6").as_deref(), Some("86"));
+        assert_eq!(parse_compute_cap("sm_100").as_deref(), Some("100"));
+        assert!(parse_compute_cap("").is_none());
+        assert!(parse_compute_cap("nine").is_none());
+        assert!(parse_compute_cap("9").is_none());
+    }
+
+    #[test]
+    fn grids_cover_all_work() {
+        assert_eq!(warp_per_row_grid(72_000, ROW_BLOCK), Some(9_000));
+        assert_eq!(warp_per_row_grid(1, ROW_BLOCK), Some(1));
+        assert_eq!(warp_per_row_grid(9, ROW_BLOCK), Some(2));
+        assert_eq!(elementwise_grid(257, 256), Some(2));
+        assert_eq!(gemm_grid(1440, 200, 1), Some((4, 23, 1)));
+        assert_eq!(gemm_grid(10, 768, 144), Some((12, 1, 144)));
+        assert_eq!(gemm_grid(10, 768, 70_000), None);
+        assert_eq!(hook_grid(500, 144), Some((32, 144)));
+        assert_eq!(div_ceil_u32(1, 0), None);
+    }
+
+    #[test]
+    fn bitset_layout() {
+        assert_eq!(bitset_words(200), 7);
+        assert_eq!(bitset_words(64), 2);
+        assert_eq!(node_bit(0, 0, 7), (0, 1));
+        assert_eq!(node_bit(2, 33, 7), (15, 2));
+        assert_eq!(node_bit(1, 199, 7), (7 + 6, 1 << 7));
+        assert_eq!(edge_bit(3, 5, 200), 605);
+        // n = 200: two 40 000-bit sets = 2 * 1250 words = 10 000 bytes
+        assert_eq!(edge_bitset_smem_bytes(200), 10_000);
+        assert_eq!(
+            choose_edge_algo(200, 500, 48 * 1024),
+            Some(EdgeAlgo::Bitset)
+        );
+        assert_eq!(
+            choose_edge_algo(2000, 500, 227 * 1024),
+            Some(EdgeAlgo::List)
+        );
+        assert_eq!(choose_edge_algo(2000, 100_000, 227 * 1024), None);
+    }
+
+    #[test]
+    fn persistent_fits_h100_for_z_shape() {
+        // 144 per-head SAEs on z: d = 64, n = 200, 10 rows each.
+        let b = persistent_smem_bytes(10, 64, 200);
+        assert!(b < 227 * 1024, "{b}");
+        assert!(b > 100 * 1024);
+        // 768-wide SAEs do not fit: they take the batched path.
+        assert!(persistent_smem_bytes(10, 768, 200) > 227 * 1024);
+    }
+
+    #[test]
+    fn adam_first_step_constants() {
+        let (a, b) = adam_consts(1e-3, 0.9, 0.999, 1);
+        assert!((a - 1e-2).abs() < 1e-8);
+        // beta2 = 0.999f32 is 0.99900001..., so sqrt(1 - b2) differs from sqrt(0.001) by ~2e-7
+        assert!((b - (0.001f64).sqrt() as f32).abs() < 1e-6);
+        let (a, b) = adam_consts(1e-3, 0.9, 0.999, 10_000);
+        assert!((a - 1e-3).abs() < 1e-9 && (b - 1.0).abs() < 1e-4);
+    }
+}
+
+/// Every kernel symbol the wrappers load, by source file (checked against the sources in
+/// a CPU test, so a rename cannot slip through without a GPU).
+pub const KERNELS: &[(&str, &[&str])] = &[
+    ("codes.cu", &["argmax_rows_f32"]),
+    (
+        "overlap.cu",
+        &[
+            "node_bitsets_u32",
+            "node_popcount_u32",
+            "edge_bitset_u32",
+            "edge_list_u32",
+        ],
+    ),
+    ("hook.cu", &["hook_reduce_f32"]),
+    (
+        "sae.cu",
+        &[
+            "sae_renorm_rows_f32",
+            "sae_center_f32",
+            "gemm_f32",
+            "sae_colsum_f32",
+            "sae_grad_b_f32",
+            "sae_loss_f32",
+            "sae_adam_radial_rows_f32",
+            "sae_adam_radial_outer_f32",
+            "sae_adam_f32",
+            "sae_step_inc_u32",
+            "sae_train_persistent_f32",
+        ],
+    ),
+    ("util.cu", &["fill_uniform_f32"]),
+];
+
+#[cfg(test)]
+mod source_tests {
+    use super::KERNELS;
+
+    fn source(file: &str) -> &'static str {
+        match file {
+            "codes.cu" => include_str!("../../kernels/codes.cu"),
+            "overlap.cu" => include_str!("../../kernels/overlap.cu"),
+            "hook.cu" => include_str!("../../kernels/hook.cu"),
+            "sae.cu" => include_str!("../../kernels/sae.cu"),
+            "util.cu" => include_str!("../../kernels/util.cu"),
+            other => panic!("unknown kernel file {other}"),
+        }
+    }
+
+    /// Names of `extern "C" __global__` functions in a source (attributes between allowed).
+    fn entry_points(src: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(i) = rest.find("extern \"C\" __global__") {
+            rest = &rest[i + 21..];
+            let paren = rest.find('(').unwrap();
+            let head = &rest[..paren];
+            // the name is the last identifier before '(' (skips `void`, __launch_bounds__(...))
+            let name: String = head
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .rfind(|s| !s.is_empty())
+                .unwrap()
+                .to_string();
+            if name == "__launch_bounds__" {
+                // `__launch_bounds__(N)\nname(`: take the identifier after the attribute
+                let after = &rest[rest.find(')').unwrap() + 1..];
+                let p2 = after.find('(').unwrap();
+                out.push(after[..p2].trim().to_string());
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn wrappers_load_only_symbols_the_sources_define() {
+        for (file, names) in KERNELS {
+            let eps = entry_points(source(file));
+            for n in *names {
+                assert!(
+                    eps.iter().any(|e| e == n),
+                    "{file}: no kernel {n} (found {eps:?})"
+                );
+            }
+            for e in &eps {
+                assert!(
+                    names.contains(&e.as_str()),
+                    "{file}: kernel {e} is not listed in KERNELS"
+                );
+                let dtype = e.rsplit('_').next().unwrap();
+                assert!(
+                    ["f32", "u32"].contains(&dtype),
+                    "{e}: name must end in a dtype"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn persistent_layout_matches_kernel_comment() {
+        let src = source("sae.cu");
+        assert!(src.contains("total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64"));
+        assert!(src.contains("__launch_bounds__(512)"));
+        assert!(source("hook.cu").contains("#define HOOK_BT 16"));
+        assert_eq!(super::HOOK_BT, 16);
+        assert_eq!(super::PERSIST_THREADS, 512);
+    }
+}
