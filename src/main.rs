@@ -31,21 +31,23 @@ struct ModelArgs {
     no_processing: bool,
 }
 
+fn cuda_device() -> Result<Device> {
+    Device::new_cuda(0).context("opening CUDA device 0 for the forward pass")
+}
+
 impl ModelArgs {
     fn load(&self) -> Result<(Model, Box<dyn Tokenizer>)> {
+        self.load_on(Device::Cpu)
+    }
+
+    fn load_on(&self, device: Device) -> Result<(Model, Box<dyn Tokenizer>)> {
         let spec = ModelSpec::resolve(&self.model)?;
         let processing = if self.no_processing {
             Processing::NONE
         } else {
             Processing::TL_DEFAULT
         };
-        Ok(model::load(
-            &spec,
-            &LoadOptions {
-                processing,
-                device: Device::Cpu,
-            },
-        )?)
+        Ok(model::load(&spec, &LoadOptions { processing, device })?)
     }
 }
 
@@ -103,6 +105,18 @@ enum Cmd {
         #[arg(long)]
         circuit: Option<String>,
     },
+    /// Check every CUDA kernel against its CPU reference on seeded random inputs.
+    Selftest {
+        #[arg(long, value_enum, default_value = "cuda")]
+        device: DeviceArg,
+        /// Smaller shapes and shorter training runs.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Per-stage timings (medians) on CPU or GPU, as a table and JSON.
+    Bench(BenchArgs),
     /// Generate a task's prompt pairs as JSONL.
     Task {
         /// ioi | gt | docstring
@@ -132,6 +146,23 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// gpt2-small-shape | gpt2-xl-shape (random weights; timing does not depend on them)
+    #[arg(long, default_value = "gpt2-small-shape")]
+    model: String,
+    /// Timed runs per stage.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Prompts for the CPU forward stage (the GPU bench uses 500).
+    #[arg(long, default_value_t = 64)]
+    prompts: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -254,7 +285,159 @@ fn run(cli: Cli) -> Result<()> {
             n,
             seed,
         } => task_stats(&model, &task, n, seed),
+        Cmd::Selftest {
+            device,
+            quick,
+            seed,
+        } => selftest(device, quick, seed),
+        Cmd::Bench(a) => bench(a),
     }
+}
+
+fn selftest(device: DeviceArg, quick: bool, seed: u64) -> Result<()> {
+    if device == DeviceArg::Cpu {
+        bail!("selftest compares GPU kernels with their CPU references: use --device cuda (CPU parity is covered by `cargo test`)");
+    }
+    let r = headcode::gpu::selftest::selftest(&headcode::gpu::selftest::SelfTestOptions {
+        seed,
+        quick,
+        print: true,
+    })?;
+    println!(
+        "selftest: {} passed, {} failed on {}",
+        r.passed, r.failed, r.device
+    );
+    if !r.all_passed {
+        bail!("selftest FAILED");
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    if a.device != DeviceArg::Cpu {
+        let model = headcode::gpu::bench::ModelShape::parse(&a.model)?;
+        let r = headcode::gpu::bench::bench(&headcode::gpu::bench::BenchOptions {
+            model,
+            reps: a.reps.max(1),
+            ..Default::default()
+        })?;
+        if let Some(p) = &a.json {
+            std::fs::write(p, serde_json::to_string_pretty(&r)?)
+                .with_context(|| p.display().to_string())?;
+        }
+        return Ok(());
+    }
+    // CPU: the same stages through the library's CPU path.
+    use headcode::model::random::{gpt2_shape, random_weights};
+    let cfg = gpt2_shape(&a.model)?;
+    let heads = cfg.n_heads_total();
+    let w = random_weights(&cfg, 0, &Device::Cpu)?;
+    let model = Model::from_parts(cfg.clone(), w, Processing::TL_DEFAULT, a.model.clone())?;
+    let prompts: Vec<Vec<u32>> = (0..a.prompts.max(2) as u32)
+        .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % 50257).collect())
+        .collect();
+    let reps = a.reps.max(1);
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?;
+        let mut v = Vec::new();
+        for _ in 0..reps {
+            let t0 = std::time::Instant::now();
+            f()?;
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(v))
+    };
+    let mut rows: Vec<(String, f64, String)> = Vec::new();
+    let mut col = None;
+    let ms = time(&mut || {
+        col = Some(collect(&model, &prompts, Reduce::Mean, 32, |_| {})?);
+        Ok(())
+    })?;
+    let tok_s = (prompts.len() * 18) as f64 / (ms / 1e3);
+    rows.push((
+        format!("forward + hooks ({} prompts x 18 tokens)", prompts.len()),
+        ms,
+        format!("{tok_s:.0} tokens/s"),
+    ));
+    let col = col.context("no activations")?;
+    let k = 10.min(prompts.len());
+    let x: Vec<f32> = col.result.data[..k * heads * cfg.d_model].to_vec();
+    let xz: Vec<f32> = col.z.data[..k * heads * cfg.d_head].to_vec();
+    let steps = 20;
+    let sc = headcode::sae::SaeConfig {
+        steps,
+        ..Default::default()
+    };
+    let ms =
+        time(
+            &mut || Ok(headcode::sae::train_shared(&x, k * heads, cfg.d_model, &sc).map(|_| ())?),
+        )?;
+    rows.push((
+        format!(
+            "shared SAE {}x{}->200, {steps} steps",
+            k * heads,
+            cfg.d_model
+        ),
+        ms,
+        format!("{:.1} ms/step", ms / steps as f64),
+    ));
+    let ms = time(&mut || {
+        Ok(headcode::sae::train_per_head(&xz, k, heads, cfg.d_head, &sc).map(|_| ())?)
+    })?;
+    rows.push((
+        format!(
+            "{heads} per-head SAEs on z ({k}x{}->200), {steps} steps",
+            cfg.d_head
+        ),
+        ms,
+        format!("{:.1} ms/step", ms / steps as f64),
+    ));
+    let (sae, _) = headcode::sae::train_shared(&x, k * heads, cfg.d_model, &sc)?;
+    let n = col.result.batch();
+    let is_pos: Vec<bool> = (0..n).map(|i| i < n / 2).collect();
+    let ms = time(&mut || {
+        let t = headcode::codes::CodeTable::from_shared(
+            &sae,
+            &col.result.data,
+            n,
+            heads,
+            is_pos.clone(),
+            Default::default(),
+        )?;
+        headcode::score::node_scores(&t, false)?;
+        Ok(())
+    })?;
+    rows.push((
+        format!("encode + argmax + node score ({n} prompts)"),
+        ms,
+        String::new(),
+    ));
+    println!(
+        "CPU bench, {} (random weights), {} threads, median of {reps}",
+        a.model,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for (name, ms, note) in &rows {
+        println!("  {name:<55} {ms:>10.1} ms  {note}");
+    }
+    if let Some(p) = &a.json {
+        let j: Vec<_> = rows
+            .iter()
+            .map(|(n, m, note)| serde_json::json!({"stage": n, "median_ms": m, "note": note}))
+            .collect();
+        std::fs::write(
+            p,
+            serde_json::to_string_pretty(
+                &serde_json::json!({"device": "cpu", "model": a.model, "reps": reps, "stages": j}),
+            )?,
+        )?;
+    }
+    Ok(())
 }
 
 fn load_named(model: &str) -> Result<(Model, Box<dyn Tokenizer>)> {
@@ -342,7 +525,14 @@ fn discover(a: DiscoverArgs) -> Result<()> {
         o => bail!("--faithfulness {o:?}: expected mean, corrupt or none"),
     };
     let t0 = std::time::Instant::now();
-    let (model, tok) = a.model.load()?;
+    cfg.gpu = match a.device {
+        DeviceArg::Cpu => false,
+        DeviceArg::Cuda => true,
+        DeviceArg::Auto => headcode::gpu::require_gpu().is_ok(),
+    };
+    let (model, tok) = a
+        .model
+        .load_on(if cfg.gpu { cuda_device()? } else { Device::Cpu })?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut bars = Bars::new(a.quiet);
     let mut r = headcode::pipeline::discover(&model, tok.as_ref(), &cfg, &mut |s, d, t| {

@@ -141,6 +141,8 @@ pub struct DiscoverConfig {
     /// Prompt pairs used for patching and faithfulness (each costs forwards per head).
     pub patch_pairs: usize,
     pub faithfulness: Option<Ablation>,
+    /// Train SAEs and discretise on the GPU (the forward runs where the model lives).
+    pub gpu: bool,
 }
 
 impl DiscoverConfig {
@@ -171,6 +173,7 @@ impl DiscoverConfig {
             top_k_codes: 1,
             patch_pairs: 32,
             faithfulness: Some(Ablation::Mean),
+            gpu: false,
         }
     }
 }
@@ -459,6 +462,11 @@ pub fn discover(
     tick("baselines", t0);
 
     // SAE trials.
+    let gpu = if cfg.gpu {
+        Some(crate::gpu::GpuContext::new()?)
+    } else {
+        None
+    };
     let mut trials = Vec::with_capacity(cfg.trials);
     let mut per_trial: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
     let mut saes_out = Vec::new();
@@ -480,23 +488,40 @@ pub fn discover(
             xtrain.extend_from_slice(&x_sae[i * w..(i + 1) * w]);
         }
         progress("sae", trial, cfg.trials);
-        let (saes, log) = match cfg.sae_mode {
-            SaeMode::Shared => {
-                let (s, log) = train_shared(&xtrain, train_idx.len() * heads, d_sae, &sae_cfg)?;
-                (vec![s], log)
-            }
-            SaeMode::PerHead => train_per_head(&xtrain, train_idx.len(), heads, d_sae, &sae_cfg)?,
+        let (saes, log) = match &gpu {
+            Some(g) => gpu_train(
+                g,
+                &xtrain,
+                train_idx.len(),
+                heads,
+                d_sae,
+                cfg.sae_mode,
+                &sae_cfg,
+            )?,
+            None => match cfg.sae_mode {
+                SaeMode::Shared => {
+                    let (s, log) = train_shared(&xtrain, train_idx.len() * heads, d_sae, &sae_cfg)?;
+                    (vec![s], log)
+                }
+                SaeMode::PerHead => {
+                    train_per_head(&xtrain, train_idx.len(), heads, d_sae, &sae_cfg)?
+                }
+            },
         };
         t_sae += t0.elapsed().as_secs_f64() * 1e3;
         let t0 = Instant::now();
         let opts = CodeOptions {
             top_k: cfg.top_k_codes.max(1),
         };
-        let codes = match cfg.sae_mode {
-            SaeMode::Shared => {
+        let codes = match (&gpu, cfg.sae_mode) {
+            (Some(g), _) if opts.top_k == 1 => {
+                let c = g.encode_argmax(&saes, x_sae, examples)?;
+                CodeTable::new(c, examples, heads, cfg.sae.n_features, is_pos.clone())?
+            }
+            (_, SaeMode::Shared) => {
                 CodeTable::from_shared(&saes[0], x_sae, examples, heads, is_pos.clone(), opts)?
             }
-            SaeMode::PerHead => {
+            (_, SaeMode::PerHead) => {
                 CodeTable::from_per_head(&saes, x_sae, examples, is_pos.clone(), opts)?
             }
         };
@@ -613,6 +638,65 @@ pub fn discover(
         timings_ms: timings,
         saes: saes_out,
     })
+}
+
+/// The same SAEs as the CPU path (same initialisation), trained by the CUDA trainer.
+fn gpu_train(
+    g: &crate::gpu::GpuContext,
+    xtrain: &[f32],
+    k: usize,
+    heads: usize,
+    d: usize,
+    mode: SaeMode,
+    cfg: &SaeConfig,
+) -> Result<(Vec<Sae>, crate::sae::TrainLog)> {
+    let tc = crate::gpu::TrainConfig {
+        steps: cfg.steps as u32,
+        lr: cfg.lr,
+        lambda: cfg.lambda,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        record_loss: true,
+        path: crate::gpu::TrainPath::Auto,
+    };
+    let (init, x, rows) = match mode {
+        SaeMode::Shared => {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+            (
+                vec![Sae::init(d, cfg.n_features, &mut rng)?],
+                xtrain.to_vec(),
+                k * heads,
+            )
+        }
+        SaeMode::PerHead => {
+            let (init, _) = crate::sae::init_per_head(heads, d, cfg)?;
+            // [k, heads, d] → [heads, k, d]
+            let mut x = vec![0f32; xtrain.len()];
+            for e in 0..k {
+                for h in 0..heads {
+                    let src = (e * heads + h) * d;
+                    let dst = (h * k + e) * d;
+                    x[dst..dst + d].copy_from_slice(&xtrain[src..src + d]);
+                }
+            }
+            (init, x, k)
+        }
+    };
+    let out = g.train_saes(&x, rows, &init, &tc)?;
+    let loss = out.loss.map(|l| {
+        let steps = l.first().map_or(0, Vec::len);
+        (0..steps)
+            .map(|s| l.iter().map(|v| v[s]).sum::<f32>() / l.len() as f32)
+            .collect()
+    });
+    Ok((
+        out.params,
+        crate::sae::TrainLog {
+            loss: loss.unwrap_or_default(),
+            ..Default::default()
+        },
+    ))
 }
 
 /// k = 0, 1, 2, 5, 10, 20 % … 100 % of the heads.

@@ -230,7 +230,10 @@ pub fn write_discover(
     // The circuit itself, reusable with `--circuit FILE` (patching is the costly stage).
     if let Some(c) = &r.circuit {
         let labels: Vec<String> = c.heads.iter().map(|(l, h)| format!("L{l}H{h}")).collect();
-        write(&dir.join("circuit.json"), &serde_json::to_string_pretty(&labels)?)?;
+        write(
+            &dir.join("circuit.json"),
+            &serde_json::to_string_pretty(&labels)?,
+        )?;
         written.push("circuit.json".into());
     }
 
