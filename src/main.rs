@@ -821,7 +821,7 @@ fn hooks(
     hook: HookPoint,
     reduce: Reduce,
     bos: bool,
-    out: &PathBuf,
+    out: &std::path::Path,
 ) -> Result<()> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;

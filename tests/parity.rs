@@ -72,7 +72,7 @@ fn check(model: &Model, exp_file: &Path, center_logits: bool) -> f32 {
         let t = toks.len();
         let out = model
             .forward(
-                &[toks.clone()],
+                std::slice::from_ref(&toks),
                 headcode::model::ForwardOptions {
                     logits: headcode::model::LogitsAt::All,
                     ..Default::default()

@@ -67,7 +67,7 @@ fn next_token_loss_is_far_below_uniform() {
     let out = m
         .model
         .forward(
-            &[ids.clone()],
+            std::slice::from_ref(&ids),
             ForwardOptions {
                 logits: LogitsAt::All,
                 ..Default::default()

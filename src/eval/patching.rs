@@ -95,7 +95,8 @@ pub fn patch_heads(
     let mut sum_effect = vec![0f64; nl * nh];
     let (mut mc_sum, mut mx_sum) = (0f64, 0f64);
     let mut offset = 0;
-    let chunks: Vec<(&[Vec<u32>], &[Vec<u32>])> = clean
+    type Pair<'a> = (&'a [Vec<u32>], &'a [Vec<u32>]);
+    let chunks: Vec<Pair<'_>> = clean
         .chunks(batch_size.max(1))
         .zip(corrupt.chunks(batch_size.max(1)))
         .collect();
@@ -192,7 +193,7 @@ impl PatchingResult {
             .into_iter()
             .enumerate()
             .filter(|&(rank, i)| {
-                top.map_or(true, |k| rank < k) && threshold.map_or(true, |t| self.effect[i] >= t)
+                top.is_none_or(|k| rank < k) && threshold.is_none_or(|t| self.effect[i] >= t)
             })
             .map(|(_, i)| (i / self.n_heads, i % self.n_heads))
             .collect()

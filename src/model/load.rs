@@ -335,7 +335,7 @@ pub fn load_llama_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)>
     let hd = c
         .get("head_dim")
         .and_then(Value::as_u64)
-        .map_or(if h > 0 { d / h } else { 0 }, |v| v as usize);
+        .map_or(d.checked_div(h).unwrap_or(0), |v| v as usize);
     let tied = c
         .get("tie_word_embeddings")
         .and_then(Value::as_bool)
@@ -568,7 +568,7 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
         n_heads: h,
         n_kv_heads: u("attention.head_count_kv").unwrap_or(h),
         d_model: d,
-        d_head: if h > 0 { d / h } else { 0 },
+        d_head: d.checked_div(h).unwrap_or(0),
         d_mlp: u("feed_forward_length")?,
         d_vocab: tokens.len(),
         n_ctx: u("context_length")?,
