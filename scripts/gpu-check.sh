@@ -21,7 +21,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 
 echo "=== selftest ==="
-timeout 240 "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
+timeout ${SELFTEST_TIMEOUT:-150} "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
 selftest_rc=${PIPESTATUS[0]}
 echo "selftest exit status: $selftest_rc"
 
@@ -35,16 +35,16 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 
 echo "=== bench (ours) ==="
-timeout 150 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
-timeout 200 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
+timeout 100 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
+timeout 130 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
 
 echo "=== peer (PyTorch) ==="
 PEER=""
-for p in shared/bench/peer_bench.py ../shared/bench/peer_bench.py; do
+for p in shared/bench/peer_bench.py ../shared/bench/peer_bench.py gpu-bin/peer_bench.py; do
     if [ -f "$p" ]; then PEER=$p; break; fi
 done
 if [ -n "$PEER" ]; then
-    PYTHONUNBUFFERED=1 timeout 150 "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
+    PYTHONUNBUFFERED=1 timeout 170 "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
 else
     echo "peer_bench.py not found (looked in shared/bench and ../shared/bench)" | tee "$OUT/peer.log"
 fi

@@ -313,6 +313,60 @@ fn selftest(device: DeviceArg, quick: bool, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// The model forward + hooks through candle's CUDA backend: 500 prompts × 18 tokens at a
+/// random-weight shape, plus parity of z and result against the CPU forward on the same
+/// weights.
+fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
+    use headcode::model::random::{gpt2_shape, random_weights};
+    let cfg = gpt2_shape(shape)?;
+    let dev = cuda_device()?;
+    let gpu_model = Model::from_parts(
+        cfg.clone(),
+        random_weights(&cfg, 0, &dev)?,
+        Processing::TL_DEFAULT,
+        shape.into(),
+    )?;
+    let prompts: Vec<Vec<u32>> = (0..500u32)
+        .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % 50257).collect())
+        .collect();
+    let run = || -> Result<headcode::hooks::Collected> {
+        let c = collect(&gpu_model, &prompts, Reduce::Mean, 500, |_| {})?;
+        Ok(c)
+    };
+    run()?;
+    let mut v = Vec::new();
+    for _ in 0..reps {
+        let t0 = std::time::Instant::now();
+        run()?; // ends with a device→host copy, so the device is synchronised
+        v.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let ms = median(v);
+    // Parity on 8 prompts against the CPU path.
+    let cpu_model = Model::from_parts(
+        cfg.clone(),
+        random_weights(&cfg, 0, &Device::Cpu)?,
+        Processing::TL_DEFAULT,
+        shape.into(),
+    )?;
+    let few = &prompts[..8];
+    let a = collect(&gpu_model, few, Reduce::Mean, 8, |_| {})?;
+    let b = collect(&cpu_model, few, Reduce::Mean, 8, |_| {})?;
+    let rel = |x: &[f32], y: &[f32]| {
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale
+    };
+    let ez = rel(&a.z.data, &b.z.data);
+    let er = rel(&a.result.data, &b.result.data);
+    let ok = ez <= 1e-4 && er <= 1e-4;
+    println!(
+        "forward + hooks (candle CUDA, {shape}, 500 x 18 tokens): median {ms:.2} ms; parity vs CPU on 8 prompts: z {ez:.2e}, result {er:.2e} (max |diff| / max |ref|) {}",
+        if ok { "PASS" } else { "FAIL" }
+    );
+    Ok(
+        serde_json::json!({"median_ms": ms, "reps": reps, "parity_z": ez, "parity_result": er, "pass": ok}),
+    )
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -326,8 +380,11 @@ fn bench(a: BenchArgs) -> Result<()> {
             reps: a.reps.max(1),
             ..Default::default()
         })?;
+        let fwd = gpu_forward_bench(&a.model, a.reps.max(3))?;
         if let Some(p) = &a.json {
-            std::fs::write(p, serde_json::to_string_pretty(&r)?)
+            let mut j = serde_json::to_value(&r)?;
+            j["forward_hooks_candle_cuda"] = fwd;
+            std::fs::write(p, serde_json::to_string_pretty(&j)?)
                 .with_context(|| p.display().to_string())?;
         }
         return Ok(());
