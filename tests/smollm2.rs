@@ -240,18 +240,33 @@ fn discover_ioi_on_smollm2() {
     use headcode::pipeline::{discover, DiscoverConfig, TaskSource};
     let m = smollm2();
     let mut cfg = DiscoverConfig::paper(TaskSource::Builtin(headcode::tasks::TaskKind::Ioi));
-    let circ = concat!(env!("CARGO_MANIFEST_DIR"), "/data/circuits/smollm2-135m-ioi-patching-top27.json");
+    let circ = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/circuits/smollm2-135m-ioi-patching-top27.json"
+    );
     cfg.circuit = CircuitSpec::Named(circ.into());
     cfg.faithfulness = None;
     let t0 = std::time::Instant::now();
     let r = discover(&m.model, m.tok.as_ref(), &cfg, &mut |_, _, _| {}).unwrap();
-    eprintln!("discover IOI on SmolLM2: {:.1} s, AUC {:?}", t0.elapsed().as_secs_f64(), r.auc);
+    eprintln!(
+        "discover IOI on SmolLM2: {:.1} s, AUC {:?}",
+        t0.elapsed().as_secs_f64(),
+        r.auc
+    );
     assert_eq!((r.task.positives, r.task.negatives), (250, 250));
-    assert!(r.task.clean_top1_acc > 0.6, "the model should solve most clean IOI prompts: {}", r.task.clean_top1_acc);
+    assert!(
+        r.task.clean_top1_acc > 0.6,
+        "the model should solve most clean IOI prompts: {}",
+        r.task.clean_top1_acc
+    );
     assert!(r.task.corrupt_top1_acc < 0.1);
     // Both the method and the class-mean baseline beat chance against the patching circuit.
     assert!(r.auc["sae"].mean > 0.55, "{:?}", r.auc["sae"]);
-    assert!(r.auc["class-means"].mean > 0.6, "{:?}", r.auc["class-means"]);
+    assert!(
+        r.auc["class-means"].mean > 0.6,
+        "{:?}",
+        r.auc["class-means"]
+    );
     let t = &r.trials[0];
     assert!(t.loss_last < t.loss_first);
 }

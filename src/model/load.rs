@@ -155,6 +155,7 @@ pub fn load_gpt2_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> 
             b: Some(g("ln_f.bias", &[d])?),
         },
         b_u: zeros(&[v], dev)?,
+        synthesized: v * d + v, // tied W_U, zero b_U
     };
     Ok((cfg, w))
 }
@@ -315,6 +316,7 @@ pub fn load_transformer_lens(
         ln_final: norm_w("ln_final")?,
         w_u: g("unembed.W_U", &[d, v])?,
         b_u: opt_or_zero("unembed.b_U", &[v])?,
+        synthesized: 0,
     };
     Ok((cfg, w))
 }
@@ -483,7 +485,8 @@ fn llama_weights(
         });
     }
     let w_e = g(names.embed, &[v, d])?;
-    let w_u = if !tied && src.contains(names.lm_head) {
+    let tied = tied || !src.contains(names.lm_head);
+    let w_u = if !tied {
         g(names.lm_head, &[v, d])?.t()?.contiguous()?
     } else {
         w_e.t()?.contiguous()?
@@ -498,6 +501,10 @@ fn llama_weights(
         },
         w_u,
         b_u: zeros(&[v], dev)?,
+        // Llama has no biases: q,k,v,o, MLP and unembedding biases are ours.
+        synthesized: v
+            + if tied { v * d } else { 0 }
+            + cfg.n_layers * (h * hd + 2 * kv * hd + d + dm + d),
     };
     Ok((cfg.clone(), w))
 }

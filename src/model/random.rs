@@ -111,5 +111,6 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Weig
         layers,
         ln_final: ln(bias)?,
         b_u: z(&[v])?,
+        synthesized: v * d,
     })
 }

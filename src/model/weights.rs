@@ -49,6 +49,9 @@ pub struct Weights {
     pub ln_final: NormWeights,
     pub w_u: Tensor,
     pub b_u: Tensor,
+    /// Parameters that exist only in our layout (a tied W_U, zero biases of bias-free
+    /// families): subtracted from `n_params` so it counts the checkpoint's parameters.
+    pub synthesized: usize,
 }
 
 impl Weights {
@@ -70,7 +73,7 @@ impl Weights {
                 total += n(&m.w_in) + n(&m.b_in) + on(&m.w_gate) + n(&m.w_out) + n(&m.b_out);
             }
         }
-        total
+        total - self.synthesized
     }
 }
 
