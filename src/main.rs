@@ -834,7 +834,10 @@ fn inspect(m: &ModelArgs) -> Result<()> {
     println!("norm          {:?}, eps {}", c.norm, c.eps);
     println!("positions     {:?}", c.pos);
     println!("activation    {:?}", c.act);
-    println!("parameters    {}", model.weights.n_params());
+    println!(
+        "parameters    {} (after processing: folded norm weights are not counted)",
+        model.weights.n_params()
+    );
     let p = model.processing;
     println!(
         "processing    fold_ln={} center_writing_weights={} center_unembed={} fold_value_biases={}",
