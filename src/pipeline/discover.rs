@@ -46,6 +46,10 @@ pub enum ScorerKind {
     ClassMeans,
     /// ‖mean_pos − mean_neg‖ of `z`.
     ClassMeansZ,
+    /// ‖μ_pos − μ_neg‖² over pooled within-class variance, of `result`.
+    Fisher,
+    /// The same on `z`.
+    FisherZ,
     /// Mean ‖result‖ over all examples.
     MeanNorm,
     /// Seeded random scores.
@@ -60,6 +64,8 @@ impl ScorerKind {
             ScorerKind::SaeEdge => "sae-edge",
             ScorerKind::ClassMeans => "class-means",
             ScorerKind::ClassMeansZ => "class-means-z",
+            ScorerKind::Fisher => "fisher",
+            ScorerKind::FisherZ => "fisher-z",
             ScorerKind::MeanNorm => "mean-norm",
             ScorerKind::Random => "random",
         }
@@ -454,6 +460,14 @@ pub fn discover(
     scores.insert(
         ScorerKind::ClassMeansZ.name().into(),
         baseline::class_mean_distance(&x_z, examples, heads, d_head, &is_pos)?,
+    );
+    scores.insert(
+        ScorerKind::Fisher.name().into(),
+        baseline::fisher_ratio(&x_result, examples, heads, d_model, &is_pos)?,
+    );
+    scores.insert(
+        ScorerKind::FisherZ.name().into(),
+        baseline::fisher_ratio(&x_z, examples, heads, d_head, &is_pos)?,
     );
     scores.insert(
         ScorerKind::MeanNorm.name().into(),

@@ -66,6 +66,66 @@ pub fn class_mean_distance(
         .collect())
 }
 
+/// Class separation relative to spread: `‖μ_pos − μ_neg‖² / s²` per head, with s² the
+/// pooled within-class variance (mean squared distance of each vector to its class
+/// mean). Unlike the plain distance it does not favour heads that are merely loud.
+/// A head with no within-class spread scores 0 when its means coincide, else +∞-like 1e30.
+pub fn fisher_ratio(
+    x: &[f32],
+    examples: usize,
+    heads: usize,
+    d: usize,
+    is_pos: &[bool],
+) -> Result<Vec<f64>> {
+    check(x, examples, heads, d, is_pos)?;
+    let n_pos = is_pos.iter().filter(|&&p| p).count();
+    let n_neg = examples - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return Err(Error::InvalidInput(
+            "the Fisher ratio needs positive and negative examples".into(),
+        ));
+    }
+    let mut mp = vec![0.0f64; heads * d];
+    let mut mn = vec![0.0f64; heads * d];
+    for (e, &p) in is_pos.iter().enumerate() {
+        let (acc, n) = if p {
+            (&mut mp, n_pos)
+        } else {
+            (&mut mn, n_neg)
+        };
+        for (a, &v) in acc.iter_mut().zip(&x[e * heads * d..(e + 1) * heads * d]) {
+            *a += v as f64 / n as f64;
+        }
+    }
+    let mut within = vec![0.0f64; heads];
+    for (e, &p) in is_pos.iter().enumerate() {
+        let m = if p { &mp } else { &mn };
+        for (h, w) in within.iter_mut().enumerate() {
+            let row = &x[(e * heads + h) * d..(e * heads + h + 1) * d];
+            *w += row
+                .iter()
+                .zip(&m[h * d..(h + 1) * d])
+                .map(|(&v, &mu)| (v as f64 - mu).powi(2))
+                .sum::<f64>();
+        }
+    }
+    Ok((0..heads)
+        .map(|h| {
+            let between: f64 = (0..d)
+                .map(|i| (mp[h * d + i] - mn[h * d + i]).powi(2))
+                .sum();
+            let w = within[h] / examples as f64;
+            if w > 0.0 {
+                between / w
+            } else if between > 0.0 {
+                1e30
+            } else {
+                0.0
+            }
+        })
+        .collect())
+}
+
 /// Mean L2 norm per head over all examples.
 pub fn mean_norm(
     x: &[f32],
@@ -122,5 +182,28 @@ mod tests {
         assert_eq!(random_scores(5, 1), random_scores(5, 1));
         assert_ne!(random_scores(5, 1), random_scores(5, 2));
         assert!(random_scores(100, 3).iter().all(|v| (0.0..1.0).contains(v)));
+    }
+}
+
+#[cfg(test)]
+mod fisher_tests {
+    use super::*;
+
+    #[test]
+    fn fisher_prefers_separated_over_loud() {
+        // Head 0: means differ by 1, tiny spread. Head 1: means differ by 2, huge spread.
+        let (e, h, d) = (4, 2, 1);
+        let is_pos = [true, true, false, false];
+        let x = [1.01f32, 12.0, 0.99, -8.0, 0.01, 10.0, -0.01, -10.0];
+        let f = fisher_ratio(&x, e, h, d, &is_pos).unwrap();
+        let c = class_mean_distance(&x, e, h, d, &is_pos).unwrap();
+        assert!(c[1] > c[0], "plain distance prefers the loud head");
+        assert!(
+            f[0] > f[1],
+            "Fisher ratio prefers the separated head: {f:?}"
+        );
+        // Hand value for head 0: between = 1², within = 4·0.01² / 4.
+        assert!((f[0] - 1.0 / 1e-4).abs() < 1e-2 * f[0]);
+        assert!(fisher_ratio(&x, e, h, d, &[true; 4]).is_err());
     }
 }
