@@ -105,6 +105,34 @@ enum Cmd {
         #[arg(long)]
         circuit: Option<String>,
     },
+    /// Activation patching per head: each head's z from the corrupted run patched into the
+    /// clean run; the normalised change of the task metric, as CSV, JSON and a heatmap.
+    Patch {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// ioi | gt | docstring | FILE.jsonl
+        #[arg(long)]
+        task: String,
+        /// Prompt pairs to patch over.
+        #[arg(long, default_value_t = 32)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Also write the top K heads (or those with effect ≥ X) as circuit.json.
+        #[arg(long)]
+        top: Option<usize>,
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Do not prepend BOS.
+        #[arg(long)]
+        no_bos: bool,
+        #[arg(long)]
+        quiet: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check every CUDA kernel against its CPU reference on seeded random inputs.
     Selftest {
         #[arg(long, value_enum, default_value = "cuda")]
@@ -290,6 +318,28 @@ fn run(cli: Cli) -> Result<()> {
             quick,
             seed,
         } => selftest(device, quick, seed),
+        Cmd::Patch {
+            model,
+            task,
+            n,
+            seed,
+            batch_size,
+            top,
+            threshold,
+            no_bos,
+            quiet,
+            out,
+        } => patch(
+            &model,
+            &task,
+            n,
+            seed,
+            batch_size,
+            (top, threshold),
+            !no_bos,
+            quiet,
+            &out,
+        ),
         Cmd::Bench(a) => bench(a),
     }
 }
@@ -494,6 +544,94 @@ fn bench(a: BenchArgs) -> Result<()> {
             )?,
         )?;
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn patch(
+    m: &ModelArgs,
+    task: &str,
+    n: usize,
+    seed: u64,
+    batch_size: usize,
+    (top, threshold): (Option<usize>, Option<f32>),
+    bos: bool,
+    quiet: bool,
+    out: &std::path::Path,
+) -> Result<()> {
+    let (model, tok) = m.load()?;
+    let src = headcode::pipeline::TaskSource::parse(task)?;
+    let prep = headcode::pipeline::prompts::prepare(&src, tok.as_ref(), n, seed, bos)?;
+    let heads = model.cfg.n_heads_total();
+    let mut bars = Bars::new(quiet);
+    let metric = |i: usize, l: &[f32]| prep.metric(i, l);
+    let t0 = std::time::Instant::now();
+    let r = headcode::eval::patching::patch_heads(
+        &model,
+        &prep.clean,
+        &prep.corrupt,
+        &metric,
+        batch_size,
+        |d| bars.update("patching", d, heads),
+    )?;
+    let secs = t0.elapsed().as_secs_f64();
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    let circuit = (top.is_some() || threshold.is_some()).then(|| r.circuit(top, threshold));
+    let mask = circuit.as_ref().map(|c| {
+        let mut m = vec![false; heads];
+        for &(l, h) in c {
+            m[l * model.cfg.n_heads + h] = true;
+        }
+        m
+    });
+    let p = out.join("patching.csv");
+    let mut w = csv::Writer::from_path(&p)?;
+    w.write_record(["layer", "head", "label", "effect", "in_circuit"])?;
+    for i in 0..heads {
+        w.write_record([
+            (i / model.cfg.n_heads).to_string(),
+            (i % model.cfg.n_heads).to_string(),
+            r.labels[i].clone(),
+            r.effect[i].to_string(),
+            mask.as_ref().map_or(String::new(), |m| m[i].to_string()),
+        ])?;
+    }
+    w.flush()?;
+    let j = serde_json::json!({"model": model.source, "task": prep.name, "seconds": secs, "patching": r});
+    std::fs::write(out.join("patching.json"), serde_json::to_string_pretty(&j)?)?;
+    let svg = headcode::report::svg::heatmap(
+        &format!("patching effect per head ({})", prep.name),
+        &r.effect,
+        r.n_layers,
+        r.n_heads,
+        mask.as_deref().unwrap_or(&vec![false; heads]),
+    );
+    std::fs::write(out.join("patching.svg"), svg)?;
+    if let Some(c) = &circuit {
+        let labels: Vec<String> = c.iter().map(|(l, h)| format!("L{l}H{h}")).collect();
+        std::fs::write(
+            out.join("circuit.json"),
+            serde_json::to_string_pretty(&labels)?,
+        )?;
+    }
+    println!(
+        "patched {} heads over {} pairs in {secs:.1} s; metric clean {:.3}, corrupt {:.3}",
+        heads, r.n_prompts, r.metric_clean, r.metric_corrupt
+    );
+    let mut order: Vec<usize> = (0..heads).collect();
+    order.sort_by(|&a, &b| r.effect[b].total_cmp(&r.effect[a]).then(a.cmp(&b)));
+    for &i in order.iter().take(10) {
+        println!("  {:<8} {:>8.4}", r.labels[i], r.effect[i]);
+    }
+    println!(
+        "wrote patching.csv, patching.json, patching.svg{} in {}",
+        if circuit.is_some() {
+            ", circuit.json"
+        } else {
+            ""
+        },
+        out.display()
+    );
     Ok(())
 }
 

@@ -203,3 +203,42 @@ fn inspect_and_hooks_work_on_a_fixture() {
     assert_eq!(t["z"].dims(), &[2, 15, 16]);
     assert_eq!(t["tokens"].dims(), &[2, 2]);
 }
+
+#[test]
+fn hub_name_without_hub_feature_says_so() {
+    let (ok, _o, err) = run(&["inspect", "gpt2"]);
+    assert!(!ok);
+    assert!(err.contains("hub"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn patch_writes_effects_on_a_user_task() {
+    // gpt2_tiny's vocabulary is 300 tokens: build prompts from single ASCII characters.
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("t.jsonl");
+    std::fs::write(&task, "{\"clean\": \"a!b\", \"corrupt\": \"c!d\", \"answer\": \"e\", \"wrong_answers\": [\"f\"]}\n{\"clean\": \"g#h\", \"corrupt\": \"i#j\", \"answer\": \"k\", \"wrong_answers\": [\"l\"]}\n").unwrap();
+    let out = dir.path().join("p");
+    let p = fixture("gpt2_tiny");
+    let (ok, stdout, err) = run(&[
+        "patch",
+        p.to_str().unwrap(),
+        "--task",
+        task.to_str().unwrap(),
+        "--top",
+        "3",
+        "--no-bos",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("patched 15 heads"), "{stdout}");
+    let c: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("circuit.json")).unwrap()).unwrap();
+    assert_eq!(c.len(), 3);
+    let rows = csv::Reader::from_path(out.join("patching.csv"))
+        .unwrap()
+        .records()
+        .count();
+    assert_eq!(rows, 15);
+}
