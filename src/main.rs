@@ -391,6 +391,36 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
         v.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let ms = median(v);
+    // Where the time goes: the bare forward (no logits, nothing captured) and the forward
+    // with last-position logits, both ending in a small device→host copy to synchronise.
+    let stage = |logits: headcode::model::LogitsAt| -> Result<f64> {
+        let mut v = Vec::new();
+        for _ in 0..reps + 1 {
+            let t0 = std::time::Instant::now();
+            let o = gpu_model.forward(
+                &prompts,
+                headcode::model::ForwardOptions {
+                    logits,
+                    capture_resid: true,
+                    ..Default::default()
+                },
+            )?;
+            let _ = o.resid.last().map(|r| {
+                r.get(0)
+                    .and_then(|x| x.get(0))
+                    .and_then(|x| x.to_vec1::<f32>())
+            });
+            if let Some(l) = o.logits {
+                l.get(0)?.to_vec1::<f32>()?;
+            }
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        v.remove(0);
+        Ok(median(v))
+    };
+    let bare_ms = stage(headcode::model::LogitsAt::None)?;
+    let logits_ms = stage(headcode::model::LogitsAt::Last)?;
+    println!("  of which: forward without logits {bare_ms:.2} ms, with last-position logits {logits_ms:.2} ms (rest: hooks and device→host copies)");
     // Parity on 8 prompts against the CPU path.
     let cpu_model = Model::from_parts(
         cfg.clone(),
@@ -413,7 +443,7 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
         if ok { "PASS" } else { "FAIL" }
     );
     Ok(
-        serde_json::json!({"median_ms": ms, "reps": reps, "parity_z": ez, "parity_result": er, "pass": ok}),
+        serde_json::json!({"median_ms": ms, "forward_only_ms": bare_ms, "forward_logits_ms": logits_ms, "reps": reps, "parity_z": ez, "parity_result": er, "pass": ok}),
     )
 }
 
