@@ -29,6 +29,15 @@ struct ModelArgs {
     /// unembed, fold value biases).
     #[arg(long)]
     no_processing: bool,
+    /// Keep LayerNorm/RMSNorm weights unfolded.
+    #[arg(long)]
+    no_fold_ln: bool,
+    #[arg(long)]
+    no_center_writing_weights: bool,
+    #[arg(long)]
+    no_center_unembed: bool,
+    #[arg(long)]
+    no_fold_value_biases: bool,
 }
 
 fn cuda_device() -> Result<Device> {
@@ -45,7 +54,12 @@ impl ModelArgs {
         let processing = if self.no_processing {
             Processing::NONE
         } else {
-            Processing::TL_DEFAULT
+            Processing {
+                fold_ln: !self.no_fold_ln,
+                center_writing_weights: !self.no_center_writing_weights,
+                center_unembed: !self.no_center_unembed,
+                fold_value_biases: !self.no_fold_value_biases,
+            }
         };
         Ok(model::load(&spec, &LoadOptions { processing, device })?)
     }
@@ -204,9 +218,11 @@ struct DiscoverArgs {
     /// docstring-sae-repo), a JSON file, `patching:top=K` / `patching:threshold=X`, or none.
     #[arg(long, default_value = "none")]
     circuit: String,
-    #[arg(long, value_enum, default_value = "shared")]
+    /// Default: one SAE per head on z, which scored better than the paper's shared SAE on
+    /// the real model (README); `--sae shared --on result` is the paper's setting.
+    #[arg(long, value_enum, default_value = "per-head")]
     sae: headcode::pipeline::SaeMode,
-    #[arg(long, value_enum, default_value = "result")]
+    #[arg(long, value_enum, default_value = "z")]
     on: HookPoint,
     #[arg(long, value_enum, default_value = "sae")]
     scorer: headcode::pipeline::ScorerKind,
@@ -669,6 +685,10 @@ fn load_named(model: &str) -> Result<(Model, Box<dyn Tokenizer>)> {
     ModelArgs {
         model: model.to_string(),
         no_processing: false,
+        no_fold_ln: false,
+        no_center_writing_weights: false,
+        no_center_unembed: false,
+        no_fold_value_biases: false,
     }
     .load()
 }
@@ -1072,7 +1092,7 @@ fn hooks(
         HookPoint::Z => c.z,
         HookPoint::Result => c.result,
     };
-    headcode::report::write_head_acts(out, &acts, &ids, &model)?;
+    headcode::report::write_head_acts(out, &acts, &ids, &c.last_logits, &model)?;
     println!(
         "wrote {} [{}] ({} heads, hook {:?}, reduce {:?})",
         out.display(),

@@ -201,6 +201,7 @@ fn inspect_and_hooks_work_on_a_fixture() {
     assert!(ok, "{err}");
     let t = candle_core::safetensors::load(&f, &Device::Cpu).unwrap();
     assert_eq!(t["z"].dims(), &[2, 15, 16]);
+    assert_eq!(t["logits"].dims(), &[2, 300]);
     assert_eq!(t["tokens"].dims(), &[2, 2]);
 }
 

@@ -41,13 +41,17 @@ pub fn write_safetensors(
 
 /// Hooked activations as TransformerLens users expect them: tensor `{hook}`
 /// ([batch, heads, dim] or [batch, pos, heads, dim]), `tokens` ([batch, pos], right-padded
-/// with -1), `lengths`; metadata holds the head labels (JSON), hook, reduction, model.
+/// with -1), `lengths`, `logits` (final real position, [batch, vocab]); metadata holds the
+/// head labels (JSON), hook, reduction, model.
 pub fn write_head_acts(
     path: &Path,
     acts: &HeadActs,
     tokens: &[Vec<u32>],
+    last_logits: &[Vec<f32>],
     model: &Model,
 ) -> Result<()> {
+    let vocab = last_logits.first().map_or(0, Vec::len);
+    let logits: Vec<f32> = last_logits.iter().flatten().copied().collect();
     let t = tokens.iter().map(Vec::len).max().unwrap_or(0);
     let mut tok = vec![-1i64; tokens.len() * t];
     for (i, s) in tokens.iter().enumerate() {
@@ -72,7 +76,10 @@ pub fn write_head_acts(
     meta.insert("headcode_version".into(), env!("CARGO_PKG_VERSION").into());
     write_safetensors(
         path,
-        &[(name, &acts.data, acts.shape.clone())],
+        &[
+            (name, &acts.data, acts.shape.clone()),
+            ("logits", &logits, vec![last_logits.len(), vocab]),
+        ],
         &[
             ("tokens", &tok, vec![tokens.len(), t]),
             ("lengths", &lengths, vec![tokens.len()]),
