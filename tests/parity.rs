@@ -245,3 +245,68 @@ fn padding_does_not_change_real_positions() {
         }
     }
 }
+
+/// llama.cpp's converter permutes the rows of W_Q and W_K within each head so that the
+/// rotate-half pairs (i, i + d/2) become adjacent pairs (2i, 2i + 1). Interleaved rotary on
+/// permuted weights must equal rotate-half on the original ones: the GGUF path's premise.
+#[test]
+fn interleaved_rotary_on_llama_cpp_permuted_weights_equals_rotate_half() {
+    use headcode::model::load::load_llama_hf;
+    use headcode::model::{LogitsAt, Model, PosEmbedding};
+    let (cfg, w) = load_llama_hf(&fixture("llama_tiny"), &Device::Cpu).unwrap();
+    let dh = cfg.d_head;
+    // new[..., 2i + j] = old[..., j·dh/2 + i] along d_head (our W_Q is [heads, d_model, d_head]).
+    let perm: Vec<u32> = (0..dh).map(|k| ((k % 2) * dh / 2 + k / 2) as u32).collect();
+    let idx = Tensor::new(perm.as_slice(), &Device::Cpu).unwrap();
+    let mut wp = w.clone();
+    for l in wp.layers.iter_mut() {
+        l.w_q = l.w_q.index_select(&idx, 2).unwrap();
+        l.w_k = l.w_k.index_select(&idx, 2).unwrap();
+    }
+    let mut cfg_p = cfg.clone();
+    let PosEmbedding::Rotary { base, interleaved } = cfg.pos else {
+        panic!("llama uses rotary embeddings")
+    };
+    assert!(!interleaved);
+    cfg_p.pos = PosEmbedding::Rotary {
+        base,
+        interleaved: true,
+    };
+    let a = Model::from_parts(cfg, w, Processing::NONE, "hf".into()).unwrap();
+    let b = Model::from_parts(
+        cfg_p.clone(),
+        wp.clone(),
+        Processing::NONE,
+        "permuted".into(),
+    )
+    .unwrap();
+    let toks = vec![vec![3u32, 77, 150, 9, 200, 41, 5]];
+    let run = |m: &Model| {
+        let o = m
+            .forward(
+                &toks,
+                headcode::model::ForwardOptions {
+                    logits: LogitsAt::All,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        o.logits
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (la, lb) = (run(&a), run(&b));
+    let e = rel_err(&lb, &la);
+    assert!(e < 1e-5, "interleaved on permuted vs rotate-half: {e}");
+    // And the wrong pairing on permuted weights is far off.
+    let mut cfg_w = cfg_p;
+    cfg_w.pos = PosEmbedding::Rotary {
+        base,
+        interleaved: false,
+    };
+    let c = Model::from_parts(cfg_w, wp, Processing::NONE, "wrong".into()).unwrap();
+    assert!(rel_err(&run(&c), &la) > 1e-3);
+}
