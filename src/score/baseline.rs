@@ -29,21 +29,22 @@ fn check(x: &[f32], examples: usize, heads: usize, d: usize, is_pos: &[bool]) ->
     Ok(())
 }
 
-/// `‖mean_pos − mean_neg‖` per head. Needs both classes.
-pub fn class_mean_distance(
+/// Per-class means [heads·d] (positives, negatives), summed in f64 in example order.
+fn class_means(
     x: &[f32],
     examples: usize,
     heads: usize,
     d: usize,
     is_pos: &[bool],
-) -> Result<Vec<f64>> {
+    what: &str,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     check(x, examples, heads, d, is_pos)?;
     let n_pos = is_pos.iter().filter(|&&p| p).count();
     let n_neg = examples - n_pos;
     if n_pos == 0 || n_neg == 0 {
-        return Err(Error::InvalidInput(
-            "class-mean distance needs positive and negative examples".into(),
-        ));
+        return Err(Error::InvalidInput(format!(
+            "{what} needs positive and negative examples"
+        )));
     }
     let mut sp = vec![0.0f64; heads * d];
     let mut sn = vec![0.0f64; heads * d];
@@ -53,13 +54,24 @@ pub fn class_mean_distance(
             *a += v as f64;
         }
     }
+    sp.iter_mut().for_each(|a| *a /= n_pos as f64);
+    sn.iter_mut().for_each(|a| *a /= n_neg as f64);
+    Ok((sp, sn))
+}
+
+/// `‖mean_pos − mean_neg‖` per head. Needs both classes.
+pub fn class_mean_distance(
+    x: &[f32],
+    examples: usize,
+    heads: usize,
+    d: usize,
+    is_pos: &[bool],
+) -> Result<Vec<f64>> {
+    let (mp, mn) = class_means(x, examples, heads, d, is_pos, "class-mean distance")?;
     Ok((0..heads)
         .map(|h| {
             (0..d)
-                .map(|i| {
-                    let diff = sp[h * d + i] / n_pos as f64 - sn[h * d + i] / n_neg as f64;
-                    diff * diff
-                })
+                .map(|i| (mp[h * d + i] - mn[h * d + i]).powi(2))
                 .sum::<f64>()
                 .sqrt()
         })
@@ -69,7 +81,7 @@ pub fn class_mean_distance(
 /// Class separation relative to spread: `‖μ_pos − μ_neg‖² / s²` per head, with s² the
 /// pooled within-class variance (mean squared distance of each vector to its class
 /// mean). Unlike the plain distance it does not favour heads that are merely loud.
-/// A head with no within-class spread scores 0 when its means coincide, else +∞-like 1e30.
+/// A head with no within-class spread scores 0 when its means coincide, else 1e30.
 pub fn fisher_ratio(
     x: &[f32],
     examples: usize,
@@ -77,26 +89,7 @@ pub fn fisher_ratio(
     d: usize,
     is_pos: &[bool],
 ) -> Result<Vec<f64>> {
-    check(x, examples, heads, d, is_pos)?;
-    let n_pos = is_pos.iter().filter(|&&p| p).count();
-    let n_neg = examples - n_pos;
-    if n_pos == 0 || n_neg == 0 {
-        return Err(Error::InvalidInput(
-            "the Fisher ratio needs positive and negative examples".into(),
-        ));
-    }
-    let mut mp = vec![0.0f64; heads * d];
-    let mut mn = vec![0.0f64; heads * d];
-    for (e, &p) in is_pos.iter().enumerate() {
-        let (acc, n) = if p {
-            (&mut mp, n_pos)
-        } else {
-            (&mut mn, n_neg)
-        };
-        for (a, &v) in acc.iter_mut().zip(&x[e * heads * d..(e + 1) * heads * d]) {
-            *a += v as f64 / n as f64;
-        }
-    }
+    let (mp, mn) = class_means(x, examples, heads, d, is_pos, "the Fisher ratio")?;
     let mut within = vec![0.0f64; heads];
     for (e, &p) in is_pos.iter().enumerate() {
         let m = if p { &mp } else { &mn };
