@@ -12,31 +12,31 @@ use crate::error::{Error, Result};
 /// Per-layer matrices flattened for batched matmuls.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerRt {
-    ln1: NormWeights,
-    wq: Tensor, // [d, H*dh]
-    bq: Tensor, // [H*dh]
-    wk: Tensor, // [d, KV*dh]
-    bk: Tensor,
-    wv: Tensor,
-    bv: Tensor,
-    wo: Tensor, // [H*dh, d]
-    bo: Tensor, // [d]
-    ln2: NormWeights,
-    mlp: Option<MlpRt>,
+    pub(super) ln1: NormWeights,
+    pub(super) wq: Tensor, // [d, H*dh]
+    pub(super) bq: Tensor, // [H*dh]
+    pub(super) wk: Tensor, // [d, KV*dh]
+    pub(super) bk: Tensor,
+    pub(super) wv: Tensor,
+    pub(super) bv: Tensor,
+    pub(super) wo: Tensor, // [H*dh, d]
+    pub(super) bo: Tensor, // [d]
+    pub(super) ln2: NormWeights,
+    pub(super) mlp: Option<MlpRt>,
 }
 
 #[derive(Debug, Clone)]
-struct MlpRt {
-    w_in: Tensor,
-    b_in: Tensor,
-    w_gate: Option<Tensor>,
-    w_out: Tensor,
-    b_out: Tensor,
+pub(super) struct MlpRt {
+    pub(super) w_in: Tensor,
+    pub(super) b_in: Tensor,
+    pub(super) w_gate: Option<Tensor>,
+    pub(super) w_out: Tensor,
+    pub(super) b_out: Tensor,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Runtime {
-    layers: Vec<LayerRt>,
+    pub(super) layers: Vec<LayerRt>,
 }
 
 fn heads_to_flat(w: &Tensor) -> Result<Tensor> {
@@ -143,7 +143,7 @@ pub fn pad_batch(tokens: &[Vec<u32>], dev: &Device) -> Result<(Tensor, Vec<usize
     Ok((Tensor::from_vec(flat, (tokens.len(), t), dev)?, lengths))
 }
 
-fn norm(x: &Tensor, nw: &NormWeights, kind: Norm, eps: f64) -> Result<Tensor> {
+pub(super) fn norm(x: &Tensor, nw: &NormWeights, kind: Norm, eps: f64) -> Result<Tensor> {
     let x = match kind {
         Norm::LayerNorm => {
             let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
@@ -166,7 +166,7 @@ fn norm(x: &Tensor, nw: &NormWeights, kind: Norm, eps: f64) -> Result<Tensor> {
 }
 
 /// x [n, d_in] @ w [d_in, d_out] + b
-fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let y = x.matmul(w)?;
     Ok(match b {
         Some(b) => y.broadcast_add(b)?,
@@ -175,7 +175,7 @@ fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 }
 
 /// cos, sin tables [T, dh/2] for rotary position embeddings.
-fn rope_tables(t: usize, dh: usize, base: f32, dev: &Device) -> Result<(Tensor, Tensor)> {
+pub(super) fn rope_tables(t: usize, dh: usize, base: f32, dev: &Device) -> Result<(Tensor, Tensor)> {
     let half = dh / 2;
     let inv: Vec<f32> = (0..half)
         .map(|i| 1.0 / base.powf((2 * i) as f32 / dh as f32))
@@ -191,7 +191,7 @@ fn rope_tables(t: usize, dh: usize, base: f32, dev: &Device) -> Result<(Tensor, 
 }
 
 /// x [B, H, T, dh]
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+pub(super) fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
     let (b, h, t, dh) = x.dims4()?;
     let half = dh / 2;
     if interleaved {
@@ -210,17 +210,36 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Resu
     }
 }
 
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let m = x.max_keepdim(D::Minus1)?;
+pub(super) fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    // The shift is a constant for autograd (softmax does not depend on it).
+    let m = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&m)?.exp()?;
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
-fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
+pub(super) fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
     let v: Vec<f32> = (0..t)
         .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Ok(Tensor::from_vec(v, (t, t), dev)?)
+}
+
+/// The MLP's output (with b_out) for residual stream `x` [n, d].
+pub(super) fn mlp(cfg: &ModelConfig, l: &LayerRt, m: &MlpRt, x: &Tensor) -> Result<Tensor> {
+    let xn = norm(x, &l.ln2, cfg.norm, cfg.eps)?;
+    let pre = linear(&xn, &m.w_in, Some(&m.b_in))?;
+    let act = match cfg.act {
+        Activation::GeluNew => pre.gelu()?,
+        Activation::Gelu => pre.gelu_erf()?,
+        Activation::Relu => pre.relu()?,
+        Activation::SwiGlu => {
+            let g = m.w_gate.as_ref().ok_or_else(|| {
+                Error::UnsupportedModel("SwiGLU MLP without a gate matrix".into())
+            })?;
+            (linear(&xn, g, None)?.silu()? * pre)?
+        }
+    };
+    linear(&act, &m.w_out, Some(&m.b_out))
 }
 
 pub(crate) fn forward(
@@ -359,20 +378,7 @@ pub(crate) fn forward(
         }
         x = (x + attn)?;
         if let Some(m) = &l.mlp {
-            let xn = norm(&x, &l.ln2, cfg.norm, cfg.eps)?;
-            let pre = linear(&xn, &m.w_in, Some(&m.b_in))?;
-            let act = match cfg.act {
-                Activation::GeluNew => pre.gelu()?,
-                Activation::Gelu => pre.gelu_erf()?,
-                Activation::Relu => pre.relu()?,
-                Activation::SwiGlu => {
-                    let g = m.w_gate.as_ref().ok_or_else(|| {
-                        Error::UnsupportedModel("SwiGLU MLP without a gate matrix".into())
-                    })?;
-                    (linear(&xn, g, None)?.silu()? * pre)?
-                }
-            };
-            x = (x + linear(&act, &m.w_out, Some(&m.b_out))?)?;
+            x = (&x + mlp(cfg, l, m, &x)?)?;
         }
     }
     out.logits = match opts.logits {

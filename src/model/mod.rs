@@ -4,6 +4,7 @@
 pub mod config;
 pub mod fetch;
 pub mod forward;
+pub mod graph;
 pub mod load;
 pub mod process;
 pub mod random;

@@ -1,0 +1,774 @@
+//! The forward pass as ACDC's computational graph (Conmy et al. 2023), the structure that
+//! ACDC prunes and edge attribution patching scores.
+//!
+//! Senders write into the residual stream: the embeddings (`input`), every head's output
+//! (`result`, without b_O) and every MLP's output. Receivers read the sum of the senders
+//! upstream of them: every head's query, key and value input (`split_qkv`, ACDC's
+//! `use_split_qkv_input`) or one input per head, every MLP's input, and the unembedding
+//! (`output`). An edge sender→receiver can be cut: the receiver then reads that sender's
+//! value from the corrupted run instead of the current one. With every edge kept the pass
+//! equals [`super::Model::forward`].
+//!
+//! Grouped-query attention is ungrouped (each query head has its own key and value input,
+//! like EAP-IG's `ungroup_grouped_query_attention`), so a model has `n_heads` nodes per layer.
+//!
+//! Indexing. Senders in topological order: `input`, then per layer its heads and its MLP.
+//! Receivers: per layer its head inputs (head-major, ports q, k, v) and its MLP, then
+//! `output`. A receiver's upstream senders are a prefix `senders[..n_up]` of that order, so
+//! its edges are the ids `offset[r] .. offset[r] + n_up[r]`, in sender order.
+//!
+//! Cutting edges. A receiver's input is `R − Σ_removed δ_s` or `C + Σ_kept δ_s`, where `R`
+//! is the sum of all current sender outputs (plus biases), `C` the same in the corrupted
+//! run and `δ_s` = current − corrupted output of sender s; the smaller of the two sums is
+//! used, as one matmul per sender block ([N, d, k] @ [k, receivers]).
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::forward::{apply_rope, causal_mask, linear, mlp, norm, rope_tables, softmax_last};
+use super::process::repeat_kv;
+use super::{Model, PosEmbedding};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sender {
+    Input,
+    Head { layer: usize, head: usize },
+    Mlp { layer: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Port {
+    Q,
+    K,
+    V,
+    /// One input for query, key and value (no q/k/v split).
+    Qkv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receiver {
+    Head {
+        layer: usize,
+        head: usize,
+        port: Port,
+    },
+    Mlp {
+        layer: usize,
+    },
+    Output,
+}
+
+/// The graph of one model shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitGraph {
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub has_mlp: bool,
+    pub split_qkv: bool,
+    pub senders: Vec<Sender>,
+    pub receivers: Vec<Receiver>,
+    n_up: Vec<usize>,
+    /// `offset[r]` = first edge id of receiver r; `offset[receivers]` = edge count.
+    offset: Vec<usize>,
+}
+
+impl CircuitGraph {
+    pub fn new(n_layers: usize, n_heads: usize, has_mlp: bool, split_qkv: bool) -> Self {
+        let m = has_mlp as usize;
+        let mut senders = vec![Sender::Input];
+        let mut receivers = Vec::new();
+        let mut n_up = Vec::new();
+        let ports: &[Port] = if split_qkv {
+            &[Port::Q, Port::K, Port::V]
+        } else {
+            &[Port::Qkv]
+        };
+        for layer in 0..n_layers {
+            let up_attn = 1 + layer * (n_heads + m);
+            for head in 0..n_heads {
+                for &port in ports {
+                    receivers.push(Receiver::Head { layer, head, port });
+                    n_up.push(up_attn);
+                }
+            }
+            for head in 0..n_heads {
+                senders.push(Sender::Head { layer, head });
+            }
+            if has_mlp {
+                receivers.push(Receiver::Mlp { layer });
+                n_up.push(up_attn + n_heads);
+                senders.push(Sender::Mlp { layer });
+            }
+        }
+        receivers.push(Receiver::Output);
+        n_up.push(senders.len());
+        let mut offset = Vec::with_capacity(n_up.len() + 1);
+        let mut acc = 0;
+        for &u in &n_up {
+            offset.push(acc);
+            acc += u;
+        }
+        offset.push(acc);
+        Self {
+            n_layers,
+            n_heads,
+            has_mlp,
+            split_qkv,
+            senders,
+            receivers,
+            n_up,
+            offset,
+        }
+    }
+
+    pub fn for_model(model: &Model, split_qkv: bool) -> Self {
+        let c = &model.cfg;
+        Self::new(c.n_layers, c.n_heads, c.d_mlp > 0 && !c.attn_only, split_qkv)
+    }
+
+    pub fn n_edges(&self) -> usize {
+        self.offset[self.receivers.len()]
+    }
+    /// Ports per head: 3 with the q/k/v split, else 1.
+    pub fn ports(&self) -> usize {
+        if self.split_qkv {
+            3
+        } else {
+            1
+        }
+    }
+    /// Senders upstream of receiver `r` (its edges, in sender order).
+    pub fn n_upstream(&self, r: usize) -> usize {
+        self.n_up[r]
+    }
+    pub fn edges_of(&self, r: usize) -> std::ops::Range<usize> {
+        self.offset[r]..self.offset[r + 1]
+    }
+    pub fn edge_id(&self, s: usize, r: usize) -> Option<usize> {
+        (r < self.receivers.len() && s < self.n_up[r]).then(|| self.offset[r] + s)
+    }
+    /// (sender, receiver) of edge `e`.
+    pub fn edge(&self, e: usize) -> (usize, usize) {
+        let r = self.offset.partition_point(|&o| o <= e) - 1;
+        (e - self.offset[r], r)
+    }
+    pub fn head_sender(&self, layer: usize, head: usize) -> usize {
+        1 + layer * (self.n_heads + self.has_mlp as usize) + head
+    }
+    pub fn mlp_sender(&self, layer: usize) -> Option<usize> {
+        self.has_mlp
+            .then(|| 1 + layer * (self.n_heads + 1) + self.n_heads)
+    }
+    fn layer_receivers(&self) -> usize {
+        self.ports() * self.n_heads + self.has_mlp as usize
+    }
+    /// The receivers of layer `l`'s heads, head-major.
+    pub fn attn_receivers(&self, layer: usize) -> std::ops::Range<usize> {
+        let a = layer * self.layer_receivers();
+        a..a + self.ports() * self.n_heads
+    }
+    pub fn mlp_receiver(&self, layer: usize) -> Option<usize> {
+        self.has_mlp
+            .then(|| layer * self.layer_receivers() + self.ports() * self.n_heads)
+    }
+    pub fn output_receiver(&self) -> usize {
+        self.receivers.len() - 1
+    }
+    /// The first layer a forward must re-run for a change at receiver `r`
+    /// (`n_layers` for the output).
+    pub fn receiver_layer(&self, r: usize) -> usize {
+        match self.receivers[r] {
+            Receiver::Head { layer, .. } | Receiver::Mlp { layer } => layer,
+            Receiver::Output => self.n_layers,
+        }
+    }
+    /// The sender that receiver `r` feeds (its node's output); `None` for the output.
+    pub fn sender_of_receiver(&self, r: usize) -> Option<usize> {
+        match self.receivers[r] {
+            Receiver::Head { layer, head, .. } => Some(self.head_sender(layer, head)),
+            Receiver::Mlp { layer } => self.mlp_sender(layer),
+            Receiver::Output => None,
+        }
+    }
+    pub fn sender_label(&self, s: usize) -> String {
+        match self.senders[s] {
+            Sender::Input => "input".into(),
+            Sender::Head { layer, head } => format!("L{layer}H{head}"),
+            Sender::Mlp { layer } => format!("MLP{layer}"),
+        }
+    }
+    pub fn receiver_label(&self, r: usize) -> String {
+        match self.receivers[r] {
+            Receiver::Head { layer, head, port } => {
+                let p = match port {
+                    Port::Q => ".q",
+                    Port::K => ".k",
+                    Port::V => ".v",
+                    Port::Qkv => "",
+                };
+                format!("L{layer}H{head}{p}")
+            }
+            Receiver::Mlp { layer } => format!("MLP{layer}"),
+            Receiver::Output => "output".into(),
+        }
+    }
+    pub fn edge_label(&self, e: usize) -> String {
+        let (s, r) = self.edge(e);
+        format!("{}->{}", self.sender_label(s), self.receiver_label(r))
+    }
+    /// Sender blocks as (first sender, count): the input, then per layer its heads and MLP.
+    fn blocks(&self) -> Vec<(usize, usize)> {
+        let mut b = vec![(0, 1)];
+        for l in 0..self.n_layers {
+            b.push((self.head_sender(l, 0), self.n_heads));
+            if let Some(m) = self.mlp_sender(l) {
+                b.push((m, 1));
+            }
+        }
+        b
+    }
+}
+
+/// Every sender's output and every receiver's all-kept input from one unpatched run.
+#[derive(Debug, Clone)]
+pub struct GraphCache {
+    pub lengths: Vec<usize>,
+    /// Per sender block ([`CircuitGraph`] order), [N, k, d] with N = batch·pos.
+    pub blocks: Vec<Tensor>,
+    /// All-kept input of each layer's heads (= resid_pre) [N, d].
+    pub attn_base: Vec<Tensor>,
+    /// All-kept input of each layer's MLP (= resid_mid) [N, d].
+    pub mlp_base: Vec<Tensor>,
+    /// The final residual stream [N, d].
+    pub final_base: Tensor,
+    /// Last-position logits [batch, vocab].
+    pub logits: Tensor,
+}
+
+/// The clean and corrupted caches of one batch of prompt pairs, and their differences.
+pub struct PatchContext {
+    pub clean: GraphCache,
+    pub corrupt: GraphCache,
+    /// Per block, clean − corrupt as [N, d, k] (the layout the mixing matmul reads).
+    delta_t: Vec<Tensor>,
+}
+
+impl PatchContext {
+    pub fn new(clean: GraphCache, corrupt: GraphCache) -> Result<Self> {
+        if clean.lengths != corrupt.lengths {
+            return Err(Error::InvalidInput(
+                "clean and corrupt prompts must have equal token lengths, pair by pair".into(),
+            ));
+        }
+        let delta_t = clean
+            .blocks
+            .iter()
+            .zip(&corrupt.blocks)
+            .map(|(a, b)| Ok((a - b)?.transpose(1, 2)?.contiguous()?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            clean,
+            corrupt,
+            delta_t,
+        })
+    }
+}
+
+/// Options of one graph forward.
+#[derive(Default)]
+pub struct GraphRunOptions<'a> {
+    /// Kept edges (`true` = kept), one per edge id; `None` keeps all.
+    pub mask: Option<&'a [bool]>,
+    /// Needed when an edge is cut or `start_layer > 0`.
+    pub patch: Option<&'a PatchContext>,
+    /// Re-run from this layer (0..=n_layers), reading everything below from the clean
+    /// cache; valid only if no edge into a receiver below it is cut.
+    pub start_layer: usize,
+    /// Return a [`GraphCache`] (unpatched runs only).
+    pub capture: bool,
+    /// Track gradients: the embeddings become a variable and every receiver's input is
+    /// returned for [`candle_core::backprop::GradStore::get`].
+    pub track: bool,
+    /// Sum each receiver's input edge by edge (a slow reference for the mixing).
+    pub reference: bool,
+}
+
+pub struct GraphOutput {
+    /// Last-position logits [batch, vocab].
+    pub logits: Tensor,
+    pub cache: Option<GraphCache>,
+    /// With `track`: per layer the heads' input [N, ports·H, d] (receiver order) and the
+    /// MLP's [N, d], then the output's [N, d].
+    pub inputs: Vec<Tensor>,
+}
+
+/// Per-head weights laid out for batched matmuls over heads.
+pub struct GraphModel<'m> {
+    model: &'m Model,
+    pub graph: CircuitGraph,
+    layers: Vec<HeadWeights>,
+}
+
+struct HeadWeights {
+    wq: Tensor, // [H, d, dh]
+    bq: Tensor, // [H, 1, dh]
+    wk: Tensor, // [H, d, dh] (key/value heads repeated per query head)
+    bk: Tensor,
+    wv: Tensor,
+    bv: Tensor,
+    wo: Tensor, // [H, dh, d]
+}
+
+/// [N, H, d] @ per-head [H, d, e] (+ [H, 1, e]) → [H, N, e]
+fn per_head(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.transpose(0, 1)?.contiguous()?.matmul(w)?;
+    Ok(match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+impl<'m> GraphModel<'m> {
+    pub fn new(model: &'m Model, split_qkv: bool) -> Result<Self> {
+        let c = &model.cfg;
+        let rep = c.n_heads / c.n_kv_heads;
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in &model.weights.layers {
+            let h = c.n_heads;
+            let ungroup = |w: &Tensor| repeat_kv(w, rep);
+            layers.push(HeadWeights {
+                wq: l.w_q.contiguous()?,
+                bq: l.b_q.reshape((h, 1, c.d_head))?,
+                wk: ungroup(&l.w_k)?.contiguous()?,
+                bk: ungroup(&l.b_k)?.reshape((h, 1, c.d_head))?,
+                wv: ungroup(&l.w_v)?.contiguous()?,
+                bv: ungroup(&l.b_v)?.reshape((h, 1, c.d_head))?,
+                wo: l.w_o.contiguous()?,
+            });
+        }
+        Ok(Self {
+            model,
+            graph: CircuitGraph::for_model(model, split_qkv),
+            layers,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    /// Clean and corrupted caches for a batch of pairs (equal lengths pair by pair).
+    pub fn patch_context(&self, clean: &[Vec<u32>], corrupt: &[Vec<u32>]) -> Result<PatchContext> {
+        let cap = |t: &[Vec<u32>]| -> Result<GraphCache> {
+            self.run(
+                t,
+                GraphRunOptions {
+                    capture: true,
+                    ..Default::default()
+                },
+            )?
+            .cache
+            .ok_or_else(|| Error::InvalidInput("graph run captured nothing".into()))
+        };
+        PatchContext::new(cap(clean)?, cap(corrupt)?)
+    }
+
+    pub fn run(&self, tokens: &[Vec<u32>], opts: GraphRunOptions<'_>) -> Result<GraphOutput> {
+        let g = &self.graph;
+        let cfg = &self.model.cfg;
+        let w = &self.model.weights;
+        let rt = &self.model.rt;
+        if let Some(m) = opts.mask {
+            if m.len() != g.n_edges() {
+                return Err(Error::shape("edge mask", g.n_edges(), m.len()));
+            }
+        }
+        let cuts = opts.mask.is_some_and(|m| m.iter().any(|&k| !k));
+        if (cuts || opts.start_layer > 0) && opts.patch.is_none() {
+            return Err(Error::InvalidInput(
+                "cutting edges or resuming needs the clean and corrupted caches".into(),
+            ));
+        }
+        if opts.start_layer > cfg.n_layers {
+            return Err(Error::InvalidInput(format!(
+                "start layer {} beyond the model's {} layers",
+                opts.start_layer, cfg.n_layers
+            )));
+        }
+        if let (Some(m), true) = (opts.mask, opts.start_layer > 0) {
+            let first = g.attn_receivers(opts.start_layer.min(cfg.n_layers)).start;
+            let first = if opts.start_layer >= cfg.n_layers {
+                g.output_receiver()
+            } else {
+                first
+            };
+            if m[..g.edges_of(first).start].iter().any(|&k| !k) {
+                return Err(Error::InvalidInput(format!(
+                    "an edge into a layer below the resume layer {} is cut",
+                    opts.start_layer
+                )));
+            }
+        }
+        if opts.capture && cuts {
+            return Err(Error::InvalidInput(
+                "a cache is taken from an unpatched run only".into(),
+            ));
+        }
+        let dev = w.w_e.device().clone();
+        let (ids, lengths) = super::forward::pad_batch(tokens, &dev)?;
+        let (b, t) = ids.dims2()?;
+        if let Some(p) = opts.patch {
+            if p.clean.lengths != lengths {
+                return Err(Error::InvalidInput(
+                    "prompts differ in length from the cached clean run".into(),
+                ));
+            }
+        }
+        if t > cfg.n_ctx {
+            return Err(Error::InvalidInput(format!(
+                "prompt of {t} tokens exceeds the model's context of {}",
+                cfg.n_ctx
+            )));
+        }
+        if let Some(bad) = tokens.iter().flatten().find(|&&x| x as usize >= cfg.d_vocab) {
+            return Err(Error::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                cfg.d_vocab
+            )));
+        }
+        let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.d_head);
+        let n = b * t;
+        let ports = g.ports();
+
+        // Embeddings (the `input` sender) and positional terms.
+        let mut x0 = w.w_e.index_select(&ids.flatten_all()?, 0)?;
+        let mut short_pos = None;
+        match cfg.pos {
+            PosEmbedding::Standard | PosEmbedding::Shortformer => {
+                let wp = w.w_pos.as_ref().ok_or_else(|| {
+                    Error::UnsupportedModel("missing positional embedding".into())
+                })?;
+                let p = wp
+                    .narrow(0, 0, t)?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, t, d))?
+                    .reshape((n, d))?;
+                if cfg.pos == PosEmbedding::Standard {
+                    x0 = (x0 + p)?;
+                } else {
+                    short_pos = Some(p.unsqueeze(1)?);
+                }
+            }
+            PosEmbedding::Rotary { .. } => {}
+        }
+        let _var; // keeps the variable alive for the backward pass
+        if opts.track {
+            let v = Var::from_tensor(&x0)?;
+            x0 = v.as_tensor().clone();
+            _var = Some(v);
+        }
+        let rope = match cfg.pos {
+            PosEmbedding::Rotary { base, interleaved } => {
+                let (c, s) = rope_tables(t, dh, base, &dev)?;
+                Some((c, s, interleaved))
+            }
+            _ => None,
+        };
+        let mask_t = causal_mask(t, &dev)?;
+        let scale = 1.0 / (dh as f64).sqrt();
+        let blocks_idx = g.blocks();
+
+        // Current sender outputs per block ([N, k, d]) and δ = current − corrupt ([N, d, k]).
+        let nb = blocks_idx.len();
+        let mut cur: Vec<Option<Tensor>> = vec![None; nb];
+        let mut delta: Vec<Option<Tensor>> = vec![None; nb];
+        let start = opts.start_layer;
+        // Blocks produced below the start layer come from the clean cache.
+        let first_block_of_layer = |l: usize| 1 + l * (1 + g.has_mlp as usize);
+        let mut base;
+        if start == 0 {
+            cur[0] = Some(x0.unsqueeze(1)?);
+            base = x0.clone();
+        } else {
+            let p = opts.patch.ok_or_else(|| Error::InvalidInput("resume needs caches".into()))?;
+            for bi in 0..first_block_of_layer(start) {
+                cur[bi] = Some(p.clean.blocks[bi].clone());
+                delta[bi] = Some(p.delta_t[bi].clone());
+            }
+            base = if start < cfg.n_layers {
+                p.clean.attn_base[start].clone()
+            } else {
+                p.clean.final_base.clone()
+            };
+        }
+        let mut cache = opts.capture.then(|| GraphCache {
+            lengths: lengths.clone(),
+            blocks: Vec::new(),
+            attn_base: Vec::new(),
+            mlp_base: Vec::new(),
+            final_base: base.clone(),
+            logits: base.clone(),
+        });
+        let mut inputs = Vec::new();
+        let patch = opts.patch;
+
+        // Mixes the inputs of receivers `rows` (all with the same upstream count).
+        let mix = |rows: std::ops::Range<usize>,
+                   base: &Tensor,
+                   corr_base: Option<&Tensor>,
+                   cur: &[Option<Tensor>],
+                   delta: &mut [Option<Tensor>],
+                   bias: &Tensor|
+         -> Result<Tensor> {
+            let nr = rows.len();
+            let up = g.n_upstream(rows.start);
+            if opts.reference {
+                return self.reference_mix(rows, cur, patch, opts.mask, bias, n, d);
+            }
+            let mask = match opts.mask {
+                Some(m) if cuts => m,
+                _ => {
+                    let x = base.unsqueeze(1)?.broadcast_as((n, nr, d))?;
+                    return Ok(if opts.track { x.contiguous()? } else { x });
+                }
+            };
+            // Per row: +1 on kept edges over the corrupted base, or −1 on cut edges
+            // over the clean base, whichever touches fewer senders.
+            let mut use_corr = vec![false; nr];
+            let mut coef = vec![0f32; nr * up];
+            let mut any = false;
+            for (i, r) in rows.clone().enumerate() {
+                let m = &mask[g.edges_of(r)];
+                let kept = m.iter().filter(|&&k| k).count();
+                let removed = up - kept;
+                if removed == 0 {
+                    continue;
+                }
+                any = true;
+                use_corr[i] = kept < removed;
+                for (s, &k) in m.iter().enumerate() {
+                    coef[i * up + s] = match (use_corr[i], k) {
+                        (true, true) => 1.0,
+                        (false, false) => -1.0,
+                        _ => 0.0,
+                    };
+                }
+            }
+            let bb = base.unsqueeze(1)?.broadcast_as((n, nr, d))?;
+            if !any {
+                return Ok(bb);
+            }
+            let p = patch.ok_or_else(|| Error::InvalidInput("cuts need caches".into()))?;
+            let cb = corr_base.ok_or_else(|| Error::InvalidInput("missing corrupt base".into()))?;
+            let sel = Tensor::from_vec(
+                use_corr.iter().map(|&c| c as u8 as f32).collect::<Vec<_>>(),
+                (1, nr, 1),
+                &dev,
+            )?;
+            let cbb = cb.unsqueeze(1)?.broadcast_as((n, nr, d))?;
+            let mut x = (bb.broadcast_mul(&(1.0 - &sel)?)? + cbb.broadcast_mul(&sel)?)?;
+            let mut acc: Option<Tensor> = None; // [N, d, nr]
+            for (bi, &(s0, k)) in blocks_idx.iter().enumerate() {
+                if s0 >= up {
+                    break;
+                }
+                let mut c = vec![0f32; k * nr]; // [k, nr]
+                let mut nz = false;
+                for i in 0..nr {
+                    for j in 0..k {
+                        let v = coef[i * up + s0 + j];
+                        if v != 0.0 {
+                            c[j * nr + i] = v;
+                            nz = true;
+                        }
+                    }
+                }
+                if !nz {
+                    continue;
+                }
+                if delta[bi].is_none() {
+                    let cu = cur[bi]
+                        .as_ref()
+                        .ok_or_else(|| Error::InvalidInput("sender block not computed".into()))?;
+                    delta[bi] = Some((cu - &p.corrupt.blocks[bi])?.transpose(1, 2)?.contiguous()?);
+                }
+                let dt = delta[bi].as_ref().ok_or_else(|| Error::InvalidInput("δ".into()))?;
+                let c = Tensor::from_vec(c, (k, nr), &dev)?;
+                let y = dt.broadcast_matmul(&c)?; // [N, d, nr]
+                acc = Some(match acc {
+                    Some(a) => (a + y)?,
+                    None => y,
+                });
+            }
+            if let Some(a) = acc {
+                x = (x + a.transpose(1, 2)?)?;
+            }
+            Ok(x)
+        };
+
+        // Bias terms of the residual stream (b_O of each layer) for the reference mixing.
+        let mut bias = Tensor::zeros((1, d), candle_core::DType::F32, &dev)?;
+        for l in &self.model.weights.layers[..start.min(cfg.n_layers)] {
+            bias = bias.broadcast_add(&l.b_o.unsqueeze(0)?)?;
+        }
+
+        for li in start..cfg.n_layers {
+            let l = &rt.layers[li];
+            let hw = &self.layers[li];
+            let wl = &self.model.weights.layers[li];
+            if let Some(c) = cache.as_mut() {
+                c.attn_base.push(base.clone());
+            }
+            let corr_attn = patch.and_then(|p| p.corrupt.attn_base.get(li));
+            let x = mix(g.attn_receivers(li), &base, corr_attn, &cur, &mut delta, &bias)?;
+            if opts.track {
+                inputs.push(x.clone());
+            }
+            let xn = norm(&x, &l.ln1, cfg.norm, cfg.eps)?; // [N, ports·H, d]
+            let port = |p: usize| -> Result<Tensor> {
+                if ports == 1 {
+                    return Ok(xn.clone());
+                }
+                Ok(xn.reshape((n, h, ports, d))?.narrow(2, p, 1)?.squeeze(2)?)
+            };
+            let (xq, xk, xv) = (port(0)?, port(1.min(ports - 1))?, port(2.min(ports - 1))?);
+            let (xq, xk) = match &short_pos {
+                Some(p) => (xq.broadcast_add(p)?, xk.broadcast_add(p)?),
+                None => (xq, xk),
+            };
+            // [H, N, dh] → [B, H, T, dh]
+            let heads_first = |y: Tensor| -> Result<Tensor> {
+                Ok(y.reshape((h, b, t, dh))?.transpose(0, 1)?.contiguous()?)
+            };
+            let mut q = heads_first(per_head(&xq, &hw.wq, Some(&hw.bq))?)?;
+            let mut k = heads_first(per_head(&xk, &hw.wk, Some(&hw.bk))?)?;
+            let v = heads_first(per_head(&xv, &hw.wv, Some(&hw.bv))?)?;
+            if let Some((c, s, il)) = &rope {
+                q = apply_rope(&q, c, s, *il)?;
+                k = apply_rope(&k, c, s, *il)?;
+            }
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask_t)?;
+            let z = softmax_last(&scores)?.matmul(&v)?; // [B, H, T, dh]
+            let z = z.transpose(0, 1)?.contiguous()?.reshape((h, n, dh))?;
+            let result = z.matmul(&hw.wo)?.transpose(0, 1)?.contiguous()?; // [N, H, d]
+            let hb = first_block_of_layer(li);
+            base = (base + result.sum(1)?)?.broadcast_add(&wl.b_o)?;
+            bias = bias.broadcast_add(&wl.b_o.unsqueeze(0)?)?;
+            cur[hb] = Some(result);
+            if let Some(m) = &l.mlp {
+                if let Some(c) = cache.as_mut() {
+                    c.mlp_base.push(base.clone());
+                }
+                let r = g
+                    .mlp_receiver(li)
+                    .ok_or_else(|| Error::UnsupportedModel("MLP outside the graph".into()))?;
+                let corr_mlp = patch.and_then(|p| p.corrupt.mlp_base.get(li));
+                let x = mix(r..r + 1, &base, corr_mlp, &cur, &mut delta, &bias)?.squeeze(1)?;
+                let x = if opts.track { x.copy()? } else { x };
+                if opts.track {
+                    inputs.push(x.clone());
+                }
+                let out = mlp(cfg, l, m, &x)?;
+                base = (base + &out)?;
+                cur[hb + 1] = Some(out.unsqueeze(1)?);
+            }
+        }
+        let r = g.output_receiver();
+        let corr_fin = patch.map(|p| &p.corrupt.final_base);
+        let x = mix(r..r + 1, &base, corr_fin, &cur, &mut delta, &bias)?.squeeze(1)?;
+        let x = if opts.track { x.copy()? } else { x };
+        if opts.track {
+            inputs.push(x.clone());
+        }
+        let idx: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (i * t + len - 1) as u32)
+            .collect();
+        let xl = x.index_select(&Tensor::from_vec(idx, b, &dev)?, 0)?;
+        let xl = norm(&xl, &w.ln_final, cfg.norm, cfg.eps)?;
+        let logits = linear(&xl, &w.w_u, Some(&w.b_u))?;
+        let cache = match cache {
+            Some(mut c) => {
+                c.final_base = base;
+                c.logits = logits.clone();
+                c.blocks = cur
+                    .into_iter()
+                    .map(|x| x.ok_or_else(|| Error::InvalidInput("block not computed".into())))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(c)
+            }
+            None => None,
+        };
+        Ok(GraphOutput {
+            logits,
+            cache,
+            inputs,
+        })
+    }
+
+    /// Σ_s (kept ? current : corrupted) output of each upstream sender, plus the b_O of the
+    /// layers below: the definition, summed edge by edge.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_mix(
+        &self,
+        rows: std::ops::Range<usize>,
+        cur: &[Option<Tensor>],
+        patch: Option<&PatchContext>,
+        mask: Option<&[bool]>,
+        bias: &Tensor,
+        n: usize,
+        d: usize,
+    ) -> Result<Tensor> {
+        let g = &self.graph;
+        let sender_value = |s: usize, from_corrupt: bool| -> Result<Tensor> {
+            let (bi, j) = g
+                .blocks()
+                .iter()
+                .enumerate()
+                .find(|(_, &(s0, k))| s >= s0 && s < s0 + k)
+                .map(|(bi, &(s0, _))| (bi, s - s0))
+                .ok_or_else(|| Error::InvalidInput(format!("sender {s} in no block")))?;
+            let blk = if from_corrupt {
+                &patch
+                    .ok_or_else(|| Error::InvalidInput("cuts need caches".into()))?
+                    .corrupt
+                    .blocks[bi]
+            } else {
+                cur[bi]
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidInput("sender not computed".into()))?
+            };
+            Ok(blk.narrow(1, j, 1)?.squeeze(1)?)
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut x = bias.broadcast_as((n, d))?.contiguous()?;
+            for (s, e) in g.edges_of(r).enumerate() {
+                let kept = mask.is_none_or(|m| m[e]);
+                x = (x + sender_value(s, !kept)?)?;
+            }
+            out.push(x);
+        }
+        Ok(Tensor::stack(&out, 1)?)
+    }
+}
+
+/// Mean over prompts of KL(clean ‖ patched) at the last position, from logits [B, V]
+/// (ACDC's metric), clamped at 0 against rounding.
+pub fn kl_from_logits(clean_logp: &Tensor, logits: &Tensor) -> Result<f64> {
+    let lp = log_softmax(logits)?;
+    let kl = (clean_logp.exp()? * (clean_logp - lp)?)?.sum(1)?.mean(0)?;
+    Ok((kl.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?).max(0.0))
+}
+
+/// log-softmax over the last dimension of [B, V].
+pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let m = x.max_keepdim(1)?.detach();
+    let xs = x.broadcast_sub(&m)?;
+    let lse = xs.exp()?.sum_keepdim(1)?.log()?;
+    Ok(xs.broadcast_sub(&lse)?)
+}
