@@ -8,6 +8,7 @@
 pub mod error;
 pub use error::{Error, Result};
 
+pub mod baselines;
 pub mod codes;
 pub mod eval;
 pub mod gpu;

@@ -51,7 +51,10 @@ fn edge_counts_match_acdc() {
     // ACDC counts 32,923 edges for GPT-2 small and 1,377 for attn-only-4l; both include
     // 3 placeholder edges per head (q/k/v input → q/k/v) that this graph folds into the
     // receivers: 32,923 − 3·144 and 1,377 − 3·32.
-    assert_eq!(CircuitGraph::new(12, 12, true, true).n_edges(), 32_923 - 432);
+    assert_eq!(
+        CircuitGraph::new(12, 12, true, true).n_edges(),
+        32_923 - 432
+    );
     assert_eq!(CircuitGraph::new(4, 8, false, true).n_edges(), 1_377 - 96);
     let g = CircuitGraph::new(3, 2, true, false);
     for e in 0..g.n_edges() {
@@ -67,7 +70,11 @@ fn unpatched_graph_equals_the_forward() {
     let (clean, _) = prompts();
     for name in MODELS {
         let m = fixture(name);
-        let want = m.forward(&clean, ForwardOptions::default()).unwrap().logits.unwrap();
+        let want = m
+            .forward(&clean, ForwardOptions::default())
+            .unwrap()
+            .logits
+            .unwrap();
         for split in [false, true] {
             let gm = GraphModel::new(&m, split).unwrap();
             let got = gm.run(&clean, GraphRunOptions::default()).unwrap().logits;

@@ -175,7 +175,12 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tenso
 }
 
 /// cos, sin tables [T, dh/2] for rotary position embeddings.
-pub(super) fn rope_tables(t: usize, dh: usize, base: f32, dev: &Device) -> Result<(Tensor, Tensor)> {
+pub(super) fn rope_tables(
+    t: usize,
+    dh: usize,
+    base: f32,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
     let half = dh / 2;
     let inv: Vec<f32> = (0..half)
         .map(|i| 1.0 / base.powf((2 * i) as f32 / dh as f32))
@@ -191,7 +196,12 @@ pub(super) fn rope_tables(t: usize, dh: usize, base: f32, dev: &Device) -> Resul
 }
 
 /// x [B, H, T, dh]
-pub(super) fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+pub(super) fn apply_rope(
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    interleaved: bool,
+) -> Result<Tensor> {
     let (b, h, t, dh) = x.dims4()?;
     let half = dh / 2;
     if interleaved {

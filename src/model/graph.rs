@@ -126,7 +126,12 @@ impl CircuitGraph {
 
     pub fn for_model(model: &Model, split_qkv: bool) -> Self {
         let c = &model.cfg;
-        Self::new(c.n_layers, c.n_heads, c.d_mlp > 0 && !c.attn_only, split_qkv)
+        Self::new(
+            c.n_layers,
+            c.n_heads,
+            c.d_mlp > 0 && !c.attn_only,
+            split_qkv,
+        )
     }
 
     pub fn n_edges(&self) -> usize {
@@ -289,8 +294,8 @@ pub struct GraphRunOptions<'a> {
     pub start_layer: usize,
     /// Return a [`GraphCache`] (unpatched runs only).
     pub capture: bool,
-    /// Track gradients: the embeddings become a variable and every receiver's input is
-    /// returned for [`candle_core::backprop::GradStore::get`].
+    /// Track gradients: a zero variable is added to every receiver's input and returned in
+    /// [`GraphOutput::inputs`]; its gradient is the gradient with respect to that input.
     pub track: bool,
     /// Sum each receiver's input edge by edge (a slow reference for the mixing).
     pub reference: bool,
@@ -300,8 +305,8 @@ pub struct GraphOutput {
     /// Last-position logits [batch, vocab].
     pub logits: Tensor,
     pub cache: Option<GraphCache>,
-    /// With `track`: per layer the heads' input [N, ports·H, d] (receiver order) and the
-    /// MLP's [N, d], then the output's [N, d].
+    /// With `track`, the zero variables added to the receivers' inputs: per layer the heads'
+    /// [N, ports·H, d] (receiver order) and the MLP's [N, d], then the output's [N, d].
     pub inputs: Vec<Tensor>,
 }
 
@@ -433,7 +438,11 @@ impl<'m> GraphModel<'m> {
                 cfg.n_ctx
             )));
         }
-        if let Some(bad) = tokens.iter().flatten().find(|&&x| x as usize >= cfg.d_vocab) {
+        if let Some(bad) = tokens
+            .iter()
+            .flatten()
+            .find(|&&x| x as usize >= cfg.d_vocab)
+        {
             return Err(Error::InvalidInput(format!(
                 "token id {bad} is outside the vocabulary ({})",
                 cfg.d_vocab
@@ -464,12 +473,6 @@ impl<'m> GraphModel<'m> {
             }
             PosEmbedding::Rotary { .. } => {}
         }
-        let _var; // keeps the variable alive for the backward pass
-        if opts.track {
-            let v = Var::from_tensor(&x0)?;
-            x0 = v.as_tensor().clone();
-            _var = Some(v);
-        }
         let rope = match cfg.pos {
             PosEmbedding::Rotary { base, interleaved } => {
                 let (c, s) = rope_tables(t, dh, base, &dev)?;
@@ -493,7 +496,9 @@ impl<'m> GraphModel<'m> {
             cur[0] = Some(x0.unsqueeze(1)?);
             base = x0.clone();
         } else {
-            let p = opts.patch.ok_or_else(|| Error::InvalidInput("resume needs caches".into()))?;
+            let p = opts
+                .patch
+                .ok_or_else(|| Error::InvalidInput("resume needs caches".into()))?;
             for bi in 0..first_block_of_layer(start) {
                 cur[bi] = Some(p.clean.blocks[bi].clone());
                 delta[bi] = Some(p.delta_t[bi].clone());
@@ -514,6 +519,17 @@ impl<'m> GraphModel<'m> {
         });
         let mut inputs = Vec::new();
         let patch = opts.patch;
+        // candle keeps gradients of variables only: each receiver's input gets a zero
+        // variable added, whose gradient is the gradient with respect to that input.
+        let probe = |x: Tensor, inputs: &mut Vec<Tensor>| -> Result<Tensor> {
+            if !opts.track {
+                return Ok(x);
+            }
+            let v = Var::zeros(x.shape(), x.dtype(), x.device())?;
+            let y = (x + v.as_tensor())?;
+            inputs.push(v.as_tensor().clone());
+            Ok(y)
+        };
 
         // Mixes the inputs of receivers `rows` (all with the same upstream count).
         let mix = |rows: std::ops::Range<usize>,
@@ -531,8 +547,7 @@ impl<'m> GraphModel<'m> {
             let mask = match opts.mask {
                 Some(m) if cuts => m,
                 _ => {
-                    let x = base.unsqueeze(1)?.broadcast_as((n, nr, d))?;
-                    return Ok(if opts.track { x.contiguous()? } else { x });
+                    return Ok(base.unsqueeze(1)?.broadcast_as((n, nr, d))?);
                 }
             };
             // Per row: +1 on kept edges over the corrupted base, or −1 on cut edges
@@ -593,9 +608,15 @@ impl<'m> GraphModel<'m> {
                     let cu = cur[bi]
                         .as_ref()
                         .ok_or_else(|| Error::InvalidInput("sender block not computed".into()))?;
-                    delta[bi] = Some((cu - &p.corrupt.blocks[bi])?.transpose(1, 2)?.contiguous()?);
+                    delta[bi] = Some(
+                        (cu - &p.corrupt.blocks[bi])?
+                            .transpose(1, 2)?
+                            .contiguous()?,
+                    );
                 }
-                let dt = delta[bi].as_ref().ok_or_else(|| Error::InvalidInput("δ".into()))?;
+                let dt = delta[bi]
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidInput("δ".into()))?;
                 let c = Tensor::from_vec(c, (k, nr), &dev)?;
                 let y = dt.broadcast_matmul(&c)?; // [N, d, nr]
                 acc = Some(match acc {
@@ -623,10 +644,15 @@ impl<'m> GraphModel<'m> {
                 c.attn_base.push(base.clone());
             }
             let corr_attn = patch.and_then(|p| p.corrupt.attn_base.get(li));
-            let x = mix(g.attn_receivers(li), &base, corr_attn, &cur, &mut delta, &bias)?;
-            if opts.track {
-                inputs.push(x.clone());
-            }
+            let x = mix(
+                g.attn_receivers(li),
+                &base,
+                corr_attn,
+                &cur,
+                &mut delta,
+                &bias,
+            )?;
+            let x = probe(x, &mut inputs)?;
             let xn = norm(&x, &l.ln1, cfg.norm, cfg.eps)?; // [N, ports·H, d]
             let port = |p: usize| -> Result<Tensor> {
                 if ports == 1 {
@@ -667,10 +693,7 @@ impl<'m> GraphModel<'m> {
                     .ok_or_else(|| Error::UnsupportedModel("MLP outside the graph".into()))?;
                 let corr_mlp = patch.and_then(|p| p.corrupt.mlp_base.get(li));
                 let x = mix(r..r + 1, &base, corr_mlp, &cur, &mut delta, &bias)?.squeeze(1)?;
-                let x = if opts.track { x.copy()? } else { x };
-                if opts.track {
-                    inputs.push(x.clone());
-                }
+                let x = probe(x, &mut inputs)?;
                 let out = mlp(cfg, l, m, &x)?;
                 base = (base + &out)?;
                 cur[hb + 1] = Some(out.unsqueeze(1)?);
@@ -679,10 +702,7 @@ impl<'m> GraphModel<'m> {
         let r = g.output_receiver();
         let corr_fin = patch.map(|p| &p.corrupt.final_base);
         let x = mix(r..r + 1, &base, corr_fin, &cur, &mut delta, &bias)?.squeeze(1)?;
-        let x = if opts.track { x.copy()? } else { x };
-        if opts.track {
-            inputs.push(x.clone());
-        }
+        let x = probe(x, &mut inputs)?;
         let idx: Vec<u32> = lengths
             .iter()
             .enumerate()
