@@ -104,6 +104,9 @@ enum Cmd {
     },
     /// Run the whole method: hooks → SAEs → codes → scores → evaluation, with baselines.
     Discover(Box<DiscoverArgs>),
+    /// The SAE method beside activation patching, ACDC and edge attribution patching on the
+    /// same model, prompts and device: node (and edge) AUC against one circuit, wall time.
+    Compare(Box<CompareArgs>),
     /// Re-score the codes saved by `discover` with other options, without retraining.
     Score {
         dir: PathBuf,
@@ -271,6 +274,62 @@ struct DiscoverArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// ioi | gt | docstring | FILE.jsonl | auto-circuit FILE.json
+    #[arg(long)]
+    task: String,
+    /// Ground truth: a built-in name or a JSON file (`{"heads": [..], "edges": [..]}`;
+    /// edges as `L0H1->L2H3.q`, needed for edge AUCs).
+    #[arg(long)]
+    circuit: String,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sae,patching,acdc,eap"
+    )]
+    methods: Vec<headcode::pipeline::Method>,
+    /// Prompt pairs for patching, ACDC and EAP: the first PAIRS of the task.
+    #[arg(long, default_value_t = 32)]
+    pairs: usize,
+    /// Prompt pairs for the SAE method (positives = clean, negatives = corrupt).
+    #[arg(long, default_value_t = 250)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "per-head")]
+    sae: headcode::pipeline::SaeMode,
+    #[arg(long, value_enum, default_value = "z")]
+    on: HookPoint,
+    #[arg(long)]
+    lambda: Option<f32>,
+    #[arg(long, default_value_t = 1)]
+    trials: usize,
+    /// ACDC's graph: edges-qkv (the reference), edges (one input per head) or heads
+    /// (prune heads, a head-only mode that is far cheaper on a CPU).
+    #[arg(long, value_enum, default_value = "edges-qkv")]
+    acdc_granularity: headcode::baselines::Granularity,
+    #[arg(long, value_enum, default_value = "kl")]
+    acdc_metric: headcode::baselines::AcdcMetric,
+    /// Comma-separated thresholds τ (default 1e-4, 3e-4, …, 0.3, 1).
+    #[arg(long, value_delimiter = ',')]
+    acdc_thresholds: Vec<f64>,
+    /// EAP on one input per head instead of separate q/k/v inputs.
+    #[arg(long)]
+    eap_no_split: bool,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    #[arg(long)]
+    quiet: bool,
+    #[arg(long)]
+    out: PathBuf,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum DeviceArg {
     Cpu,
@@ -308,6 +367,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => hooks(&model, prompt, prompts, hook, reduce, !no_bos, &out),
         Cmd::Discover(a) => discover(*a),
+        Cmd::Compare(a) => compare(*a),
         Cmd::Score {
             dir,
             normalise,
@@ -786,6 +846,70 @@ fn discover(a: DiscoverArgs) -> Result<()> {
     r.timings_ms.insert("load_model".into(), load_ms);
     let files = headcode::report::run::write_discover(&a.out, &model, &r, a.save_sae)?;
     print_summary(&r, &a.out, &files, t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn compare(a: CompareArgs) -> Result<()> {
+    use headcode::pipeline::{discover::CircuitSpec, CompareConfig, DiscoverConfig, TaskSource};
+    let gpu = match a.device {
+        DeviceArg::Cpu => false,
+        DeviceArg::Cuda => {
+            headcode::gpu::require_gpu()?;
+            true
+        }
+        DeviceArg::Auto => match headcode::gpu::require_gpu() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("note: {e}; running on CPU");
+                false
+            }
+        },
+    };
+    let mut d = DiscoverConfig::paper(TaskSource::parse(&a.task)?);
+    d.circuit = CircuitSpec::Named(a.circuit.clone());
+    d.sae_mode = a.sae;
+    d.on = a.on;
+    d.trials = a.trials;
+    d.seed = a.seed;
+    d.n = a.n;
+    if let Some(l) = a.lambda {
+        d.sae.lambda = l;
+    }
+    d.batch_size = a.batch_size;
+    d.faithfulness = None;
+    d.gpu = gpu;
+    let mut acdc = headcode::baselines::AcdcConfig {
+        granularity: a.acdc_granularity,
+        metric: a.acdc_metric,
+        ..Default::default()
+    };
+    if !a.acdc_thresholds.is_empty() {
+        acdc.thresholds = a.acdc_thresholds.clone();
+    }
+    let cfg = CompareConfig {
+        discover: d,
+        methods: a.methods.clone(),
+        pairs: a.pairs,
+        acdc,
+        eap_split_qkv: !a.eap_no_split,
+    };
+    let (model, tok) = a
+        .model
+        .load_on(if gpu { cuda_device()? } else { Device::Cpu })?;
+    let device = if gpu { "cuda:0" } else { "cpu" };
+    let mut bars = Bars::new(a.quiet);
+    let t0 = std::time::Instant::now();
+    let r = headcode::pipeline::compare(&model, tok.as_ref(), &cfg, device, &mut |s, d, t| {
+        bars.update(s, d, t)
+    })?;
+    let files = headcode::report::compare::write_compare(&a.out, &r)?;
+    println!("{}", r.markdown());
+    println!(
+        "total {:.1} s; wrote {} in {}",
+        t0.elapsed().as_secs_f64(),
+        files.join(", "),
+        a.out.display()
+    );
     Ok(())
 }
 

@@ -102,6 +102,9 @@ pub struct AcdcResult {
     pub config: AcdcConfig,
     pub n_layers: usize,
     pub n_heads: usize,
+    /// Whether the graph has MLP nodes (with `n_layers`, `n_heads` and the granularity it
+    /// rebuilds the [`crate::model::graph::CircuitGraph`] that edge ids index).
+    pub has_mlp: bool,
     /// Edges in the graph (0 in `heads` mode).
     pub n_edges: usize,
     pub n_prompts: usize,
@@ -118,6 +121,23 @@ pub struct AcdcResult {
     /// Forward passes the sweep ran (partial ones included).
     pub forwards: usize,
     pub seconds: f64,
+}
+
+impl AcdcResult {
+    /// The graph the edge ids index (`None` in `heads` mode).
+    pub fn graph(&self) -> Option<crate::model::graph::CircuitGraph> {
+        let split = match self.config.granularity {
+            Granularity::Heads => return None,
+            Granularity::Edges => false,
+            Granularity::EdgesQkv => true,
+        };
+        Some(crate::model::graph::CircuitGraph::new(
+            self.n_layers,
+            self.n_heads,
+            self.has_mlp,
+            split,
+        ))
+    }
 }
 
 /// How the metric is read from last-position logits [B, V]; lower = closer to the clean
@@ -417,6 +437,7 @@ fn acdc_heads(
         config: cfg.clone(),
         n_layers: nl,
         n_heads: nh,
+        has_mlp: crate::model::graph::CircuitGraph::for_model(model, false).has_mlp,
         n_edges: 0,
         n_prompts: clean.len(),
         runs,
@@ -553,6 +574,7 @@ fn acdc_edges(
         config: cfg.clone(),
         n_layers: nl,
         n_heads: nh,
+        has_mlp: g.has_mlp,
         n_edges: ne,
         n_prompts: clean.len(),
         runs,

@@ -1,5 +1,6 @@
 //! Files a run leaves behind: hooked tensors (safetensors with head labels), run
 //! manifests, CSV and SVG plots. Never touches the GPU.
+pub mod compare;
 pub mod run;
 pub mod svg;
 

@@ -17,6 +17,11 @@ use crate::error::{read_text, Error, Result};
 pub struct Circuit {
     pub name: String,
     pub heads: Vec<(usize, usize)>,
+    /// Optional edges of the computational graph, labelled as
+    /// [`crate::model::graph::CircuitGraph::edge_label`] writes them (`"L0H1->L2H3.q"`,
+    /// `"input->MLP0"`, `"MLP4->output"`); edge AUCs are computed where present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<String>,
 }
 
 /// Built-in names and their key in `ground_truth_heads.json`. The first name is canonical.
@@ -148,6 +153,7 @@ impl Circuit {
         Circuit {
             name: name.into(),
             heads,
+            edges: Vec::new(),
         }
     }
 
@@ -165,9 +171,23 @@ impl Circuit {
     pub fn from_json_str(text: &str, name: &str) -> Result<Circuit> {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| Error::Circuit(format!("{name}: not JSON: {e}")))?;
+        let mut edges = Vec::new();
         let (name, list) = match &v {
             Value::Array(_) => (name.to_string(), &v),
             Value::Object(map) => {
+                if let Some(e) = map.get("edges") {
+                    let arr = e
+                        .as_array()
+                        .ok_or_else(|| Error::Circuit(format!("{name}: `edges` is not a list")))?;
+                    for (i, x) in arr.iter().enumerate() {
+                        let s = x.as_str().filter(|s| s.contains("->")).ok_or_else(|| {
+                            Error::Circuit(format!(
+                                "{name}: edge {i} `{x}` is not a string like \"L0H1->L2H3.q\""
+                            ))
+                        })?;
+                        edges.push(s.trim().to_string());
+                    }
+                }
                 let list = map.get("heads").ok_or_else(|| {
                     Error::Circuit(format!("{name}: object without a `heads` list"))
                 })?;
@@ -204,7 +224,11 @@ impl Circuit {
         if heads.is_empty() {
             return Err(Error::Circuit(format!("{name}: the circuit has no heads")));
         }
-        Ok(Circuit::new(name, heads))
+        let mut c = Circuit::new(name, heads);
+        edges.sort();
+        edges.dedup();
+        c.edges = edges;
+        Ok(c)
     }
 
     /// Read a user circuit file (see [`Circuit::from_json_str`]); named after the file stem.

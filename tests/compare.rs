@@ -1,0 +1,191 @@
+//! `compare` end to end on a small random-weight model with GPT-2's vocabulary: every
+//! method runs, the files parse, and the table agrees with the saved scores.
+use candle_core::Device;
+use headcode::baselines::{AcdcConfig, AcdcMetric, Granularity};
+use headcode::eval::roc::auc;
+use headcode::model::graph::CircuitGraph;
+use headcode::model::random::random_weights;
+use headcode::model::{Activation, Model, ModelConfig, Norm, PosEmbedding, Processing};
+use headcode::pipeline::discover::CircuitSpec;
+use headcode::pipeline::{compare, CompareConfig, DiscoverConfig, Method, TaskSource};
+use headcode::report::compare::write_compare;
+use headcode::tasks::TaskKind;
+use headcode::tokenize::Gpt2Tokenizer;
+
+fn tiny() -> Model {
+    let cfg = ModelConfig {
+        architecture: "gpt2".into(),
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 4,
+        d_model: 32,
+        d_head: 8,
+        d_mlp: 64,
+        d_vocab: 50257,
+        n_ctx: 64,
+        norm: Norm::LayerNorm,
+        eps: 1e-5,
+        pos: PosEmbedding::Standard,
+        act: Activation::GeluNew,
+        attn_only: false,
+    };
+    let w = random_weights(&cfg, 7, &Device::Cpu).unwrap();
+    Model::from_parts(cfg, w, Processing::TL_DEFAULT, "tiny".into()).unwrap()
+}
+
+fn config(circuit: &str, granularity: Granularity) -> CompareConfig {
+    let mut d = DiscoverConfig::paper(TaskSource::Builtin(TaskKind::Ioi));
+    d.n = 24;
+    d.sae.steps = 30;
+    d.sae.n_features = 16;
+    d.batch_size = 8;
+    d.circuit = CircuitSpec::Named(circuit.into());
+    CompareConfig {
+        discover: d,
+        methods: vec![Method::Sae, Method::Patching, Method::Acdc, Method::Eap],
+        pairs: 6,
+        acdc: AcdcConfig {
+            granularity,
+            metric: AcdcMetric::Kl,
+            thresholds: vec![1e-5, 1e-4, 1e-3, 1e-2],
+        },
+        eap_split_qkv: true,
+    }
+}
+
+#[test]
+fn compare_runs_every_method_and_its_files_agree() {
+    let m = tiny();
+    let tok = Gpt2Tokenizer::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let circ = dir.path().join("circuit.json");
+    // Heads plus edges of the q/k/v-split graph, for edge AUCs.
+    std::fs::write(
+        &circ,
+        r#"{"name": "toy", "heads": ["L0H1", "L1H2", "L1H3"],
+            "edges": ["L0H1->L1H2.q", "input->L0H1.v", "L1H2->output", "L1H3->output"]}"#,
+    )
+    .unwrap();
+    let cfg = config(circ.to_str().unwrap(), Granularity::EdgesQkv);
+    let r = compare(&m, &tok, &cfg, "cpu", &mut |_, _, _| {}).unwrap();
+    let names: Vec<&str> = r.rows.iter().map(|r| r.method.as_str()).collect();
+    for want in [
+        "sae (sae)",
+        "class-means-z",
+        "class-means",
+        "random",
+        "patching",
+        "acdc (edges-qkv)",
+        "eap",
+    ] {
+        assert!(names.contains(&want), "missing row {want}: {names:?}");
+    }
+    let mask = r.circuit.mask(2, 4);
+    for row in &r.rows {
+        let s = &r.head_scores[&row.method];
+        assert_eq!(s.len(), 8);
+        assert!((auc(s, &mask).unwrap() - row.node_auc).abs() < 1e-12);
+        assert!(row.seconds >= 0.0);
+    }
+    let sae_t = r.rows[0].seconds;
+    for row in &r.rows {
+        let ratio = row.time_vs_sae.unwrap();
+        assert!((ratio - row.seconds / sae_t).abs() < 1e-9);
+    }
+    // Edge AUCs only where edges are scored.
+    let by = |n: &str| r.rows.iter().find(|x| x.method == n).unwrap();
+    assert!(by("acdc (edges-qkv)").edge_auc.is_some());
+    assert!(by("eap").edge_auc.is_some());
+    assert!(by("patching").edge_auc.is_none());
+    let g = CircuitGraph::for_model(&m, true);
+    let eapr = r.eap.as_ref().unwrap();
+    let mut labels = vec![false; g.n_edges()];
+    for e in &r.circuit.edges {
+        labels[(0..g.n_edges()).find(|&i| &g.edge_label(i) == e).unwrap()] = true;
+    }
+    let abs: Vec<f64> = eapr.edge_scores.iter().map(|x| x.abs()).collect();
+    assert!((auc(&abs, &labels).unwrap() - by("eap").edge_auc.unwrap()).abs() < 1e-12);
+    // ACDC: one run per threshold, with the pruned model's metric recomputed.
+    let a = r.acdc.as_ref().unwrap();
+    assert_eq!(a.runs.len(), 4);
+    for run in &a.runs {
+        assert!((run.metric - run.metric_recomputed).abs() < 1e-5 * (1.0 + run.metric));
+    }
+
+    let files = write_compare(dir.path(), &r).unwrap();
+    for f in [
+        "compare.json",
+        "compare.md",
+        "roc.svg",
+        "acdc_circuits.json",
+    ] {
+        assert!(files.iter().any(|x| x == f), "{f} not written");
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("compare.json")).unwrap())
+            .unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), r.rows.len());
+    for (jr, row) in rows.iter().zip(&r.rows) {
+        assert_eq!(jr["method"], row.method.as_str());
+        assert!((jr["node_auc"].as_f64().unwrap() - row.node_auc).abs() < 1e-12);
+    }
+    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
+    // Header, separator, one line per row.
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| ")).count(),
+        r.rows.len() + 2
+    );
+    let ac: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("acdc_circuits.json")).unwrap(),
+    )
+    .unwrap();
+    let runs = ac["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), a.runs.len());
+    for (jr, run) in runs.iter().zip(&a.runs) {
+        assert_eq!(jr["heads"].as_array().unwrap().len(), run.heads.len());
+        assert_eq!(jr["edges"].as_array().unwrap().len(), run.kept_edges.len());
+    }
+    let svg = std::fs::read_to_string(dir.path().join("roc.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("eap"));
+}
+
+#[test]
+fn compare_heads_mode_and_errors() {
+    let m = tiny();
+    let tok = Gpt2Tokenizer::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let circ = dir.path().join("c.json");
+    std::fs::write(&circ, r#"["L0H1", "L1H2"]"#).unwrap();
+    let mut cfg = config(circ.to_str().unwrap(), Granularity::Heads);
+    cfg.methods = vec![Method::Acdc, Method::Eap];
+    let r = compare(&m, &tok, &cfg, "cpu", &mut |_, _, _| {}).unwrap();
+    assert_eq!(r.rows.len(), 2);
+    assert!(r
+        .rows
+        .iter()
+        .all(|x| x.time_vs_sae.is_none() && x.edge_auc.is_none()));
+    write_compare(dir.path(), &r).unwrap();
+
+    // No circuit, a circuit that does not fit, an edge not in the graph, no methods.
+    let mut bad = config("none", Granularity::Heads);
+    bad.discover.circuit = CircuitSpec::None;
+    assert!(compare(&m, &tok, &bad, "cpu", &mut |_, _, _| {}).is_err());
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, r#"["L5H1"]"#).unwrap();
+    let c = config(big.to_str().unwrap(), Granularity::Heads);
+    assert!(compare(&m, &tok, &c, "cpu", &mut |_, _, _| {}).is_err());
+    let wrong_edge = dir.path().join("we.json");
+    std::fs::write(
+        &wrong_edge,
+        r#"{"heads": ["L0H1"], "edges": ["L1H1->L0H1.q"]}"#,
+    )
+    .unwrap();
+    let mut c = config(wrong_edge.to_str().unwrap(), Granularity::EdgesQkv);
+    c.methods = vec![Method::Eap];
+    let e = compare(&m, &tok, &c, "cpu", &mut |_, _, _| {}).unwrap_err();
+    assert!(e.to_string().contains("L1H1->L0H1.q"), "{e}");
+    let mut c = config(circ.to_str().unwrap(), Granularity::Heads);
+    c.methods.clear();
+    assert!(compare(&m, &tok, &c, "cpu", &mut |_, _, _| {}).is_err());
+}
