@@ -279,12 +279,16 @@ struct CompareArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// ioi | gt | docstring | FILE.jsonl | auto-circuit FILE.json
-    #[arg(long)]
+    #[arg(long, default_value = "")]
     task: String,
     /// Ground truth: a built-in name or a JSON file (`{"heads": [..], "edges": [..]}`;
     /// edges as `L0H1->L2H3.q`, needed for edge AUCs).
     #[arg(long)]
     circuit: String,
+    /// Re-evaluate a finished run's saved scores (`DIR/compare.json`) against `--circuit`
+    /// instead of running anything; writes to `--out`.
+    #[arg(long)]
+    rescore: Option<PathBuf>,
     #[arg(
         long,
         value_enum,
@@ -851,6 +855,21 @@ fn discover(a: DiscoverArgs) -> Result<()> {
 
 fn compare(a: CompareArgs) -> Result<()> {
     use headcode::pipeline::{discover::CircuitSpec, CompareConfig, DiscoverConfig, TaskSource};
+    if let Some(dir) = &a.rescore {
+        let path = dir.join("compare.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let saved: headcode::pipeline::CompareResult = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a compare result", path.display()))?;
+        let r = saved.rescore(headcode::tasks::Circuit::load(&a.circuit)?)?;
+        let files = headcode::report::compare::write_compare(&a.out, &r)?;
+        println!("{}", r.markdown());
+        println!("wrote {} in {}", files.join(", "), a.out.display());
+        return Ok(());
+    }
+    if a.task.is_empty() {
+        bail!("--task is required (or --rescore DIR)");
+    }
     let gpu = match a.device {
         DeviceArg::Cpu => false,
         DeviceArg::Cuda => {

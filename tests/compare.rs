@@ -148,6 +148,32 @@ fn compare_runs_every_method_and_its_files_agree() {
     }
     let svg = std::fs::read_to_string(dir.path().join("roc.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("eap"));
+
+    // Rescoring the saved file: the same circuit gives the same table; another circuit
+    // gives the AUCs of the saved scores against it.
+    let saved: headcode::pipeline::CompareResult =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("compare.json")).unwrap())
+            .unwrap();
+    let same = saved.rescore(r.circuit.clone()).unwrap();
+    for (a, b) in same.rows.iter().zip(&r.rows) {
+        assert!((a.node_auc - b.node_auc).abs() < 1e-12, "{}", a.method);
+        assert_eq!(a.edge_auc.is_some(), b.edge_auc.is_some());
+        if let (Some(x), Some(y)) = (a.edge_auc, b.edge_auc) {
+            assert!((x - y).abs() < 1e-12);
+        }
+        assert_eq!(a.seconds, b.seconds);
+    }
+    let other = headcode::tasks::Circuit::new("other", vec![(0, 0), (1, 1)]);
+    let mask2 = other.mask(2, 4);
+    let re = saved.rescore(other).unwrap();
+    for row in &re.rows {
+        let want = auc(&r.head_scores[&row.method], &mask2).unwrap();
+        assert!((row.node_auc - want).abs() < 1e-12);
+        assert!(row.edge_auc.is_none(), "the new circuit lists no edges");
+    }
+    assert!(saved
+        .rescore(headcode::tasks::Circuit::new("far", vec![(9, 0)]))
+        .is_err());
 }
 
 #[test]

@@ -437,7 +437,7 @@ fn acdc_heads(
         config: cfg.clone(),
         n_layers: nl,
         n_heads: nh,
-        has_mlp: crate::model::graph::CircuitGraph::for_model(model, false).has_mlp,
+        has_mlp: crate::model::graph::model_has_mlp(&model.cfg),
         n_edges: 0,
         n_prompts: clean.len(),
         runs,

@@ -20,6 +20,7 @@ pub struct EapResult {
     pub split_qkv: bool,
     pub n_layers: usize,
     pub n_heads: usize,
+    pub has_mlp: bool,
     pub n_edges: usize,
     pub n_prompts: usize,
     /// Per edge id ([`crate::model::graph::CircuitGraph`] order), signed: the predicted
@@ -250,6 +251,7 @@ pub fn eap(
         split_qkv,
         n_layers: nl,
         n_heads: nh,
+        has_mlp: g.has_mlp,
         n_edges: ne,
         n_prompts: clean.len(),
         edge_scores: scores,

@@ -61,6 +61,11 @@ pub enum Receiver {
     Output,
 }
 
+/// Whether the model's layers have MLPs (graph nodes).
+pub fn model_has_mlp(cfg: &super::ModelConfig) -> bool {
+    cfg.d_mlp > 0 && !cfg.attn_only
+}
+
 /// The graph of one model shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CircuitGraph {

@@ -275,9 +275,12 @@ pub fn compare(
                     edge_auc(&circuit, &g, &r.edge_scores)?
                 };
                 let notes = format!(
-                    "{} graph, {:?} metric, {} thresholds, {} forward passes",
+                    "{} graph, {} metric, {} thresholds, {} forward passes",
                     cfg.acdc.granularity.name(),
-                    cfg.acdc.metric,
+                    match cfg.acdc.metric {
+                        crate::baselines::AcdcMetric::Kl => "KL",
+                        crate::baselines::AcdcMetric::Task => "task",
+                    },
                     r.runs.len(),
                     r.forwards
                 );
@@ -313,7 +316,7 @@ pub fn compare(
                     r.seconds,
                     np,
                     format!(
-                        "{} graph, task metric; head = Σ|score| of its outgoing edges",
+                        "{} graph, task metric; head score = sum of abs(edge score) over its outgoing edges",
                         if cfg.eap_split_qkv {
                             "q/k/v-split"
                         } else {
@@ -363,6 +366,49 @@ fn circuit_spec(c: &CircuitSpec) -> String {
 }
 
 impl CompareResult {
+    /// The same scores and times evaluated against another circuit (`headcode compare
+    /// --rescore DIR`): node AUCs, ROC curves and edge AUCs are recomputed.
+    pub fn rescore(&self, circuit: Circuit) -> Result<CompareResult> {
+        circuit.validate(self.n_layers, self.n_heads)?;
+        let mask = circuit.mask(self.n_layers, self.n_heads);
+        let k = mask.iter().filter(|&&x| x).count();
+        if k == 0 || k == mask.len() {
+            return Err(Error::Circuit(format!(
+                "the circuit has {k} of {} heads: ROC needs both classes",
+                mask.len()
+            )));
+        }
+        let mut out = self.clone();
+        out.roc.clear();
+        for row in &mut out.rows {
+            let s = self.head_scores.get(&row.method).ok_or_else(|| {
+                Error::InvalidInput(format!("no saved scores for `{}`", row.method))
+            })?;
+            row.node_auc = auc(s, &mask)?;
+            let RocCurve { fpr, tpr, .. } = roc_curve(s, &mask, true)?;
+            out.roc.insert(row.method.clone(), RocPoints { fpr, tpr });
+            row.edge_auc = if row.method.starts_with("acdc") {
+                match (&self.acdc, self.acdc.as_ref().and_then(|a| a.graph())) {
+                    (Some(a), Some(g)) => edge_auc(&circuit, &g, &a.edge_scores)?,
+                    _ => None,
+                }
+            } else if row.method == "eap" {
+                match &self.eap {
+                    Some(e) => {
+                        let g = CircuitGraph::new(e.n_layers, e.n_heads, e.has_mlp, e.split_qkv);
+                        let abs: Vec<f64> = e.edge_scores.iter().map(|x| x.abs()).collect();
+                        edge_auc(&circuit, &g, &abs)?
+                    }
+                    None => None,
+                }
+            } else {
+                None
+            };
+        }
+        out.circuit = circuit;
+        Ok(out)
+    }
+
     /// The table as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = format!(
