@@ -24,7 +24,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::eval::patching::{logits_rows, replace_heads, MetricFn};
+use crate::eval::patching::{check_pairs, logits_rows, replace_heads, MetricFn};
 use crate::model::graph::{kl_from_logits, log_softmax, GraphModel, GraphRunOptions};
 use crate::model::{ForwardOptions, Intervention, Model};
 
@@ -254,31 +254,6 @@ impl Intervention for CutHeads<'_> {
     }
 }
 
-fn check_pairs(clean: &[Vec<u32>], corrupt: &[Vec<u32>]) -> Result<()> {
-    if clean.is_empty() {
-        return Err(Error::InvalidInput(
-            "ACDC needs at least one prompt pair".into(),
-        ));
-    }
-    if clean.len() != corrupt.len() {
-        return Err(Error::shape(
-            "ACDC prompt pairs",
-            clean.len(),
-            corrupt.len(),
-        ));
-    }
-    for (i, (a, b)) in clean.iter().zip(corrupt).enumerate() {
-        if a.len() != b.len() {
-            return Err(Error::InvalidInput(format!(
-                "pair {i}: clean has {} tokens, corrupt {}: ACDC patches position by position",
-                a.len(),
-                b.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Runs ACDC on one batch of prompt pairs (all pairs in one forward, as the reference).
 /// `metric` is the task metric of prompt i (higher = better), used when
 /// `cfg.metric == Task`. `progress(done, total)` counts units (heads or edges).
@@ -290,7 +265,7 @@ pub fn acdc(
     cfg: &AcdcConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<AcdcResult> {
-    check_pairs(clean, corrupt)?;
+    check_pairs(clean, corrupt, "ACDC")?;
     let taus = sorted_thresholds(&cfg.thresholds)?;
     let t0 = Instant::now();
     let mut res = match cfg.granularity {

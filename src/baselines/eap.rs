@@ -11,6 +11,7 @@ use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::eval::patching::check_pairs;
 use crate::model::graph::{GraphModel, GraphRunOptions};
 use crate::model::Model;
 use crate::tasks::{metric_value, MetricKind, PairTokens};
@@ -123,26 +124,9 @@ pub fn eap(
     batch_size: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EapResult> {
-    if clean.is_empty() {
-        return Err(Error::InvalidInput(
-            "EAP needs at least one prompt pair".into(),
-        ));
-    }
-    if clean.len() != corrupt.len() || clean.len() != tokens.len() {
-        return Err(Error::shape(
-            "EAP prompt pairs and metric tokens",
-            clean.len(),
-            format!("{} corrupt, {} metric", corrupt.len(), tokens.len()),
-        ));
-    }
-    for (i, (a, b)) in clean.iter().zip(corrupt).enumerate() {
-        if a.len() != b.len() {
-            return Err(Error::InvalidInput(format!(
-                "pair {i}: clean has {} tokens, corrupt {}: EAP needs equal lengths",
-                a.len(),
-                b.len()
-            )));
-        }
+    check_pairs(clean, corrupt, "EAP")?;
+    if clean.len() != tokens.len() {
+        return Err(Error::shape("EAP metric tokens", clean.len(), tokens.len()));
     }
     let t0 = Instant::now();
     let gm = GraphModel::new(model, split_qkv)?;

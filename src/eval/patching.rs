@@ -56,15 +56,17 @@ pub fn replace_heads(z: &Tensor, src: &Tensor, heads: &[usize]) -> Result<Tensor
     Ok((z.broadcast_mul(&keep)? + src.broadcast_mul(&m)?)?)
 }
 
-fn check_pairs(clean: &[Vec<u32>], corrupt: &[Vec<u32>]) -> Result<()> {
+/// Pairs must exist, match in number and have equal token lengths pair by pair (patching
+/// replaces activations position by position). `who` names the method in the errors.
+pub(crate) fn check_pairs(clean: &[Vec<u32>], corrupt: &[Vec<u32>], who: &str) -> Result<()> {
     if clean.is_empty() {
-        return Err(Error::InvalidInput(
-            "patching needs at least one prompt pair".into(),
-        ));
+        return Err(Error::InvalidInput(format!(
+            "{who} needs at least one prompt pair"
+        )));
     }
     if clean.len() != corrupt.len() {
         return Err(Error::shape(
-            "patching prompt pairs",
+            format!("{who} prompt pairs"),
             clean.len(),
             corrupt.len(),
         ));
@@ -72,7 +74,7 @@ fn check_pairs(clean: &[Vec<u32>], corrupt: &[Vec<u32>]) -> Result<()> {
     for (i, (a, b)) in clean.iter().zip(corrupt).enumerate() {
         if a.len() != b.len() {
             return Err(Error::InvalidInput(format!(
-                "pair {i}: clean has {} tokens, corrupt {}: patching needs equal lengths",
+                "pair {i}: clean has {} tokens, corrupt {}: {who} needs equal lengths",
                 a.len(),
                 b.len()
             )));
@@ -90,7 +92,7 @@ pub fn patch_heads(
     batch_size: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<PatchingResult> {
-    check_pairs(clean, corrupt)?;
+    check_pairs(clean, corrupt, "patching")?;
     let (nl, nh) = (model.cfg.n_layers, model.cfg.n_heads);
     let mut sum_effect = vec![0f64; nl * nh];
     let (mut mc_sum, mut mx_sum) = (0f64, 0f64);

@@ -252,13 +252,23 @@ pub(super) fn mlp(cfg: &ModelConfig, l: &LayerRt, m: &MlpRt, x: &Tensor) -> Resu
     linear(&act, &m.w_out, Some(&m.b_out))
 }
 
-pub(crate) fn forward(
-    cfg: &ModelConfig,
-    w: &Weights,
-    rt: &Runtime,
-    tokens: &[Vec<u32>],
-    mut opts: ForwardOptions<'_>,
-) -> Result<ForwardOutput> {
+/// A padded batch's embeddings and the per-batch tables every forward needs.
+pub(super) struct Embedded {
+    /// Token (+ standard positional) embeddings [b·t, d].
+    pub x: Tensor,
+    /// Shortformer positions [b·t, d], added to the query/key inputs only.
+    pub short_pos: Option<Tensor>,
+    /// Rotary cos, sin tables and the interleaving flag.
+    pub rope: Option<(Tensor, Tensor, bool)>,
+    /// Causal mask [t, t].
+    pub mask: Tensor,
+    pub lengths: Vec<usize>,
+    pub b: usize,
+    pub t: usize,
+}
+
+/// Pads, checks the context length and the vocabulary, and embeds.
+pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Result<Embedded> {
     let dev = w.w_e.device().clone();
     let (ids, lengths) = pad_batch(tokens, &dev)?;
     let (b, t) = ids.dims2()?;
@@ -278,7 +288,7 @@ pub(crate) fn forward(
             cfg.d_vocab
         )));
     }
-    let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+    let (d, dh) = (cfg.d_model, cfg.d_head);
     let n = b * t;
     let mut x = w.w_e.index_select(&ids.flatten_all()?, 0)?; // [n, d]
     let mut short_pos = None;
@@ -309,6 +319,36 @@ pub(crate) fn forward(
         _ => None,
     };
     let mask = causal_mask(t, &dev)?;
+    Ok(Embedded {
+        x,
+        short_pos,
+        rope,
+        mask,
+        lengths,
+        b,
+        t,
+    })
+}
+
+pub(crate) fn forward(
+    cfg: &ModelConfig,
+    w: &Weights,
+    rt: &Runtime,
+    tokens: &[Vec<u32>],
+    mut opts: ForwardOptions<'_>,
+) -> Result<ForwardOutput> {
+    let Embedded {
+        mut x,
+        short_pos,
+        rope,
+        mask,
+        lengths,
+        b,
+        t,
+    } = embed(cfg, w, tokens)?;
+    let dev = w.w_e.device().clone();
+    let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+    let n = b * t;
     let scale = 1.0 / (dh as f64).sqrt();
     let mut out = ForwardOutput {
         logits: None,

@@ -24,9 +24,9 @@
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::forward::{apply_rope, causal_mask, linear, mlp, norm, rope_tables, softmax_last};
+use super::forward::{apply_rope, embed, linear, mlp, norm, softmax_last};
 use super::process::repeat_kv;
-use super::{Model, PosEmbedding};
+use super::Model;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -427,9 +427,17 @@ impl<'m> GraphModel<'m> {
                 "a cache is taken from an unpatched run only".into(),
             ));
         }
+        let super::forward::Embedded {
+            x: x0,
+            short_pos,
+            rope,
+            mask: mask_t,
+            lengths,
+            b,
+            t,
+        } = embed(cfg, w, tokens)?;
+        let short_pos = short_pos.map(|p| p.unsqueeze(1)).transpose()?; // [N, 1, d]
         let dev = w.w_e.device().clone();
-        let (ids, lengths) = super::forward::pad_batch(tokens, &dev)?;
-        let (b, t) = ids.dims2()?;
         if let Some(p) = opts.patch {
             if p.clean.lengths != lengths {
                 return Err(Error::InvalidInput(
@@ -437,55 +445,9 @@ impl<'m> GraphModel<'m> {
                 ));
             }
         }
-        if t > cfg.n_ctx {
-            return Err(Error::InvalidInput(format!(
-                "prompt of {t} tokens exceeds the model's context of {}",
-                cfg.n_ctx
-            )));
-        }
-        if let Some(bad) = tokens
-            .iter()
-            .flatten()
-            .find(|&&x| x as usize >= cfg.d_vocab)
-        {
-            return Err(Error::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary ({})",
-                cfg.d_vocab
-            )));
-        }
         let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.d_head);
         let n = b * t;
         let ports = g.ports();
-
-        // Embeddings (the `input` sender) and positional terms.
-        let mut x0 = w.w_e.index_select(&ids.flatten_all()?, 0)?;
-        let mut short_pos = None;
-        match cfg.pos {
-            PosEmbedding::Standard | PosEmbedding::Shortformer => {
-                let wp = w.w_pos.as_ref().ok_or_else(|| {
-                    Error::UnsupportedModel("missing positional embedding".into())
-                })?;
-                let p = wp
-                    .narrow(0, 0, t)?
-                    .unsqueeze(0)?
-                    .broadcast_as((b, t, d))?
-                    .reshape((n, d))?;
-                if cfg.pos == PosEmbedding::Standard {
-                    x0 = (x0 + p)?;
-                } else {
-                    short_pos = Some(p.unsqueeze(1)?);
-                }
-            }
-            PosEmbedding::Rotary { .. } => {}
-        }
-        let rope = match cfg.pos {
-            PosEmbedding::Rotary { base, interleaved } => {
-                let (c, s) = rope_tables(t, dh, base, &dev)?;
-                Some((c, s, interleaved))
-            }
-            _ => None,
-        };
-        let mask_t = causal_mask(t, &dev)?;
         let scale = 1.0 / (dh as f64).sqrt();
         let blocks_idx = g.blocks();
 
