@@ -2,7 +2,8 @@
 # One-shot GPU check, run on the GPU machine from the repo root, with a prebuilt
 # `cargo build --release --features cuda` binary copied to gpu-bin/headcode (carried).
 #   1. headcode selftest --device cuda          (every kernel vs the CPU reference)
-#   2. headcode bench for gpt2-small-shape and gpt2-xl-shape  (JSON in $OUT)
+#   2. headcode bench for gpt2-small-shape and gpt2-xl-shape, and the baselines' unit
+#      costs (ACDC, EAP)  (JSON in $OUT)
 #   3. the PyTorch peer (shared/bench/peer_bench.py) on the same GPU  (JSON in $OUT)
 #   4. a table: ours vs PyTorch, with ratios (also $OUT/compare.txt)
 # Needs no network and builds nothing. Exit status: that of the self-test.
@@ -37,6 +38,8 @@ fi
 echo "=== bench (ours) ==="
 timeout 100 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
 timeout 130 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
+# The baselines' unit costs (ACDC head / edge test, EAP batch) with a CUDA-vs-CPU check.
+timeout 150 "$BIN" bench --device cuda --baselines --reps 5 --json "$OUT/bench_baselines.json" 2>&1 | tee "$OUT/bench_baselines.log"
 
 echo "=== peer (PyTorch) ==="
 PEER=""

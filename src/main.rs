@@ -206,6 +206,12 @@ struct BenchArgs {
     /// Prompts for the CPU forward stage (the GPU bench uses 500).
     #[arg(long, default_value_t = 64)]
     prompts: usize,
+    /// Time the baselines instead (ACDC head and edge tests, one EAP batch) on PAIRS
+    /// prompt pairs; on CUDA also checks the edge test against the CPU.
+    #[arg(long)]
+    baselines: bool,
+    #[arg(long, default_value_t = 32)]
+    pairs: usize,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -446,6 +452,74 @@ fn selftest(device: DeviceArg, quick: bool, seed: u64) -> Result<()> {
 /// The model forward + hooks through candle's CUDA backend: 500 prompts × 18 tokens at a
 /// random-weight shape, plus parity of z and result against the CPU forward on the same
 /// weights.
+fn bench_baselines(a: &BenchArgs) -> Result<()> {
+    use headcode::model::random::{gpt2_shape, random_weights};
+    let cfg = gpt2_shape(&a.model)?;
+    let build = |dev: &Device| -> Result<Model> {
+        Ok(Model::from_parts(
+            cfg.clone(),
+            random_weights(&cfg, 0, dev)?,
+            Processing::TL_DEFAULT,
+            a.model.clone(),
+        )?)
+    };
+    let gpu = a.device != DeviceArg::Cpu;
+    if gpu {
+        headcode::gpu::require_gpu()?;
+    }
+    let dev = if gpu { cuda_device()? } else { Device::Cpu };
+    let reps = a.reps.max(1);
+    let c = headcode::baselines::bench::unit_costs(&build(&dev)?, a.pairs, reps)?;
+    let mut j = serde_json::to_value(&c)?;
+    j["device"] = if gpu { "cuda:0" } else { "cpu" }.into();
+    j["model"] = a.model.clone().into();
+    println!(
+        "baselines, {} (random weights), {}, {} pairs x {} tokens, resumed at layer {}, median of {reps}",
+        a.model, if gpu { "CUDA" } else { "CPU" }, c.pairs, c.tokens_per_prompt, c.start_layer
+    );
+    println!(
+        "  ACDC head test      {:>10.2} ms  ({} heads: ~{:.1} s per threshold)",
+        c.acdc_head_test_ms,
+        c.n_heads,
+        c.acdc_head_test_ms * c.n_heads as f64 / 1e3
+    );
+    println!(
+        "  ACDC edge test      {:>10.2} ms  ({} q/k/v-split edges: at most ~{:.0} s per threshold)",
+        c.acdc_edge_test_ms,
+        c.n_edges_qkv,
+        c.acdc_edge_test_ms * c.n_edges_qkv as f64 / 1e3
+    );
+    println!("  EAP batch           {:>10.2} ms", c.eap_batch_ms);
+    if gpu {
+        // The same edge test on the CPU, for parity.
+        let cpu = headcode::baselines::bench::unit_costs(&build(&Device::Cpu)?, a.pairs.min(4), 1)?;
+        let g = headcode::baselines::bench::unit_costs(&build(&dev)?, a.pairs.min(4), 1)?;
+        let scale = cpu
+            .edge_test_logits
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()))
+            .max(1e-12);
+        let err = g
+            .edge_test_logits
+            .iter()
+            .zip(&cpu.edge_test_logits)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
+        let ok = err <= 1e-4;
+        println!(
+            "  edge test logits, CUDA vs CPU (4 pairs): max |diff| / max |ref| {err:.2e} {}",
+            if ok { "PASS" } else { "FAIL" }
+        );
+        j["edge_test_parity"] = err.into();
+        j["edge_test_parity_pass"] = ok.into();
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&j)?)
+            .with_context(|| p.display().to_string())?;
+    }
+    Ok(())
+}
+
 fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     use headcode::model::random::{gpt2_shape, random_weights};
     let cfg = gpt2_shape(shape)?;
@@ -533,6 +607,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
+    if a.baselines {
+        return bench_baselines(&a);
+    }
     if a.device != DeviceArg::Cpu {
         let model = headcode::gpu::bench::ModelShape::parse(&a.model)?;
         let r = headcode::gpu::bench::bench(&headcode::gpu::bench::BenchOptions {

@@ -1,0 +1,145 @@
+//! Unit costs of the baselines on whatever device the model lives on: one ACDC head test,
+//! one ACDC edge test (q/k/v-split graph) and one EAP batch, each on `pairs` prompt pairs
+//! of 18 tokens, resumed at the middle layer (a sweep's average). Every timed call ends
+//! by copying a value to the host, so the device is synchronised. With these and a graph's
+//! size, a whole ACDC run's cost can be estimated before starting it.
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::eap::eap;
+use crate::error::Result;
+use crate::model::graph::{GraphModel, GraphRunOptions};
+use crate::model::{ForwardOptions, Model};
+use crate::tasks::{MetricKind, PairTokens};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnitCosts {
+    pub pairs: usize,
+    pub tokens_per_prompt: usize,
+    pub start_layer: usize,
+    pub reps: usize,
+    /// Medians in milliseconds.
+    pub acdc_head_test_ms: f64,
+    pub acdc_edge_test_ms: f64,
+    pub eap_batch_ms: f64,
+    /// Edges of the q/k/v-split graph and heads, for cost estimates.
+    pub n_edges_qkv: usize,
+    pub n_heads: usize,
+    /// Last-position logits of the edge test, for a parity check across devices.
+    #[serde(skip)]
+    pub edge_test_logits: Vec<f32>,
+}
+
+/// Deterministic prompt pairs over a vocabulary: every fifth token differs.
+pub fn synthetic_pairs(pairs: usize, len: usize, vocab: usize) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let v = vocab.max(2) as u32;
+    let clean: Vec<Vec<u32>> = (0..pairs as u32)
+        .map(|i| (0..len as u32).map(|j| (i * 131 + j * 17) % v).collect())
+        .collect();
+    let corrupt = clean
+        .iter()
+        .map(|p| {
+            p.iter()
+                .enumerate()
+                .map(|(j, &t)| if j % 5 == 2 { (t + 7) % v } else { t })
+                .collect()
+        })
+        .collect();
+    (clean, corrupt)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn sync(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.get(0)?.to_vec1::<f32>()?)
+}
+
+pub fn unit_costs(model: &Model, pairs: usize, reps: usize) -> Result<UnitCosts> {
+    let len = 18;
+    let (clean, corrupt) = synthetic_pairs(pairs.max(1), len, model.cfg.d_vocab);
+    let mid = model.cfg.n_layers / 2;
+    let reps = reps.max(1);
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?; // warm-up
+        let mut v = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t0 = Instant::now();
+            f()?;
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(v))
+    };
+    let base = model.forward(
+        &clean,
+        ForwardOptions {
+            capture_resid: true,
+            ..Default::default()
+        },
+    )?;
+    let head_ms = time(&mut || {
+        let o = model.forward(
+            &clean,
+            ForwardOptions {
+                start: Some((mid, base.resid[mid].clone())),
+                ..Default::default()
+            },
+        )?;
+        if let Some(l) = o.logits {
+            sync(&l)?;
+        }
+        Ok(())
+    })?;
+    let gm = GraphModel::new(model, true)?;
+    let ctx = gm.patch_context(&clean, &corrupt)?;
+    let first = gm.graph.attn_receivers(mid).start;
+    let mut mask = vec![true; gm.graph.n_edges()];
+    for (e, k) in mask.iter_mut().enumerate() {
+        if gm.graph.edge(e).1 >= first && e % 10 == 0 {
+            *k = false;
+        }
+    }
+    let mut logits = Vec::new();
+    let edge_ms = time(&mut || {
+        let o = gm.run(
+            &clean,
+            GraphRunOptions {
+                mask: Some(&mask),
+                patch: Some(&ctx),
+                start_layer: mid,
+                ..Default::default()
+            },
+        )?;
+        logits = o.logits.flatten_all()?.to_vec1::<f32>()?;
+        Ok(())
+    })?;
+    let toks: Vec<PairTokens> = (0..clean.len())
+        .map(|i| PairTokens {
+            metric: MetricKind::LogitDiff,
+            answer: (100 + i as u32) % model.cfg.d_vocab as u32,
+            wrong: vec![(200 + i as u32) % model.cfg.d_vocab as u32],
+            greater: vec![],
+            not_greater: vec![],
+        })
+        .collect();
+    let eap_ms = time(&mut || {
+        eap(model, &clean, &corrupt, &toks, true, clean.len(), |_, _| {})?;
+        Ok(())
+    })?;
+    Ok(UnitCosts {
+        pairs: clean.len(),
+        tokens_per_prompt: len,
+        start_layer: mid,
+        reps,
+        acdc_head_test_ms: head_ms,
+        acdc_edge_test_ms: edge_ms,
+        eap_batch_ms: eap_ms,
+        n_edges_qkv: gm.graph.n_edges(),
+        n_heads: model.cfg.n_heads_total(),
+        edge_test_logits: logits,
+    })
+}
