@@ -433,7 +433,10 @@ fn eap_bad_input() {
 fn unit_costs_run_on_the_fixture() {
     let m = fixture("gpt2_tiny");
     let c = headcode::baselines::bench::unit_costs(&m, 2, 1).unwrap();
-    assert_eq!(c.n_edges_qkv, GraphModel::new(&m, true).unwrap().graph.n_edges());
+    assert_eq!(
+        c.n_edges_qkv,
+        GraphModel::new(&m, true).unwrap().graph.n_edges()
+    );
     assert_eq!(c.n_heads, 15);
     assert!(c.acdc_head_test_ms > 0.0 && c.acdc_edge_test_ms > 0.0 && c.eap_batch_ms > 0.0);
     assert_eq!(c.edge_test_logits.len(), 2 * m.cfg.d_vocab);
