@@ -1,17 +1,12 @@
 //! ACDC and edge attribution patching on the fixture models.
+mod common;
 use candle_core::Tensor;
+use common::fixture;
 use headcode::baselines::acdc::{acdc, AcdcConfig, AcdcMetric, Granularity};
 use headcode::baselines::eap::{eap, metric_tensor};
 use headcode::model::graph::{kl_from_logits, log_softmax, GraphModel, GraphRunOptions};
-use headcode::model::{load, ForwardOptions, LoadOptions, Model, ModelSpec};
+use headcode::model::ForwardOptions;
 use headcode::tasks::{metric_value, MetricKind, PairTokens};
-
-fn fixture(name: &str) -> Model {
-    let p = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    load(&ModelSpec::resolve(&p).unwrap(), &LoadOptions::default())
-        .unwrap()
-        .0
-}
 
 fn prompts() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let clean = vec![

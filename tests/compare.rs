@@ -1,37 +1,15 @@
 //! `compare` end to end on a small random-weight model with GPT-2's vocabulary: every
 //! method runs, the files parse, and the table agrees with the saved scores.
-use candle_core::Device;
+mod common;
+use common::tiny_gpt2_vocab as tiny;
 use headcode::baselines::{AcdcConfig, AcdcMetric, Granularity};
 use headcode::eval::roc::auc;
 use headcode::model::graph::CircuitGraph;
-use headcode::model::random::random_weights;
-use headcode::model::{Activation, Model, ModelConfig, Norm, PosEmbedding, Processing};
 use headcode::pipeline::discover::CircuitSpec;
 use headcode::pipeline::{compare, CompareConfig, DiscoverConfig, Method, TaskSource};
 use headcode::report::compare::write_compare;
 use headcode::tasks::TaskKind;
 use headcode::tokenize::Gpt2Tokenizer;
-
-fn tiny() -> Model {
-    let cfg = ModelConfig {
-        architecture: "gpt2".into(),
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 4,
-        d_model: 32,
-        d_head: 8,
-        d_mlp: 64,
-        d_vocab: 50257,
-        n_ctx: 64,
-        norm: Norm::LayerNorm,
-        eps: 1e-5,
-        pos: PosEmbedding::Standard,
-        act: Activation::GeluNew,
-        attn_only: false,
-    };
-    let w = random_weights(&cfg, 7, &Device::Cpu).unwrap();
-    Model::from_parts(cfg, w, Processing::TL_DEFAULT, "tiny".into()).unwrap()
-}
 
 fn config(circuit: &str, granularity: Granularity) -> CompareConfig {
     let mut d = DiscoverConfig::paper(TaskSource::Builtin(TaskKind::Ioi));

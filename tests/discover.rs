@@ -1,33 +1,11 @@
 //! `discover` end to end on a small random-weight model with GPT-2's vocabulary, and the
 //! consistency of every file it writes.
-use candle_core::Device;
-use headcode::model::random::random_weights;
-use headcode::model::{Activation, Model, ModelConfig, Norm, PosEmbedding, Processing};
+mod common;
+use common::tiny_gpt2_vocab as tiny;
 use headcode::pipeline::discover::CircuitSpec;
 use headcode::pipeline::{discover, DiscoverConfig, SaeMode, TaskSource};
 use headcode::tasks::TaskKind;
 use headcode::tokenize::Gpt2Tokenizer;
-
-fn tiny() -> Model {
-    let cfg = ModelConfig {
-        architecture: "gpt2".into(),
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 4,
-        d_model: 32,
-        d_head: 8,
-        d_mlp: 64,
-        d_vocab: 50257,
-        n_ctx: 64,
-        norm: Norm::LayerNorm,
-        eps: 1e-5,
-        pos: PosEmbedding::Standard,
-        act: Activation::GeluNew,
-        attn_only: false,
-    };
-    let w = random_weights(&cfg, 7, &Device::Cpu).unwrap();
-    Model::from_parts(cfg, w, Processing::TL_DEFAULT, "tiny".into()).unwrap()
-}
 
 fn config(dir: &std::path::Path) -> DiscoverConfig {
     let circ = dir.join("circuit.json");

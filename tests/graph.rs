@@ -1,18 +1,13 @@
 //! The computational-graph forward (ACDC's graph) on the fixture models: unpatched it equals
 //! the plain forward; cut edges equal the edge-by-edge definition; resuming equals a full
 //! run; cutting every edge out of a head equals patching that head's z.
+mod common;
 use candle_core::Tensor;
+use common::fixture;
 use headcode::eval::patching::replace_heads;
 use headcode::model::graph::{CircuitGraph, GraphModel, GraphRunOptions};
-use headcode::model::{load, ForwardOptions, Intervention, LoadOptions, Model, ModelSpec};
+use headcode::model::{ForwardOptions, Intervention};
 use rand::{Rng, SeedableRng};
-
-fn fixture(name: &str) -> Model {
-    let p = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    load(&ModelSpec::resolve(&p).unwrap(), &LoadOptions::default())
-        .unwrap()
-        .0
-}
 
 fn prompts() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let clean = vec![

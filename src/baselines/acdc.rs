@@ -289,21 +289,27 @@ pub fn acdc(
     Ok(res)
 }
 
-/// 1 + index of the largest τ whose run contains the item, else 0.
+/// 1 + index of the largest τ (runs ascending) whose run holds the item, else 0;
+/// `items` lists a run's items by index below `n`.
 fn scores_from_runs(
     n: usize,
     runs: &[AcdcRun],
-    contains: impl Fn(&AcdcRun) -> Vec<bool>,
+    items: impl Fn(&AcdcRun) -> Vec<usize>,
 ) -> Vec<f64> {
     let mut s = vec![0f64; n];
     for (i, r) in runs.iter().enumerate() {
-        for (j, &c) in contains(r).iter().enumerate() {
-            if c {
-                s[j] = (i + 1) as f64;
-            }
+        for j in items(r) {
+            s[j] = (i + 1) as f64;
         }
     }
     s
+}
+
+/// [`scores_from_runs`] over heads (layer-major).
+fn head_scores(n_layers: usize, n_heads: usize, runs: &[AcdcRun]) -> Vec<f64> {
+    scores_from_runs(n_layers * n_heads, runs, |r| {
+        r.heads.iter().map(|&(l, h)| l * n_heads + h).collect()
+    })
 }
 
 fn acdc_heads(
@@ -401,13 +407,7 @@ fn acdc_heads(
         }
     }
     runs.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
-    let head_scores = scores_from_runs(total, &runs, |r| {
-        let mut v = vec![false; total];
-        for &(l, h) in &r.heads {
-            v[l * nh + h] = true;
-        }
-        v
-    });
+    let head_scores = head_scores(nl, nh, &runs);
     Ok(AcdcResult {
         config: cfg.clone(),
         n_layers: nl,
@@ -531,19 +531,9 @@ fn acdc_edges(
         }
     }
     runs.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
-    let head_scores = scores_from_runs(nl * nh, &runs, |r| {
-        let mut v = vec![false; nl * nh];
-        for &(l, h) in &r.heads {
-            v[l * nh + h] = true;
-        }
-        v
-    });
+    let head_scores = head_scores(nl, nh, &runs);
     let edge_scores = scores_from_runs(ne, &runs, |r| {
-        let mut v = vec![false; ne];
-        for &e in &r.kept_edges {
-            v[e as usize] = true;
-        }
-        v
+        r.kept_edges.iter().map(|&e| e as usize).collect()
     });
     Ok(AcdcResult {
         config: cfg.clone(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::eap::eap;
 use crate::error::Result;
-use crate::model::graph::{GraphModel, GraphRunOptions};
+use crate::model::graph::{CircuitGraph, GraphModel, GraphRunOptions};
 use crate::model::{ForwardOptions, Model};
 use crate::tasks::{MetricKind, PairTokens};
 
@@ -48,6 +48,19 @@ pub fn synthetic_pairs(pairs: usize, len: usize, vocab: usize) -> (Vec<Vec<u32>>
         })
         .collect();
     (clean, corrupt)
+}
+
+/// A mask with every tenth edge cut among the edges into layers from `start_layer` up:
+/// the state of a graph part-way through an ACDC sweep resumed there.
+pub fn sample_cut_mask(graph: &CircuitGraph, start_layer: usize) -> Vec<bool> {
+    let first = if start_layer < graph.n_layers {
+        graph.attn_receivers(start_layer).start
+    } else {
+        graph.output_receiver()
+    };
+    (0..graph.n_edges())
+        .map(|e| graph.edge(e).1 < first || e % 10 != 0)
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -96,13 +109,7 @@ pub fn unit_costs(model: &Model, pairs: usize, reps: usize) -> Result<UnitCosts>
     })?;
     let gm = GraphModel::new(model, true)?;
     let ctx = gm.patch_context(&clean, &corrupt)?;
-    let first = gm.graph.attn_receivers(mid).start;
-    let mut mask = vec![true; gm.graph.n_edges()];
-    for (e, k) in mask.iter_mut().enumerate() {
-        if gm.graph.edge(e).1 >= first && e % 10 == 0 {
-            *k = false;
-        }
-    }
+    let mask = sample_cut_mask(&gm.graph, mid);
     let mut logits = Vec::new();
     let edge_ms = time(&mut || {
         let o = gm.run(

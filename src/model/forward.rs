@@ -13,15 +13,15 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct LayerRt {
     pub(super) ln1: NormWeights,
-    pub(super) wq: Tensor, // [d, H*dh]
-    pub(super) bq: Tensor, // [H*dh]
-    pub(super) wk: Tensor, // [d, KV*dh]
-    pub(super) bk: Tensor,
-    pub(super) wv: Tensor,
-    pub(super) bv: Tensor,
-    pub(super) wo: Tensor, // [H*dh, d]
-    pub(super) bo: Tensor, // [d]
-    pub(super) ln2: NormWeights,
+    wq: Tensor, // [d, H*dh]
+    bq: Tensor, // [H*dh]
+    wk: Tensor, // [d, KV*dh]
+    bk: Tensor,
+    wv: Tensor,
+    bv: Tensor,
+    wo: Tensor, // [H*dh, d]
+    bo: Tensor, // [d]
+    ln2: NormWeights,
     pub(super) mlp: Option<MlpRt>,
 }
 
@@ -330,6 +330,25 @@ pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Resu
     })
 }
 
+/// Logits [batch, vocab] at each prompt's last real position of the residual stream
+/// `x` [batch·t, d].
+pub(super) fn last_logits(
+    cfg: &ModelConfig,
+    w: &Weights,
+    x: &Tensor,
+    lengths: &[usize],
+    t: usize,
+) -> Result<Tensor> {
+    let idx: Vec<u32> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (i * t + len - 1) as u32)
+        .collect();
+    let idx = Tensor::from_vec(idx, lengths.len(), x.device())?;
+    let xl = norm(&x.index_select(&idx, 0)?, &w.ln_final, cfg.norm, cfg.eps)?;
+    linear(&xl, &w.w_u, Some(&w.b_u))
+}
+
 pub(crate) fn forward(
     cfg: &ModelConfig,
     w: &Weights,
@@ -346,7 +365,6 @@ pub(crate) fn forward(
         b,
         t,
     } = embed(cfg, w, tokens)?;
-    let dev = w.w_e.device().clone();
     let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
     let n = b * t;
     let scale = 1.0 / (dh as f64).sqrt();
@@ -433,17 +451,7 @@ pub(crate) fn forward(
     }
     out.logits = match opts.logits {
         LogitsAt::None => None,
-        LogitsAt::Last => {
-            let idx: Vec<u32> = lengths
-                .iter()
-                .enumerate()
-                .map(|(i, &len)| (i * t + len - 1) as u32)
-                .collect();
-            let idx = Tensor::from_vec(idx, b, &dev)?;
-            let xl = x.index_select(&idx, 0)?;
-            let xl = norm(&xl, &w.ln_final, cfg.norm, cfg.eps)?;
-            Some(linear(&xl, &w.w_u, Some(&w.b_u))?)
-        }
+        LogitsAt::Last => Some(last_logits(cfg, w, &x, &lengths, t)?),
         LogitsAt::All => {
             let xn = norm(&x, &w.ln_final, cfg.norm, cfg.eps)?;
             Some(linear(&xn, &w.w_u, Some(&w.b_u))?.reshape((b, t, cfg.d_vocab))?)

@@ -24,7 +24,7 @@
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::forward::{apply_rope, embed, linear, mlp, norm, softmax_last};
+use super::forward::{apply_rope, embed, last_logits, mlp, norm, softmax_last};
 use super::process::repeat_kv;
 use super::Model;
 use crate::error::{Error, Result};
@@ -366,10 +366,6 @@ impl<'m> GraphModel<'m> {
         })
     }
 
-    pub fn model(&self) -> &Model {
-        self.model
-    }
-
     /// Clean and corrupted caches for a batch of pairs (equal lengths pair by pair).
     pub fn patch_context(&self, clean: &[Vec<u32>], corrupt: &[Vec<u32>]) -> Result<PatchContext> {
         let cap = |t: &[Vec<u32>]| -> Result<GraphCache> {
@@ -409,11 +405,10 @@ impl<'m> GraphModel<'m> {
             )));
         }
         if let (Some(m), true) = (opts.mask, opts.start_layer > 0) {
-            let first = g.attn_receivers(opts.start_layer.min(cfg.n_layers)).start;
-            let first = if opts.start_layer >= cfg.n_layers {
-                g.output_receiver()
+            let first = if opts.start_layer < cfg.n_layers {
+                g.attn_receivers(opts.start_layer).start
             } else {
-                first
+                g.output_receiver()
             };
             if m[..g.edges_of(first).start].iter().any(|&k| !k) {
                 return Err(Error::InvalidInput(format!(
@@ -504,11 +499,11 @@ impl<'m> GraphModel<'m> {
                    corr_base: Option<&Tensor>,
                    cur: &[Option<Tensor>],
                    delta: &mut [Option<Tensor>],
-                   bias: &Tensor|
+                   bias: Option<&Tensor>|
          -> Result<Tensor> {
             let nr = rows.len();
             let up = g.n_upstream(rows.start);
-            if opts.reference {
+            if let Some(bias) = bias {
                 return self.reference_mix(rows, cur, patch, opts.mask, bias, n, d);
             }
             let mask = match opts.mask {
@@ -597,10 +592,15 @@ impl<'m> GraphModel<'m> {
             Ok(x)
         };
 
-        // Bias terms of the residual stream (b_O of each layer) for the reference mixing.
-        let mut bias = Tensor::zeros((1, d), candle_core::DType::F32, &dev)?;
-        for l in &self.model.weights.layers[..start.min(cfg.n_layers)] {
-            bias = bias.broadcast_add(&l.b_o.unsqueeze(0)?)?;
+        // The reference mixing alone needs the residual stream's bias terms (b_O of each
+        // layer so far) on their own.
+        let mut bias = None;
+        if opts.reference {
+            let mut b0 = Tensor::zeros((1, d), candle_core::DType::F32, &dev)?;
+            for l in &self.model.weights.layers[..start.min(cfg.n_layers)] {
+                b0 = b0.broadcast_add(&l.b_o.unsqueeze(0)?)?;
+            }
+            bias = Some(b0);
         }
 
         for li in start..cfg.n_layers {
@@ -617,7 +617,7 @@ impl<'m> GraphModel<'m> {
                 corr_attn,
                 &cur,
                 &mut delta,
-                &bias,
+                bias.as_ref(),
             )?;
             let x = probe(x, &mut inputs)?;
             let xn = norm(&x, &l.ln1, cfg.norm, cfg.eps)?; // [N, ports·H, d]
@@ -649,7 +649,9 @@ impl<'m> GraphModel<'m> {
             let result = z.matmul(&hw.wo)?.transpose(0, 1)?.contiguous()?; // [N, H, d]
             let hb = first_block_of_layer(li);
             base = (base + result.sum(1)?)?.broadcast_add(&wl.b_o)?;
-            bias = bias.broadcast_add(&wl.b_o.unsqueeze(0)?)?;
+            if let Some(b0) = bias.as_mut() {
+                *b0 = b0.broadcast_add(&wl.b_o.unsqueeze(0)?)?;
+            }
             cur[hb] = Some(result);
             if let Some(m) = &l.mlp {
                 if let Some(c) = cache.as_mut() {
@@ -659,7 +661,8 @@ impl<'m> GraphModel<'m> {
                     .mlp_receiver(li)
                     .ok_or_else(|| Error::UnsupportedModel("MLP outside the graph".into()))?;
                 let corr_mlp = patch.and_then(|p| p.corrupt.mlp_base.get(li));
-                let x = mix(r..r + 1, &base, corr_mlp, &cur, &mut delta, &bias)?.squeeze(1)?;
+                let x =
+                    mix(r..r + 1, &base, corr_mlp, &cur, &mut delta, bias.as_ref())?.squeeze(1)?;
                 let x = probe(x, &mut inputs)?;
                 let out = mlp(cfg, l, m, &x)?;
                 base = (base + &out)?;
@@ -668,16 +671,9 @@ impl<'m> GraphModel<'m> {
         }
         let r = g.output_receiver();
         let corr_fin = patch.map(|p| &p.corrupt.final_base);
-        let x = mix(r..r + 1, &base, corr_fin, &cur, &mut delta, &bias)?.squeeze(1)?;
+        let x = mix(r..r + 1, &base, corr_fin, &cur, &mut delta, bias.as_ref())?.squeeze(1)?;
         let x = probe(x, &mut inputs)?;
-        let idx: Vec<u32> = lengths
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| (i * t + len - 1) as u32)
-            .collect();
-        let xl = x.index_select(&Tensor::from_vec(idx, b, &dev)?, 0)?;
-        let xl = norm(&xl, &w.ln_final, cfg.norm, cfg.eps)?;
-        let logits = linear(&xl, &w.w_u, Some(&w.b_u))?;
+        let logits = last_logits(cfg, w, &x, &lengths, t)?;
         let cache = match cache {
             Some(mut c) => {
                 c.final_base = base;
