@@ -2,7 +2,7 @@
 //! = z·W_O^h [d_model] (no b_O, as TransformerLens `hook_result`), reduced over positions.
 //! Mean and last are reduced on `z` first and then projected, which is exact by linearity
 //! and spares the [batch, pos, heads, d_model] intermediate.
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -63,43 +63,67 @@ pub struct Collected {
     pub last_logits: Vec<Vec<f32>>,
 }
 
-/// Reduce one layer's z [B, T, H, dh] over positions → [B, H, dh].
-fn reduce_z(z: &Tensor, lengths: &[usize], reduce: Reduce) -> Result<Tensor> {
-    let (b, t, _h, _dh) = z.dims4()?;
-    let dev = z.device();
-    match reduce {
-        Reduce::Mean => {
-            let mut m = vec![0f32; b * t];
-            for (i, &len) in lengths.iter().enumerate() {
-                for p in 0..len {
-                    m[i * t + p] = 1.0 / len as f32;
-                }
-            }
-            let m = Tensor::from_vec(m, (b, t, 1, 1), dev)?;
-            Ok(z.broadcast_mul(&m)?.sum(1)?)
-        }
-        Reduce::Last => {
-            let rows: Vec<Tensor> = lengths
-                .iter()
-                .enumerate()
-                .map(|(i, &len)| z.get(i)?.get(len - 1))
-                .collect::<candle_core::Result<_>>()?;
-            Ok(Tensor::stack(&rows, 0)?)
-        }
-        Reduce::All => Err(Error::InvalidInput(
-            "reduce_z: All is not a reduction".into(),
-        )),
+/// Hooked activations still on the model's device (chunks concatenated there), so a GPU
+/// pipeline can go on without a host round trip. Layouts as [`HeadActs`].
+pub struct DeviceCollected {
+    /// [n, heads, d_head] (or [n, max_t, heads, d_head] for `Reduce::All`).
+    pub z: Tensor,
+    /// [n, heads, d_model] (or [n, max_t, heads, d_model]).
+    pub result: Tensor,
+    /// [n, d_vocab]: logits at each prompt's last real position.
+    pub last_logits: Tensor,
+    pub lengths: Vec<usize>,
+    pub labels: Vec<String>,
+    pub reduce: Reduce,
+}
+
+impl DeviceCollected {
+    /// One device→host copy per tensor.
+    pub fn to_host(&self) -> Result<Collected> {
+        let acts = |t: &Tensor, hook: HookPoint| -> Result<HeadActs> {
+            Ok(HeadActs {
+                data: t.flatten_all()?.to_vec1::<f32>()?,
+                shape: t.dims().to_vec(),
+                labels: self.labels.clone(),
+                lengths: self.lengths.clone(),
+                hook,
+                reduce: self.reduce,
+            })
+        };
+        Ok(Collected {
+            z: acts(&self.z, HookPoint::Z)?,
+            result: acts(&self.result, HookPoint::Result)?,
+            last_logits: self.last_logits.to_vec2::<f32>()?,
+        })
     }
 }
 
-/// Run `tokens` through the model in batches and collect per-head z and result.
-pub fn collect(
+/// Weights [B, T] for the position reduction: 1/len on real positions (mean), one-hot on
+/// the last real one (last), 1 on real positions (all: a padding mask).
+fn position_weights(lengths: &[usize], t: usize, reduce: Reduce, dev: &Device) -> Result<Tensor> {
+    let mut m = vec![0f32; lengths.len() * t];
+    for (i, &len) in lengths.iter().enumerate() {
+        let row = &mut m[i * t..i * t + len];
+        match reduce {
+            Reduce::Mean => row.fill(1.0 / len as f32),
+            Reduce::Last => row[len - 1] = 1.0,
+            Reduce::All => row.fill(1.0),
+        }
+    }
+    Ok(Tensor::from_vec(m, (lengths.len(), t), dev)?)
+}
+
+/// Run `tokens` through the model in batches of `batch_size` and collect per-head z and
+/// result on the model's device. Per chunk, each layer's z is reduced over positions by
+/// one batched product with the position weights and projected by W_O per head; the
+/// layers are stacked there and nothing is copied to the host.
+pub fn collect_on_device(
     model: &Model,
     tokens: &[Vec<u32>],
     reduce: Reduce,
     batch_size: usize,
     mut progress: impl FnMut(usize),
-) -> Result<Collected> {
+) -> Result<DeviceCollected> {
     if tokens.is_empty() {
         return Err(Error::InvalidInput("no prompts to hook".into()));
     }
@@ -107,17 +131,9 @@ pub fn collect(
     let (nl, nh, dh, d) = (cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model);
     let heads = nl * nh;
     let max_t = tokens.iter().map(Vec::len).max().unwrap_or(0);
-    let n = tokens.len();
-    let all = reduce == Reduce::All;
-    let (zs, rs) = if all {
-        (vec![n, max_t, heads, dh], vec![n, max_t, heads, d])
-    } else {
-        (vec![n, heads, dh], vec![n, heads, d])
-    };
-    let mut zdata = vec![0f32; zs.iter().product()];
-    let mut rdata = vec![0f32; rs.iter().product()];
-    let mut last_logits = Vec::with_capacity(n);
-    let mut lengths_all = Vec::with_capacity(n);
+    let dev = model.device();
+    let (mut zs, mut rs, mut ls) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lengths_all = Vec::with_capacity(tokens.len());
     let mut done = 0;
     for chunk in tokens.chunks(batch_size.max(1)) {
         let out = model.forward(
@@ -130,75 +146,80 @@ pub fn collect(
         )?;
         let b = chunk.len();
         let t = out.z.first().map_or(0, |z| z.dim(1).unwrap_or(0));
+        let pw = position_weights(&out.lengths, t, reduce, dev)?;
+        let (mut zl, mut rl) = (Vec::with_capacity(nl), Vec::with_capacity(nl));
         for (l, z) in out.z.iter().enumerate() {
             let w_o = &model.weights.layers[l].w_o; // [H, dh, d]
-            if all {
-                // [B, T, H, dh] → result [B, T, H, d] = per head z_h W_O^h
-                let zt = z.permute((2, 0, 1, 3))?.reshape((nh, b * t, dh))?;
-                let r = zt
+            if reduce == Reduce::All {
+                // Padded positions zeroed; result = z_h W_O^h per position (zero where z is).
+                let zm = z.broadcast_mul(&pw.reshape((b, t, 1, 1))?)?;
+                let r = zm
+                    .permute((2, 0, 1, 3))?
+                    .reshape((nh, b * t, dh))?
                     .matmul(w_o)?
                     .reshape((nh, b, t, d))?
                     .permute((1, 2, 0, 3))?;
-                let zv = z.flatten_all()?.to_vec1::<f32>()?;
-                let rv = r.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                for bi in 0..b {
-                    for p in 0..out.lengths[bi] {
-                        for h in 0..nh {
-                            let src = ((bi * t + p) * nh + h) * dh;
-                            let dst = (((done + bi) * max_t + p) * heads + l * nh + h) * dh;
-                            zdata[dst..dst + dh].copy_from_slice(&zv[src..src + dh]);
-                            let src = ((bi * t + p) * nh + h) * d;
-                            let dst = (((done + bi) * max_t + p) * heads + l * nh + h) * d;
-                            rdata[dst..dst + d].copy_from_slice(&rv[src..src + d]);
-                        }
-                    }
-                }
+                zl.push(zm);
+                rl.push(r);
             } else {
-                let zr = reduce_z(z, &out.lengths, reduce)?; // [B, H, dh]
+                // [B, 1, T] x [B, T, H·dh] → [B, H, dh]
+                let zr = pw
+                    .unsqueeze(1)?
+                    .matmul(&z.reshape((b, t, nh * dh))?)?
+                    .reshape((b, nh, dh))?;
                 let r = zr
                     .transpose(0, 1)?
                     .contiguous()?
                     .matmul(w_o)?
-                    .transpose(0, 1)?; // [B, H, d]
-                let zv = zr.flatten_all()?.to_vec1::<f32>()?;
-                let rv = r.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                for bi in 0..b {
-                    for h in 0..nh {
-                        let src = (bi * nh + h) * dh;
-                        let dst = ((done + bi) * heads + l * nh + h) * dh;
-                        zdata[dst..dst + dh].copy_from_slice(&zv[src..src + dh]);
-                        let src = (bi * nh + h) * d;
-                        let dst = ((done + bi) * heads + l * nh + h) * d;
-                        rdata[dst..dst + d].copy_from_slice(&rv[src..src + d]);
-                    }
-                }
+                    .transpose(0, 1)?;
+                zl.push(zr);
+                rl.push(r);
             }
         }
-        if let Some(lg) = out.logits {
-            last_logits.extend(lg.to_vec2::<f32>()?);
-        }
+        // Stack layers next to the head axis: heads are layer-major, `L{l}H{h}`.
+        let (z, r) = if reduce == Reduce::All {
+            let pad = |x: Tensor, w: usize| -> Result<Tensor> {
+                Ok(x.reshape((b, t, heads, w))?
+                    .pad_with_zeros(1, 0, max_t - t)?)
+            };
+            (
+                pad(Tensor::stack(&zl, 2)?, dh)?,
+                pad(Tensor::stack(&rl, 2)?, d)?,
+            )
+        } else {
+            (
+                Tensor::stack(&zl, 1)?.reshape((b, heads, dh))?,
+                Tensor::stack(&rl, 1)?.reshape((b, heads, d))?,
+            )
+        };
+        zs.push(z);
+        rs.push(r);
+        ls.push(
+            out.logits
+                .ok_or_else(|| Error::InvalidInput("the forward returned no logits".into()))?,
+        );
         lengths_all.extend(out.lengths);
         done += b;
         progress(done);
     }
-    let labels = cfg.head_labels();
-    Ok(Collected {
-        z: HeadActs {
-            data: zdata,
-            shape: zs,
-            labels: labels.clone(),
-            lengths: lengths_all.clone(),
-            hook: HookPoint::Z,
-            reduce,
-        },
-        result: HeadActs {
-            data: rdata,
-            shape: rs,
-            labels,
-            lengths: lengths_all,
-            hook: HookPoint::Result,
-            reduce,
-        },
-        last_logits,
+    Ok(DeviceCollected {
+        z: Tensor::cat(&zs, 0)?,
+        result: Tensor::cat(&rs, 0)?,
+        last_logits: Tensor::cat(&ls, 0)?,
+        lengths: lengths_all,
+        labels: cfg.head_labels(),
+        reduce,
     })
+}
+
+/// Run `tokens` through the model in batches and collect per-head z and result on the host
+/// ([`collect_on_device`] and one copy per tensor).
+pub fn collect(
+    model: &Model,
+    tokens: &[Vec<u32>],
+    reduce: Reduce,
+    batch_size: usize,
+    progress: impl FnMut(usize),
+) -> Result<Collected> {
+    collect_on_device(model, tokens, reduce, batch_size, progress)?.to_host()
 }

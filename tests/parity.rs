@@ -310,3 +310,55 @@ fn interleaved_rotary_on_llama_cpp_permuted_weights_equals_rotate_half() {
     let c = Model::from_parts(cfg_w, wp, Processing::NONE, "wrong".into()).unwrap();
     assert!(rel_err(&run(&c), &la) > 1e-3);
 }
+
+/// Mean and last reductions, computed on the device per chunk, equal the same reductions
+/// of `Reduce::All`'s per-position vectors; padded positions of `All` are zero; chunking
+/// changes nothing.
+#[test]
+fn reductions_agree_across_chunks() {
+    let m = load_model("gpt2_tiny", Processing::TL_DEFAULT);
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![5, 9, 13],
+        vec![1, 2, 3, 4, 5, 6, 7],
+        vec![42],
+        vec![8, 8, 8, 8],
+        vec![3, 1, 4, 1, 5],
+    ];
+    let all = collect(&m, &prompts, Reduce::All, 2, |_| {}).unwrap();
+    let mean = collect(&m, &prompts, Reduce::Mean, 2, |_| {}).unwrap();
+    let last = collect(&m, &prompts, Reduce::Last, 3, |_| {}).unwrap();
+    let mean1 = collect(&m, &prompts, Reduce::Mean, 5, |_| {}).unwrap();
+    assert_eq!(all.z.shape, vec![5, 7, all.z.heads(), all.z.dim()]);
+    assert_eq!(mean.z.lengths, vec![3, 7, 1, 4, 5]);
+    assert!(rel_err(&mean.z.data, &mean1.z.data) < 1e-5);
+    assert!(rel_err(&mean.result.data, &mean1.result.data) < 1e-5);
+    for (acts, m_acts, l_acts) in [
+        (&all.z, &mean.z, &last.z),
+        (&all.result, &mean.result, &last.result),
+    ] {
+        let (h, d, t) = (acts.heads(), acts.dim(), acts.shape[1]);
+        for (i, &len) in acts.lengths.iter().enumerate() {
+            let at = |p: usize| &acts.data[((i * t + p) * h) * d..((i * t + p + 1) * h) * d];
+            for p in len..t {
+                assert!(
+                    at(p).iter().all(|&x| x == 0.0),
+                    "prompt {i} pos {p} not zero"
+                );
+            }
+            let mut avg = vec![0f32; h * d];
+            for p in 0..len {
+                for (a, x) in avg.iter_mut().zip(at(p)) {
+                    *a += x / len as f32;
+                }
+            }
+            let w = h * d;
+            let e = rel_err(&m_acts.data[i * w..(i + 1) * w], &avg);
+            assert!(e < 1e-5, "prompt {i}: mean differs by {e}");
+            let e = rel_err(&l_acts.data[i * w..(i + 1) * w], at(len - 1));
+            assert!(e < 1e-5, "prompt {i}: last differs by {e}");
+        }
+    }
+    for (a, b) in all.last_logits.iter().zip(&mean.last_logits) {
+        assert!(rel_err(a, b) < 1e-5);
+    }
+}
