@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use candle_core::{DType, Storage, Tensor};
 use cudarc::driver::sys::{
     CUdevice_attribute, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode,
 };
@@ -237,6 +238,33 @@ impl GpuContext {
             return self.zeros(1);
         }
         self.stream.clone_htod(h).cuda("host-to-device copy")
+    }
+
+    /// A candle tensor's values (f32, row-major) as a slice on this context's stream. A
+    /// CUDA tensor lives in the same primary context (cudarc retains it for candle and for
+    /// us), so it is copied device to device; cudarc orders the copy after candle's last
+    /// write through the slice's events. A CPU tensor is uploaded.
+    pub(crate) fn tensor_slice(&self, x: &Tensor) -> Result<CudaSlice<f32>> {
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        if x.elem_count() == 0 {
+            return self.zeros(1);
+        }
+        if !x.device().is_cuda() {
+            return self.upload(&x.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cuda(cs) = &*storage else {
+            return Err(Error::InvalidInput(
+                "tensor_slice: a CUDA tensor without CUDA storage".into(),
+            ));
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| Error::InvalidInput("tensor_slice: tensor is not contiguous".into()))?;
+        let src = cs.as_cuda_slice::<f32>()?.slice(start..end);
+        self.stream
+            .clone_dtod(&src)
+            .cuda("device-to-device copy of a candle tensor")
     }
 
     pub(crate) fn download<T: DeviceRepr + Default + Clone>(
@@ -653,15 +681,40 @@ impl GpuContext {
         init: &[SaeParams],
         cfg_t: &TrainConfig,
     ) -> Result<TrainOutput> {
-        let (count, d, n) = checks::train_inputs(x, rows, init)?;
+        checks::train_inputs(x.len(), rows, init)?;
         let xd = self.upload(x)?;
+        self.train_uploaded(&xd, rows, init, cfg_t)
+    }
+
+    /// [`Self::train_saes`] on a candle tensor [n_sae, rows, d] (any layout); a CUDA
+    /// tensor is copied device to device, so hooked activations never visit the host.
+    pub fn train_saes_tensor(
+        &self,
+        x: &Tensor,
+        rows: usize,
+        init: &[SaeParams],
+        cfg_t: &TrainConfig,
+    ) -> Result<TrainOutput> {
+        checks::train_inputs(x.elem_count(), rows, init)?;
+        let xd = self.tensor_slice(x)?;
+        self.train_uploaded(&xd, rows, init, cfg_t)
+    }
+
+    fn train_uploaded(
+        &self,
+        xd: &CudaSlice<f32>,
+        rows: usize,
+        init: &[SaeParams],
+        cfg_t: &TrainConfig,
+    ) -> Result<TrainOutput> {
+        let count = init.len();
         let mut saes = self.upload_saes(init)?;
         let mut loss = if cfg_t.record_loss {
             Some(self.zeros::<f32>(count * cfg_t.steps as usize)?)
         } else {
             None
         };
-        let path = self.d_train(&xd, rows, &mut saes, cfg_t, loss.as_mut())?;
+        let path = self.d_train(xd, rows, &mut saes, cfg_t, loss.as_mut())?;
         let params = self.download_saes(&saes)?;
         let loss = match loss {
             Some(l) => {
@@ -674,7 +727,6 @@ impl GpuContext {
             }
             None => None,
         };
-        let _ = (d, n);
         Ok(TrainOutput { params, loss, path })
     }
 
@@ -1270,11 +1322,34 @@ impl GpuContext {
         x: &[f32],
         examples: usize,
     ) -> Result<Vec<u32>> {
-        let heads = checks::encode_inputs(params, x, examples)?;
+        let heads = checks::encode_inputs(params, x.len(), examples)?;
         let xd = self.upload(x)?;
+        self.encode_uploaded(params, &xd, examples, heads)
+    }
+
+    /// [`Self::encode_argmax`] on a candle tensor [examples, heads, d] (device to device
+    /// for a CUDA tensor).
+    pub fn encode_argmax_tensor(
+        &self,
+        params: &[SaeParams],
+        x: &Tensor,
+        examples: usize,
+    ) -> Result<Vec<u32>> {
+        let heads = checks::encode_inputs(params, x.elem_count(), examples)?;
+        let xd = self.tensor_slice(x)?;
+        self.encode_uploaded(params, &xd, examples, heads)
+    }
+
+    fn encode_uploaded(
+        &self,
+        params: &[SaeParams],
+        xd: &CudaSlice<f32>,
+        examples: usize,
+        heads: usize,
+    ) -> Result<Vec<u32>> {
         let saes = self.upload_saes(params)?;
         let mut out = self.zeros::<u32>(examples * heads)?;
-        self.d_encode_argmax(&saes, &xd, examples, heads, &mut out)?;
+        self.d_encode_argmax(&saes, xd, examples, heads, &mut out)?;
         self.download(&out, examples * heads)
     }
 

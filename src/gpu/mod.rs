@@ -135,7 +135,7 @@ pub(crate) mod checks {
 
     /// Returns (n_sae, d, n) for x [n_sae, rows, d] and per-SAE initial params.
     pub fn train_inputs(
-        x: &[f32],
+        x_len: usize,
         rows: usize,
         init: &[SaeParams],
     ) -> Result<(usize, usize, usize)> {
@@ -162,14 +162,14 @@ pub(crate) mod checks {
             return Err(Error::InvalidInput("train_saes: 0 rows per SAE".into()));
         }
         let want = init.len() * rows * d;
-        if x.len() != want {
-            return Err(Error::shape("train_saes x [n_sae, rows, d]", want, x.len()));
+        if x_len != want {
+            return Err(Error::shape("train_saes x [n_sae, rows, d]", want, x_len));
         }
         Ok((init.len(), d, n))
     }
 
     /// Returns heads for x [examples, heads, d] with 1 shared SAE or one SAE per head.
-    pub fn encode_inputs(params: &[SaeParams], x: &[f32], examples: usize) -> Result<usize> {
+    pub fn encode_inputs(params: &[SaeParams], x_len: usize, examples: usize) -> Result<usize> {
         let first = params
             .first()
             .ok_or_else(|| Error::InvalidInput("encode_argmax: no SAEs".into()))?;
@@ -187,14 +187,14 @@ pub(crate) mod checks {
             }
         }
         let per_ex = examples * first.d;
-        if examples == 0 || x.len() % per_ex != 0 {
+        if examples == 0 || x_len % per_ex != 0 {
             return Err(Error::shape(
                 "encode_argmax x [examples, heads, d]",
                 format!("multiple of {per_ex}"),
-                x.len(),
+                x_len,
             ));
         }
-        let heads = x.len() / per_ex;
+        let heads = x_len / per_ex;
         if params.len() != 1 && params.len() != heads {
             return Err(Error::shape(
                 "encode_argmax SAE count (1 or heads)",
@@ -289,19 +289,19 @@ mod tests {
     #[test]
     fn shape_checks() {
         let p = reference::init_params(4, 6, 0);
-        assert!(checks::train_inputs(&[0.0; 2 * 3 * 4], 3, &[p.clone(), p.clone()]).is_ok());
-        assert!(checks::train_inputs(&[0.0; 5], 3, std::slice::from_ref(&p)).is_err());
-        assert!(checks::train_inputs(&[], 3, &[]).is_err());
+        assert!(checks::train_inputs(2 * 3 * 4, 3, &[p.clone(), p.clone()]).is_ok());
+        assert!(checks::train_inputs(5, 3, std::slice::from_ref(&p)).is_err());
+        assert!(checks::train_inputs(0, 3, &[]).is_err());
         assert_eq!(
-            checks::encode_inputs(std::slice::from_ref(&p), &[0.0; 5 * 3 * 4], 5).unwrap(),
+            checks::encode_inputs(std::slice::from_ref(&p), 5 * 3 * 4, 5).unwrap(),
             3
         );
-        assert!(checks::encode_inputs(&[p.clone(), p.clone()], &[0.0; 5 * 3 * 4], 5).is_err());
+        assert!(checks::encode_inputs(&[p.clone(), p.clone()], 5 * 3 * 4, 5).is_err());
         assert!(checks::codes_table(&[0; 6], &[true, false], 3).is_ok());
         assert!(checks::codes_table(&[0; 5], &[true, false], 3).is_err());
         let mut bad = p;
         bad.b.pop();
-        assert!(checks::train_inputs(&[0.0; 3 * 4], 3, &[bad]).is_err());
+        assert!(checks::train_inputs(3 * 4, 3, &[bad]).is_err());
     }
 
     #[test]

@@ -65,6 +65,23 @@ impl GpuContext {
     ) -> Result<TrainOutput> {
         match self.never {}
     }
+    pub fn train_saes_tensor(
+        &self,
+        _x: &candle_core::Tensor,
+        _rows: usize,
+        _init: &[SaeParams],
+        _cfg: &TrainConfig,
+    ) -> Result<TrainOutput> {
+        match self.never {}
+    }
+    pub fn encode_argmax_tensor(
+        &self,
+        _params: &[SaeParams],
+        _x: &candle_core::Tensor,
+        _examples: usize,
+    ) -> Result<Vec<u32>> {
+        match self.never {}
+    }
     pub fn encode_argmax(
         &self,
         _params: &[SaeParams],

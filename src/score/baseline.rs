@@ -139,6 +139,90 @@ pub fn mean_norm(
     Ok(s.into_iter().map(|v| v / examples as f64).collect())
 }
 
+/// The class-mean, Fisher and mean-norm baselines of one activation tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorBaselines {
+    pub class_mean_distance: Vec<f64>,
+    pub fisher_ratio: Vec<f64>,
+    pub mean_norm: Vec<f64>,
+}
+
+/// [`class_mean_distance`], [`fisher_ratio`] and [`mean_norm`] of `x` [examples, heads, d]
+/// computed with tensor ops on `x`'s device (f32), so a GPU run scores the baselines where
+/// the activations are and copies only [heads] back. The host functions above (f64
+/// accumulation) are the reference. The within-class spread is summed from the centred
+/// vectors, not from `Σ‖x‖² − n‖μ‖²`, which cancels badly in f32.
+pub fn baselines_on_device(x: &candle_core::Tensor, is_pos: &[bool]) -> Result<TensorBaselines> {
+    use candle_core::{DType, Tensor};
+    let (examples, heads, d) = x.dims3()?;
+    if examples == 0 || heads == 0 || d == 0 {
+        return Err(Error::InvalidInput(format!(
+            "empty activations (examples={examples}, heads={heads}, d={d})"
+        )));
+    }
+    if is_pos.len() != examples {
+        return Err(Error::shape("example labels", examples, is_pos.len()));
+    }
+    let n_pos = is_pos.iter().filter(|&&p| p).count();
+    let n_neg = examples - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return Err(Error::InvalidInput(
+            "class-mean baselines need positive and negative examples".into(),
+        ));
+    }
+    let dev = x.device();
+    let xf = x.to_dtype(DType::F32)?.reshape((examples, heads * d))?;
+    let col = |f: &dyn Fn(bool) -> f32| -> Result<Tensor> {
+        let v: Vec<f32> = is_pos.iter().map(|&p| f(p)).collect();
+        Ok(Tensor::from_vec(v, (1, examples), dev)?)
+    };
+    let (ip, inn) = (1.0 / n_pos as f32, 1.0 / n_neg as f32);
+    let mp = col(&|p| if p { ip } else { 0.0 })?.matmul(&xf)?; // [1, heads·d]
+    let mn = col(&|p| if p { 0.0 } else { inn })?.matmul(&xf)?;
+    let between = (&mp - &mn)?.reshape((heads, d))?.sqr()?.sum(1)?; // [heads]
+                                                                    // Each example's own class mean, [examples, heads·d], subtracted.
+    let own = col(&|p| if p { 1.0 } else { 0.0 })?
+        .t()?
+        .broadcast_mul(&mp)?
+        .broadcast_add(
+            &col(&|p| if p { 0.0 } else { 1.0 })?
+                .t()?
+                .broadcast_mul(&mn)?,
+        )?;
+    let within = (&xf - &own)?
+        .sqr()?
+        .reshape((examples, heads, d))?
+        .sum(2)?
+        .sum(0)?
+        .affine(1.0 / examples as f64, 0.0)?;
+    let norms = xf
+        .reshape((examples, heads, d))?
+        .sqr()?
+        .sum(2)?
+        .sqrt()?
+        .mean(0)?;
+    let host = |t: Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?) };
+    let between = host(between)?;
+    let within = host(within)?;
+    Ok(TensorBaselines {
+        class_mean_distance: between.iter().map(|b| b.sqrt()).collect(),
+        fisher_ratio: between
+            .iter()
+            .zip(&within)
+            .map(|(&b, &w)| {
+                if w > 0.0 {
+                    b / w
+                } else if b > 0.0 {
+                    1e30
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        mean_norm: host(norms)?,
+    })
+}
+
 /// Seeded uniform random scores.
 pub fn random_scores(heads: usize, seed: u64) -> Vec<f64> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -175,6 +259,73 @@ mod tests {
         assert_eq!(random_scores(5, 1), random_scores(5, 1));
         assert_ne!(random_scores(5, 1), random_scores(5, 2));
         assert!(random_scores(100, 3).iter().all(|v| (0.0..1.0).contains(v)));
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use rand_distr::{Distribution, Normal};
+
+    fn rel(a: &[f64], b: &[f64]) -> f64 {
+        let scale = b.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
+        a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    }
+
+    /// The tensor-op baselines equal the f64 host references on seeded random data with a
+    /// class offset on some heads and a loud, non-separating head.
+    #[test]
+    fn device_baselines_match_host() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let normal = Normal::new(0.0f32, 1.0).unwrap();
+        for (examples, heads, d) in [(40usize, 6usize, 16usize), (9, 3, 5), (200, 12, 64)] {
+            let is_pos: Vec<bool> = (0..examples).map(|e| e % 3 != 0).collect();
+            let mut x: Vec<f32> = (0..examples * heads * d)
+                .map(|_| normal.sample(&mut rng))
+                .collect();
+            for e in 0..examples {
+                for h in 0..heads {
+                    let o = (e * heads + h) * d;
+                    if is_pos[e] && h % 2 == 0 {
+                        x[o] += 2.0 + h as f32;
+                    }
+                    if h == 1 {
+                        x[o..o + d].iter_mut().for_each(|v| *v *= 10.0);
+                    }
+                }
+            }
+            let t = Tensor::from_vec(x.clone(), (examples, heads, d), &Device::Cpu).unwrap();
+            let got = baselines_on_device(&t, &is_pos).unwrap();
+            let cm = class_mean_distance(&x, examples, heads, d, &is_pos).unwrap();
+            let fi = fisher_ratio(&x, examples, heads, d, &is_pos).unwrap();
+            let mn = mean_norm(&x, examples, heads, d, &is_pos).unwrap();
+            assert!(
+                rel(&got.class_mean_distance, &cm) < 1e-5,
+                "{cm:?} vs {:?}",
+                got.class_mean_distance
+            );
+            assert!(
+                rel(&got.fisher_ratio, &fi) < 1e-4,
+                "{fi:?} vs {:?}",
+                got.fisher_ratio
+            );
+            assert!(rel(&got.mean_norm, &mn) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn device_baselines_reject_bad_input() {
+        let t = Tensor::zeros((4, 2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(baselines_on_device(&t, &[true; 4]).is_err());
+        assert!(baselines_on_device(&t, &[true, false]).is_err());
+        let e = Tensor::zeros((0, 2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(baselines_on_device(&e, &[]).is_err());
+        let flat = Tensor::zeros((4, 6), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(baselines_on_device(&flat, &[true, false, true, false]).is_err());
+        // Identical classes and no spread: 0, as on the host.
+        let z = baselines_on_device(&t, &[true, false, true, false]).unwrap();
+        assert_eq!(z.fisher_ratio, vec![0.0, 0.0]);
     }
 }
 
