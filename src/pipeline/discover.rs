@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::eval::faithfulness::{faithfulness, Ablation, FaithfulnessCurve};
 use crate::eval::patching::{patch_heads, PatchingResult};
 use crate::eval::roc::{evaluate, mean_std, CircuitEval, MeanStd};
-use crate::hooks::{collect, HeadActs, HookPoint, Reduce};
+use crate::hooks::{collect_on_device, HookPoint, Reduce};
 use crate::model::Model;
 use crate::sae::{train_per_head, train_shared, Sae, SaeConfig};
 use crate::score::{baseline, edge_scores, node_scores, EdgeScores, NodeScores};
@@ -249,14 +250,73 @@ fn top1(logits: &[f32], t: &tasks::PairTokens) -> bool {
     tasks::top_token(logits).is_some_and(|x| t.accepts(x))
 }
 
-/// Gather rows of [examples, heads, d] in `idx` order.
-fn gather(x: &HeadActs, idx: &[usize]) -> Vec<f32> {
-    let w = x.heads() * x.dim();
-    let mut out = Vec::with_capacity(idx.len() * w);
-    for &i in idx {
-        out.extend_from_slice(&x.data[i * w..(i + 1) * w]);
+/// Pooled activations [examples, heads, d]. The CPU path copies them to the host once;
+/// the GPU path leaves them on the model's device, where the baselines, the SAE training
+/// rows and the codes are computed, so only scores and codes come back.
+enum Pooled {
+    Host(Vec<f32>),
+    Device(Tensor),
+}
+
+impl Pooled {
+    /// Rows `idx` (in that order) of `x` [n, heads, d].
+    fn gather(x: &Tensor, idx: &[usize], on_device: bool) -> Result<Pooled> {
+        let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+        let ids = Tensor::from_vec(ids, idx.len(), x.device())?;
+        let rows = x.index_select(&ids, 0)?;
+        Ok(if on_device {
+            Pooled::Device(rows)
+        } else {
+            Pooled::Host(rows.flatten_all()?.to_vec1::<f32>()?)
+        })
     }
-    out
+
+    /// The rows as a host slice (a copy only on the GPU path).
+    fn host(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        Ok(match self {
+            Pooled::Host(v) => std::borrow::Cow::Borrowed(v.as_slice()),
+            Pooled::Device(t) => std::borrow::Cow::Owned(t.flatten_all()?.to_vec1::<f32>()?),
+        })
+    }
+
+    /// Rows `idx` as a tensor on the activations' device [idx.len(), heads, d].
+    fn rows_tensor(&self, idx: &[usize], heads: usize, d: usize) -> Result<Tensor> {
+        match self {
+            Pooled::Device(t) => match Pooled::gather(t, idx, true)? {
+                Pooled::Device(r) => Ok(r),
+                Pooled::Host(_) => unreachable!("gather on the device returns a tensor"),
+            },
+            Pooled::Host(v) => {
+                let w = heads * d;
+                let mut out = Vec::with_capacity(idx.len() * w);
+                for &i in idx {
+                    out.extend_from_slice(&v[i * w..(i + 1) * w]);
+                }
+                Ok(Tensor::from_vec(
+                    out,
+                    (idx.len(), heads, d),
+                    &candle_core::Device::Cpu,
+                )?)
+            }
+        }
+    }
+
+    fn baselines(
+        &self,
+        examples: usize,
+        heads: usize,
+        d: usize,
+        is_pos: &[bool],
+    ) -> Result<baseline::TensorBaselines> {
+        match self {
+            Pooled::Device(t) => baseline::baselines_on_device(t, is_pos),
+            Pooled::Host(x) => Ok(baseline::TensorBaselines {
+                class_mean_distance: baseline::class_mean_distance(x, examples, heads, d, is_pos)?,
+                fisher_ratio: baseline::fisher_ratio(x, examples, heads, d, is_pos)?,
+                mean_norm: baseline::mean_norm(x, examples, heads, d, is_pos)?,
+            }),
+        }
+    }
 }
 
 /// The paper's SAE training subset: `k` examples drawn at random from the mixed pool, or
@@ -332,13 +392,14 @@ pub fn discover(
     let mut all_tokens = task.clean.clone();
     all_tokens.extend(task.corrupt.iter().cloned());
     let total = all_tokens.len();
-    let col = collect(model, &all_tokens, cfg.reduce, cfg.batch_size, |d| {
+    let col = collect_on_device(model, &all_tokens, cfg.reduce, cfg.batch_size, |d| {
         progress("forward + hooks", d, total)
     })?;
+    let last_logits = col.last_logits.to_vec2::<f32>()?;
     tick("forward_hooks", t0);
 
     // Accuracies and optional correctness filtering.
-    let (lc, lx) = col.last_logits.split_at(n_pairs);
+    let (lc, lx) = last_logits.split_at(n_pairs);
     let acc = |l: &[Vec<f32>]| {
         l.iter()
             .zip(&task.tokens)
@@ -391,14 +452,15 @@ pub fn discover(
         filter,
         generation: task.notes.clone(),
     };
-    let x_result = gather(&col.result, &pool);
-    let x_z = gather(&col.z, &pool);
+    let x_result = Pooled::gather(&col.result, &pool, cfg.gpu)?;
+    let x_z = Pooled::gather(&col.z, &pool, cfg.gpu)?;
+    drop(col);
+    let d_model = model.cfg.d_model;
+    let d_head = model.cfg.d_head;
     let (x_sae, d_sae) = match cfg.on {
-        HookPoint::Result => (&x_result, col.result.dim()),
-        HookPoint::Z => (&x_z, col.z.dim()),
+        HookPoint::Result => (&x_result, d_model),
+        HookPoint::Z => (&x_z, d_head),
     };
-    let d_model = col.result.dim();
-    let d_head = col.z.dim();
 
     // Reference circuit by patching when asked.
     let t0 = Instant::now();
@@ -453,26 +515,16 @@ pub fn discover(
     // Baselines: once, from the same vectors.
     let t0 = Instant::now();
     let mut scores: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    scores.insert(
-        ScorerKind::ClassMeans.name().into(),
-        baseline::class_mean_distance(&x_result, examples, heads, d_model, &is_pos)?,
-    );
+    let br = x_result.baselines(examples, heads, d_model, &is_pos)?;
+    let bz = x_z.baselines(examples, heads, d_head, &is_pos)?;
+    scores.insert(ScorerKind::ClassMeans.name().into(), br.class_mean_distance);
     scores.insert(
         ScorerKind::ClassMeansZ.name().into(),
-        baseline::class_mean_distance(&x_z, examples, heads, d_head, &is_pos)?,
+        bz.class_mean_distance,
     );
-    scores.insert(
-        ScorerKind::Fisher.name().into(),
-        baseline::fisher_ratio(&x_result, examples, heads, d_model, &is_pos)?,
-    );
-    scores.insert(
-        ScorerKind::FisherZ.name().into(),
-        baseline::fisher_ratio(&x_z, examples, heads, d_head, &is_pos)?,
-    );
-    scores.insert(
-        ScorerKind::MeanNorm.name().into(),
-        baseline::mean_norm(&x_result, examples, heads, d_model, &is_pos)?,
-    );
+    scores.insert(ScorerKind::Fisher.name().into(), br.fisher_ratio);
+    scores.insert(ScorerKind::FisherZ.name().into(), bz.fisher_ratio);
+    scores.insert(ScorerKind::MeanNorm.name().into(), br.mean_norm);
     tick("baselines", t0);
 
     // SAE trials.
@@ -496,47 +548,53 @@ pub fn discover(
         let t0 = Instant::now();
         let mut sae_cfg = cfg.sae.clone();
         sae_cfg.seed = seed;
-        let w = heads * d_sae;
-        let mut xtrain = Vec::with_capacity(train_idx.len() * w);
-        for &i in &train_idx {
-            xtrain.extend_from_slice(&x_sae[i * w..(i + 1) * w]);
-        }
         progress("sae", trial, cfg.trials);
         let (saes, log) = match &gpu {
             Some(g) => gpu_train(
                 g,
-                &xtrain,
-                train_idx.len(),
-                heads,
-                d_sae,
+                &x_sae.rows_tensor(&train_idx, heads, d_sae)?,
                 cfg.sae_mode,
                 &sae_cfg,
             )?,
-            None => match cfg.sae_mode {
-                SaeMode::Shared => {
-                    let (s, log) = train_shared(&xtrain, train_idx.len() * heads, d_sae, &sae_cfg)?;
-                    (vec![s], log)
+            None => {
+                let xs = x_sae.host()?;
+                let w = heads * d_sae;
+                let mut xtrain = Vec::with_capacity(train_idx.len() * w);
+                for &i in &train_idx {
+                    xtrain.extend_from_slice(&xs[i * w..(i + 1) * w]);
                 }
-                SaeMode::PerHead => {
-                    train_per_head(&xtrain, train_idx.len(), heads, d_sae, &sae_cfg)?
+                match cfg.sae_mode {
+                    SaeMode::Shared => {
+                        let (s, log) =
+                            train_shared(&xtrain, train_idx.len() * heads, d_sae, &sae_cfg)?;
+                        (vec![s], log)
+                    }
+                    SaeMode::PerHead => {
+                        train_per_head(&xtrain, train_idx.len(), heads, d_sae, &sae_cfg)?
+                    }
                 }
-            },
+            }
         };
         t_sae += t0.elapsed().as_secs_f64() * 1e3;
         let t0 = Instant::now();
         let opts = CodeOptions {
             top_k: cfg.top_k_codes.max(1),
         };
-        let codes = match (&gpu, cfg.sae_mode) {
-            (Some(g), _) if opts.top_k == 1 => {
-                let c = g.encode_argmax(&saes, x_sae, examples)?;
+        let codes = match (&gpu, x_sae, cfg.sae_mode) {
+            (Some(g), Pooled::Device(x), _) if opts.top_k == 1 => {
+                let c = g.encode_argmax_tensor(&saes, x, examples)?;
                 CodeTable::new(c, examples, heads, cfg.sae.n_features, is_pos.clone())?
             }
-            (_, SaeMode::Shared) => {
-                CodeTable::from_shared(&saes[0], x_sae, examples, heads, is_pos.clone(), opts)?
-            }
-            (_, SaeMode::PerHead) => {
-                CodeTable::from_per_head(&saes, x_sae, examples, is_pos.clone(), opts)?
+            (_, _, SaeMode::Shared) => CodeTable::from_shared(
+                &saes[0],
+                &x_sae.host()?,
+                examples,
+                heads,
+                is_pos.clone(),
+                opts,
+            )?,
+            (_, _, SaeMode::PerHead) => {
+                CodeTable::from_per_head(&saes, &x_sae.host()?, examples, is_pos.clone(), opts)?
             }
         };
         t_codes += t0.elapsed().as_secs_f64() * 1e3;
@@ -654,16 +712,15 @@ pub fn discover(
     })
 }
 
-/// The same SAEs as the CPU path (same initialisation), trained by the CUDA trainer.
+/// The same SAEs as the CPU path (same initialisation), trained by the CUDA trainer on
+/// `xtrain` [k, heads, d] where it lies (device to device from a CUDA tensor).
 fn gpu_train(
     g: &crate::gpu::GpuContext,
-    xtrain: &[f32],
-    k: usize,
-    heads: usize,
-    d: usize,
+    xtrain: &Tensor,
     mode: SaeMode,
     cfg: &SaeConfig,
 ) -> Result<(Vec<Sae>, crate::sae::TrainLog)> {
+    let (k, heads, d) = xtrain.dims3()?;
     let tc = crate::gpu::TrainConfig {
         steps: cfg.steps as u32,
         lr: cfg.lr,
@@ -679,25 +736,17 @@ fn gpu_train(
             let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
             (
                 vec![Sae::init(d, cfg.n_features, &mut rng)?],
-                xtrain.to_vec(),
+                xtrain.clone(),
                 k * heads,
             )
         }
         SaeMode::PerHead => {
             let (init, _) = crate::sae::init_per_head(heads, d, cfg)?;
-            // [k, heads, d] → [heads, k, d]
-            let mut x = vec![0f32; xtrain.len()];
-            for e in 0..k {
-                for h in 0..heads {
-                    let src = (e * heads + h) * d;
-                    let dst = (h * k + e) * d;
-                    x[dst..dst + d].copy_from_slice(&xtrain[src..src + d]);
-                }
-            }
-            (init, x, k)
+            // [k, heads, d] → [heads, k, d]: one SAE's rows contiguous.
+            (init, xtrain.transpose(0, 1)?.contiguous()?, k)
         }
     };
-    let out = g.train_saes(&x, rows, &init, &tc)?;
+    let out = g.train_saes_tensor(&x, rows, &init, &tc)?;
     let loss = out.loss.map(|l| {
         let steps = l.first().map_or(0, Vec::len);
         (0..steps)
