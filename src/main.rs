@@ -521,6 +521,7 @@ fn bench_baselines(a: &BenchArgs) -> Result<()> {
 }
 
 fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
+    use headcode::hooks::collect_on_device;
     use headcode::model::random::{gpt2_shape, random_weights};
     let cfg = gpt2_shape(shape)?;
     let dev = cuda_device()?;
@@ -533,49 +534,50 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     let prompts: Vec<Vec<u32>> = (0..500u32)
         .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % 50257).collect())
         .collect();
-    let run = || -> Result<headcode::hooks::Collected> {
-        let c = collect(&gpu_model, &prompts, Reduce::Mean, 500, |_| {})?;
-        Ok(c)
-    };
-    run()?;
-    let mut v = Vec::new();
-    for _ in 0..reps {
-        let t0 = std::time::Instant::now();
-        run()?; // ends with a device→host copy, so the device is synchronised
-        v.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    let ms = median(v);
-    // Where the time goes: the bare forward (no logits, nothing captured) and the forward
-    // with last-position logits, both ending in a small device→host copy to synchronise.
-    let stage = |logits: headcode::model::LogitsAt| -> Result<f64> {
+    // Wall clock around a device synchronise: one warm-up, then the median of `reps`.
+    let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?;
+        dev.synchronize()?;
         let mut v = Vec::new();
-        for _ in 0..reps + 1 {
+        for _ in 0..reps {
             let t0 = std::time::Instant::now();
-            let o = gpu_model.forward(
+            f()?;
+            dev.synchronize()?;
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(v))
+    };
+    let on_device = |m: &Model| -> Result<headcode::hooks::DeviceCollected> {
+        Ok(collect_on_device(m, &prompts, Reduce::Mean, 500, |_| {})?)
+    };
+    // What `discover --device cuda` does: activations stay on the device, the
+    // last-position logits come to the host for the task metrics.
+    let device_ms = timed(&mut || on_device(&gpu_model).map(|_| ()))?;
+    let discover_ms = timed(&mut || {
+        on_device(&gpu_model)?.last_logits.to_vec2::<f32>()?;
+        Ok(())
+    })?;
+    // Everything copied to the host (`hooks`, the CPU-side consumers).
+    let host_ms = timed(&mut || {
+        collect(&gpu_model, &prompts, Reduce::Mean, 500, |_| {})?;
+        Ok(())
+    })?;
+    // The bare forward (no logits, nothing captured) and with last-position logits.
+    let stage = |logits: headcode::model::LogitsAt| -> Result<f64> {
+        timed(&mut || {
+            gpu_model.forward(
                 &prompts,
                 headcode::model::ForwardOptions {
                     logits,
-                    capture_resid: true,
                     ..Default::default()
                 },
             )?;
-            let _ = o.resid.last().map(|r| {
-                r.get(0)
-                    .and_then(|x| x.get(0))
-                    .and_then(|x| x.to_vec1::<f32>())
-            });
-            if let Some(l) = o.logits {
-                l.get(0)?.to_vec1::<f32>()?;
-            }
-            v.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-        v.remove(0);
-        Ok(median(v))
+            Ok(())
+        })
     };
     let bare_ms = stage(headcode::model::LogitsAt::None)?;
     let logits_ms = stage(headcode::model::LogitsAt::Last)?;
-    println!("  of which: forward without logits {bare_ms:.2} ms, with last-position logits {logits_ms:.2} ms (rest: hooks and device→host copies)");
-    // Parity on 8 prompts against the CPU path.
+    // Parity on 8 prompts against the CPU path, f32 and TF32 GEMMs.
     let cpu_model = Model::from_parts(
         cfg.clone(),
         random_weights(&cfg, 0, &Device::Cpu)?,
@@ -583,22 +585,51 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
         shape.into(),
     )?;
     let few = &prompts[..8];
-    let a = collect(&gpu_model, few, Reduce::Mean, 8, |_| {})?;
     let b = collect(&cpu_model, few, Reduce::Mean, 8, |_| {})?;
     let rel = |x: &[f32], y: &[f32]| {
         let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
         x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale
     };
-    let ez = rel(&a.z.data, &b.z.data);
-    let er = rel(&a.result.data, &b.result.data);
+    let parity = || -> Result<(f32, f32)> {
+        let a = collect(&gpu_model, few, Reduce::Mean, 8, |_| {})?;
+        Ok((
+            rel(&a.z.data, &b.z.data),
+            rel(&a.result.data, &b.result.data),
+        ))
+    };
+    let (ez, er) = parity()?;
+    headcode::gpu::set_tf32(true)?;
+    let tf32 = timed(&mut || on_device(&gpu_model).map(|_| ())).and_then(|ms| Ok((ms, parity()?)));
+    headcode::gpu::set_tf32(false)?;
+    let (tf32_ms, (tz, tr)) = tf32?;
     let ok = ez <= 1e-4 && er <= 1e-4;
     println!(
-        "forward + hooks (candle CUDA, {shape}, 500 x 18 tokens): median {ms:.2} ms; parity vs CPU on 8 prompts: z {ez:.2e}, result {er:.2e} (max |diff| / max |ref|) {}",
+        "forward + hooks (candle CUDA, {shape}, 500 x 18 tokens, mean over positions; median of {reps}, wall clock to a device synchronise):"
+    );
+    println!("  activations left on the device (as discover)  {device_ms:>9.2} ms");
+    println!("  the same + last-position logits to the host   {discover_ms:>9.2} ms");
+    println!("  everything copied to the host (collect)       {host_ms:>9.2} ms");
+    println!("  bare forward / with last-position logits      {bare_ms:>9.2} / {logits_ms:.2} ms");
+    println!("  on the device with TF32 GEMMs                 {tf32_ms:>9.2} ms (vs CPU f32: z {tz:.2e}, result {tr:.2e})");
+    println!(
+        "  parity vs CPU on 8 prompts, f32: z {ez:.2e}, result {er:.2e} (max |diff| / max |ref|) {}",
         if ok { "PASS" } else { "FAIL" }
     );
-    Ok(
-        serde_json::json!({"median_ms": ms, "forward_only_ms": bare_ms, "forward_logits_ms": logits_ms, "reps": reps, "parity_z": ez, "parity_result": er, "pass": ok}),
-    )
+    Ok(serde_json::json!({
+        "median_ms": device_ms,
+        "device_resident_ms": device_ms,
+        "discover_ms": discover_ms,
+        "host_copy_ms": host_ms,
+        "forward_only_ms": bare_ms,
+        "forward_logits_ms": logits_ms,
+        "tf32_device_resident_ms": tf32_ms,
+        "tf32_parity_z": tz,
+        "tf32_parity_result": tr,
+        "reps": reps,
+        "parity_z": ez,
+        "parity_result": er,
+        "pass": ok
+    }))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

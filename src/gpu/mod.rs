@@ -261,6 +261,22 @@ pub fn require_gpu() -> Result<()> {
     GpuContext::new().map(|_| ())
 }
 
+/// Let candle's f32 GEMMs (the forward pass on CUDA) use TF32 tensor cores. Off by default:
+/// the self-test's forward parity (1e-4) is stated for full f32; `bench` reports the TF32
+/// forward's error beside its time. Without the `cuda` feature this is an error.
+pub fn set_tf32(on: bool) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(on);
+        Ok(())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = on;
+        Err(Error::NoCuda)
+    }
+}
+
 /// True when this build has the CUDA path compiled in.
 pub const fn compiled_with_cuda() -> bool {
     cfg!(feature = "cuda")
