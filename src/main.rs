@@ -272,6 +272,10 @@ struct DiscoverArgs {
     batch_size: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    /// On CUDA, let the forward pass's f32 GEMMs use TF32 tensor cores (faster; about 1e-3
+    /// relative error on the hooked vectors, reported by `bench --device cuda`).
+    #[arg(long)]
+    tf32: bool,
     #[arg(long)]
     save_sae: bool,
     #[arg(long)]
@@ -947,6 +951,12 @@ fn discover(a: DiscoverArgs) -> Result<()> {
         DeviceArg::Cuda => true,
         DeviceArg::Auto => headcode::gpu::require_gpu().is_ok(),
     };
+    if a.tf32 {
+        if !cfg.gpu {
+            bail!("--tf32 applies to the CUDA forward: use it with --device cuda (or auto on a GPU machine)");
+        }
+        headcode::gpu::set_tf32(true)?;
+    }
     let (model, tok) = a
         .model
         .load_on(if cfg.gpu { cuda_device()? } else { Device::Cpu })?;

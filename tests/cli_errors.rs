@@ -243,3 +243,23 @@ fn patch_writes_effects_on_a_user_task() {
         .count();
     assert_eq!(rows, 15);
 }
+
+#[test]
+fn gpu_flags_without_a_gpu_say_so() {
+    let model = fixture("gpt2_tiny");
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    assert_one_line_error(
+        &["discover", m, "--task", "ioi", "--out", o, "--tf32"],
+        &["--tf32", "--device cuda"],
+    );
+    if !headcode::gpu::compiled_with_cuda() {
+        assert_one_line_error(
+            &["discover", m, "--task", "ioi", "--out", o, "--device", "cuda"],
+            &["CUDA"],
+        );
+    }
+    assert!(!out.exists(), "a refused run wrote {out:?}");
+}
