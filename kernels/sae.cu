@@ -32,6 +32,10 @@
 //      replaced by sae_adam_radial_outer_f32, which never materialises the gradients),
 //      sae_step_inc_u32. The step index lives in device memory (t_dev), so one step is
 //      identical every time: the host captures it once as a CUDA graph and replays it.
+//  (C) as (B), with each gemm_f32 replaced by a cuBLAS strided-batched GEMM (FP32, or TF32
+//      tensor cores when asked) followed by sae_epilogue_f32 for modes 1-3. cuBLAS picks
+//      split-K and tile shapes, which the fixed 64x64 tiles of gemm_f32 cannot: the shared
+//      SAE's weight-gradient GEMMs (K = 1440 rows) fill only 48 of 132 SMs there.
 //      Launch configurations are documented above each kernel.
 #include <cuda_runtime.h>
 #include <math.h>
@@ -330,6 +334,29 @@ extern "C" __global__ void sae_adam_radial_outer_f32(float *__restrict__ w, floa
     }
 }
 
+// Epilogue of the cuBLAS GEMMs (path C): the same element-wise tails as gemm_f32's modes,
+// applied to C = alpha*acc that cuBLAS wrote. C, aux contiguous [N, M, Nc].
+//   mode 1: max(C + bias[s*bias_bs + j], 0);  mode 2: C + bias[s*bias_bs + j] - aux;
+//   mode 3: aux > 0 ? C + beta : 0
+// Launch: 1-D, one thread per element of N*M*Nc, blockDim 256.
+extern "C" __global__ void sae_epilogue_f32(float *__restrict__ C, unsigned N, unsigned M,
+                                            unsigned Nc, unsigned mode, float beta,
+                                            const float *__restrict__ bias,
+                                            unsigned long long bias_bs,
+                                            const float *__restrict__ aux) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * M * Nc) return;
+    const unsigned j = (unsigned)(i % Nc);
+    const size_t s = i / ((size_t)M * Nc);
+    const float c = C[i];
+    float out;
+    if (mode == 1) out = fmaxf(c + bias[s * bias_bs + j], 0.f);
+    else if (mode == 2) out = (c + bias[s * bias_bs + j]) - aux[i];
+    else if (mode == 3) out = aux[i] > 0.f ? c + beta : 0.f;
+    else out = c;
+    C[i] = out;
+}
+
 // Plain Adam, step *t_dev. Launch: 1-D over len threads, blockDim 256.
 extern "C" __global__ void sae_adam_f32(float *__restrict__ p, const float *__restrict__ g,
                                         float *__restrict__ m, float *__restrict__ v,
@@ -349,6 +376,56 @@ extern "C" __global__ void sae_step_inc_u32(unsigned *t_dev) {
 // ------------------------------------------------------------------------------------------
 // (A) persistent path: one block per SAE, all steps in one launch
 // ------------------------------------------------------------------------------------------
+// Rows of W_enc (len d) and W_dec (len n) are at most PERSIST_MAX_ROW long (the host checks,
+// launch.rs), so each lane owns at most PERSIST_MAXQ elements of a row.
+#define PERSIST_MAXQ 8
+#define PERSIST_MAX_ROW (32 * PERSIST_MAXQ)
+
+// One warp updates one unit-norm weight row wr[0..len) (shared memory):
+//   g[e] = scale * sum_r A[r*lda] * B[r*ldb + e]   (r ascending, fmaf chain from 0)
+// then radial removal with the row's dot(g, w) and ||w||, then Adam with the moments m, v
+// (global). The lane's moments are loaded before the gradient pass so their latency overlaps
+// it, and its gradients stay in registers for the second pass: the arithmetic, and its
+// order, are those of a two-pass loop that recomputes g.
+__device__ __forceinline__ void persist_row_update(float *wr, unsigned len, const float *A,
+                                                   unsigned lda, const float *B, unsigned ldb,
+                                                   unsigned R, float scale, float *m, float *v,
+                                                   const AdamK &ad, unsigned lane) {
+    float gq[PERSIST_MAXQ], mq[PERSIST_MAXQ], vq[PERSIST_MAXQ];
+#pragma unroll
+    for (unsigned q = 0; q < PERSIST_MAXQ; ++q) {
+        const unsigned e = lane + 32u * q;
+        if (e < len) { mq[q] = m[e]; vq[q] = v[e]; }
+    }
+    float dot = 0.f, ss = 0.f;
+#pragma unroll
+    for (unsigned q = 0; q < PERSIST_MAXQ; ++q) {
+        const unsigned e = lane + 32u * q;
+        if (e < len) {
+            float g = 0.f;
+            for (unsigned r = 0; r < R; ++r) g = fmaf(A[(size_t)r * lda], B[(size_t)r * ldb + e], g);
+            g = scale * g;
+            gq[q] = g;
+            dot += g * wr[e];
+            ss += wr[e] * wr[e];
+        }
+    }
+    dot = warp_sum(dot);
+    const float nrm = sqrtf(warp_sum(ss));
+#pragma unroll
+    for (unsigned q = 0; q < PERSIST_MAXQ; ++q) {
+        const unsigned e = lane + 32u * q;
+        if (e < len) {
+            const float w = wr[e];
+            const float g = radial(gq[q], dot, w, nrm);
+            wr[e] = adam_update(w, g, &mq[q], &vq[q], ad);
+            m[e] = mq[q];
+            v[e] = vq[q];
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // Shared-memory layout (floats), strides padded by one to avoid bank conflicts:
 //   We [n][d+1] | Wd [d][n+1] | be [n] | bb [d] | xs [R][d] | xc [R][d] | f [R][n]
 //   | diff [R][d] | dpre [R][n] | gbe [n] | red [64]
@@ -365,6 +442,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
                          unsigned steps, float lr, float b1, float b2, float eps, float lambda,
                          float *__restrict__ loss) {
     extern __shared__ float sm[];
+    if (d > PERSIST_MAX_ROW || n > PERSIST_MAX_ROW) return;  // the host never launches this
     const unsigned s = blockIdx.x;
     const unsigned tid = threadIdx.x, nt = blockDim.x;
     const unsigned lane = tid & 31u, warp = tid >> 5, nwarps = nt >> 5;
@@ -478,51 +556,19 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             bb[k] = adam_update(bb[k], g, &m_b[gi], &v_b[gi], ad);
         }
         __syncthreads();
-        // 4+5. W_enc rows, W_dec rows (warp per row; gradients recomputed in two passes),
+        // 4+5. W_enc rows, W_dec rows (warp per row, gradients and moments in registers),
         //      b_enc (thread per feature)
         for (unsigned row = warp; row < n + d; row += nwarps) {
             if (row < n) {
                 const unsigned j = row;
-                float *wr = We + (size_t)j * ldwe;
-                float dot = 0.f, ss = 0.f;
-                for (unsigned k = lane; k < d; k += 32) {
-                    float g = 0.f;
-                    for (unsigned r = 0; r < R; ++r) g = fmaf(dpre[(size_t)r * n + j], xc[(size_t)r * d + k], g);
-                    dot += g * wr[k];
-                    ss += wr[k] * wr[k];
-                }
-                dot = warp_sum(dot);
-                const float nrm = sqrtf(warp_sum(ss));
-                for (unsigned k = lane; k < d; k += 32) {
-                    float g = 0.f;
-                    for (unsigned r = 0; r < R; ++r) g = fmaf(dpre[(size_t)r * n + j], xc[(size_t)r * d + k], g);
-                    const float w = wr[k];
-                    g = radial(g, dot, w, nrm);
-                    const size_t gi = we_off + (size_t)j * d + k;
-                    wr[k] = adam_update(w, g, &m_we[gi], &v_we[gi], ad);
-                }
+                persist_row_update(We + (size_t)j * ldwe, d, dpre + j, n, xc, d, R, 1.0f,
+                                   m_we + we_off + (size_t)j * d, v_we + we_off + (size_t)j * d,
+                                   ad, lane);
             } else {
                 const unsigned k = row - n;
-                float *wr = Wd + (size_t)k * ldwd;
-                float dot = 0.f, ss = 0.f;
-                for (unsigned j = lane; j < n; j += 32) {
-                    float g = 0.f;
-                    for (unsigned r = 0; r < R; ++r) g = fmaf(diff[(size_t)r * d + k], f[(size_t)r * n + j], g);
-                    g = s1 * g;
-                    dot += g * wr[j];
-                    ss += wr[j] * wr[j];
-                }
-                dot = warp_sum(dot);
-                const float nrm = sqrtf(warp_sum(ss));
-                for (unsigned j = lane; j < n; j += 32) {
-                    float g = 0.f;
-                    for (unsigned r = 0; r < R; ++r) g = fmaf(diff[(size_t)r * d + k], f[(size_t)r * n + j], g);
-                    g = s1 * g;
-                    const float w = wr[j];
-                    g = radial(g, dot, w, nrm);
-                    const size_t gi = wd_off + (size_t)k * n + j;
-                    wr[j] = adam_update(w, g, &m_wd[gi], &v_wd[gi], ad);
-                }
+                persist_row_update(Wd + (size_t)k * ldwd, n, diff + k, d, f, n, R, s1,
+                                   m_wd + wd_off + (size_t)k * n, v_wd + wd_off + (size_t)k * n,
+                                   ad, lane);
             }
         }
         for (unsigned j = tid; j < n; j += nt) {

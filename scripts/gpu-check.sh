@@ -92,10 +92,13 @@ rows = [
     ("hook (ours: reduce+W_O only; torch: incl. GPT-2 forward)", "hook_result", "hook 500 prompts, one batch"),
     ("shared SAE 768->200, 500 steps", "sae_shared", "shared SAE 768->200, 10x144"),
     ("shared SAE, torch CUDA graph", "sae_shared", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
+    ("shared SAE, ours cuBLAS FP32 vs torch CUDA graph", "sae_shared_cublas", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
+    ("shared SAE, ours cuBLAS TF32 vs torch CUDA graph", "sae_shared_cublas_tf32", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
     ("144 per-head SAEs on z 64->200", "sae_per_head_z", "144 per-head SAEs on z 64->200 (bmm)"),
     ("144 per-head SAEs on z, torch CUDA graph", "sae_per_head_z", "144 per-head SAEs on z 64->200, CUDA graph"),
     ("144 per-head SAEs on result 768->200", "sae_per_head_result", "144 per-head SAEs 768->200 (bmm)"),
     ("144 per-head SAEs on result, torch CUDA graph", "sae_per_head_result", "144 per-head SAEs 768->200, CUDA graph"),
+    ("per-head on result, ours cuBLAS TF32 vs torch graph", "sae_per_head_result_cublas_tf32", "144 per-head SAEs 768->200, CUDA graph"),
     ("encode+argmax+|P\\N|", "encode_argmax_score", "encode+argmax+|P\\N| (torch ops)"),
     ("pipeline (torch incl. forward)", "pipeline_shared_ms", "TOTAL batched PyTorch"),
 ]

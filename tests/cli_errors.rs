@@ -257,7 +257,9 @@ fn gpu_flags_without_a_gpu_say_so() {
     );
     if !headcode::gpu::compiled_with_cuda() {
         assert_one_line_error(
-            &["discover", m, "--task", "ioi", "--out", o, "--device", "cuda"],
+            &[
+                "discover", m, "--task", "ioi", "--out", o, "--device", "cuda",
+            ],
             &["CUDA"],
         );
     }

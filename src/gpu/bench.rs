@@ -4,8 +4,10 @@
 //! * `hook_result`: mean over 18 positions of z [500, 18, H, 64] projected by W_O -> [500, H, d_model]
 //! * `hook_z`: the same without the projection -> [500, H, 64]
 //! * `sae_shared`: one SAE d_model -> 200 on 10 x H rows, 500 Adam steps
+//! * `sae_shared_cublas`, `sae_shared_cublas_tf32`: the same through the cuBLAS path
 //! * `sae_per_head_z`: H SAEs 64 -> 200, 10 rows each, 500 steps
 //! * `sae_per_head_result`: H SAEs d_model -> 200, 10 rows each, 500 steps
+//!   (`sae_per_head_result_cublas_tf32`: through the cuBLAS path, GPT-2-small shape only)
 //! * `encode_argmax_score`: shared-SAE codes of all 500 x H vectors + node scores |P\N|, |N\P|
 //! * `encode_argmax_score_per_head_z`: per-head-SAE codes of z + node scores
 //! * `edge_score`: per-head-pair counts of code pairs seen only on positives
@@ -167,7 +169,7 @@ mod imp {
 
     use super::*;
     use crate::gpu::cuda::{CudaResultExt, DevSaes};
-    use crate::gpu::{GpuContext, HookDims, HookReduce, TrainConfig};
+    use crate::gpu::{GpuContext, HookDims, HookReduce, TrainConfig, TrainPath};
 
     struct Timer<'a> {
         gpu: &'a GpuContext,
@@ -378,6 +380,33 @@ mod imp {
                 },
             )?
         };
+        // The same SAE through the cuBLAS path (path C), FP32 and TF32 GEMMs.
+        for (stage, tf32) in [
+            ("sae_shared_cublas", false),
+            ("sae_shared_cublas_tf32", true),
+        ] {
+            let cfg_c = TrainConfig {
+                path: TrainPath::Cublas,
+                tf32,
+                ..cfg
+            };
+            let mut c_sae = clone_saes(&gpu, &init_sh)?;
+            let sae = std::cell::RefCell::new(&mut c_sae);
+            tm.stage(
+                stage,
+                format!(
+                    "1 SAE {dm}->{n}, {} rows, {} steps, cuBLAS {}",
+                    ex * h,
+                    sh.steps,
+                    if tf32 { "TF32" } else { "FP32" }
+                ),
+                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_sh),
+                &mut || {
+                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg_c, None)
+                        .map(|_| ())
+                },
+            )?;
+        }
         drop(x_sh);
 
         // ---- per-head SAEs on z
@@ -422,6 +451,26 @@ mod imp {
                         .map(|_| ())
                 },
             )?;
+            // The cuBLAS path at the small shape only (at XL one run takes ~15 s).
+            if opts.model == ModelShape::Gpt2Small {
+                let cfg_c = TrainConfig {
+                    path: TrainPath::Cublas,
+                    tf32: true,
+                    ..cfg
+                };
+                tm.stage(
+                    "sae_per_head_result_cublas_tf32",
+                    format!(
+                        "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, cuBLAS TF32",
+                        sh.steps
+                    ),
+                    &mut || restore(&gpu, &mut sae.borrow_mut(), &init_r),
+                    &mut || {
+                        gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg_c, None)
+                            .map(|_| ())
+                    },
+                )?;
+            }
         }
 
         // ---- encode + argmax + node score

@@ -2,9 +2,10 @@
 //! Every `unsafe` block is a kernel launch (or the one event-tracking switch) with a
 //! `// SAFETY:` line; argument lists mirror the kernel signatures in kernels/*.cu.
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Storage, Tensor};
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::{
     CUdevice_attribute, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode,
 };
@@ -74,7 +75,17 @@ struct Kernels {
     adam: CudaFunction,
     persistent: CudaFunction,
     step_inc: CudaFunction,
+    epilogue: CudaFunction,
     fill: CudaFunction,
+}
+
+/// The GEMM behind the batched trainer's step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GemmImpl {
+    /// `gemm_f32`, epilogues fused (path B).
+    Tiled,
+    /// cuBLAS strided-batched GEMM + `sae_epilogue_f32` (path C).
+    Cublas { tf32: bool },
 }
 
 /// Device 0 with the embedded kernels loaded. All work runs on one stream, in order.
@@ -82,6 +93,8 @@ pub struct GpuContext {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     k: Kernels,
+    /// Created on first use (the cuBLAS path only), so a missing libcublas affects only it.
+    blas: OnceLock<CudaBlas>,
     _modules: Vec<Arc<CudaModule>>,
     name: String,
     compute_cap: (i32, i32),
@@ -174,6 +187,7 @@ impl GpuContext {
             adam: f(&sae, "sae_adam_f32")?,
             persistent: f(&sae, "sae_train_persistent_f32")?,
             step_inc: f(&sae, "sae_step_inc_u32")?,
+            epilogue: f(&sae, "sae_epilogue_f32")?,
             fill: f(&util, "fill_uniform_f32")?,
         };
         let (free, total) = ctx.mem_get_info().cuda("memory info")?;
@@ -181,6 +195,7 @@ impl GpuContext {
             ctx,
             stream,
             k,
+            blas: OnceLock::new(),
             _modules: vec![codes, overlap, hook, sae, util],
             name,
             compute_cap,
@@ -227,6 +242,15 @@ impl GpuContext {
         if let Ok((free, total)) = self.ctx.mem_get_info() {
             self.mem_peak.store(total - free, Ordering::Relaxed);
         }
+    }
+
+    /// The cuBLAS handle on this context's stream (created before any graph capture uses it).
+    fn blas(&self) -> Result<&CudaBlas> {
+        if let Some(b) = self.blas.get() {
+            return Ok(b);
+        }
+        let b = CudaBlas::new(self.stream.clone()).cuda("creating a cuBLAS handle")?;
+        Ok(self.blas.get_or_init(|| b))
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
@@ -783,7 +807,7 @@ impl GpuContext {
 
     /// Which path `Auto` picks for these sizes.
     pub fn auto_train_path(&self, rows: usize, d: usize, n: usize) -> TrainPath {
-        if launch::persistent_smem_bytes(rows, d, n) <= self.smem_optin as u64 {
+        if launch::persistent_fits(rows, d, n, self.smem_optin as u64) {
             TrainPath::Persistent
         } else {
             TrainPath::Batched
@@ -818,7 +842,10 @@ impl GpuContext {
         }
         match path {
             TrainPath::Persistent => self.train_persistent(x, rows, s, tc, loss)?,
-            _ => self.train_batched(x, rows, s, tc, loss)?,
+            TrainPath::Cublas => {
+                self.train_batched(x, rows, s, tc, loss, GemmImpl::Cublas { tf32: tc.tf32 })?
+            }
+            _ => self.train_batched(x, rows, s, tc, loss, GemmImpl::Tiled)?,
         }
         Ok(path)
     }
@@ -833,10 +860,11 @@ impl GpuContext {
     ) -> Result<()> {
         let (c, d, n) = (s.count, s.d, s.n);
         let smem = launch::persistent_smem_bytes(rows, d, n);
-        if smem > self.smem_optin as u64 {
+        if !launch::persistent_fits(rows, d, n, self.smem_optin as u64) {
             return Err(Error::InvalidInput(format!(
-                "persistent SAE trainer needs {smem} B of shared memory (rows={rows}, d={d}, n={n}) > {}",
-                self.smem_optin
+                "persistent SAE trainer: rows={rows}, d={d}, n={n} need {smem} B of shared memory (limit {}) and d, n <= {}",
+                self.smem_optin,
+                launch::PERSIST_MAX_ROW
             )));
         }
         let smem_u = smem as u32;
@@ -894,6 +922,7 @@ impl GpuContext {
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
+        imp: GemmImpl,
         m: usize,
         nc: usize,
         k: usize,
@@ -907,6 +936,11 @@ impl GpuContext {
         bias: Option<(&CudaSlice<f32>, usize)>,
         aux: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
+        if let GemmImpl::Cublas { tf32 } = imp {
+            return self.gemm_cublas(
+                m, nc, k, batch, a, bm, c, mode, alpha, beta, bias, aux, tf32,
+            );
+        }
         let grid = launch::gemm_grid(m, nc, batch)
             .ok_or_else(|| Error::InvalidInput("gemm: grid too large".into()))?;
         let (m_u, n_u, k_u) = (u32_of(m, "m")?, u32_of(nc, "n")?, u32_of(k, "k")?);
@@ -938,6 +972,139 @@ impl GpuContext {
         Ok(())
     }
 
+    /// `gemm` through cuBLAS: C[s] = alpha·A[s]·B[s] (FP32, or TF32 tensor cores), then
+    /// `sae_epilogue_f32` for modes 1–3. Operands use `gemm`'s row-major stride convention;
+    /// one of each operand's two inner strides must be 1, and C must be contiguous.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_cublas(
+        &self,
+        m: usize,
+        nc: usize,
+        k: usize,
+        batch: usize,
+        a: (&CudaSlice<f32>, usize, usize, usize),
+        bm: (&CudaSlice<f32>, usize, usize, usize),
+        c: (&mut CudaSlice<f32>, usize, usize),
+        mode: u32,
+        alpha: f32,
+        beta: f32,
+        bias: Option<(&CudaSlice<f32>, usize)>,
+        aux: Option<&CudaSlice<f32>>,
+        tf32: bool,
+    ) -> Result<()> {
+        use cudarc::cublas::sys::{
+            cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
+        };
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
+        let (a_s, a_bs, a_i, a_k) = a;
+        let (b_s, b_bs, b_k, b_j) = bm;
+        let (c_s, c_bs, ldc) = c;
+        if ldc != nc || c_bs != m * nc {
+            return Err(Error::InvalidInput(
+                "gemm_cublas: C must be contiguous [batch, m, n]".into(),
+            ));
+        }
+        // Row-major C [m, nc] is column-major C^T [nc, m] with ld = ldc, and C^T = B^T·A^T:
+        // cuBLAS runs (m', n', k') = (nc, m, k) with A' = B^T and B' = A^T.
+        // A' [nc, k] column-major: element (j, kk) at b_j·j + b_k·kk.
+        let (op_a, lda) = if b_j == 1 {
+            (cublasOperation_t::CUBLAS_OP_N, b_k)
+        } else if b_k == 1 {
+            (cublasOperation_t::CUBLAS_OP_T, b_j)
+        } else {
+            return Err(Error::InvalidInput(
+                "gemm_cublas: B needs a unit inner stride".into(),
+            ));
+        };
+        // B' [k, m] column-major: element (kk, i) at a_k·kk + a_i·i.
+        let (op_b, ldb) = if a_k == 1 {
+            (cublasOperation_t::CUBLAS_OP_N, a_i)
+        } else if a_i == 1 {
+            (cublasOperation_t::CUBLAS_OP_T, a_k)
+        } else {
+            return Err(Error::InvalidInput(
+                "gemm_cublas: A needs a unit inner stride".into(),
+            ));
+        };
+        let int = |v: usize, what: &str| -> Result<i32> {
+            i32::try_from(v).map_err(|_| Error::InvalidInput(format!("gemm_cublas: {what} {v}")))
+        };
+        let long = |v: usize| v as i64;
+        let compute = if tf32 {
+            cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+        } else {
+            cublasComputeType_t::CUBLAS_COMPUTE_32F
+        };
+        let zero = 0f32;
+        {
+            let (pa, _ga) = b_s.device_ptr(&self.stream);
+            let (pb, _gb) = a_s.device_ptr(&self.stream);
+            let (pc, _gc) = c_s.device_ptr_mut(&self.stream);
+            // SAFETY: cublasGemmStridedBatchedEx on this context's stream; A' = B (b_bs apart),
+            // B' = A (a_bs apart) and C (c_bs apart) hold batch matrices of the sizes the
+            // callers document in sae.cu; alpha/beta are host scalars read during the call.
+            unsafe {
+                cudarc::cublas::result::gemm_strided_batched_ex(
+                    *self.blas()?.handle(),
+                    op_a,
+                    op_b,
+                    int(nc, "n")?,
+                    int(m, "m")?,
+                    int(k, "k")?,
+                    &alpha as *const f32 as *const _,
+                    pa as *const _,
+                    cudaDataType_t::CUDA_R_32F,
+                    int(lda, "lda")?,
+                    long(b_bs),
+                    pb as *const _,
+                    cudaDataType_t::CUDA_R_32F,
+                    int(ldb, "ldb")?,
+                    long(a_bs),
+                    &zero as *const f32 as *const _,
+                    pc as *mut _,
+                    cudaDataType_t::CUDA_R_32F,
+                    int(ldc, "ldc")?,
+                    long(c_bs),
+                    int(batch, "batch")?,
+                    compute,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .cuda("cublasGemmStridedBatchedEx")?;
+        }
+        if mode == 0 {
+            return Ok(());
+        }
+        let len = batch * m * nc;
+        let grid = grid1(
+            launch::elementwise_grid(len, launch::ELEM_BLOCK),
+            "epilogue",
+        )?;
+        let null: u64 = 0;
+        let bias_bs = bias.map_or(0u64, |(_, s)| s as u64);
+        let (n_u, m_u, nc_u) = (u32_of(batch, "batch")?, u32_of(m, "m")?, u32_of(nc, "n")?);
+        let mut b = self.stream.launch_builder(&self.k.epilogue);
+        b.arg(c_s)
+            .arg(&n_u)
+            .arg(&m_u)
+            .arg(&nc_u)
+            .arg(&mode)
+            .arg(&beta);
+        match bias {
+            Some((p, _)) => b.arg(p),
+            None => b.arg(&null),
+        };
+        b.arg(&bias_bs);
+        match aux {
+            Some(p) => b.arg(p),
+            None => b.arg(&null),
+        };
+        // SAFETY: matches sae_epilogue_f32(float* C[N*M*Nc], N, M, Nc, mode, beta, bias, bias_bs,
+        // aux[N*M*Nc]); the callers pass bias for modes 1–2 and aux for modes 2–3 (as for gemm_f32).
+        unsafe { b.launch(cfg(grid, launch::ELEM_BLOCK, 0)) }.cuda("sae_epilogue_f32")?;
+        Ok(())
+    }
+
     fn train_batched(
         &self,
         x: &CudaSlice<f32>,
@@ -945,8 +1112,12 @@ impl GpuContext {
         s: &mut DevSaes,
         tc: &TrainConfig,
         mut loss: Option<&mut CudaSlice<f32>>,
+        imp: GemmImpl,
     ) -> Result<()> {
         let (c, d, n, r) = (s.count, s.d, s.n, rows);
+        if let GemmImpl::Cublas { .. } = imp {
+            self.blas()?; // the handle's allocations must not fall inside the graph capture
+        }
         let mut mo = self.moments(c, d, n)?;
         // the fused small-R path never materialises the weight gradients
         let g_len = if r <= launch::OUTER_MAX_ROWS {
@@ -978,7 +1149,7 @@ impl GpuContext {
                 .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .is_ok()
         {
-            let enq = self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut());
+            let enq = self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp);
             let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
             if let (Ok(()), Ok(Some(graph))) = (&enq, &graph) {
                 for _ in 0..tc.steps {
@@ -994,7 +1165,7 @@ impl GpuContext {
         }
         if !done {
             for _ in 0..tc.steps {
-                self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut())?;
+                self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp)?;
             }
         }
         Ok(())
@@ -1011,6 +1182,7 @@ impl GpuContext {
         wb: &mut Work,
         tc: &TrainConfig,
         loss: Option<&mut CudaSlice<f32>>,
+        imp: GemmImpl,
     ) -> Result<()> {
         let (c, d, n) = (s.count, s.d, s.n);
         let (c_u, r_u, d_u, n_u) = (
@@ -1080,6 +1252,7 @@ impl GpuContext {
         }
         // f = relu(xc W_enc^T + b_enc)            [c, R, n]
         self.gemm(
+            imp,
             r,
             n,
             d,
@@ -1095,6 +1268,7 @@ impl GpuContext {
         )?;
         // diff = f W_dec^T + b - x                 [c, R, d]
         self.gemm(
+            imp,
             r,
             d,
             n,
@@ -1125,6 +1299,7 @@ impl GpuContext {
         }
         // dpre = [f>0] (s1 diff W_dec + lambda/R)  [c, R, n]
         self.gemm(
+            imp,
             r,
             n,
             d,
@@ -1142,6 +1317,7 @@ impl GpuContext {
         if !fused {
             // g_W_dec = s1 diff^T f                    [c, d, n]
             self.gemm(
+                imp,
                 d,
                 n,
                 r,
@@ -1157,6 +1333,7 @@ impl GpuContext {
             )?;
             // g_W_enc = dpre^T xc                      [c, n, d]
             self.gemm(
+                imp,
                 n,
                 d,
                 r,
@@ -1415,7 +1592,9 @@ impl GpuContext {
             // the largest x index is (groups-1)*x_bs + (R-1)*x_rs + d-1 < examples*heads*d.
             unsafe { b.launch(cfg(grid, launch::ELEM_BLOCK, 0)) }.cuda("sae_center_f32")?;
         }
+        // The tiled kernel, whatever trained the SAEs: codes stay exact against the CPU.
         self.gemm(
+            GemmImpl::Tiled,
             r,
             n,
             d,

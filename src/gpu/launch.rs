@@ -99,6 +99,15 @@ pub fn persistent_smem_bytes(rows: usize, d: usize, n: usize) -> u64 {
     persistent_smem_floats(rows, d, n) * 4
 }
 
+/// Longest weight row (d or n) the persistent trainer handles: each lane of a warp keeps at
+/// most 8 of a row's gradients and moments in registers (`PERSIST_MAX_ROW` in sae.cu).
+pub const PERSIST_MAX_ROW: usize = 256;
+
+/// Whether the persistent trainer can run this shape within `smem_limit` bytes per block.
+pub fn persistent_fits(rows: usize, d: usize, n: usize, smem_limit: u64) -> bool {
+    d <= PERSIST_MAX_ROW && n <= PERSIST_MAX_ROW && persistent_smem_bytes(rows, d, n) <= smem_limit
+}
+
 /// Dynamic shared memory of `hook_reduce_f32`.
 pub fn hook_smem_bytes(d_head: usize) -> u64 {
     HOOK_BT as u64 * d_head as u64 * 4
@@ -184,6 +193,14 @@ mod tests {
     }
 
     #[test]
+    fn persistent_row_limit() {
+        assert!(persistent_fits(10, 64, 200, 227 * 1024));
+        assert!(!persistent_fits(10, 64, 257, 1 << 30));
+        assert!(!persistent_fits(10, 257, 64, 1 << 30));
+        assert!(!persistent_fits(10, 64, 200, 1024));
+    }
+
+    #[test]
     fn persistent_fits_h100_for_z_shape() {
         // 144 per-head SAEs on z: d = 64, n = 200, 10 rows each.
         let b = persistent_smem_bytes(10, 64, 200);
@@ -231,6 +248,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_adam_radial_outer_f32",
             "sae_adam_f32",
             "sae_step_inc_u32",
+            "sae_epilogue_f32",
             "sae_train_persistent_f32",
         ],
     ),
@@ -307,6 +325,8 @@ mod source_tests {
         let src = source("sae.cu");
         assert!(src.contains("total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64"));
         assert!(src.contains("__launch_bounds__(512)"));
+        assert!(src.contains("#define PERSIST_MAXQ 8"));
+        assert_eq!(super::PERSIST_MAX_ROW, 32 * 8);
         assert!(source("hook.cu").contains("#define HOOK_BT 16"));
         assert_eq!(super::HOOK_BT, 16);
         assert_eq!(super::PERSIST_THREADS, 512);

@@ -45,6 +45,8 @@ pub enum TrainPath {
     Persistent,
     /// One set of batched launches per step (tiled GEMMs); any size.
     Batched,
+    /// As `Batched`, with cuBLAS GEMMs (FP32, or TF32 with `TrainConfig::tf32`).
+    Cublas,
 }
 
 /// Training hyper-parameters (defaults = the paper's: 500 steps, Adam lr 1e-3, λ 0.02).
@@ -59,6 +61,9 @@ pub struct TrainConfig {
     /// Record the loss of every step (costs one small reduction per step).
     pub record_loss: bool,
     pub path: TrainPath,
+    /// TF32 tensor cores in the `Cublas` path's GEMMs (ignored by the other paths).
+    #[serde(default)]
+    pub tf32: bool,
 }
 
 impl Default for TrainConfig {
@@ -72,6 +77,7 @@ impl Default for TrainConfig {
             eps: 1e-8,
             record_loss: false,
             path: TrainPath::Auto,
+            tf32: false,
         }
     }
 }

@@ -556,7 +556,7 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 note: "reference sanity check (no GPU involved)".into(),
             });
         }
-        for path in [TrainPath::Persistent, TrainPath::Batched] {
+        for path in [TrainPath::Persistent, TrainPath::Batched, TrainPath::Cublas] {
             let name = format!("sae_train {:?}", path);
             let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
             if path == TrainPath::Persistent
@@ -618,15 +618,25 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
         let refs: Vec<SaeParams> = (0..count)
             .map(|s| cpu::train_sae(&x[s * rows * d..(s + 1) * rows * d], &init[s], &cfg).0)
             .collect();
-        for path in [TrainPath::Persistent, TrainPath::Batched] {
-            let name = format!("sae_train {:?} full", path);
+        // TF32 GEMMs (cuBLAS path) are held to the end-to-end criterion only: codes.
+        for (path, tf32) in [
+            (TrainPath::Persistent, false),
+            (TrainPath::Batched, false),
+            (TrainPath::Cublas, false),
+            (TrainPath::Cublas, true),
+        ] {
+            let name = format!(
+                "sae_train {:?}{} full",
+                path,
+                if tf32 { " TF32" } else { "" }
+            );
             let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
             if path == TrainPath::Persistent
                 && gpu.auto_train_path(rows, d, n) != TrainPath::Persistent
             {
                 continue;
             }
-            let cfg = TrainConfig { path, ..cfg };
+            let cfg = TrainConfig { path, tf32, ..cfg };
             let res = gpu.train_saes(&x, rows, &init, &cfg).and_then(|out| {
                 let mut agree = 0usize;
                 let mut total = 0usize;

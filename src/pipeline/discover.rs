@@ -730,6 +730,7 @@ fn gpu_train(
         eps: cfg.eps,
         record_loss: true,
         path: crate::gpu::TrainPath::Auto,
+        tf32: false,
     };
     let (init, x, rows) = match mode {
         SaeMode::Shared => {
