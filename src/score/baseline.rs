@@ -284,10 +284,10 @@ mod device_tests {
             let mut x: Vec<f32> = (0..examples * heads * d)
                 .map(|_| normal.sample(&mut rng))
                 .collect();
-            for e in 0..examples {
+            for (e, &pos) in is_pos.iter().enumerate() {
                 for h in 0..heads {
                     let o = (e * heads + h) * d;
-                    if is_pos[e] && h % 2 == 0 {
+                    if pos && h % 2 == 0 {
                         x[o] += 2.0 + h as f32;
                     }
                     if h == 1 {
