@@ -17,7 +17,9 @@ use crate::eval::roc::{evaluate, mean_std, CircuitEval, MeanStd};
 use crate::hooks::{collect_on_device, HookPoint, Reduce};
 use crate::model::Model;
 use crate::sae::{train_per_head, train_shared, Sae, SaeConfig};
-use crate::score::{baseline, edge_scores, node_scores, EdgeScores, NodeScores};
+use crate::score::{
+    baseline, edge_scores, edge_scores_from_u, node_scores, EdgeScores, NodeScores,
+};
 use crate::tasks::{self, Circuit, FilterReport, FilterRule};
 use crate::tokenize::Tokenizer;
 
@@ -601,10 +603,18 @@ pub fn discover(
         let t0 = Instant::now();
         let node = node_scores(&codes, false)?;
         let node_norm = node_scores(&codes, true)?;
-        let edge = if cfg.edge {
-            Some(edge_scores(&codes, None)?)
-        } else {
-            None
+        let edge = match (cfg.edge, &gpu) {
+            (false, _) => None,
+            // O(heads² · examples) on the host; the GPU's pair counts are exact.
+            (true, Some(g)) => {
+                let u = g.edge_overlap_counts(&codes.codes, &codes.is_pos, heads, codes.n_codes)?;
+                Some(edge_scores_from_u(
+                    u.into_iter().map(|c| c as usize).collect(),
+                    heads,
+                    None,
+                )?)
+            }
+            (true, None) => Some(edge_scores(&codes, None)?),
         };
         let mut this: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         this.insert(ScorerKind::Sae.name().into(), node.score.clone());

@@ -134,8 +134,20 @@ pub fn top_pair_counts(u: &[usize], heads: usize, k: usize) -> Vec<usize> {
 
 /// The paper's edge score; `k = None` uses `H²/2` list entries.
 pub fn edge_scores(t: &CodeTable, k: Option<usize>) -> Result<EdgeScores> {
-    let u = unique_pair_counts(t)?;
-    let hn = t.heads;
+    edge_scores_from_u(unique_pair_counts(t)?, t.heads, k)
+}
+
+/// Steps 2–3 on a pair matrix `U` [heads, heads] computed elsewhere (the GPU's
+/// `edge_overlap_counts`, which the self-test holds exactly equal to [`unique_pair_counts`]).
+pub fn edge_scores_from_u(u: Vec<usize>, heads: usize, k: Option<usize>) -> Result<EdgeScores> {
+    if heads == 0 || u.len() != heads * heads {
+        return Err(crate::error::Error::shape(
+            "edge pair matrix U [heads, heads]",
+            heads * heads,
+            u.len(),
+        ));
+    }
+    let hn = heads;
     let k = k.unwrap_or(hn * hn / 2);
     let counts = top_pair_counts(&u, hn, k);
     Ok(EdgeScores {
@@ -159,6 +171,18 @@ mod tests {
             1, 1, 9,
         ];
         CodeTable::new(codes, 5, 3, 10, vec![true, true, true, false, false]).unwrap()
+    }
+
+    #[test]
+    fn scores_from_u_equal_scores_from_codes() {
+        let t = table();
+        let u = unique_pair_counts(&t).unwrap();
+        assert_eq!(
+            edge_scores_from_u(u.clone(), 3, None).unwrap(),
+            edge_scores(&t, None).unwrap()
+        );
+        assert!(edge_scores_from_u(u, 4, None).is_err());
+        assert!(edge_scores_from_u(vec![], 0, None).is_err());
     }
 
     #[test]

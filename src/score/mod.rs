@@ -9,7 +9,7 @@ pub mod baseline;
 pub mod edge;
 pub mod node;
 
-pub use edge::{edge_scores, top_pair_counts, unique_pair_counts, EdgeScores};
+pub use edge::{edge_scores, edge_scores_from_u, top_pair_counts, unique_pair_counts, EdgeScores};
 pub use node::{node_scores, NodeScores};
 
 use crate::codes::CodeTable;
