@@ -114,9 +114,9 @@ fn position_weights(lengths: &[usize], t: usize, reduce: Reduce, dev: &Device) -
 }
 
 /// Run `tokens` through the model in batches of `batch_size` and collect per-head z and
-/// result on the model's device. Per chunk, each layer's z is reduced over positions by
-/// one batched product with the position weights and projected by W_O per head; the
-/// layers are stacked there and nothing is copied to the host.
+/// result on the model's device. Per chunk, each layer's z is reduced over positions with
+/// the position weights and projected by W_O per head; the layers are stacked there and
+/// nothing is copied to the host.
 pub fn collect_on_device(
     model: &Model,
     tokens: &[Vec<u32>],
@@ -162,11 +162,10 @@ pub fn collect_on_device(
                 zl.push(zm);
                 rl.push(r);
             } else {
-                // [B, 1, T] x [B, T, H·dh] → [B, H, dh]
-                let zr = pw
-                    .unsqueeze(1)?
-                    .matmul(&z.reshape((b, t, nh * dh))?)?
-                    .reshape((b, nh, dh))?;
+                // Σ_t w[b, t] z[b, t] → [B, H, dh]. A weighted sum in position order, not a
+                // product: the mean is then bit-identical to the earlier host-side hooks (and
+                // so are the SAE codes and AUCs the README reports); one-hot `last` is exact.
+                let zr = z.broadcast_mul(&pw.reshape((b, t, 1, 1))?)?.sum(1)?;
                 let r = zr
                     .transpose(0, 1)?
                     .contiguous()?

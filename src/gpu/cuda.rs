@@ -266,8 +266,10 @@ impl GpuContext {
 
     /// A candle tensor's values (f32, row-major) as a slice on this context's stream. A
     /// CUDA tensor lives in the same primary context (cudarc retains it for candle and for
-    /// us), so it is copied device to device; cudarc orders the copy after candle's last
-    /// write through the slice's events. A CPU tensor is uploaded.
+    /// us), so it is copied device to device. Candle works on its own stream and its slices
+    /// carry no cross-stream events (one stream per context object), so the copy waits for
+    /// candle's stream first and is complete before candle may free or reuse the source.
+    /// A CPU tensor is uploaded.
     pub(crate) fn tensor_slice(&self, x: &Tensor) -> Result<CudaSlice<f32>> {
         let x = x.to_dtype(DType::F32)?.contiguous()?;
         if x.elem_count() == 0 {
@@ -285,10 +287,14 @@ impl GpuContext {
         let (start, end) = layout
             .contiguous_offsets()
             .ok_or_else(|| Error::InvalidInput("tensor_slice: tensor is not contiguous".into()))?;
+        x.device().synchronize()?;
         let src = cs.as_cuda_slice::<f32>()?.slice(start..end);
-        self.stream
+        let out = self
+            .stream
             .clone_dtod(&src)
-            .cuda("device-to-device copy of a candle tensor")
+            .cuda("device-to-device copy of a candle tensor")?;
+        self.sync()?;
+        Ok(out)
     }
 
     pub(crate) fn download<T: DeviceRepr + Default + Clone>(
