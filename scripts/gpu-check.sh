@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check, run on the GPU machine from the repo root, with a prebuilt
 # `cargo build --release --features cuda` binary copied to gpu-bin/headcode (carried).
-#   1. headcode selftest --device cuda          (every kernel vs the CPU reference)
+#   1. headcode selftest --device cuda          (every kernel vs the CPU reference, and
+#      discover end to end, CPU vs CUDA, on a random GPT-2-small-shape model)
 #   2. headcode bench for gpt2-small-shape and gpt2-xl-shape, and the baselines' unit
 #      costs (ACDC, EAP)  (JSON in $OUT)
 #   3. the PyTorch peer (shared/bench/peer_bench.py) on the same GPU  (JSON in $OUT)
@@ -22,7 +23,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 
 echo "=== selftest ==="
-timeout ${SELFTEST_TIMEOUT:-150} "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
+timeout ${SELFTEST_TIMEOUT:-210} "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
 selftest_rc=${PIPESTATUS[0]}
 echo "selftest exit status: $selftest_rc"
 

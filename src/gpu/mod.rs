@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub mod bench;
+pub mod end_to_end;
 pub mod launch;
 pub mod reference;
 pub mod selftest;

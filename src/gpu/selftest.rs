@@ -10,7 +10,8 @@
 //! Adam normalises each gradient element, so an element whose true gradient is ~0 can take
 //! a ±lr step on one side and not the other; such outliers (at most 1 in 10^4 elements and
 //! each within 2·lr·steps) are reported but tolerated. Full training: codes on held-out rows
-//! must agree on >= 99%.
+//! must agree on >= 99%. End to end (`discover`, CPU against CUDA, `gpu::end_to_end`): codes
+//! equal on >= 99% of (example, head) pairs and every AUC within 0.01.
 use serde::Serialize;
 
 use super::reference as cpu;
@@ -145,6 +146,7 @@ pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
     check_encode(&gpu, &mut run, seed);
     check_train_steps(&gpu, &mut run, seed);
     check_train_full(&gpu, &mut run, seed, opts.quick);
+    check_end_to_end(&mut run, opts.quick);
     let passed = run.out.iter().filter(|c| c.pass).count();
     let failed = run.out.len() - passed;
     if opts.print {
@@ -680,6 +682,43 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
                 }
                 Err(e) => run.err(&name, shape, e),
             }
+        }
+    }
+}
+
+/// The whole `discover` pipeline, CPU against CUDA, on a random GPT-2-small-shape model:
+/// per-head SAEs on z (the default) and the paper's shared SAE on result.
+fn check_end_to_end(run: &mut Run, quick: bool) {
+    use super::end_to_end::discover_agreement;
+    use crate::hooks::HookPoint;
+    use crate::pipeline::discover::SaeMode;
+    let (n, steps) = if quick { (12, 100) } else { (32, 500) };
+    let shape = format!("random gpt2-small-shape, IOI {n} pairs, {steps} steps, CPU vs CUDA");
+    let dev = match candle_core::Device::new_cuda(0) {
+        Ok(d) => d,
+        Err(e) => return run.err("discover end to end", shape, e.into()),
+    };
+    for (mode, on) in [
+        (SaeMode::PerHead, HookPoint::Z),
+        (SaeMode::Shared, HookPoint::Result),
+    ] {
+        let name = format!("discover end to end, {mode:?} SAE on {on:?}");
+        match discover_agreement(&candle_core::Device::Cpu, &dev, true, mode, on, n, steps) {
+            Ok(a) => run.push(CheckResult {
+                kernel: name,
+                shape: shape.clone(),
+                pass: a.passes(),
+                max_abs_err: a.max_auc_diff,
+                mismatches: ((1.0 - a.code_agreement) * a.codes as f64).round() as usize,
+                total: a.codes,
+                note: format!(
+                    "codes equal on {:.2}% (>= 99%), largest AUC difference {:.4} ({}; <= 0.01)",
+                    100.0 * a.code_agreement,
+                    a.max_auc_diff,
+                    a.worst_scorer
+                ),
+            }),
+            Err(e) => run.err(&name, shape.clone(), e),
         }
     }
 }

@@ -1,0 +1,168 @@
+//! End-to-end agreement of two `discover` runs that differ only in where they run: the
+//! whole pipeline (tokenised IOI pairs, forward + hooks, pooled activations, baselines, SAE
+//! training, codes, node and edge scores, AUCs) on a random GPT-2-small-shape model with the
+//! GPT-2 tokenizer. The self-test runs it CPU against CUDA (candle's CUDA forward, the
+//! device-resident activations, the GPU trainers and encoders), with the criterion:
+//! codes equal on ≥ 99 % of (example, head) pairs and AUCs within 0.01.
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::hooks::HookPoint;
+use crate::model::random::{gpt2_shape, random_weights};
+use crate::model::{Model, Processing};
+use crate::pipeline::discover::{discover, CircuitSpec, DiscoverConfig, DiscoverResult, SaeMode};
+use crate::pipeline::TaskSource;
+use crate::tokenize::Gpt2Tokenizer;
+
+/// How two runs of the same configuration compare.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agreement {
+    /// Fraction of (example, head) codes that are equal, over all trials.
+    pub code_agreement: f64,
+    /// (example, head) pairs compared.
+    pub codes: usize,
+    /// Largest |AUC difference| over every scorer both runs report.
+    pub max_auc_diff: f64,
+    /// The scorer where it occurs.
+    pub worst_scorer: String,
+}
+
+impl Agreement {
+    /// The end-to-end criterion.
+    pub fn passes(&self) -> bool {
+        self.code_agreement >= 0.99 && self.max_auc_diff <= 0.01
+    }
+}
+
+/// Compare two finished runs (same configuration, same task).
+pub fn agreement(a: &DiscoverResult, b: &DiscoverResult) -> Result<Agreement> {
+    if a.trials.len() != b.trials.len() {
+        return Err(Error::InvalidInput(format!(
+            "runs have {} and {} trials",
+            a.trials.len(),
+            b.trials.len()
+        )));
+    }
+    let (mut same, mut total) = (0usize, 0usize);
+    for (ta, tb) in a.trials.iter().zip(&b.trials) {
+        if ta.codes.codes.len() != tb.codes.codes.len() {
+            return Err(Error::shape(
+                "code table",
+                ta.codes.codes.len(),
+                tb.codes.codes.len(),
+            ));
+        }
+        same += ta
+            .codes
+            .codes
+            .iter()
+            .zip(&tb.codes.codes)
+            .filter(|(x, y)| x == y)
+            .count();
+        total += ta.codes.codes.len();
+    }
+    let mut worst = (0f64, String::new());
+    for (name, ma) in &a.auc {
+        if let Some(mb) = b.auc.get(name) {
+            let d = (ma.mean - mb.mean).abs();
+            if d > worst.0 || worst.1.is_empty() {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    if worst.1.is_empty() {
+        return Err(Error::InvalidInput(
+            "the runs share no scored AUC (no circuit?)".into(),
+        ));
+    }
+    Ok(Agreement {
+        code_agreement: same as f64 / total.max(1) as f64,
+        codes: total,
+        max_auc_diff: worst.0,
+        worst_scorer: worst.1,
+    })
+}
+
+/// `discover` on a random GPT-2-small-shape model (weights seeded, so the same on every
+/// device) for `n` IOI pairs against the built-in IOI circuit; `gpu`: the CUDA trainers.
+pub fn discover_random(
+    dev: &Device,
+    gpu: bool,
+    mode: SaeMode,
+    on: HookPoint,
+    n: usize,
+    steps: usize,
+) -> Result<DiscoverResult> {
+    let shape = "gpt2-small-shape";
+    let mcfg = gpt2_shape(shape)?;
+    let model = Model::from_parts(
+        mcfg.clone(),
+        random_weights(&mcfg, 7, dev)?,
+        Processing::TL_DEFAULT,
+        format!("{shape} (random weights, seed 7)"),
+    )?;
+    let mut cfg = DiscoverConfig::paper(TaskSource::parse("ioi")?);
+    cfg.n = n;
+    cfg.sae_mode = mode;
+    cfg.on = on;
+    cfg.sae.steps = steps;
+    cfg.faithfulness = None;
+    cfg.circuit = CircuitSpec::Named("ioi".into());
+    cfg.gpu = gpu;
+    discover(&model, &Gpt2Tokenizer::new()?, &cfg, &mut |_, _, _| {})
+}
+
+/// [`discover_random`] on `reference` (CPU trainers) and on `candidate`, and their agreement.
+pub fn discover_agreement(
+    reference: &Device,
+    candidate: &Device,
+    candidate_gpu: bool,
+    mode: SaeMode,
+    on: HookPoint,
+    n: usize,
+    steps: usize,
+) -> Result<Agreement> {
+    let a = discover_random(reference, false, mode, on, n, steps)?;
+    let b = discover_random(candidate, candidate_gpu, mode, on, n, steps)?;
+    agreement(&a, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness itself, CPU against CPU: the pipeline runs on the random model with the
+    /// GPT-2 tokenizer, two identical runs agree exactly, and changed codes or AUCs show.
+    #[test]
+    fn cpu_runs_agree_and_differences_show() {
+        let a =
+            discover_random(&Device::Cpu, false, SaeMode::PerHead, HookPoint::Z, 6, 20).unwrap();
+        let b =
+            discover_random(&Device::Cpu, false, SaeMode::PerHead, HookPoint::Z, 6, 20).unwrap();
+        let g = agreement(&a, &b).unwrap();
+        assert_eq!(
+            (g.code_agreement, g.codes, g.max_auc_diff),
+            (1.0, 12 * 144, 0.0)
+        );
+        assert!(g.passes());
+
+        let mut c = b.clone();
+        for code in c.trials[0].codes.codes.iter_mut().take(40) {
+            *code += 1; // 40 of 1728 = 2.3 % changed
+        }
+        let g = agreement(&a, &c).unwrap();
+        assert!((g.code_agreement - (1.0 - 40.0 / 1728.0)).abs() < 1e-12);
+        assert!(!g.passes());
+
+        let mut d = b.clone();
+        d.auc.get_mut("class-means").unwrap().mean += 0.02;
+        let g = agreement(&a, &d).unwrap();
+        assert_eq!(g.worst_scorer, "class-means");
+        assert!((g.max_auc_diff - 0.02).abs() < 1e-9 && !g.passes());
+
+        let mut e = b;
+        e.trials.clear();
+        assert!(agreement(&a, &e).is_err());
+    }
+}
