@@ -9,8 +9,13 @@
 #   4. a table: ours vs PyTorch, with ratios (also $OUT/compare.txt)
 # Needs no network and builds nothing. Exit status: that of the self-test.
 # HEADCODE_NO_GRAPHS=1 makes the batched SAE trainer launch kernels directly (no CUDA graph).
+# STAGES picks what runs (default: all of "selftest small xl baselines peer"). Their time
+# limits add up to more than one 600 s device call, so split them, e.g.
+# STAGES="selftest small peer" in one call and STAGES="xl baselines" in the next.
 set -uo pipefail
 OUT=${OUT:-out/gpu-check}
+STAGES=" ${STAGES:-selftest small xl baselines peer} "
+want() { [[ "$STAGES" == *" $1 "* ]]; }
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 PY=/opt/torch/.venv/bin/python
@@ -22,10 +27,13 @@ if [ ! -x "$BIN" ]; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 
-echo "=== selftest ==="
-timeout ${SELFTEST_TIMEOUT:-210} "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
-selftest_rc=${PIPESTATUS[0]}
-echo "selftest exit status: $selftest_rc"
+selftest_rc=0
+if want selftest; then
+    echo "=== selftest ==="
+    timeout ${SELFTEST_TIMEOUT:-210} "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
+    selftest_rc=${PIPESTATUS[0]}
+    echo "selftest exit status: $selftest_rc"
+fi
 
 # Optional: SANITIZE=1 reruns the self-test under compute-sanitizer memcheck (slow; pass a
 # quicker self-test through SANITIZE_ARGS, e.g. SANITIZE_ARGS=--quick if the CLI has it).
@@ -37,20 +45,28 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 
 echo "=== bench (ours) ==="
-timeout 100 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
-timeout 130 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
+if want small; then
+    timeout 150 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
+fi
+if want xl; then
+    timeout 130 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
+fi
 # The baselines' unit costs (ACDC head / edge test, EAP batch) with a CUDA-vs-CPU check.
-timeout 150 "$BIN" bench --device cuda --baselines --reps 5 --json "$OUT/bench_baselines.json" 2>&1 | tee "$OUT/bench_baselines.log"
+if want baselines; then
+    timeout 150 "$BIN" bench --device cuda --baselines --reps 5 --json "$OUT/bench_baselines.json" 2>&1 | tee "$OUT/bench_baselines.log"
+fi
 
-echo "=== peer (PyTorch) ==="
-PEER=""
-for p in shared/bench/peer_bench.py ../shared/bench/peer_bench.py gpu-bin/peer_bench.py; do
-    if [ -f "$p" ]; then PEER=$p; break; fi
-done
-if [ -n "$PEER" ]; then
-    PYTHONUNBUFFERED=1 timeout 170 "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
-else
-    echo "peer_bench.py not found (looked in shared/bench and ../shared/bench)" | tee "$OUT/peer.log"
+if want peer; then
+    echo "=== peer (PyTorch) ==="
+    PEER=""
+    for p in shared/bench/peer_bench.py ../shared/bench/peer_bench.py gpu-bin/peer_bench.py; do
+        if [ -f "$p" ]; then PEER=$p; break; fi
+    done
+    if [ -n "$PEER" ]; then
+        PYTHONUNBUFFERED=1 timeout 170 "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
+    else
+        echo "peer_bench.py not found (looked in shared/bench and ../shared/bench)" | tee "$OUT/peer.log"
+    fi
 fi
 
 echo "=== ours vs PyTorch (same GPU) ==="
@@ -119,6 +135,8 @@ rows2 = [
     ("forward + hooks, TF32 GEMMs", fwd.get("tf32_device_resident_ms"), P("hook 500 prompts, one batch")),
     ("forward + hooks, all copied to host (collect)", fwd.get("host_copy_ms"), P("hook 500 prompts, one batch")),
     ("whole: fwd+hooks (as discover) + shared SAE + codes", whole, P("TOTAL batched PyTorch")),
+    ("discover --device cuda, shared SAE on result (paper)", ((small or {}).get("discover_cuda") or {}).get("shared_result", {}).get("median_ms"), P("TOTAL batched PyTorch")),
+    ("discover --device cuda, per-head SAEs on z (default)", ((small or {}).get("discover_cuda") or {}).get("per_head_z", {}).get("median_ms"), P("TOTAL batched PyTorch")),
 ]
 for label, o, p in rows2:
     ratio = f"{p / o:9.1f}x" if (o and p) else "         -"

@@ -636,6 +636,39 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     }))
 }
 
+/// The whole `discover --device cuda` on a random GPT-2-small-shape model: 250 IOI pairs
+/// (500 prompts), 500 SAE steps, every baseline, node and edge scores, no faithfulness.
+/// Wall clock of the library call (tokenising included, model load excluded), median of
+/// `reps` after one warm-up, with discover's own stage timings of the median run.
+fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
+    use headcode::gpu::end_to_end::{discover_ioi, random_gpt2_small};
+    use headcode::pipeline::discover::SaeMode;
+    let model = random_gpt2_small(&cuda_device()?)?;
+    let mut out = serde_json::Map::new();
+    println!("discover --device cuda, random gpt2-small-shape, 250 IOI pairs, 500 steps (median of {reps}, wall clock):");
+    for (name, mode, on) in [
+        ("per_head_z", SaeMode::PerHead, HookPoint::Z),
+        ("shared_result", SaeMode::Shared, HookPoint::Result),
+    ] {
+        discover_ioi(&model, true, mode, on, 250, 500)?;
+        let mut runs = Vec::new();
+        for _ in 0..reps.max(1) {
+            let t0 = std::time::Instant::now();
+            let r = discover_ioi(&model, true, mode, on, 250, 500)?;
+            runs.push((t0.elapsed().as_secs_f64() * 1e3, r.timings_ms));
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (ms, stages) = runs.swap_remove(runs.len() / 2);
+        let split: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+        println!("  {name:<14} {ms:>9.1} ms  ({})", split.join(", "));
+        out.insert(
+            name.into(),
+            serde_json::json!({"median_ms": ms, "stages_ms": stages, "reps": reps}),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -653,9 +686,15 @@ fn bench(a: BenchArgs) -> Result<()> {
             ..Default::default()
         })?;
         let fwd = gpu_forward_bench(&a.model, a.reps.max(3))?;
+        let disc = if model == headcode::gpu::bench::ModelShape::Gpt2Small {
+            gpu_discover_bench(3)?
+        } else {
+            serde_json::Value::Null
+        };
         if let Some(p) = &a.json {
             let mut j = serde_json::to_value(&r)?;
             j["forward_hooks_candle_cuda"] = fwd;
+            j["discover_cuda"] = disc;
             std::fs::write(p, serde_json::to_string_pretty(&j)?)
                 .with_context(|| p.display().to_string())?;
         }

@@ -84,24 +84,28 @@ pub fn agreement(a: &DiscoverResult, b: &DiscoverResult) -> Result<Agreement> {
     })
 }
 
-/// `discover` on a random GPT-2-small-shape model (weights seeded, so the same on every
-/// device) for `n` IOI pairs against the built-in IOI circuit; `gpu`: the CUDA trainers.
-pub fn discover_random(
-    dev: &Device,
+/// A random GPT-2-small-shape model (weights seeded, so the same on every device).
+pub fn random_gpt2_small(dev: &Device) -> Result<Model> {
+    let shape = "gpt2-small-shape";
+    let mcfg = gpt2_shape(shape)?;
+    Model::from_parts(
+        mcfg.clone(),
+        random_weights(&mcfg, 7, dev)?,
+        Processing::TL_DEFAULT,
+        format!("{shape} (random weights, seed 7)"),
+    )
+}
+
+/// `discover` on `model` for `n` IOI pairs (GPT-2 tokenizer) against the built-in IOI
+/// circuit, without faithfulness; `gpu`: the CUDA trainers and encoders.
+pub fn discover_ioi(
+    model: &Model,
     gpu: bool,
     mode: SaeMode,
     on: HookPoint,
     n: usize,
     steps: usize,
 ) -> Result<DiscoverResult> {
-    let shape = "gpt2-small-shape";
-    let mcfg = gpt2_shape(shape)?;
-    let model = Model::from_parts(
-        mcfg.clone(),
-        random_weights(&mcfg, 7, dev)?,
-        Processing::TL_DEFAULT,
-        format!("{shape} (random weights, seed 7)"),
-    )?;
     let mut cfg = DiscoverConfig::paper(TaskSource::parse("ioi")?);
     cfg.n = n;
     cfg.sae_mode = mode;
@@ -110,7 +114,19 @@ pub fn discover_random(
     cfg.faithfulness = None;
     cfg.circuit = CircuitSpec::Named("ioi".into());
     cfg.gpu = gpu;
-    discover(&model, &Gpt2Tokenizer::new()?, &cfg, &mut |_, _, _| {})
+    discover(model, &Gpt2Tokenizer::new()?, &cfg, &mut |_, _, _| {})
+}
+
+/// [`discover_ioi`] on [`random_gpt2_small`] on `dev`.
+pub fn discover_random(
+    dev: &Device,
+    gpu: bool,
+    mode: SaeMode,
+    on: HookPoint,
+    n: usize,
+    steps: usize,
+) -> Result<DiscoverResult> {
+    discover_ioi(&random_gpt2_small(dev)?, gpu, mode, on, n, steps)
 }
 
 /// [`discover_random`] on `reference` (CPU trainers) and on `candidate`, and their agreement.
