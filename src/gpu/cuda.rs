@@ -1144,11 +1144,18 @@ impl GpuContext {
             t_dev: self.upload(&[1u32])?,
         };
         self.sample_mem();
-        // One step captured as a CUDA graph and replayed `steps` times (the step index lives in
-        // t_dev); if capture is refused, fall back to direct launches.
+        // cuBLAS sets up its workspace and picks its kernels on first use: take the first step
+        // directly so none of that falls inside the capture (t_dev counts steps on the device).
+        let mut remaining = tc.steps;
+        if matches!(imp, GemmImpl::Cublas { .. }) && remaining > 0 {
+            self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp)?;
+            remaining -= 1;
+        }
+        // One step captured as a CUDA graph and replayed for the remaining steps (the step
+        // index lives in t_dev); if capture is refused, fall back to direct launches.
         let mut done = false;
         // HEADCODE_NO_GRAPHS=1 forces direct launches (for debugging / comparison).
-        if tc.steps > 1
+        if remaining > 1
             && std::env::var_os("HEADCODE_NO_GRAPHS").is_none()
             && self
                 .stream
@@ -1158,7 +1165,7 @@ impl GpuContext {
             let enq = self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp);
             let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
             if let (Ok(()), Ok(Some(graph))) = (&enq, &graph) {
-                for _ in 0..tc.steps {
+                for _ in 0..remaining {
                     graph.launch().cuda("graph launch")?;
                 }
                 // keep the graph alive until every replay has run
@@ -1170,7 +1177,7 @@ impl GpuContext {
             }
         }
         if !done {
-            for _ in 0..tc.steps {
+            for _ in 0..remaining {
                 self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp)?;
             }
         }
