@@ -260,12 +260,17 @@ enum Pooled {
     Device(Tensor),
 }
 
+/// Rows `idx` (in that order) of `x` [n, …], where `x` lies.
+fn select_rows(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+    let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    let ids = Tensor::from_vec(ids, idx.len(), x.device())?;
+    Ok(x.index_select(&ids, 0)?)
+}
+
 impl Pooled {
     /// Rows `idx` (in that order) of `x` [n, heads, d].
     fn gather(x: &Tensor, idx: &[usize], on_device: bool) -> Result<Pooled> {
-        let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-        let ids = Tensor::from_vec(ids, idx.len(), x.device())?;
-        let rows = x.index_select(&ids, 0)?;
+        let rows = select_rows(x, idx)?;
         Ok(if on_device {
             Pooled::Device(rows)
         } else {
@@ -284,10 +289,7 @@ impl Pooled {
     /// Rows `idx` as a tensor on the activations' device [idx.len(), heads, d].
     fn rows_tensor(&self, idx: &[usize], heads: usize, d: usize) -> Result<Tensor> {
         match self {
-            Pooled::Device(t) => match Pooled::gather(t, idx, true)? {
-                Pooled::Device(r) => Ok(r),
-                Pooled::Host(_) => unreachable!("gather on the device returns a tensor"),
-            },
+            Pooled::Device(t) => select_rows(t, idx),
             Pooled::Host(v) => {
                 let w = heads * d;
                 let mut out = Vec::with_capacity(idx.len() * w);
