@@ -1012,26 +1012,20 @@ impl GpuContext {
         }
         // Row-major C [m, nc] is column-major C^T [nc, m] with ld = ldc, and C^T = B^T·A^T:
         // cuBLAS runs (m', n', k') = (nc, m, k) with A' = B^T and B' = A^T.
-        // A' [nc, k] column-major: element (j, kk) at b_j·j + b_k·kk.
-        let (op_a, lda) = if b_j == 1 {
-            (cublasOperation_t::CUBLAS_OP_N, b_k)
-        } else if b_k == 1 {
-            (cublasOperation_t::CUBLAS_OP_T, b_j)
-        } else {
-            return Err(Error::InvalidInput(
-                "gemm_cublas: B needs a unit inner stride".into(),
-            ));
+        // An operand whose element (row, col) lies at rs·row + cs·col is column-major with
+        // ld = cs when rs = 1, or the transpose of one with ld = rs when cs = 1.
+        let layout = |rs: usize, cs: usize, what: &str| -> Result<(cublasOperation_t, usize)> {
+            match (rs, cs) {
+                (1, _) => Ok((cublasOperation_t::CUBLAS_OP_N, cs)),
+                (_, 1) => Ok((cublasOperation_t::CUBLAS_OP_T, rs)),
+                _ => Err(Error::InvalidInput(format!(
+                    "gemm_cublas: {what} needs a unit inner stride"
+                ))),
+            }
         };
-        // B' [k, m] column-major: element (kk, i) at a_k·kk + a_i·i.
-        let (op_b, ldb) = if a_k == 1 {
-            (cublasOperation_t::CUBLAS_OP_N, a_i)
-        } else if a_i == 1 {
-            (cublasOperation_t::CUBLAS_OP_T, a_k)
-        } else {
-            return Err(Error::InvalidInput(
-                "gemm_cublas: A needs a unit inner stride".into(),
-            ));
-        };
+        // A' [nc, k]: element (j, kk) at b_j·j + b_k·kk; B' [k, m]: (kk, i) at a_k·kk + a_i·i.
+        let (op_a, lda) = layout(b_j, b_k, "B")?;
+        let (op_b, ldb) = layout(a_k, a_i, "A")?;
         let int = |v: usize, what: &str| -> Result<i32> {
             i32::try_from(v).map_err(|_| Error::InvalidInput(format!("gemm_cublas: {what} {v}")))
         };

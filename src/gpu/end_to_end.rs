@@ -117,19 +117,8 @@ pub fn discover_ioi(
     discover(model, &Gpt2Tokenizer::new()?, &cfg, &mut |_, _, _| {})
 }
 
-/// [`discover_ioi`] on [`random_gpt2_small`] on `dev`.
-pub fn discover_random(
-    dev: &Device,
-    gpu: bool,
-    mode: SaeMode,
-    on: HookPoint,
-    n: usize,
-    steps: usize,
-) -> Result<DiscoverResult> {
-    discover_ioi(&random_gpt2_small(dev)?, gpu, mode, on, n, steps)
-}
-
-/// [`discover_random`] on `reference` (CPU trainers) and on `candidate`, and their agreement.
+/// [`discover_ioi`] on [`random_gpt2_small`], on `reference` (CPU trainers) and on
+/// `candidate`, and their agreement.
 pub fn discover_agreement(
     reference: &Device,
     candidate: &Device,
@@ -139,8 +128,15 @@ pub fn discover_agreement(
     n: usize,
     steps: usize,
 ) -> Result<Agreement> {
-    let a = discover_random(reference, false, mode, on, n, steps)?;
-    let b = discover_random(candidate, candidate_gpu, mode, on, n, steps)?;
+    let a = discover_ioi(&random_gpt2_small(reference)?, false, mode, on, n, steps)?;
+    let b = discover_ioi(
+        &random_gpt2_small(candidate)?,
+        candidate_gpu,
+        mode,
+        on,
+        n,
+        steps,
+    )?;
     agreement(&a, &b)
 }
 
@@ -152,10 +148,9 @@ mod tests {
     /// GPT-2 tokenizer, two identical runs agree exactly, and changed codes or AUCs show.
     #[test]
     fn cpu_runs_agree_and_differences_show() {
-        let a =
-            discover_random(&Device::Cpu, false, SaeMode::PerHead, HookPoint::Z, 6, 20).unwrap();
-        let b =
-            discover_random(&Device::Cpu, false, SaeMode::PerHead, HookPoint::Z, 6, 20).unwrap();
+        let model = random_gpt2_small(&Device::Cpu).unwrap();
+        let run = || discover_ioi(&model, false, SaeMode::PerHead, HookPoint::Z, 6, 20).unwrap();
+        let (a, b) = (run(), run());
         let g = agreement(&a, &b).unwrap();
         assert_eq!(
             (g.code_agreement, g.codes, g.max_auc_diff),
