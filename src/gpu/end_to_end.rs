@@ -26,12 +26,15 @@ pub struct Agreement {
     pub max_auc_diff: f64,
     /// The scorer where it occurs.
     pub worst_scorer: String,
+    /// Largest difference in the task's top-1 accuracies and (relative) metric means, clean
+    /// and corrupt: the GPU path reads them from compact logit rows.
+    pub max_task_diff: f64,
 }
 
 impl Agreement {
     /// The end-to-end criterion.
     pub fn passes(&self) -> bool {
-        self.code_agreement >= 0.99 && self.max_auc_diff <= 0.01
+        self.code_agreement >= 0.99 && self.max_auc_diff <= 0.01 && self.max_task_diff <= 0.01
     }
 }
 
@@ -76,7 +79,21 @@ pub fn agreement(a: &DiscoverResult, b: &DiscoverResult) -> Result<Agreement> {
             "the runs share no scored AUC (no circuit?)".into(),
         ));
     }
+    let (ta, tb) = (&a.task, &b.task);
+    let rel = |x: f32, y: f32| (x as f64 - y as f64).abs() / (x.abs() as f64).max(1.0);
+    let max_task_diff = [
+        rel(ta.clean_top1_acc, tb.clean_top1_acc),
+        rel(ta.corrupt_top1_acc, tb.corrupt_top1_acc),
+        rel(ta.clean_metric_mean, tb.clean_metric_mean),
+        rel(ta.corrupt_metric_mean, tb.corrupt_metric_mean),
+    ]
+    .into_iter()
+    .fold(
+        0f64,
+        |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+    );
     Ok(Agreement {
+        max_task_diff,
         code_agreement: same as f64 / total.max(1) as f64,
         codes: total,
         max_auc_diff: worst.0,
@@ -156,6 +173,7 @@ mod tests {
             (g.code_agreement, g.codes, g.max_auc_diff),
             (1.0, 12 * 144, 0.0)
         );
+        assert_eq!(g.max_task_diff, 0.0);
         assert!(g.passes());
 
         let mut c = b.clone();
@@ -171,6 +189,10 @@ mod tests {
         let g = agreement(&a, &d).unwrap();
         assert_eq!(g.worst_scorer, "class-means");
         assert!((g.max_auc_diff - 0.02).abs() < 1e-9 && !g.passes());
+
+        let mut m = b.clone();
+        m.task.clean_metric_mean += 0.5;
+        assert!(!agreement(&a, &m).unwrap().passes());
 
         let mut e = b;
         e.trials.clear();

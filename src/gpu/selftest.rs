@@ -712,10 +712,11 @@ fn check_end_to_end(run: &mut Run, quick: bool) {
                 mismatches: ((1.0 - a.code_agreement) * a.codes as f64).round() as usize,
                 total: a.codes,
                 note: format!(
-                    "codes equal on {:.2}% (>= 99%), largest AUC difference {:.4} ({}; <= 0.01)",
+                    "codes equal on {:.2}% (>= 99%), largest AUC difference {:.4} ({}; <= 0.01), task accuracy/metric difference {:.2e} (<= 0.01)",
                     100.0 * a.code_agreement,
                     a.max_auc_diff,
-                    a.worst_scorer
+                    a.worst_scorer,
+                    a.max_task_diff
                 ),
             }),
             Err(e) => run.err(&name, shape.clone(), e),

@@ -248,8 +248,67 @@ impl DiscoverResult {
 /// Progress callback: (stage, done, total).
 pub type Progress<'a> = dyn FnMut(&str, usize, usize) + 'a;
 
-fn top1(logits: &[f32], t: &tasks::PairTokens) -> bool {
-    tasks::top_token(logits).is_some_and(|x| t.accepts(x))
+fn top1<R: tasks::LogitRow>(row: &R, t: &tasks::PairTokens) -> bool {
+    row.top().is_some_and(|x| t.accepts(x))
+}
+
+/// What the last-position logits say before any head is scored.
+struct LogitSummary {
+    clean_acc: f32,
+    corrupt_acc: f32,
+    clean_metric: f32,
+    corrupt_metric: f32,
+    filter: Option<FilterReport>,
+}
+
+/// Top-1 accuracies, metric means and the optional correctness filter from the rows of the
+/// clean prompts followed by those of the corrupt ones.
+fn logit_summary<R: tasks::LogitRow>(
+    rows: &[R],
+    task: &super::prompts::PreparedTask,
+    rule: Option<FilterRule>,
+    min_survivors: usize,
+) -> Result<LogitSummary> {
+    let n_pairs = task.tokens.len();
+    if rows.len() != 2 * n_pairs {
+        return Err(Error::shape(
+            "last-position logit rows",
+            2 * n_pairs,
+            rows.len(),
+        ));
+    }
+    let (lc, lx) = rows.split_at(n_pairs);
+    let acc = |l: &[R]| {
+        l.iter()
+            .zip(&task.tokens)
+            .filter(|(l, t)| top1(*l, t))
+            .count() as f32
+            / n_pairs as f32
+    };
+    let mean_metric = |l: &[R]| {
+        let v: Vec<f32> = l
+            .iter()
+            .enumerate()
+            .map(|(i, r)| task.metric(i, r))
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() {
+            f32::NAN
+        } else {
+            v.iter().sum::<f32>() / v.len() as f32
+        }
+    };
+    let filter = match rule {
+        Some(rule) => Some(tasks::filter(&task.tokens, lc, lx, rule, min_survivors)?),
+        None => None,
+    };
+    Ok(LogitSummary {
+        clean_acc: acc(lc),
+        corrupt_acc: acc(lx),
+        clean_metric: mean_metric(lc),
+        corrupt_metric: mean_metric(lx),
+        filter,
+    })
 }
 
 /// Pooled activations [examples, heads, d]. The CPU path copies them to the host once;
@@ -399,41 +458,28 @@ pub fn discover(
     let col = collect_on_device(model, &all_tokens, cfg.reduce, cfg.batch_size, |d| {
         progress("forward + hooks", d, total)
     })?;
-    let last_logits = col.last_logits.to_vec2::<f32>()?;
-    tick("forward_hooks", t0);
-
-    // Accuracies and optional correctness filtering.
-    let (lc, lx) = last_logits.split_at(n_pairs);
-    let acc = |l: &[Vec<f32>]| {
-        l.iter()
-            .zip(&task.tokens)
-            .filter(|(l, t)| top1(l, t))
-            .count() as f32
-            / n_pairs as f32
-    };
-    let mean_metric = |l: &[Vec<f32>]| {
-        let v: Vec<f32> = l
-            .iter()
-            .enumerate()
-            .map(|(i, r)| task.metric(i, r))
-            .filter(|x| x.is_finite())
+    // Accuracies, metric means and the optional filter. The GPU path copies back only what
+    // the metrics read of each row; the CPU path keeps the full rows (f64 sums, as before).
+    let summary = if cfg.gpu {
+        let keep: Vec<Vec<u32>> = (0..total)
+            .map(|i| task.tokens[i % n_pairs].metric_ids())
             .collect();
-        if v.is_empty() {
-            f32::NAN
-        } else {
-            v.iter().sum::<f32>() / v.len() as f32
-        }
-    };
-    let filter = match cfg.filter {
-        Some(rule) => Some(tasks::filter(
-            &task.tokens,
-            lc,
-            lx,
-            rule,
+        logit_summary(
+            &tasks::compact_logits(&col.last_logits, &keep)?,
+            &task,
+            cfg.filter,
             cfg.min_survivors,
-        )?),
-        None => None,
+        )?
+    } else {
+        logit_summary(
+            &col.last_logits.to_vec2::<f32>()?,
+            &task,
+            cfg.filter,
+            cfg.min_survivors,
+        )?
     };
+    tick("forward_hooks", t0);
+    let filter = summary.filter;
     let (pos_idx, neg_idx): (Vec<usize>, Vec<usize>) = match &filter {
         Some(f) => (
             f.kept_pos.clone(),
@@ -449,10 +495,10 @@ pub fn discover(
         pairs: n_pairs,
         positives: pos_idx.len(),
         negatives: neg_idx.len(),
-        clean_top1_acc: acc(lc),
-        corrupt_top1_acc: acc(lx),
-        clean_metric_mean: mean_metric(lc),
-        corrupt_metric_mean: mean_metric(lx),
+        clean_top1_acc: summary.clean_acc,
+        corrupt_top1_acc: summary.corrupt_acc,
+        clean_metric_mean: summary.clean_metric,
+        corrupt_metric_mean: summary.corrupt_metric,
         filter,
         generation: task.notes.clone(),
     };

@@ -129,7 +129,7 @@ pub fn prepare(
 
 impl PreparedTask {
     /// Metric of pair `i` from last-position logits (NaN if the tokens do not fit).
-    pub fn metric(&self, i: usize, logits: &[f32]) -> f32 {
+    pub fn metric<R: tasks::LogitRow + ?Sized>(&self, i: usize, logits: &R) -> f32 {
         self.tokens
             .get(i)
             .and_then(|t| tasks::metric_value(t.metric, logits, t).ok())

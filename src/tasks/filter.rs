@@ -5,7 +5,7 @@
 //! the last-position logits of each prompt (pure logic: the forward pass is done elsewhere).
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{metric_value, top_token, PairTokens};
+use super::metrics::{metric_value, LogitRow, PairTokens};
 use crate::error::{Error, Result};
 
 /// What "the model gets it right" means.
@@ -38,9 +38,9 @@ pub struct FilterReport {
     pub corrupt_acc_after: f32,
 }
 
-fn correct(rule: FilterRule, row: &[f32], info: &PairTokens) -> Result<bool> {
+fn correct<R: LogitRow>(rule: FilterRule, row: &R, info: &PairTokens) -> Result<bool> {
     Ok(match rule {
-        FilterRule::TopRank => top_token(row).is_some_and(|t| info.accepts(t)),
+        FilterRule::TopRank => row.top().is_some_and(|t| info.accepts(t)),
         FilterRule::MetricPositive => metric_value(info.metric, row, info)? > 0.0,
     })
 }
@@ -56,10 +56,10 @@ fn frac(k: usize, n: usize) -> f32 {
 /// Filter `pairs` (resolved with [`super::resolve_tokens`]) by last-position logits, one row
 /// per pair for the clean and for the corrupt prompt. Errors on mismatched lengths, or when
 /// fewer than `min_survivors` positives or negatives are kept.
-pub fn filter(
+pub fn filter<R: LogitRow>(
     pairs: &[PairTokens],
-    clean_logits: &[Vec<f32>],
-    corrupt_logits: &[Vec<f32>],
+    clean_logits: &[R],
+    corrupt_logits: &[R],
     rule: FilterRule,
     min_survivors: usize,
 ) -> Result<FilterReport> {

@@ -126,43 +126,197 @@ pub fn year_token_sets(tok: &dyn Tokenizer, yy: u32) -> Result<(Vec<u32>, Vec<u3
     ))
 }
 
-fn logit(logits: &[f32], id: u32) -> Result<f64> {
-    logits
-        .get(id as usize)
-        .map(|&x| x as f64)
-        .ok_or_else(|| Error::shape("metric token id", format!("< {}", logits.len()), id))
+/// What the metrics read of one last-position logits row: a full row (`[f32]`, `Vec<f32>`)
+/// or the [`CompactLogits`] a GPU run copies back instead of the whole vocabulary.
+pub trait LogitRow {
+    /// The logit of `id`; an error when the row does not hold it.
+    fn logit(&self, id: u32) -> Result<f64>;
+    /// `ln Σ exp` over the whole row, in f64 (so log p(id) = logit − this).
+    fn log_sum_exp(&self) -> f64;
+    /// The highest-scoring token, the first one on ties; `None` for an empty row.
+    fn top(&self) -> Option<u32>;
+}
+
+impl LogitRow for [f32] {
+    fn logit(&self, id: u32) -> Result<f64> {
+        self.get(id as usize)
+            .map(|&x| x as f64)
+            .ok_or_else(|| Error::shape("metric token id", format!("< {}", self.len()), id))
+    }
+    fn log_sum_exp(&self) -> f64 {
+        let max = self.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        max + self
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+    }
+    fn top(&self) -> Option<u32> {
+        top_token(self)
+    }
+}
+
+impl LogitRow for Vec<f32> {
+    fn logit(&self, id: u32) -> Result<f64> {
+        self.as_slice().logit(id)
+    }
+    fn log_sum_exp(&self) -> f64 {
+        self.as_slice().log_sum_exp()
+    }
+    fn top(&self) -> Option<u32> {
+        top_token(self)
+    }
+}
+
+impl<const N: usize> LogitRow for [f32; N] {
+    fn logit(&self, id: u32) -> Result<f64> {
+        self.as_slice().logit(id)
+    }
+    fn log_sum_exp(&self) -> f64 {
+        self.as_slice().log_sum_exp()
+    }
+    fn top(&self) -> Option<u32> {
+        top_token(self)
+    }
+}
+
+/// The part of a last-position logits row the task metrics read: the logits of the kept
+/// token ids (sorted), the row's log-sum-exp and its top token. [`compact_logits`] computes
+/// it where the logits are, so a GPU run copies a few numbers per prompt, not the vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactLogits {
+    pub ids: Vec<u32>,
+    pub vals: Vec<f32>,
+    pub log_sum_exp: f64,
+    pub top: Option<u32>,
+}
+
+impl LogitRow for CompactLogits {
+    fn logit(&self, id: u32) -> Result<f64> {
+        self.ids
+            .binary_search(&id)
+            .map(|i| self.vals[i] as f64)
+            .map_err(|_| Error::Task(format!("the logit of token {id} was not kept")))
+    }
+    fn log_sum_exp(&self) -> f64 {
+        self.log_sum_exp
+    }
+    fn top(&self) -> Option<u32> {
+        self.top
+    }
+}
+
+impl PairTokens {
+    /// Every token id the metric and the top-1 check of this pair read, sorted.
+    pub fn metric_ids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = std::iter::once(self.answer)
+            .chain(self.wrong.iter().copied())
+            .chain(self.greater.iter().copied())
+            .chain(self.not_greater.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// [`CompactLogits`] of each row of `logits` [rows, vocab] keeping the ids `keep[row]`,
+/// computed with tensor ops on `logits`' device: a gather of the kept ids, the log-sum-exp
+/// in f64, and the top token (the lowest index among the row's maxima, as [`top_token`]).
+pub fn compact_logits(
+    logits: &candle_core::Tensor,
+    keep: &[Vec<u32>],
+) -> Result<Vec<CompactLogits>> {
+    use candle_core::{DType, Tensor, D};
+    let (rows, vocab) = logits.dims2()?;
+    if keep.len() != rows {
+        return Err(Error::shape(
+            "compact_logits: kept-id lists",
+            rows,
+            keep.len(),
+        ));
+    }
+    if rows == 0 || vocab == 0 {
+        return Err(Error::InvalidInput(format!(
+            "compact_logits: empty logits [{rows}, {vocab}]"
+        )));
+    }
+    let dev = logits.device();
+    let width = keep.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut idx = Vec::with_capacity(rows * width);
+    for ids in keep {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::shape("metric token id", format!("< {vocab}"), bad));
+        }
+        let pad = ids.first().copied().unwrap_or(0);
+        idx.extend(ids.iter().copied());
+        idx.extend(std::iter::repeat_n(pad, width - ids.len()));
+    }
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    let idx = Tensor::from_vec(idx, (rows, width), dev)?;
+    let vals = logits.gather(&idx, 1)?.to_vec2::<f32>()?;
+    let wide = logits.to_dtype(DType::F64)?;
+    let max = wide.max_keepdim(D::Minus1)?;
+    let lse = (wide
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + &max)?
+        .squeeze(1)?
+        .to_vec1::<f64>()?;
+    // First maximum: the smallest index where the row equals its max.
+    let fmax = logits.max_keepdim(D::Minus1)?;
+    let at = Tensor::arange(0u32, vocab as u32, dev)?
+        .unsqueeze(0)?
+        .broadcast_as((rows, vocab))?;
+    let none = Tensor::full(vocab as u32, (rows, vocab), dev)?;
+    let top = logits
+        .broadcast_eq(&fmax)?
+        .where_cond(&at, &none)?
+        .min(D::Minus1)?
+        .to_vec1::<u32>()?;
+    Ok(keep
+        .iter()
+        .zip(vals)
+        .zip(lse.into_iter().zip(top))
+        .map(|((ids, v), (l, t))| CompactLogits {
+            ids: ids.clone(),
+            vals: v[..ids.len()].to_vec(),
+            log_sum_exp: l,
+            top: (t < vocab as u32).then_some(t),
+        })
+        .collect())
 }
 
 /// log-softmax of a row, in f64.
 fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-    let lse = max
-        + logits
-            .iter()
-            .map(|&x| (x as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
+    let lse = logits.log_sum_exp();
     logits.iter().map(|&x| x as f64 - lse).collect()
 }
 
 /// Σ p(greater) − Σ p(not greater), p = softmax over the whole row.
-pub fn year_prob_diff(logits: &[f32], greater: &[u32], not_greater: &[u32]) -> Result<f32> {
-    let lp = log_softmax(logits);
+pub fn year_prob_diff<R: LogitRow + ?Sized>(
+    logits: &R,
+    greater: &[u32],
+    not_greater: &[u32],
+) -> Result<f32> {
+    let lse = logits.log_sum_exp();
     let mass = |ids: &[u32]| -> Result<f64> {
-        ids.iter().try_fold(0.0, |acc, &id| {
-            lp.get(id as usize)
-                .map(|l| acc + l.exp())
-                .ok_or_else(|| Error::shape("metric token id", format!("< {}", lp.len()), id))
-        })
+        ids.iter()
+            .try_fold(0.0, |acc, &id| Ok(acc + (logits.logit(id)? - lse).exp()))
     };
     Ok((mass(greater)? - mass(not_greater)?) as f32)
 }
 
 /// The value of metric `kind` on one last-position logits row. Errors when a token id is
 /// outside the row or `kind` needs tokens `info` lacks (e.g. year sets for a non-year pair).
-pub fn metric_value(kind: MetricKind, logits: &[f32], info: &PairTokens) -> Result<f32> {
+pub fn metric_value<R: LogitRow + ?Sized>(
+    kind: MetricKind,
+    logits: &R,
+    info: &PairTokens,
+) -> Result<f32> {
+    let logit = |row: &R, id: u32| row.logit(id);
     let answer = logit(logits, info.answer)?;
     match kind {
         MetricKind::LogitDiff => {
@@ -242,6 +396,75 @@ mod tests {
         let lp = log_softmax(&[1.0, 2.0, 3.0]);
         let s: f64 = lp.iter().map(|x| x.exp()).sum();
         assert!((s - 1.0).abs() < 1e-12);
+    }
+
+    /// Compact rows computed with tensor ops give the metrics, top tokens and filter
+    /// decisions of the full rows.
+    #[test]
+    fn compact_rows_equal_full_rows() {
+        use rand::{Rng, SeedableRng};
+        let (rows, vocab) = (7usize, 1000usize);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut full: Vec<Vec<f32>> = (0..rows)
+            .map(|_| (0..vocab).map(|_| rng.random_range(-8.0f32..8.0)).collect())
+            .collect();
+        full[2][17] = 50.0; // a tie at the maximum: the lower index wins
+        full[2][400] = 50.0;
+        full[4][999] = 60.0;
+        let ioi = PairTokens {
+            metric: MetricKind::LogitDiff,
+            answer: 17,
+            wrong: vec![400],
+            greater: vec![],
+            not_greater: vec![],
+        };
+        let ds = PairTokens {
+            metric: MetricKind::MaxWrongDiff,
+            answer: 5,
+            wrong: vec![999, 6, 7],
+            ..ioi.clone()
+        };
+        let gt = PairTokens {
+            metric: MetricKind::YearProbDiff { yy: 50 },
+            answer: 60,
+            wrong: vec![],
+            greater: (51..100).collect(),
+            not_greater: (0..51).collect(),
+        };
+        let pairs = [&ioi, &ds, &gt, &ioi, &ds, &gt, &gt];
+        let keep: Vec<Vec<u32>> = pairs.iter().map(|p| p.metric_ids()).collect();
+        let t =
+            candle_core::Tensor::from_vec(full.concat(), (rows, vocab), &candle_core::Device::Cpu)
+                .unwrap();
+        let compact = compact_logits(&t, &keep).unwrap();
+        for (i, (row, c)) in full.iter().zip(&compact).enumerate() {
+            assert_eq!(c.top, top_token(row), "row {i}");
+            let (a, b) = (
+                metric_value(pairs[i].metric, row, pairs[i]).unwrap(),
+                metric_value(pairs[i].metric, c, pairs[i]).unwrap(),
+            );
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                "row {i}: {a} vs {b}"
+            );
+        }
+        assert_eq!(compact[2].top, Some(17));
+        assert_eq!(compact[4].top, Some(999));
+        let toks: Vec<PairTokens> = pairs.iter().map(|p| (*p).clone()).collect();
+        for rule in [
+            super::super::FilterRule::TopRank,
+            super::super::FilterRule::MetricPositive,
+        ] {
+            let a = super::super::filter(&toks, &full, &full, rule, 0).unwrap();
+            let b = super::super::filter(&toks, &compact, &compact, rule, 0).unwrap();
+            assert_eq!((a.kept_pos, a.kept_neg), (b.kept_pos, b.kept_neg));
+        }
+        // Only kept ids can be read; ids must be in the vocabulary; one list per row.
+        assert!(compact[0].logit(3).is_err());
+        assert!(compact_logits(&t, &keep[..3]).is_err());
+        let mut bad = keep.clone();
+        bad[0].push(vocab as u32);
+        assert!(compact_logits(&t, &bad).is_err());
     }
 
     #[test]

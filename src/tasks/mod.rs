@@ -35,8 +35,8 @@ pub use jsonl::{
     AutoCircuitImport,
 };
 pub use metrics::{
-    kl_divergence, metric_value, resolve_tokens, top_token, year_prob_diff, year_token_sets,
-    MetricKind, PairTokens,
+    compact_logits, kl_divergence, metric_value, resolve_tokens, top_token, year_prob_diff,
+    year_token_sets, CompactLogits, LogitRow, MetricKind, PairTokens,
 };
 pub use split::{paper_split, PaperSplit, DEFAULT_SAE_EXAMPLES};
 
