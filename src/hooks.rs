@@ -106,7 +106,11 @@ fn position_weights(lengths: &[usize], t: usize, reduce: Reduce, dev: &Device) -
         let row = &mut m[i * t..i * t + len];
         match reduce {
             Reduce::Mean => row.fill(1.0 / len as f32),
-            Reduce::Last => row[len - 1] = 1.0,
+            Reduce::Last => {
+                if let Some(x) = row.last_mut() {
+                    *x = 1.0; // the forward refuses empty prompts, so every row has one
+                }
+            }
             Reduce::All => row.fill(1.0),
         }
     }
