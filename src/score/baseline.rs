@@ -107,16 +107,20 @@ pub fn fisher_ratio(
             let between: f64 = (0..d)
                 .map(|i| (mp[h * d + i] - mn[h * d + i]).powi(2))
                 .sum();
-            let w = within[h] / examples as f64;
-            if w > 0.0 {
-                between / w
-            } else if between > 0.0 {
-                1e30
-            } else {
-                0.0
-            }
+            fisher(between, within[h] / examples as f64)
         })
         .collect())
+}
+
+/// Between-class over within-class spread, with the degenerate cases of [`fisher_ratio`].
+fn fisher(between: f64, within: f64) -> f64 {
+    if within > 0.0 {
+        between / within
+    } else if between > 0.0 {
+        1e30
+    } else {
+        0.0
+    }
 }
 
 /// Mean L2 norm per head over all examples.
@@ -180,15 +184,10 @@ pub fn baselines_on_device(x: &candle_core::Tensor, is_pos: &[bool]) -> Result<T
     let mp = col(&|p| if p { ip } else { 0.0 })?.matmul(&xf)?; // [1, heads·d]
     let mn = col(&|p| if p { 0.0 } else { inn })?.matmul(&xf)?;
     let between = (&mp - &mn)?.reshape((heads, d))?.sqr()?.sum(1)?; // [heads]
-                                                                    // Each example's own class mean, [examples, heads·d], subtracted.
-    let own = col(&|p| if p { 1.0 } else { 0.0 })?
-        .t()?
-        .broadcast_mul(&mp)?
-        .broadcast_add(
-            &col(&|p| if p { 0.0 } else { 1.0 })?
-                .t()?
-                .broadcast_mul(&mn)?,
-        )?;
+                                                                    // Each example's own class mean [examples, heads·d], to subtract.
+    let class: Vec<u32> = is_pos.iter().map(|&p| if p { 0 } else { 1 }).collect();
+    let own =
+        Tensor::cat(&[&mp, &mn], 0)?.index_select(&Tensor::from_vec(class, examples, dev)?, 0)?;
     let within = (&xf - &own)?
         .sqr()?
         .reshape((examples, heads, d))?
@@ -209,15 +208,7 @@ pub fn baselines_on_device(x: &candle_core::Tensor, is_pos: &[bool]) -> Result<T
         fisher_ratio: between
             .iter()
             .zip(&within)
-            .map(|(&b, &w)| {
-                if w > 0.0 {
-                    b / w
-                } else if b > 0.0 {
-                    1e30
-                } else {
-                    0.0
-                }
-            })
+            .map(|(&b, &w)| fisher(b, w))
             .collect(),
         mean_norm: host(norms)?,
     })
