@@ -28,7 +28,47 @@ fn bench_forward_hooks(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_forward_hooks, bench_smollm2);
+/// What `discover` does with the last-position logits of 500 pairs (1000 rows × GPT-2's
+/// 50,257): copy every row to the host and read top token and metric from it (the CPU
+/// path), or compact the rows where they are first (the GPU path's `compact_logits`). On a
+/// CPU the compaction (f64 log-sum-exp and first-maximum search over every element, as
+/// tensor ops) costs more than the plain loop, which is why only the GPU path uses it; the
+/// first number is the host work the GPU path avoids, before any device→host transfer.
+fn bench_logit_rows(c: &mut Criterion) {
+    use headcode::tasks::{compact_logits, metric_value, LogitRow, MetricKind, PairTokens};
+    let (rows, vocab) = (1000usize, 50257usize);
+    let t = candle_core::Tensor::randn(0f32, 3.0, (rows, vocab), &Device::Cpu).unwrap();
+    let pair = PairTokens {
+        metric: MetricKind::LogitDiff,
+        answer: 1000,
+        wrong: vec![2000],
+        greater: vec![],
+        not_greater: vec![],
+    };
+    let keep = vec![pair.metric_ids(); rows];
+    fn read<R: LogitRow>(rows: &[R], pair: &PairTokens) -> f32 {
+        rows.iter()
+            .map(|r| metric_value(pair.metric, r, pair).unwrap() + r.top().unwrap_or(0) as f32)
+            .sum()
+    }
+    let mut g = c.benchmark_group("last_logits_1000x50257");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(rows as u64));
+    g.bench_function("full_rows_to_host", |b| {
+        b.iter(|| read(&t.to_vec2::<f32>().unwrap(), &pair))
+    });
+    g.bench_function("compact_rows", |b| {
+        b.iter(|| read(&compact_logits(&t, &keep).unwrap(), &pair))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_forward_hooks,
+    bench_smollm2,
+    bench_logit_rows
+);
 criterion_main!(benches);
 
 /// The real model: SmolLM2-135M (fetched into the cache on first use).
