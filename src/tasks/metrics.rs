@@ -195,8 +195,10 @@ impl LogitRow for CompactLogits {
     fn logit(&self, id: u32) -> Result<f64> {
         self.ids
             .binary_search(&id)
-            .map(|i| self.vals[i] as f64)
-            .map_err(|_| Error::Task(format!("the logit of token {id} was not kept")))
+            .ok()
+            .and_then(|i| self.vals.get(i))
+            .map(|&v| v as f64)
+            .ok_or_else(|| Error::Task(format!("the logit of token {id} was not kept")))
     }
     fn log_sum_exp(&self) -> f64 {
         self.log_sum_exp
