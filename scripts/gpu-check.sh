@@ -131,7 +131,8 @@ sae, enc = S(small, "sae_shared"), S(small, "encode_argmax_score")
 whole = (fwd["discover_ms"] + sae + enc) if (fwd.get("discover_ms") and sae and enc) else None
 rows2 = [
     ("forward + hooks, kept on the device", fwd.get("device_resident_ms"), P("hook 500 prompts, one batch")),
-    ("forward + hooks + logits to host (as discover)", fwd.get("discover_ms"), P("hook 500 prompts, one batch")),
+    ("forward + hooks + compact logits (as discover)", fwd.get("discover_ms"), P("hook 500 prompts, one batch")),
+    ("forward + hooks + full logits to host", fwd.get("full_logits_ms"), P("hook 500 prompts, one batch")),
     ("forward + hooks, TF32 GEMMs", fwd.get("tf32_device_resident_ms"), P("hook 500 prompts, one batch")),
     ("forward + hooks, all copied to host (collect)", fwd.get("host_copy_ms"), P("hook 500 prompts, one batch")),
     ("whole: fwd+hooks (as discover) + shared SAE + codes", whole, P("TOTAL batched PyTorch")),
