@@ -6,6 +6,7 @@
 //! - `per_head_step`: one step of 144 per-head SAEs on 10 examples each (d 64 and 768).
 //! - `encode_codes_node`: encode 500 examples × 144 heads (d 768) with a shared SAE, argmax,
 //!   node score. Throughput in (example, head) vectors/s.
+//! - `baselines`: class-mean distance, Fisher ratio and mean norm, host and tensor-op forms.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use headcode::codes::{CodeOptions, CodeTable};
 use headcode::sae::{self, Sae, SaeConfig};
@@ -102,5 +103,40 @@ fn encode_codes_node(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, shared_step, per_head_step, encode_codes_node);
+/// The class-mean, Fisher and mean-norm baselines of 1000 examples × 144 heads × 768: the
+/// host functions (f64 sums; the CPU path) and the tensor-op version the GPU path runs
+/// where the activations are (here on the CPU device).
+fn baselines(c: &mut Criterion) {
+    use score::baseline;
+    let mut g = c.benchmark_group("baselines");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let (examples, heads, d) = (1000, 144, 768);
+    let x = data(examples * heads * d, 4);
+    let is_pos: Vec<bool> = (0..examples).map(|e| e < examples / 2).collect();
+    g.throughput(Throughput::Elements((examples * heads) as u64));
+    g.bench_function("host_f64_1000x144x768", |b| {
+        b.iter(|| {
+            black_box((
+                baseline::class_mean_distance(&x, examples, heads, d, &is_pos).unwrap(),
+                baseline::fisher_ratio(&x, examples, heads, d, &is_pos).unwrap(),
+                baseline::mean_norm(&x, examples, heads, d, &is_pos).unwrap(),
+            ))
+        })
+    });
+    let t =
+        candle_core::Tensor::from_vec(x.clone(), (examples, heads, d), &candle_core::Device::Cpu)
+            .unwrap();
+    g.bench_function("tensor_ops_1000x144x768", |b| {
+        b.iter(|| black_box(baseline::baselines_on_device(&t, &is_pos).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    shared_step,
+    per_head_step,
+    encode_codes_node,
+    baselines
+);
 criterion_main!(benches);
