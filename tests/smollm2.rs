@@ -270,3 +270,37 @@ fn discover_ioi_on_smollm2() {
     let t = &r.trials[0];
     assert!(t.loss_last < t.loss_first);
 }
+
+/// `--device auto` on a machine without CUDA (or a build without it) says so in one line
+/// and runs the whole job on the CPU.
+#[test]
+fn discover_device_auto_falls_back_to_cpu() {
+    smollm2(); // fetched (and cached) before the CLI needs it
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
+        .args([
+            "discover",
+            "smollm2-135m",
+            "--task",
+            "ioi",
+            "--n",
+            "8",
+            "--steps",
+            "10",
+        ])
+        .args(["--faithfulness", "none", "--device", "auto", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scores.json")).unwrap()).unwrap();
+    let gpu = manifest["config"]["gpu"].as_bool().unwrap();
+    if !headcode::gpu::compiled_with_cuda() {
+        assert!(err.contains("running on CPU"), "{err}");
+        assert!(!gpu);
+    }
+    assert_eq!(manifest["counts"]["pairs"], 8);
+}
