@@ -197,7 +197,7 @@ enum Cmd {
 struct BenchArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// gpt2-small-shape | gpt2-xl-shape (random weights; timing does not depend on them)
+    /// gpt2-small-shape | gpt2-xl-shape (random weights; timing does not depend on them), or a real model: a path or a known name such as smollm2-135m (its head layout for the kernel stages)
     #[arg(long, default_value = "gpt2-small-shape")]
     model: String,
     /// Timed runs per stage.
@@ -526,18 +526,9 @@ fn bench_baselines(a: &BenchArgs) -> Result<()> {
 
 fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     use headcode::hooks::collect_on_device;
-    use headcode::model::random::{gpt2_shape, random_weights};
-    let cfg = gpt2_shape(shape)?;
     let dev = cuda_device()?;
-    let gpu_model = Model::from_parts(
-        cfg.clone(),
-        random_weights(&cfg, 0, &dev)?,
-        Processing::TL_DEFAULT,
-        shape.into(),
-    )?;
-    let prompts: Vec<Vec<u32>> = (0..500u32)
-        .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % 50257).collect())
-        .collect();
+    let gpu_model = bench_model(shape, &dev)?;
+    let prompts = bench_prompts(500, gpu_model.cfg.d_vocab);
     // Wall clock around a device synchronise: one warm-up, then the median of `reps`.
     let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         f()?;
@@ -588,12 +579,7 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     let bare_ms = stage(headcode::model::LogitsAt::None)?;
     let logits_ms = stage(headcode::model::LogitsAt::Last)?;
     // Parity on 8 prompts against the CPU path, f32 and TF32 GEMMs.
-    let cpu_model = Model::from_parts(
-        cfg.clone(),
-        random_weights(&cfg, 0, &Device::Cpu)?,
-        Processing::TL_DEFAULT,
-        shape.into(),
-    )?;
+    let cpu_model = bench_model(shape, &Device::Cpu)?;
     let few = &prompts[..8];
     let b = collect(&cpu_model, few, Reduce::Mean, 8, |_| {})?;
     let rel = |x: &[f32], y: &[f32]| {
@@ -677,6 +663,32 @@ fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(out))
 }
 
+/// The model a bench runs: a named shape with seeded random weights (timing does not depend
+/// on them), or else a real checkpoint (a path, or a known name such as `smollm2-135m`).
+fn bench_model(name: &str, dev: &Device) -> Result<Model> {
+    use headcode::model::random::{gpt2_shape, random_weights};
+    if let Ok(cfg) = gpt2_shape(name) {
+        let w = random_weights(&cfg, 0, dev)?;
+        let source = format!("{name} (random weights)");
+        return Ok(Model::from_parts(cfg, w, Processing::TL_DEFAULT, source)?);
+    }
+    // Not a shape: a model, whose own error says what is wrong with it.
+    let spec = ModelSpec::resolve(name)?;
+    let opts = LoadOptions {
+        device: dev.clone(),
+        ..Default::default()
+    };
+    Ok(model::load(&spec, &opts)?.0)
+}
+
+/// `n` fixed prompts of 18 tokens below `vocab`.
+fn bench_prompts(n: usize, vocab: usize) -> Vec<Vec<u32>> {
+    let v = vocab.max(1) as u32;
+    (0..n as u32)
+        .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % v).collect())
+        .collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -687,14 +699,24 @@ fn bench(a: BenchArgs) -> Result<()> {
         return bench_baselines(&a);
     }
     if a.device != DeviceArg::Cpu {
-        let model = headcode::gpu::bench::ModelShape::parse(&a.model)?;
+        use headcode::gpu::bench::{ModelShape, ShapeDims};
+        // A named shape, or a real checkpoint's head layout for the kernel stages.
+        let (model, dims) = match ModelShape::parse(&a.model) {
+            Ok(m) => (m, None),
+            Err(_) => {
+                let c = bench_model(&a.model, &Device::Cpu)?.cfg;
+                let d = ShapeDims::for_model(&a.model, c.n_layers, c.n_heads, c.d_head, c.d_model);
+                (ModelShape::Gpt2Small, Some(d))
+            }
+        };
         let r = headcode::gpu::bench::bench(&headcode::gpu::bench::BenchOptions {
             model,
+            dims: dims.clone(),
             reps: a.reps.max(1),
             ..Default::default()
         })?;
         let fwd = gpu_forward_bench(&a.model, a.reps.max(3))?;
-        let disc = if model == headcode::gpu::bench::ModelShape::Gpt2Small {
+        let disc = if dims.is_none() && model == ModelShape::Gpt2Small {
             gpu_discover_bench(3)?
         } else {
             serde_json::Value::Null
@@ -709,14 +731,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     // CPU: the same stages through the library's CPU path.
-    use headcode::model::random::{gpt2_shape, random_weights};
-    let cfg = gpt2_shape(&a.model)?;
+    let model = bench_model(&a.model, &Device::Cpu)?;
+    let cfg = model.cfg.clone();
     let heads = cfg.n_heads_total();
-    let w = random_weights(&cfg, 0, &Device::Cpu)?;
-    let model = Model::from_parts(cfg.clone(), w, Processing::TL_DEFAULT, a.model.clone())?;
-    let prompts: Vec<Vec<u32>> = (0..a.prompts.max(2) as u32)
-        .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % 50257).collect())
-        .collect();
+    let prompts = bench_prompts(a.prompts.max(2), cfg.d_vocab);
     let reps = a.reps.max(1);
     let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         f()?;
@@ -794,8 +812,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         String::new(),
     ));
     println!(
-        "CPU bench, {} (random weights), {} threads, median of {reps}",
-        a.model,
+        "CPU bench, {}, {} threads, median of {reps}",
+        model.source,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     for (name, ms, note) in &rows {

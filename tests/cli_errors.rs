@@ -265,3 +265,18 @@ fn gpu_flags_without_a_gpu_say_so() {
     }
     assert!(!out.exists(), "a refused run wrote {out:?}");
 }
+
+#[test]
+fn missing_model_is_said_once() {
+    let (ok, _out, err) = run(&["inspect", "/nonexistent/model-dir"]);
+    assert!(!ok);
+    assert_eq!(
+        err.matches("no such model file or folder").count(),
+        1,
+        "{err}"
+    );
+    assert_one_line_error(
+        &["bench", "--model", "/nonexistent/model-dir", "--reps", "1"],
+        &["/nonexistent/model-dir"],
+    );
+}

@@ -304,3 +304,31 @@ fn discover_device_auto_falls_back_to_cpu() {
     }
     assert_eq!(manifest["counts"]["pairs"], 8);
 }
+
+/// `bench --model` takes a real model too, and times its own head layout.
+#[test]
+fn bench_runs_on_the_real_model() {
+    smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
+        .args([
+            "bench",
+            "--model",
+            "smollm2-135m",
+            "--prompts",
+            "2",
+            "--reps",
+            "1",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("270 per-head SAEs on z"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(j["stages"].as_array().unwrap().len(), 4, "{j}");
+}

@@ -61,6 +61,28 @@ impl ModelShape {
     }
 }
 
+impl ShapeDims {
+    /// The bench's workload (500 prompts × 18 tokens, 10 SAE examples, 200 features, 500
+    /// steps) at a real model's head layout, e.g. a checkpoint passed to `bench --model`.
+    pub fn for_model(
+        name: &str,
+        layers: usize,
+        heads_per_layer: usize,
+        d_head: usize,
+        d_model: usize,
+    ) -> Self {
+        ShapeDims {
+            name: name.into(),
+            layers,
+            heads_per_layer,
+            heads: layers * heads_per_layer,
+            d_head,
+            d_model,
+            ..ModelShape::Gpt2Small.dims()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShapeDims {
     pub name: String,
@@ -80,6 +102,8 @@ pub struct ShapeDims {
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub model: ModelShape,
+    /// Dimensions to use instead of `model`'s (a real checkpoint's head layout).
+    pub dims: Option<ShapeDims>,
     /// Timed runs per stage (>= 10 asked; a stage whose one run exceeds
     /// `stage_budget_s / reps` gets fewer, never under 3; the report says how many).
     pub reps: usize,
@@ -92,6 +116,7 @@ impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
             model: ModelShape::Gpt2Small,
+            dims: None,
             reps: 10,
             warmup: 2,
             stage_budget_s: 30.0,
@@ -294,7 +319,7 @@ mod imp {
 
     pub(super) fn run(opts: &BenchOptions) -> Result<BenchReport> {
         let gpu = GpuContext::new()?;
-        let sh = opts.model.dims();
+        let sh = opts.dims.clone().unwrap_or_else(|| opts.model.dims());
         let (e, t, h, dh, dm, n, ex) = (
             sh.prompts,
             sh.tokens,
@@ -451,8 +476,8 @@ mod imp {
                         .map(|_| ())
                 },
             )?;
-            // The cuBLAS path at the small shape only (at XL one run takes ~15 s).
-            if opts.model == ModelShape::Gpt2Small {
+            // The cuBLAS path up to the small shape's size (at XL one run takes ~15 s).
+            if h * dm <= 144 * 768 {
                 let cfg_c = TrainConfig {
                     path: TrainPath::Cublas,
                     tf32: true,
