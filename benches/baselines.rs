@@ -9,8 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use headcode::baselines::bench::{sample_cut_mask, synthetic_pairs};
 use headcode::baselines::eap::eap;
 use headcode::model::graph::{GraphModel, GraphRunOptions};
-use headcode::model::random::{gpt2_shape, random_weights};
-use headcode::model::{ForwardOptions, Model, Processing};
+use headcode::model::random::random_model;
+use headcode::model::{ForwardOptions, Model};
 use headcode::tasks::{MetricKind, PairTokens};
 
 fn bench_model(c: &mut Criterion, group: &str, model: &Model, pairs: usize, with_eap: bool) {
@@ -76,9 +76,7 @@ fn bench_model(c: &mut Criterion, group: &str, model: &Model, pairs: usize, with
 }
 
 fn bench_gpt2_small(c: &mut Criterion) {
-    let cfg = gpt2_shape("gpt2-small-shape").unwrap();
-    let w = random_weights(&cfg, 0, &Device::Cpu).unwrap();
-    let model = Model::from_parts(cfg, w, Processing::TL_DEFAULT, "random".into()).unwrap();
+    let model = random_model("gpt2-small-shape", 0, &Device::Cpu).unwrap();
     bench_model(c, "baselines_gpt2_small_8x18", &model, 8, true);
 }
 

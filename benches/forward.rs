@@ -3,19 +3,10 @@
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use headcode::hooks::{collect, Reduce};
-use headcode::model::random::{gpt2_shape, random_weights};
-use headcode::model::{Model, Processing};
+use headcode::model::random::random_model;
 
 fn bench_forward_hooks(c: &mut Criterion) {
-    let cfg = gpt2_shape("gpt2-small-shape").unwrap();
-    let w = random_weights(&cfg, 0, &Device::Cpu).unwrap();
-    let model = Model::from_parts(
-        cfg,
-        w,
-        Processing::TL_DEFAULT,
-        "random gpt2-small shape".into(),
-    )
-    .unwrap();
+    let model = random_model("gpt2-small-shape", 0, &Device::Cpu).unwrap();
     let prompts: Vec<Vec<u32>> = (0..32u32)
         .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % 50257).collect())
         .collect();

@@ -453,19 +453,11 @@ fn selftest(device: DeviceArg, quick: bool, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// The model forward + hooks through candle's CUDA backend: 500 prompts × 18 tokens at a
-/// random-weight shape, plus parity of z and result against the CPU forward on the same
-/// weights.
+/// The baselines' unit costs (ACDC head and edge tests, one EAP batch) at a random-weight
+/// shape; on CUDA also the edge test's logits against the CPU.
 fn bench_baselines(a: &BenchArgs) -> Result<()> {
-    use headcode::model::random::{gpt2_shape, random_weights};
-    let cfg = gpt2_shape(&a.model)?;
     let build = |dev: &Device| -> Result<Model> {
-        Ok(Model::from_parts(
-            cfg.clone(),
-            random_weights(&cfg, 0, dev)?,
-            Processing::TL_DEFAULT,
-            a.model.clone(),
-        )?)
+        Ok(headcode::model::random::random_model(&a.model, 0, dev)?)
     };
     let gpu = a.device != DeviceArg::Cpu;
     if gpu {
@@ -524,6 +516,9 @@ fn bench_baselines(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The model forward + hooks through candle's CUDA backend: 500 prompts × 18 tokens, timed
+/// the ways `discover` and `collect` use it, plus parity of z and result against the CPU
+/// forward on the same weights (f32 and TF32 GEMMs).
 fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     use headcode::hooks::collect_on_device;
     let dev = cuda_device()?;
@@ -666,11 +661,8 @@ fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
 /// The model a bench runs: a named shape with seeded random weights (timing does not depend
 /// on them), or else a real checkpoint (a path, or a known name such as `smollm2-135m`).
 fn bench_model(name: &str, dev: &Device) -> Result<Model> {
-    use headcode::model::random::{gpt2_shape, random_weights};
-    if let Ok(cfg) = gpt2_shape(name) {
-        let w = random_weights(&cfg, 0, dev)?;
-        let source = format!("{name} (random weights)");
-        return Ok(Model::from_parts(cfg, w, Processing::TL_DEFAULT, source)?);
+    if headcode::model::random::gpt2_shape(name).is_ok() {
+        return Ok(headcode::model::random::random_model(name, 0, dev)?);
     }
     // Not a shape: a model, whose own error says what is wrong with it.
     let spec = ModelSpec::resolve(name)?;

@@ -3,25 +3,11 @@
 //! run; cutting every edge out of a head equals patching that head's z.
 mod common;
 use candle_core::Tensor;
-use common::fixture;
+use common::{fixture, prompts};
 use headcode::eval::patching::replace_heads;
 use headcode::model::graph::{CircuitGraph, GraphModel, GraphRunOptions};
 use headcode::model::{ForwardOptions, Intervention};
 use rand::{Rng, SeedableRng};
-
-fn prompts() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let clean = vec![
-        vec![3u32, 17, 99, 4, 250],
-        vec![8, 8, 120, 31],
-        vec![200, 1, 2, 3, 4, 5],
-    ];
-    let corrupt = vec![
-        vec![3u32, 42, 99, 4, 251],
-        vec![9, 8, 121, 31],
-        vec![201, 1, 7, 3, 4, 6],
-    ];
-    (clean, corrupt)
-}
 
 fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
     let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -2,27 +2,13 @@
 use candle_core::Device;
 use headcode::eval::faithfulness::{faithfulness, Ablation};
 use headcode::eval::patching::{patch_heads, replace_heads};
-use headcode::model::{load, ForwardOptions, Intervention, LoadOptions, Model, ModelSpec};
+use headcode::model::{ForwardOptions, Intervention, Model};
+
+mod common;
+use common::prompts;
 
 fn model() -> Model {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt2_tiny");
-    load(&ModelSpec::resolve(p).unwrap(), &LoadOptions::default())
-        .unwrap()
-        .0
-}
-
-fn prompts() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let clean = vec![
-        vec![3u32, 17, 99, 4, 250],
-        vec![8, 8, 120, 31],
-        vec![200, 1, 2, 3, 4, 5],
-    ];
-    let corrupt = vec![
-        vec![3u32, 42, 99, 4, 251],
-        vec![9, 8, 121, 31],
-        vec![201, 1, 7, 3, 4, 6],
-    ];
-    (clean, corrupt)
+    common::fixture("gpt2_tiny")
 }
 
 /// Logit of token 7 minus token 11 at the last position.

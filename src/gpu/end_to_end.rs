@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
-use crate::model::random::{gpt2_shape, random_weights};
-use crate::model::{Model, Processing};
+use crate::model::random::random_model;
+use crate::model::Model;
 use crate::pipeline::discover::{discover, CircuitSpec, DiscoverConfig, DiscoverResult, SaeMode};
 use crate::pipeline::TaskSource;
 use crate::tokenize::Gpt2Tokenizer;
@@ -103,14 +103,7 @@ pub fn agreement(a: &DiscoverResult, b: &DiscoverResult) -> Result<Agreement> {
 
 /// A random GPT-2-small-shape model (weights seeded, so the same on every device).
 pub fn random_gpt2_small(dev: &Device) -> Result<Model> {
-    let shape = "gpt2-small-shape";
-    let mcfg = gpt2_shape(shape)?;
-    Model::from_parts(
-        mcfg.clone(),
-        random_weights(&mcfg, 7, dev)?,
-        Processing::TL_DEFAULT,
-        format!("{shape} (random weights, seed 7)"),
-    )
+    random_model("gpt2-small-shape", 7, dev)
 }
 
 /// `discover` on `model` for `n` IOI pairs (GPT-2 tokenizer) against the built-in IOI

@@ -39,6 +39,15 @@ pub fn gpt2_shape(name: &str) -> Result<ModelConfig> {
     })
 }
 
+/// A model of shape `name` ([`gpt2_shape`]) with [`random_weights`] from `seed` (the same
+/// weights on every device), TransformerLens processing applied.
+pub fn random_model(name: &str, seed: u64, dev: &Device) -> Result<super::Model> {
+    let cfg = gpt2_shape(name)?;
+    let w = random_weights(&cfg, seed, dev)?;
+    let source = format!("{name} (random weights, seed {seed})");
+    super::Model::from_parts(cfg, w, super::Processing::TL_DEFAULT, source)
+}
+
 /// N(0, 0.02) weights (GPT-2's init), unit norm weights, zero biases.
 pub fn random_weights(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Weights> {
     // Seeded here rather than through the device: candle cannot seed its CPU RNG.

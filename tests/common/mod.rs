@@ -7,6 +7,21 @@ use headcode::model::{
     load, Activation, LoadOptions, Model, ModelConfig, ModelSpec, Norm, PosEmbedding, Processing,
 };
 
+/// Three clean prompts of unequal lengths and their corrupted twins (fixture vocabularies).
+pub fn prompts() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let clean = vec![
+        vec![3u32, 17, 99, 4, 250],
+        vec![8, 8, 120, 31],
+        vec![200, 1, 2, 3, 4, 5],
+    ];
+    let corrupt = vec![
+        vec![3u32, 42, 99, 4, 251],
+        vec![9, 8, 121, 31],
+        vec![201, 1, 7, 3, 4, 6],
+    ];
+    (clean, corrupt)
+}
+
 /// A fixture model from `tests/fixtures/NAME`, with TransformerLens processing.
 pub fn fixture(name: &str) -> Model {
     let p = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
