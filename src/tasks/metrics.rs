@@ -137,46 +137,25 @@ pub trait LogitRow {
     fn top(&self) -> Option<u32>;
 }
 
-impl LogitRow for [f32] {
+/// Full rows: slices, vectors and arrays of the whole vocabulary's logits.
+impl<T: AsRef<[f32]> + ?Sized> LogitRow for T {
     fn logit(&self, id: u32) -> Result<f64> {
-        self.get(id as usize)
+        let row = self.as_ref();
+        row.get(id as usize)
             .map(|&x| x as f64)
-            .ok_or_else(|| Error::shape("metric token id", format!("< {}", self.len()), id))
+            .ok_or_else(|| Error::shape("metric token id", format!("< {}", row.len()), id))
     }
     fn log_sum_exp(&self) -> f64 {
-        let max = self.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-        max + self
+        let row = self.as_ref();
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        max + row
             .iter()
             .map(|&x| (x as f64 - max).exp())
             .sum::<f64>()
             .ln()
     }
     fn top(&self) -> Option<u32> {
-        top_token(self)
-    }
-}
-
-impl LogitRow for Vec<f32> {
-    fn logit(&self, id: u32) -> Result<f64> {
-        self.as_slice().logit(id)
-    }
-    fn log_sum_exp(&self) -> f64 {
-        self.as_slice().log_sum_exp()
-    }
-    fn top(&self) -> Option<u32> {
-        top_token(self)
-    }
-}
-
-impl<const N: usize> LogitRow for [f32; N] {
-    fn logit(&self, id: u32) -> Result<f64> {
-        self.as_slice().logit(id)
-    }
-    fn log_sum_exp(&self) -> f64 {
-        self.as_slice().log_sum_exp()
-    }
-    fn top(&self) -> Option<u32> {
-        top_token(self)
+        top_token(self.as_ref())
     }
 }
 
