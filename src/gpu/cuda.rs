@@ -10,8 +10,8 @@ use cudarc::driver::sys::{
     CUdevice_attribute, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode,
 };
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-    PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchArgs,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -86,6 +86,48 @@ enum GemmImpl {
     Tiled,
     /// cuBLAS strided-batched GEMM + `sae_epilogue_f32` (path C).
     Cublas { tf32: bool },
+}
+
+/// One batched GEMM of the trainer step with its epilogue: C[s] = epilogue(alpha·A[s]·B[s]),
+/// C [batch, m, nc]. Operands are (buffer, batch stride, stride along the output dimension,
+/// stride along k) for A and (buffer, batch stride, stride along k, stride along nc) for B;
+/// modes as `gemm_f32` in sae.cu (bias for modes 1–2, aux for modes 2–3).
+#[derive(Clone, Copy)]
+struct GemmOp<'a> {
+    m: usize,
+    nc: usize,
+    k: usize,
+    batch: usize,
+    a: (&'a CudaSlice<f32>, usize, usize, usize),
+    b: (&'a CudaSlice<f32>, usize, usize, usize),
+    mode: u32,
+    alpha: f32,
+    beta: f32,
+    bias: Option<(&'a CudaSlice<f32>, usize)>,
+    aux: Option<&'a CudaSlice<f32>>,
+}
+
+impl<'a> GemmOp<'a> {
+    fn bias_stride(&self) -> u64 {
+        self.bias.map_or(0, |(_, s)| s as u64)
+    }
+
+    /// `bias, bias_bs, aux` (NULL where absent): the trailing arguments `gemm_f32` and
+    /// `sae_epilogue_f32` share.
+    fn push_epilogue_args<'b>(&self, b: &mut LaunchArgs<'b>, bias_bs: &'b u64, null: &'b u64)
+    where
+        'a: 'b,
+    {
+        match self.bias {
+            Some((p, _)) => b.arg(p),
+            None => b.arg(null),
+        };
+        b.arg(bias_bs);
+        match self.aux {
+            Some(p) => b.arg(p),
+            None => b.arg(null),
+        };
+    }
 }
 
 /// Device 0 with the embedded kernels loaded. All work runs on one stream, in order.
@@ -925,52 +967,32 @@ impl GpuContext {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One trainer GEMM with its epilogue, by the tiled kernel or by cuBLAS.
     fn gemm(
         &self,
         imp: GemmImpl,
-        m: usize,
-        nc: usize,
-        k: usize,
-        batch: usize,
-        a: (&CudaSlice<f32>, usize, usize, usize),
-        bm: (&CudaSlice<f32>, usize, usize, usize),
+        op: &GemmOp<'_>,
         c: (&mut CudaSlice<f32>, usize, usize),
-        mode: u32,
-        alpha: f32,
-        beta: f32,
-        bias: Option<(&CudaSlice<f32>, usize)>,
-        aux: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
         if let GemmImpl::Cublas { tf32 } = imp {
-            return self.gemm_cublas(
-                m, nc, k, batch, a, bm, c, mode, alpha, beta, bias, aux, tf32,
-            );
+            return self.gemm_cublas(op, c, tf32);
         }
-        let grid = launch::gemm_grid(m, nc, batch)
+        let grid = launch::gemm_grid(op.m, op.nc, op.batch)
             .ok_or_else(|| Error::InvalidInput("gemm: grid too large".into()))?;
-        let (m_u, n_u, k_u) = (u32_of(m, "m")?, u32_of(nc, "n")?, u32_of(k, "k")?);
+        let (m_u, n_u, k_u) = (u32_of(op.m, "m")?, u32_of(op.nc, "n")?, u32_of(op.k, "k")?);
         let st = |v: usize| v as u64;
-        let null: u64 = 0;
+        let (a, bm) = (op.a, op.b);
         let (a_s, a_bs, a_i, a_k) = (a.0, st(a.1), st(a.2), st(a.3));
         let (b_s, b_bs, b_k, b_j) = (bm.0, st(bm.1), st(bm.2), st(bm.3));
         let (c_s, c_bs, ldc) = (c.0, st(c.1), st(c.2));
-        let bias_bs = bias.map_or(0u64, |(_, s)| s as u64);
+        let (bias_bs, null) = (op.bias_stride(), 0u64);
         let mut b = self.stream.launch_builder(&self.k.gemm);
         b.arg(&m_u).arg(&n_u).arg(&k_u);
         b.arg(a_s).arg(&a_bs).arg(&a_i).arg(&a_k);
         b.arg(b_s).arg(&b_bs).arg(&b_k).arg(&b_j);
         b.arg(c_s).arg(&c_bs).arg(&ldc);
-        b.arg(&mode).arg(&alpha).arg(&beta);
-        match bias {
-            Some((p, _)) => b.arg(p),
-            None => b.arg(&null),
-        };
-        b.arg(&bias_bs);
-        match aux {
-            Some(p) => b.arg(p),
-            None => b.arg(&null),
-        };
+        b.arg(&op.mode).arg(&op.alpha).arg(&op.beta);
+        op.push_epilogue_args(&mut b, &bias_bs, &null);
         // SAFETY: matches gemm_f32(M, Nc, K, A, a_bs, a_i, a_k, B, b_bs, b_k, b_j, C, c_bs, ldc, mode,
         // alpha, beta, bias, bias_bs, aux); the callers below pass strides that stay inside each
         // buffer (shapes documented in sae.cu), bias/aux are non-NULL for the modes that read them.
@@ -981,23 +1003,24 @@ impl GpuContext {
     /// `gemm` through cuBLAS: C[s] = alpha·A[s]·B[s] (FP32, or TF32 tensor cores), then
     /// `sae_epilogue_f32` for modes 1–3. Operands use `gemm`'s row-major stride convention;
     /// one of each operand's two inner strides must be 1, and C must be contiguous.
-    #[allow(clippy::too_many_arguments)]
     fn gemm_cublas(
         &self,
-        m: usize,
-        nc: usize,
-        k: usize,
-        batch: usize,
-        a: (&CudaSlice<f32>, usize, usize, usize),
-        bm: (&CudaSlice<f32>, usize, usize, usize),
+        op: &GemmOp<'_>,
         c: (&mut CudaSlice<f32>, usize, usize),
-        mode: u32,
-        alpha: f32,
-        beta: f32,
-        bias: Option<(&CudaSlice<f32>, usize)>,
-        aux: Option<&CudaSlice<f32>>,
         tf32: bool,
     ) -> Result<()> {
+        let GemmOp {
+            m,
+            nc,
+            k,
+            batch,
+            a,
+            b: bm,
+            mode,
+            alpha,
+            beta,
+            ..
+        } = *op;
         use cudarc::cublas::sys::{
             cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
         };
@@ -1080,8 +1103,7 @@ impl GpuContext {
             launch::elementwise_grid(len, launch::ELEM_BLOCK),
             "epilogue",
         )?;
-        let null: u64 = 0;
-        let bias_bs = bias.map_or(0u64, |(_, s)| s as u64);
+        let (bias_bs, null) = (op.bias_stride(), 0u64);
         let (n_u, m_u, nc_u) = (u32_of(batch, "batch")?, u32_of(m, "m")?, u32_of(nc, "n")?);
         let mut b = self.stream.launch_builder(&self.k.epilogue);
         b.arg(c_s)
@@ -1090,15 +1112,7 @@ impl GpuContext {
             .arg(&nc_u)
             .arg(&mode)
             .arg(&beta);
-        match bias {
-            Some((p, _)) => b.arg(p),
-            None => b.arg(&null),
-        };
-        b.arg(&bias_bs);
-        match aux {
-            Some(p) => b.arg(p),
-            None => b.arg(&null),
-        };
+        op.push_epilogue_args(&mut b, &bias_bs, &null);
         // SAFETY: matches sae_epilogue_f32(float* C[N*M*Nc], N, M, Nc, mode, beta, bias, bias_bs,
         // aux[N*M*Nc]); the callers pass bias for modes 1–2 and aux for modes 2–3 (as for gemm_f32).
         unsafe { b.launch(cfg(grid, launch::ELEM_BLOCK, 0)) }.cuda("sae_epilogue_f32")?;
@@ -1260,34 +1274,38 @@ impl GpuContext {
         // f = relu(xc W_enc^T + b_enc)            [c, R, n]
         self.gemm(
             imp,
-            r,
-            n,
-            d,
-            c,
-            (&*xc, r * d, d, 1),
-            (&s.w_enc, n * d, 1, d),
+            &GemmOp {
+                m: r,
+                nc: n,
+                k: d,
+                batch: c,
+                a: (&*xc, r * d, d, 1),
+                b: (&s.w_enc, n * d, 1, d),
+                mode: 1,
+                alpha: 1.0,
+                beta: 0.0,
+                bias: Some((&s.b_enc, n)),
+                aux: None,
+            },
             (&mut *f, r * n, n),
-            1,
-            1.0,
-            0.0,
-            Some((&s.b_enc, n)),
-            None,
         )?;
         // diff = f W_dec^T + b - x                 [c, R, d]
         self.gemm(
             imp,
-            r,
-            d,
-            n,
-            c,
-            (&*f, r * n, n, 1),
-            (&s.w_dec, d * n, 1, n),
+            &GemmOp {
+                m: r,
+                nc: d,
+                k: n,
+                batch: c,
+                a: (&*f, r * n, n, 1),
+                b: (&s.w_dec, d * n, 1, n),
+                mode: 2,
+                alpha: 1.0,
+                beta: 0.0,
+                bias: Some((&s.b, d)),
+                aux: Some(x),
+            },
             (&mut *diff, r * d, d),
-            2,
-            1.0,
-            0.0,
-            Some((&s.b, d)),
-            Some(x),
         )?;
         if let Some(l) = loss {
             let mut b = self.stream.launch_builder(&self.k.loss);
@@ -1307,52 +1325,58 @@ impl GpuContext {
         // dpre = [f>0] (s1 diff W_dec + lambda/R)  [c, R, n]
         self.gemm(
             imp,
-            r,
-            n,
-            d,
-            c,
-            (&*diff, r * d, d, 1),
-            (&s.w_dec, d * n, n, 1),
+            &GemmOp {
+                m: r,
+                nc: n,
+                k: d,
+                batch: c,
+                a: (&*diff, r * d, d, 1),
+                b: (&s.w_dec, d * n, n, 1),
+                mode: 3,
+                alpha: s1,
+                beta: lam_r,
+                bias: None,
+                aux: Some(&*f),
+            },
             (&mut *dpre, r * n, n),
-            3,
-            s1,
-            lam_r,
-            None,
-            Some(&*f),
         )?;
         let fused = r <= launch::OUTER_MAX_ROWS;
         if !fused {
             // g_W_dec = s1 diff^T f                    [c, d, n]
             self.gemm(
                 imp,
-                d,
-                n,
-                r,
-                c,
-                (&*diff, r * d, 1, d),
-                (&*f, r * n, n, 1),
+                &GemmOp {
+                    m: d,
+                    nc: n,
+                    k: r,
+                    batch: c,
+                    a: (&*diff, r * d, 1, d),
+                    b: (&*f, r * n, n, 1),
+                    mode: 0,
+                    alpha: s1,
+                    beta: 0.0,
+                    bias: None,
+                    aux: None,
+                },
                 (&mut *g_wd, d * n, n),
-                0,
-                s1,
-                0.0,
-                None,
-                None,
             )?;
             // g_W_enc = dpre^T xc                      [c, n, d]
             self.gemm(
                 imp,
-                n,
-                d,
-                r,
-                c,
-                (&*dpre, r * n, 1, n),
-                (&*xc, r * d, d, 1),
+                &GemmOp {
+                    m: n,
+                    nc: d,
+                    k: r,
+                    batch: c,
+                    a: (&*dpre, r * n, 1, n),
+                    b: (&*xc, r * d, d, 1),
+                    mode: 0,
+                    alpha: 1.0,
+                    beta: 0.0,
+                    bias: None,
+                    aux: None,
+                },
                 (&mut *g_we, n * d, d),
-                0,
-                1.0,
-                0.0,
-                None,
-                None,
             )?;
         }
         // column sums
@@ -1602,18 +1626,20 @@ impl GpuContext {
         // The tiled kernel, whatever trained the SAEs: codes stay exact against the CPU.
         self.gemm(
             GemmImpl::Tiled,
-            r,
-            n,
-            d,
-            groups,
-            (&xc, r * d, d, 1),
-            (&w, n * d, 1, d),
+            &GemmOp {
+                m: r,
+                nc: n,
+                k: d,
+                batch: groups,
+                a: (&xc, r * d, d, 1),
+                b: (&w, n * d, 1, d),
+                mode: 1,
+                alpha: 1.0,
+                beta: 0.0,
+                bias: Some((&s.b_enc, n)),
+                aux: None,
+            },
             (&mut f, r * n, n),
-            1,
-            1.0,
-            0.0,
-            Some((&s.b_enc, n)),
-            None,
         )?;
         if groups == 1 {
             self.d_argmax(&f, r, n, r, 0, 1, out)
