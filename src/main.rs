@@ -964,17 +964,28 @@ impl Bars {
     }
 }
 
+/// Whether a run uses the GPU: `cuda` needs one (an error without), `auto` falls back to
+/// the CPU with a one-line note.
+fn use_gpu(device: DeviceArg) -> Result<bool> {
+    Ok(match device {
+        DeviceArg::Cpu => false,
+        DeviceArg::Cuda => {
+            headcode::gpu::require_gpu()?;
+            true
+        }
+        DeviceArg::Auto => match headcode::gpu::require_gpu() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("note: {e}; running on CPU");
+                false
+            }
+        },
+    })
+}
+
 fn discover(a: DiscoverArgs) -> Result<()> {
     use headcode::pipeline::{discover::CircuitSpec, DiscoverConfig, TaskSource};
-    match a.device {
-        DeviceArg::Cpu => {}
-        DeviceArg::Cuda => headcode::gpu::require_gpu()?,
-        DeviceArg::Auto => {
-            if let Err(e) = headcode::gpu::require_gpu() {
-                eprintln!("note: {e}; running on CPU");
-            }
-        }
-    }
+    let gpu = use_gpu(a.device)?;
     let task = TaskSource::parse(&a.task)?;
     let mut cfg = DiscoverConfig::paper(task);
     cfg.circuit = CircuitSpec::parse(&a.circuit)?;
@@ -1003,11 +1014,7 @@ fn discover(a: DiscoverArgs) -> Result<()> {
         o => bail!("--faithfulness {o:?}: expected mean, corrupt or none"),
     };
     let t0 = std::time::Instant::now();
-    cfg.gpu = match a.device {
-        DeviceArg::Cpu => false,
-        DeviceArg::Cuda => true,
-        DeviceArg::Auto => headcode::gpu::require_gpu().is_ok(),
-    };
+    cfg.gpu = gpu;
     if a.tf32 {
         if !cfg.gpu {
             bail!("--tf32 applies to the CUDA forward: use it with --device cuda (or auto on a GPU machine)");
@@ -1045,20 +1052,7 @@ fn compare(a: CompareArgs) -> Result<()> {
     if a.task.is_empty() {
         bail!("--task is required (or --rescore DIR)");
     }
-    let gpu = match a.device {
-        DeviceArg::Cpu => false,
-        DeviceArg::Cuda => {
-            headcode::gpu::require_gpu()?;
-            true
-        }
-        DeviceArg::Auto => match headcode::gpu::require_gpu() {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("note: {e}; running on CPU");
-                false
-            }
-        },
-    };
+    let gpu = use_gpu(a.device)?;
     let mut d = DiscoverConfig::paper(TaskSource::parse(&a.task)?);
     d.circuit = CircuitSpec::Named(a.circuit.clone());
     d.sae_mode = a.sae;
