@@ -345,25 +345,6 @@ impl Pooled {
         })
     }
 
-    /// Rows `idx` as a tensor on the activations' device [idx.len(), heads, d].
-    fn rows_tensor(&self, idx: &[usize], heads: usize, d: usize) -> Result<Tensor> {
-        match self {
-            Pooled::Device(t) => select_rows(t, idx),
-            Pooled::Host(v) => {
-                let w = heads * d;
-                let mut out = Vec::with_capacity(idx.len() * w);
-                for &i in idx {
-                    out.extend_from_slice(&v[i * w..(i + 1) * w]);
-                }
-                Ok(Tensor::from_vec(
-                    out,
-                    (idx.len(), heads, d),
-                    &candle_core::Device::Cpu,
-                )?)
-            }
-        }
-    }
-
     fn baselines(
         &self,
         examples: usize,
@@ -599,14 +580,11 @@ pub fn discover(
         let mut sae_cfg = cfg.sae.clone();
         sae_cfg.seed = seed;
         progress("sae", trial, cfg.trials);
-        let (saes, log) = match &gpu {
-            Some(g) => gpu_train(
-                g,
-                &x_sae.rows_tensor(&train_idx, heads, d_sae)?,
-                cfg.sae_mode,
-                &sae_cfg,
-            )?,
-            None => {
+        let (saes, log) = match (&gpu, x_sae) {
+            (Some(g), Pooled::Device(x)) => {
+                gpu_train(g, &select_rows(x, &train_idx)?, cfg.sae_mode, &sae_cfg)?
+            }
+            _ => {
                 let xs = x_sae.host()?;
                 let w = heads * d_sae;
                 let mut xtrain = Vec::with_capacity(train_idx.len() * w);
