@@ -627,10 +627,11 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
 
 /// The whole `discover --device cuda` on a random GPT-2-small-shape model: 250 IOI pairs
 /// (500 prompts), 500 SAE steps, every baseline, node and edge scores, no faithfulness.
-/// Wall clock of the library call (tokenising included, model load excluded), median of
+/// Wall clock of the library call (tokenising the prompts included; model load and tokenizer construction excluded), median of
 /// `reps` after one warm-up, with discover's own stage timings of the median run.
 fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
     use headcode::gpu::end_to_end::{discover_ioi, random_gpt2_small};
+    let tok = headcode::tokenize::Gpt2Tokenizer::new()?;
     use headcode::pipeline::discover::SaeMode;
     let model = random_gpt2_small(&cuda_device()?)?;
     let mut out = serde_json::Map::new();
@@ -639,11 +640,11 @@ fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
         ("per_head_z", SaeMode::PerHead, HookPoint::Z),
         ("shared_result", SaeMode::Shared, HookPoint::Result),
     ] {
-        discover_ioi(&model, true, mode, on, 250, 500)?;
+        discover_ioi(&model, &tok, true, mode, on, 250, 500)?;
         let mut runs = Vec::new();
         for _ in 0..reps.max(1) {
             let t0 = std::time::Instant::now();
-            let r = discover_ioi(&model, true, mode, on, 250, 500)?;
+            let r = discover_ioi(&model, &tok, true, mode, on, 250, 500)?;
             runs.push((t0.elapsed().as_secs_f64() * 1e3, r.timings_ms));
         }
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));

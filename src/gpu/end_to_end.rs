@@ -13,7 +13,7 @@ use crate::model::random::random_model;
 use crate::model::Model;
 use crate::pipeline::discover::{discover, CircuitSpec, DiscoverConfig, DiscoverResult, SaeMode};
 use crate::pipeline::TaskSource;
-use crate::tokenize::Gpt2Tokenizer;
+use crate::tokenize::{Gpt2Tokenizer, Tokenizer};
 
 /// How two runs of the same configuration compare.
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +110,7 @@ pub fn random_gpt2_small(dev: &Device) -> Result<Model> {
 /// circuit, without faithfulness; `gpu`: the CUDA trainers and encoders.
 pub fn discover_ioi(
     model: &Model,
+    tok: &dyn Tokenizer,
     gpu: bool,
     mode: SaeMode,
     on: HookPoint,
@@ -124,7 +125,7 @@ pub fn discover_ioi(
     cfg.faithfulness = None;
     cfg.circuit = CircuitSpec::Named("ioi".into());
     cfg.gpu = gpu;
-    discover(model, &Gpt2Tokenizer::new()?, &cfg, &mut |_, _, _| {})
+    discover(model, tok, &cfg, &mut |_, _, _| {})
 }
 
 /// [`discover_ioi`] on [`random_gpt2_small`], on `reference` (CPU trainers) and on
@@ -138,9 +139,19 @@ pub fn discover_agreement(
     n: usize,
     steps: usize,
 ) -> Result<Agreement> {
-    let a = discover_ioi(&random_gpt2_small(reference)?, false, mode, on, n, steps)?;
+    let tok = Gpt2Tokenizer::new()?;
+    let a = discover_ioi(
+        &random_gpt2_small(reference)?,
+        &tok,
+        false,
+        mode,
+        on,
+        n,
+        steps,
+    )?;
     let b = discover_ioi(
         &random_gpt2_small(candidate)?,
+        &tok,
         candidate_gpu,
         mode,
         on,
@@ -159,7 +170,9 @@ mod tests {
     #[test]
     fn cpu_runs_agree_and_differences_show() {
         let model = random_gpt2_small(&Device::Cpu).unwrap();
-        let run = || discover_ioi(&model, false, SaeMode::PerHead, HookPoint::Z, 6, 20).unwrap();
+        let tok = Gpt2Tokenizer::new().unwrap();
+        let run =
+            || discover_ioi(&model, &tok, false, SaeMode::PerHead, HookPoint::Z, 6, 20).unwrap();
         let (a, b) = (run(), run());
         let g = agreement(&a, &b).unwrap();
         assert_eq!(
