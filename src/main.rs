@@ -627,8 +627,9 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
 
 /// The whole `discover --device cuda` on a random GPT-2-small-shape model: 250 IOI pairs
 /// (500 prompts), 500 SAE steps, every baseline, node and edge scores, no faithfulness.
-/// Wall clock of the library call (tokenising the prompts included; model load and tokenizer construction excluded), median of
-/// `reps` after one warm-up, with discover's own stage timings of the median run.
+/// Wall clock of the library call (tokenising the prompts included; loading the model and
+/// building the tokenizer not), median of `reps` after one warm-up, with discover's own
+/// stage timings of the median run.
 fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
     use headcode::gpu::end_to_end::{discover_ioi, random_gpt2_small};
     let tok = headcode::tokenize::Gpt2Tokenizer::new()?;
