@@ -157,6 +157,9 @@ enum Cmd {
         /// Smaller shapes and shorter training runs.
         #[arg(long)]
         quick: bool,
+        /// Only headcode's kernels: skip the end-to-end `discover` check (candle's kernels).
+        #[arg(long)]
+        kernels_only: bool,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -406,8 +409,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Selftest {
             device,
             quick,
+            kernels_only,
             seed,
-        } => selftest(device, quick, seed),
+        } => selftest(device, quick, kernels_only, seed),
         Cmd::Patch {
             model,
             task,
@@ -434,13 +438,14 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn selftest(device: DeviceArg, quick: bool, seed: u64) -> Result<()> {
+fn selftest(device: DeviceArg, quick: bool, kernels_only: bool, seed: u64) -> Result<()> {
     if device == DeviceArg::Cpu {
         bail!("selftest compares GPU kernels with their CPU references: use --device cuda (CPU parity is covered by `cargo test`)");
     }
     let r = headcode::gpu::selftest::selftest(&headcode::gpu::selftest::SelfTestOptions {
         seed,
         quick,
+        kernels_only,
         print: true,
     })?;
     println!(

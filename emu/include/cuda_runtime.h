@@ -1,0 +1,122 @@
+// headcode-emu: the device-side half of the CPU emulation of our CUDA kernels.
+//
+// kernels/*.cu are compiled as C++ by g++ with this folder first on the include path, so
+// `#include <cuda_runtime.h>` lands here. Every CUDA thread of a block runs as a fiber on one
+// OS thread (emu/runtime.cpp); `__syncthreads` and the warp shuffles switch fibers, so the
+// kernels run unchanged, block after block. Static `__shared__` arrays become per-OS-thread
+// statics (one block runs at a time); `extern __shared__` arrays are rewritten by
+// emu/build.sh into the launch's dynamic shared buffer.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+#define __align__(n) alignas(n)
+
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+
+namespace emu {
+// The running fiber's thread index, and the block's launch geometry (runtime.cpp).
+const uint3 &thread_idx();
+const uint3 &block_idx();
+const dim3 &block_dim();
+const dim3 &grid_dim();
+void *dyn_smem();
+void sync_threads();
+// Warp exchange: every live lane of the warp posts `bits` and names the lane it reads.
+std::uint64_t shuffle(std::uint64_t bits, unsigned src_lane);
+unsigned lane_id();
+
+template <class T>
+inline std::uint64_t to_bits(T v) {
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle type");
+    std::uint64_t b = 0;
+    std::memcpy(&b, &v, sizeof(T));
+    return b;
+}
+template <class T>
+inline T from_bits(std::uint64_t b) {
+    T v;
+    std::memcpy(&v, &b, sizeof(T));
+    return v;
+}
+}  // namespace emu
+
+#define threadIdx (emu::thread_idx())
+#define blockIdx (emu::block_idx())
+#define blockDim (emu::block_dim())
+#define gridDim (emu::grid_dim())
+
+inline void __syncthreads() { emu::sync_threads(); }
+
+// Shuffles with the full-warp width of 32 (the only width our kernels use).
+template <class T>
+inline T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask, int width = 32) {
+    (void)width;
+    return emu::from_bits<T>(emu::shuffle(emu::to_bits(v), emu::lane_id() ^ (unsigned)lane_mask));
+}
+template <class T>
+inline T __shfl_down_sync(unsigned /*mask*/, T v, unsigned delta, int width = 32) {
+    (void)width;
+    const unsigned src = emu::lane_id() + delta;
+    return emu::from_bits<T>(emu::shuffle(emu::to_bits(v), src < 32u ? src : emu::lane_id()));
+}
+template <class T>
+inline T __shfl_sync(unsigned /*mask*/, T v, int src_lane, int width = 32) {
+    (void)width;
+    return emu::from_bits<T>(emu::shuffle(emu::to_bits(v), (unsigned)src_lane & 31u));
+}
+
+// One block runs at a time on one OS thread, so plain read-modify-writes are atomic here.
+template <class T>
+inline T atomicAdd(T *p, T v) {
+    T old = *p;
+    *p = old + v;
+    return old;
+}
+template <class T>
+inline T atomicOr(T *p, T v) {
+    T old = *p;
+    *p = old | v;
+    return old;
+}
+template <class T>
+inline T atomicMax(T *p, T v) {
+    T old = *p;
+    *p = old < v ? v : old;
+    return old;
+}
+
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline unsigned __float_as_uint(float f) { return emu::from_bits<unsigned>(emu::to_bits(f)); }
+inline float __uint_as_float(unsigned u) { return emu::from_bits<float>(emu::to_bits(u)); }
+
+template <class A, class B>
+inline typename std::common_type<A, B>::type min(A a, B b) {
+    return b < a ? b : a;
+}
+template <class A, class B>
+inline typename std::common_type<A, B>::type max(A a, B b) {
+    return a < b ? b : a;
+}
+using std::isnan;
+using std::isinf;

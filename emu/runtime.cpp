@@ -1,0 +1,316 @@
+// headcode-emu: the fiber runtime. Every CUDA thread of a block is a ucontext fiber on the
+// launching OS thread. Fibers run until they block at __syncthreads or a warp shuffle (or
+// finish); the scheduler releases a warp once every live lane of it has posted its shuffle
+// value, and the block once every live thread waits at the barrier. Anything else can never
+// complete on a GPU either, and is reported as an error instead of hanging.
+#include <sys/mman.h>
+#include <algorithm>
+#include <ucontext.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "emu.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+
+// Fiber switches. On x86-64 a small routine saves the callee-saved registers and the
+// FP control words and swaps stacks (no system call; ucontext's swapcontext makes a
+// sigprocmask call per switch, which doubled the emulator's run time); elsewhere ucontext.
+#if defined(__x86_64__)
+extern "C" void emu_ctx_switch(void **save_sp, void *new_sp);
+asm(R"(
+    .text
+    .globl emu_ctx_switch
+    .type emu_ctx_switch, @function
+emu_ctx_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_ctx_switch, .-emu_ctx_switch
+)");
+struct Ctx {
+    void *sp = nullptr;
+};
+void ctx_make(Ctx &c, char *stack, std::size_t size, void (*entry)()) {
+    auto top = reinterpret_cast<std::uintptr_t>(stack + size) & ~std::uintptr_t(15);
+    auto *slot = reinterpret_cast<std::uint64_t *>(top - 16);
+    slot[0] = reinterpret_cast<std::uint64_t>(entry);  // popped by `ret`
+    slot[1] = 0;                                       // entry's (absent) return address
+    std::uint64_t *sp = slot - 7;                      // rbp rbx r12 r13 r14 r15 + FP words
+    for (int i = 1; i < 7; ++i) sp[i] = 0;
+    std::uint32_t fp[2] = {0x1F80u, 0x037Fu};  // default MXCSR, x87 control word
+    std::memcpy(sp, fp, 8);
+    c.sp = sp;
+}
+inline void ctx_swap(Ctx &from, Ctx &to) { emu_ctx_switch(&from.sp, to.sp); }
+#else
+struct Ctx {
+    ucontext_t uc;
+};
+void ctx_make(Ctx &c, char *stack, std::size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+inline void ctx_swap(Ctx &from, Ctx &to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
+namespace emu {
+namespace {
+
+enum State { RUNNABLE, AT_BARRIER, AT_SHUFFLE, DONE };
+
+struct Fiber {
+    Ctx ctx;
+    uint3 tid;
+    unsigned lin;
+    State state;
+    std::uint64_t post;
+    unsigned src;
+    std::uint64_t got;
+    char *stack;
+    void *fake_stack;
+};
+
+#if EMU_ASAN
+constexpr std::size_t kStack = 512 * 1024;
+#else
+constexpr std::size_t kStack = 128 * 1024;
+#endif
+
+struct BlockRun {
+    const Bound *body = nullptr;
+    Ctx sched;
+    std::vector<Fiber> f;
+    char *stacks = nullptr;
+    std::size_t stacks_len = 0;
+    const void *sched_bottom = nullptr;
+    std::size_t sched_size = 0;
+    void *sched_fake = nullptr;
+    ~BlockRun() {
+        if (stacks) munmap(stacks, stacks_len);
+    }
+};
+
+thread_local BlockRun *g_run = nullptr;
+thread_local Fiber *g_cur = nullptr;
+thread_local uint3 g_bidx;
+thread_local dim3 g_bdim, g_gdim;
+thread_local char *g_smem = nullptr;
+
+// fiber -> scheduler
+void yield_to_sched(Fiber *f) {
+#if EMU_ASAN
+    __sanitizer_start_switch_fiber(f->state == DONE ? nullptr : &f->fake_stack,
+                                   g_run->sched_bottom, g_run->sched_size);
+#endif
+    ctx_swap(f->ctx, g_run->sched);
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(f->fake_stack, nullptr, nullptr);
+#endif
+}
+
+void fiber_main() {
+    Fiber *f = g_cur;
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &g_run->sched_bottom, &g_run->sched_size);
+#endif
+    (*g_run->body)();
+    f->state = DONE;
+    yield_to_sched(f);
+}
+
+// scheduler -> fiber
+void resume(BlockRun &run, Fiber &f) {
+    g_cur = &f;
+#if EMU_ASAN
+    __sanitizer_start_switch_fiber(&run.sched_fake, f.stack, kStack);
+#endif
+    ctx_swap(run.sched, f.ctx);
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(run.sched_fake, nullptr, nullptr);
+#endif
+    g_cur = nullptr;
+}
+
+std::mutex &reg_mu() {
+    static std::mutex m;
+    return m;
+}
+std::map<std::string, std::unique_ptr<Kernel>> &registry() {
+    static std::map<std::string, std::unique_ptr<Kernel>> r;
+    return r;
+}
+
+std::string run_block(BlockRun &run, unsigned nthreads) {
+    if (run.f.size() < nthreads) {
+        if (run.stacks) munmap(run.stacks, run.stacks_len);
+        run.stacks_len = kStack * nthreads;
+        void *p = mmap(nullptr, run.stacks_len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) return "cannot map fiber stacks";
+        run.stacks = static_cast<char *>(p);
+        run.f.resize(nthreads);
+    }
+    const unsigned bx = g_bdim.x, by = g_bdim.y;
+    for (unsigned i = 0; i < nthreads; ++i) {
+        Fiber &f = run.f[i];
+        f.tid = uint3{i % bx, (i / bx) % by, i / (bx * by)};
+        f.lin = i;
+        f.state = RUNNABLE;
+        f.stack = run.stacks + kStack * i;
+        f.fake_stack = nullptr;
+        ctx_make(f.ctx, f.stack, kStack, fiber_main);
+    }
+    const unsigned warps = (nthreads + 31) / 32;
+    for (;;) {
+        for (unsigned i = 0; i < nthreads; ++i)
+            if (run.f[i].state == RUNNABLE) resume(run, run.f[i]);
+        unsigned done = 0, barrier = 0, shuffle = 0;
+        for (unsigned i = 0; i < nthreads; ++i) {
+            done += run.f[i].state == DONE;
+            barrier += run.f[i].state == AT_BARRIER;
+            shuffle += run.f[i].state == AT_SHUFFLE;
+        }
+        if (done == nthreads) return "";
+        bool released = false;
+        for (unsigned w = 0; w < warps; ++w) {
+            const unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
+            bool all = true, any = false;
+            for (unsigned i = lo; i < hi; ++i) {
+                if (run.f[i].state == DONE) continue;
+                any = true;
+                all = all && run.f[i].state == AT_SHUFFLE;
+            }
+            if (!any || !all) continue;
+            for (unsigned i = lo; i < hi; ++i) {
+                Fiber &f = run.f[i];
+                if (f.state == DONE) continue;
+                const unsigned s = lo + f.src;
+                if (s >= hi || run.f[s].state != AT_SHUFFLE) {
+                    char buf[160];
+                    std::snprintf(buf, sizeof buf,
+                                  "thread %u shuffles from lane %u, which has exited or does "
+                                  "not exist",
+                                  i, f.src);
+                    return buf;
+                }
+                f.got = run.f[s].post;
+            }
+            for (unsigned i = lo; i < hi; ++i)
+                if (run.f[i].state == AT_SHUFFLE) run.f[i].state = RUNNABLE;
+            released = true;
+        }
+        if (released) continue;
+        if (barrier + done == nthreads) {
+            for (unsigned i = 0; i < nthreads; ++i)
+                if (run.f[i].state == AT_BARRIER) run.f[i].state = RUNNABLE;
+            continue;
+        }
+        char buf[200];
+        std::snprintf(buf, sizeof buf,
+                      "deadlock: %u threads wait at __syncthreads, %u at a warp shuffle whose "
+                      "warp never completes it, %u have exited",
+                      barrier, shuffle, done);
+        return buf;
+    }
+}
+
+}  // namespace
+
+const uint3 &thread_idx() { return g_cur->tid; }
+const uint3 &block_idx() { return g_bidx; }
+const dim3 &block_dim() { return g_bdim; }
+const dim3 &grid_dim() { return g_gdim; }
+void *dyn_smem() { return g_smem; }
+unsigned lane_id() { return g_cur->lin & 31u; }
+
+void sync_threads() {
+    Fiber *f = g_cur;
+    f->state = AT_BARRIER;
+    yield_to_sched(f);
+}
+
+std::uint64_t shuffle(std::uint64_t bits, unsigned src_lane) {
+    Fiber *f = g_cur;
+    f->post = bits;
+    f->src = src_lane;
+    f->state = AT_SHUFFLE;
+    yield_to_sched(f);
+    return f->got;
+}
+
+void register_kernel(const char *name, unsigned max_threads, std::function<Bound(void **)> bind) {
+    std::lock_guard<std::mutex> l(reg_mu());
+    registry()[name] = std::unique_ptr<Kernel>(new Kernel{name, max_threads, std::move(bind)});
+}
+
+const Kernel *find_kernel(const char *name) {
+    std::lock_guard<std::mutex> l(reg_mu());
+    auto it = registry().find(name);
+    return it == registry().end() ? nullptr : it->second.get();
+}
+
+std::string run_grid(const Kernel &k, const Bound &body, dim3 grid, dim3 block, std::size_t smem) {
+    if (g_run) return "nested launch";
+    BlockRun run;
+    run.body = &body;
+    g_run = &run;
+    g_bdim = block;
+    g_gdim = grid;
+    const unsigned nthreads = block.x * block.y * block.z;
+    // Fresh per block and filled with 0xFF (a NaN pattern), as nothing initialises shared
+    // memory on a GPU either; exactly `smem` bytes, so a sanitizer sees overruns.
+    std::unique_ptr<char[]> smem_buf(smem ? new char[smem] : nullptr);
+    g_smem = smem_buf.get();
+    std::string err;
+    for (unsigned z = 0; z < grid.z && err.empty(); ++z)
+        for (unsigned y = 0; y < grid.y && err.empty(); ++y)
+            for (unsigned x = 0; x < grid.x && err.empty(); ++x) {
+                g_bidx = uint3{x, y, z};
+                if (smem) std::memset(g_smem, 0xFF, smem);
+                err = run_block(run, nthreads);
+                if (!err.empty()) {
+                    char buf[120];
+                    std::snprintf(buf, sizeof buf, "%s, block (%u,%u,%u) of (%u,%u,%u): ",
+                                  k.name.c_str(), x, y, z, grid.x, grid.y, grid.z);
+                    err = buf + err;
+                }
+            }
+    g_run = nullptr;
+    g_smem = nullptr;
+    return err;
+}
+
+}  // namespace emu
