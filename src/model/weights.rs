@@ -184,6 +184,9 @@ impl TensorSource {
                         path: path.clone(),
                         name: name.into(),
                     })?
+                    // candle's pickle reader builds CPU tensors whatever the model's device
+                    .to_device(dev)
+                    .map_err(ctx)?
             }
             TensorSource::Gguf { content, .. } => {
                 let mut f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;

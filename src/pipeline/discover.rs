@@ -468,6 +468,15 @@ pub fn discover(
         ),
         None => ((0..n_pairs).collect(), (n_pairs..2 * n_pairs).collect()),
     };
+    // Reachable with --min-survivors 0. Said here: on a GPU the empty row gather below
+    // would otherwise fail as a zero-byte allocation.
+    if pos_idx.is_empty() || neg_idx.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "the correctness filter kept {} positive and {} negative prompts: scoring needs both",
+            pos_idx.len(),
+            neg_idx.len()
+        )));
+    }
     let mut pool = pos_idx.clone();
     pool.extend(&neg_idx);
     let is_pos: Vec<bool> = pool.iter().map(|&i| i < n_pairs).collect();
