@@ -13,31 +13,74 @@ root=$(dirname "$here")
 out=${EMU_OUT:-$root/target/emu}
 mkdir -p "$out/gen"
 CXX=${CXX:-g++}
-flags=(-std=c++17 -O2 -g -fPIC -Wall -Wno-unknown-pragmas -I"$here/include" -I"$here")
+# initial-exec TLS: the per-fiber state and the static __shared__ arrays are thread_local,
+# and these libraries are loaded at start-up (NEEDED), so no __tls_get_addr call per access.
+flags=(-std=c++17 -O2 -g -fPIC -ftls-model=initial-exec -Wall -Wno-unknown-pragmas
+    -Wno-attributes -I"$here/include" -I"$here")
 if [ "${EMU_ASAN:-0}" = 1 ]; then
     flags+=(-fsanitize=address -fno-omit-frame-pointer)
 fi
+# Kernels call fmaf in their inner loops: without FMA instructions each is a libm call.
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then
+    flags+=(-mfma)
+fi
 
-# Each kernel file as C++: `extern __shared__ T x[];` becomes the launch's dynamic shared
-# buffer, and every `extern "C" __global__` kernel is registered by name with its
-# __launch_bounds__ (the launch checks it, as the GPU does).
-gens=()
-for cu in "$root"/kernels/*.cu; do
-    name=$(basename "$cu" .cu)
-    gen=$out/gen/$name.cpp
+# Each kernel source as C++: `extern __shared__ T x[];` becomes the launch's dynamic
+# shared buffer, and every `extern "C" __global__` kernel, found in the preprocessed source
+# (so macro-generated kernels count), is registered by name with its __launch_bounds__
+# (the launch checks it, as the GPU does).
+# candle's kernels (candle-kernels, the version Cargo.lock pins) are compiled too, with
+# __CUDA_ARCH__ 520 so that only their f32/f64/integer kernels exist; without them the
+# candle CUDA ops (the model forward) cannot run here.
+candle_ver=$(awk '/^name = "candle-kernels"/ {getline; gsub(/[^0-9.]/, ""); print; exit}' "$root/Cargo.lock")
+candle_src=${CANDLE_KERNELS_SRC:-$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/candle-kernels-"$candle_ver"/src 2>/dev/null | head -1)}
+candle_flags=(-D__CUDA_ARCH__=520 -D__CUDACC_VER_MAJOR__=13 -D__CUDACC_VER_MINOR__=0
+    -I"$candle_src" -Wno-unused-function -Wno-unused-variable -Wno-sign-compare
+    -Wno-unused-but-set-variable -Wno-maybe-uninitialized -Wno-narrowing)
+gen_one() { # source, generated .cpp, extra flags...
+    local cu=$1 gen=$2
+    shift 2
+    local body=${gen%.cpp}.cu.cpp
+    perl -0777 -pe 's/extern\s+__shared__\s+([\w ]+?)\s+(\w+)\s*\[\s*\]\s*;/$1 *$2 = static_cast<$1 *>(emu::dyn_smem());/g' "$cu" >"$body"
     {
         echo '#include "emu.h"'
         echo "#line 1 \"$cu\""
-        perl -0777 -pe 's/extern\s+__shared__\s+([\w ]+?)\s+(\w+)\s*\[\s*\]\s*;/$1 *$2 = static_cast<$1 *>(emu::dyn_smem());/g' "$cu"
+        cat "$body"
         echo
-        perl -0777 -ne 'while (/extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\((\d+)[^)]*\)\s*)?(\w+)\s*\(/g) { print "EMU_REGISTER($2, ", ($1 // 0), ");\n" }' "$cu"
+        "$CXX" "${flags[@]}" "$@" -E -P -x c++ -include emu.h "$body" |
+            perl -0777 -ne 'while (/extern\s+"C"\s+__attribute__\(\(emu_global\)\)\s+void\s+(?:__attribute__\(\(emu_bounds\((\d+)\)\)\)\s*)?(\w+)\s*\(/g) { print "EMU_REGISTER($2, ", ($1 // 0), ");\n" }'
     } >"$gen"
-    gens+=("$gen")
+    rm -f "$body"
+}
+objs=()
+compile_pids=()
+for cu in "$root"/kernels/*.cu; do
+    gen=$out/gen/$(basename "$cu" .cu).cpp
+    gen_one "$cu" "$gen"
+    objs+=("${gen%.cpp}.o")
+    "$CXX" "${flags[@]}" -c -o "${gen%.cpp}.o" "$gen" &
+    compile_pids+=($!)
 done
+if [ -n "$candle_src" ] && [ -d "$candle_src" ]; then
+    for k in affine binary cast fill indexing reduce ternary unary; do
+        gen=$out/gen/candle_$k.cpp
+        gen_one "$candle_src/$k.cu" "$gen" "${candle_flags[@]}"
+        objs+=("${gen%.cpp}.o")
+        "$CXX" "${flags[@]}" "${candle_flags[@]}" -c -o "${gen%.cpp}.o" "$gen" &
+        compile_pids+=($!)
+        # two compilers at a time
+        if [ ${#compile_pids[@]} -ge 2 ]; then wait "${compile_pids[0]}"; compile_pids=("${compile_pids[@]:1}"); fi
+    done
+else
+    echo "headcode-emu: candle-kernels $candle_ver sources not found (set CANDLE_KERNELS_SRC); candle's CUDA ops will not run" >&2
+fi
+for p in "${compile_pids[@]}"; do wait "$p"; done
 
 pids=()
-"$CXX" "${flags[@]}" -shared -Wl,-soname,libcuda.so.1 -o "$out/libcuda.so.1" \
-    "$here/runtime.cpp" "$here/driver.cpp" "${gens[@]}" &
+# candle's headers define the same non-inline helpers in every kernel file (each is its
+# own PTX module on a GPU); the copies are identical, so the link keeps one.
+"$CXX" "${flags[@]}" -shared -Wl,-soname,libcuda.so.1 -Wl,--allow-multiple-definition \
+    -o "$out/libcuda.so.1" "$here/runtime.cpp" "$here/driver.cpp" "${objs[@]}" &
 pids+=($!)
 ver() { printf '%s { global: %s; local: *; };\n' "$1" "$2" >"$out/$1.map"; }
 ver libcudart.so.13 '__cuda*; cuda*'

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "emu.h"
 
@@ -28,6 +30,50 @@ float tf32(float x) {
     }
     std::memcpy(&x, &u, 4);
     return x;
+}
+// One column-major C = alpha op(A) op(B) + beta C. op(A) rows and op(B) columns are packed
+// contiguous first, so the inner loop is a unit-stride dot product with eight partial sums
+// (cuBLAS's own summation order is unspecified too); columns are split over the cores.
+void gemm_one(int m, int n, int k, float al, float be, const float *a, int ta, int lda,
+              const float *b, int tb, int ldb, float *c, int ldc, bool round) {
+    std::vector<float> ap((std::size_t)m * k), bp((std::size_t)n * k);
+    for (int i = 0; i < m; ++i)
+        for (int p = 0; p < k; ++p) {
+            const float x = ta == 0 ? a[i + (long long)p * lda] : a[p + (long long)i * lda];
+            ap[(std::size_t)i * k + p] = round ? tf32(x) : x;
+        }
+    for (int j = 0; j < n; ++j)
+        for (int p = 0; p < k; ++p) {
+            const float y = tb == 0 ? b[p + (long long)j * ldb] : b[j + (long long)p * ldb];
+            bp[(std::size_t)j * k + p] = round ? tf32(y) : y;
+        }
+    auto cols = [&](int j0, int j1) {
+        for (int j = j0; j < j1; ++j) {
+            const float *y = &bp[(std::size_t)j * k];
+            for (int i = 0; i < m; ++i) {
+                const float *x = &ap[(std::size_t)i * k];
+                float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                int p = 0;
+                for (; p + 8 <= k; p += 8)
+                    for (int q = 0; q < 8; ++q) part[q] += x[p + q] * y[p + q];
+                float acc = ((part[0] + part[1]) + (part[2] + part[3])) +
+                            ((part[4] + part[5]) + (part[6] + part[7]));
+                for (; p < k; ++p) acc += x[p] * y[p];
+                float &out = c[i + (long long)j * ldc];
+                out = be == 0.f ? al * acc : al * acc + be * out;  // beta 0: C is not read
+            }
+        }
+    };
+    const long long work = (long long)m * n * k;
+    const int threads = work < (1 << 22) ? 1 : std::max(1u, std::thread::hardware_concurrency());
+    if (threads == 1) {
+        cols(0, n);
+        return;
+    }
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back(cols, (int)((long long)n * t / threads), (int)((long long)n * (t + 1) / threads));
+    for (auto &th : pool) th.join();
 }
 }  // namespace
 
@@ -68,25 +114,9 @@ Status cublasGemmStridedBatchedEx(void *h, int ta, int tb, int m, int n, int k, 
     float *c = static_cast<float *>(C);
     const bool round = compute == COMPUTE_32F_TF32;
     const int r = emu::enqueue(static_cast<Handle *>(h)->stream, [=] {
-        for (int s = 0; s < batch; ++s) {
-            const float *as = a + s * sa, *bs = b + s * sb;
-            float *cs = c + s * sc;
-            for (int j = 0; j < n; ++j)
-                for (int i = 0; i < m; ++i) {
-                    float acc = 0.f;
-                    for (int p = 0; p < k; ++p) {
-                        float x = ta == 0 ? as[i + (long long)p * lda] : as[p + (long long)i * lda];
-                        float y = tb == 0 ? bs[p + (long long)j * ldb] : bs[j + (long long)p * ldb];
-                        if (round) {
-                            x = tf32(x);
-                            y = tf32(y);
-                        }
-                        acc = std::fma(x, y, acc);
-                    }
-                    float &out = cs[i + (long long)j * ldc];
-                    out = be == 0.f ? al * acc : al * acc + be * out;  // beta 0: C is not read
-                }
-        }
+        for (int s = 0; s < batch; ++s)
+            gemm_one(m, n, k, al, be, a + s * sa, ta, lda, b + s * sb, tb, ldb, c + s * sc, ldc,
+                     round);
         return 0;
     });
     return r == 0 ? OK : INVALID_VALUE;

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The CUDA path's self-test with no GPU: headcode's kernels run on the CPU under headcode-emu
-# (emu/: a stand-in libcuda/libcublas that executes kernels/*.cu compiled as C++, one fiber
-# per CUDA thread). Checks every kernel, the launch code in src/gpu/cuda.rs (argument lists,
-# grids, shared-memory opt-ins, CUDA-graph capture and replay, the cuBLAS operand mapping)
-# against the CPU references, as `headcode selftest --device cuda` does on a GPU. It cannot
-# check speed, candle's own CUDA kernels (the end-to-end `discover` check is skipped:
-# --kernels-only), or what only real hardware does (memory ordering between blocks, TF32
-# rounding beyond cuBLAS's documented semantics).
+# The CUDA path's self-test with no GPU, under headcode-emu (emu/): a stand-in
+# libcuda/libcublas that executes kernels/*.cu and candle's f32/f64/integer kernels compiled
+# as C++, one fiber per CUDA thread. Checks every kernel and the launch code in
+# src/gpu/cuda.rs (argument lists, grids, shared-memory opt-ins, CUDA-graph capture and
+# replay, the cuBLAS operand mapping) against the CPU references, and `discover --device
+# cuda` end to end against the CPU (4 IOI pairs, 20 steps: the emulation is slow), as
+# `headcode selftest --device cuda` does on a GPU. It cannot check speed or what only real
+# hardware does (memory ordering between blocks, GPU rounding).
 #
 # Steps: build the emulated libraries; install nvcc (PyPI wheels, cached) because the
 # `cuda` build compiles the kernels to PTX; build `headcode --features cuda` linked against
@@ -35,4 +35,4 @@ run=(env LD_LIBRARY_PATH="$emu")
 if [ "$EMU_ASAN" = 1 ]; then
     run+=(LD_PRELOAD="$(${CXX:-g++} -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0)
 fi
-"${run[@]}" "$target/debug/headcode" selftest --device cuda --quick --kernels-only "$@"
+"${run[@]}" "$target/debug/headcode" selftest --device cuda --quick --e2e-pairs 4 --e2e-steps 20 "$@"

@@ -160,6 +160,12 @@ enum Cmd {
         /// Only headcode's kernels: skip the end-to-end `discover` check (candle's kernels).
         #[arg(long)]
         kernels_only: bool,
+        /// IOI pairs in the end-to-end check (default 32, or 12 with --quick).
+        #[arg(long)]
+        e2e_pairs: Option<usize>,
+        /// SAE training steps in the end-to-end check (default 500, or 100 with --quick).
+        #[arg(long)]
+        e2e_steps: Option<usize>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -410,8 +416,15 @@ fn run(cli: Cli) -> Result<()> {
             device,
             quick,
             kernels_only,
+            e2e_pairs,
+            e2e_steps,
             seed,
-        } => selftest(device, quick, kernels_only, seed),
+        } => {
+            let (n, steps) = if quick { (12, 100) } else { (32, 500) };
+            let e2e = (e2e_pairs.is_some() || e2e_steps.is_some())
+                .then(|| (e2e_pairs.unwrap_or(n), e2e_steps.unwrap_or(steps)));
+            selftest(device, quick, kernels_only, e2e, seed)
+        }
         Cmd::Patch {
             model,
             task,
@@ -438,7 +451,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn selftest(device: DeviceArg, quick: bool, kernels_only: bool, seed: u64) -> Result<()> {
+fn selftest(
+    device: DeviceArg,
+    quick: bool,
+    kernels_only: bool,
+    end_to_end: Option<(usize, usize)>,
+    seed: u64,
+) -> Result<()> {
     if device == DeviceArg::Cpu {
         bail!("selftest compares GPU kernels with their CPU references: use --device cuda (CPU parity is covered by `cargo test`)");
     }
@@ -446,6 +465,7 @@ fn selftest(device: DeviceArg, quick: bool, kernels_only: bool, seed: u64) -> Re
         seed,
         quick,
         kernels_only,
+        end_to_end,
         print: true,
     })?;
     println!(

@@ -7,19 +7,22 @@
 // statics (one block runs at a time); `extern __shared__` arrays are rewritten by
 // emu/build.sh into the launch's dynamic shared buffer.
 #pragma once
+#include <cassert>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
-#define __global__
+// Kept as (ignored) attributes so emu/build.sh finds every kernel, and its launch bounds,
+// in the preprocessed source, macro-generated ones included.
+#define __global__ __attribute__((emu_global))
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __restrict__ __restrict
-#define __launch_bounds__(...)
+#define __launch_bounds__(n, ...) __attribute__((emu_bounds(n)))
 #define __shared__ static thread_local
 #define __align__(n) alignas(n)
 
@@ -83,22 +86,22 @@ inline T __shfl_sync(unsigned /*mask*/, T v, int src_lane, int width = 32) {
 }
 
 // One block runs at a time on one OS thread, so plain read-modify-writes are atomic here.
-template <class T>
-inline T atomicAdd(T *p, T v) {
+template <class T, class U>
+inline T atomicAdd(T *p, U v) {
     T old = *p;
-    *p = old + v;
+    *p = old + (T)v;
     return old;
 }
-template <class T>
-inline T atomicOr(T *p, T v) {
+template <class T, class U>
+inline T atomicOr(T *p, U v) {
     T old = *p;
-    *p = old | v;
+    *p = old | (T)v;
     return old;
 }
-template <class T>
-inline T atomicMax(T *p, T v) {
+template <class T, class U>
+inline T atomicMax(T *p, U v) {
     T old = *p;
-    *p = old < v ? v : old;
+    *p = old < (T)v ? (T)v : old;
     return old;
 }
 
@@ -120,3 +123,39 @@ inline typename std::common_type<A, B>::type max(A a, B b) {
 }
 using std::isnan;
 using std::isinf;
+
+// CUDA's vector types and the bit casts and atomics candle's kernels use.
+struct float2 {
+    float x, y;
+};
+struct float4 {
+    float x, y, z, w;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+inline int __float_as_int(float f) { return emu::from_bits<int>(emu::to_bits(f)); }
+inline float __int_as_float(int i) { return emu::from_bits<float>(emu::to_bits(i)); }
+inline long long __double_as_longlong(double d) { return emu::from_bits<long long>(emu::to_bits(d)); }
+inline double __longlong_as_double(long long i) { return emu::from_bits<double>(emu::to_bits(i)); }
+template <class T, class C, class V>
+inline T atomicCAS(T *p, C compare, V v) {
+    T old = *p;
+    if (old == (T)compare) *p = (T)v;
+    return old;
+}
+template <class T, class U>
+inline T atomicMin(T *p, U v) {
+    T old = *p;
+    *p = (T)v < old ? (T)v : old;
+    return old;
+}
+template <class T>
+inline T __ldg(const T *p) {
+    return *p;
+}
+inline float normcdff(float x) { return 0.5f * std::erfc(-x * 0.70710678118654752f); }
+inline double normcdf(double x) { return 0.5 * std::erfc(-x * 0.70710678118654752440); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+using std::signbit;
+constexpr int warpSize = 32;

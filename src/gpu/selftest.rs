@@ -47,8 +47,11 @@ pub struct SelfTestOptions {
     /// Smaller shapes and shorter full-training runs.
     pub quick: bool,
     /// Only headcode's own kernels: skip the end-to-end `discover` check, which also runs
-    /// candle's CUDA kernels (the CPU emulation in `emu/` has only ours).
+    /// candle's CUDA kernels.
     pub kernels_only: bool,
+    /// Size of the end-to-end check, (IOI pairs, SAE steps); by default (32, 500), or
+    /// (12, 100) when `quick`. The CPU emulation (`emu/`) uses a smaller one.
+    pub end_to_end: Option<(usize, usize)>,
     /// Print a line per check to stdout.
     pub print: bool,
 }
@@ -59,6 +62,7 @@ impl Default for SelfTestOptions {
             seed: 0x5AE_C0DE,
             quick: false,
             kernels_only: false,
+            end_to_end: None,
             print: true,
         }
     }
@@ -151,7 +155,10 @@ pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
     check_train_steps(&gpu, &mut run, seed);
     check_train_full(&gpu, &mut run, seed, opts.quick);
     if !opts.kernels_only {
-        check_end_to_end(&mut run, opts.quick);
+        let size = opts
+            .end_to_end
+            .unwrap_or(if opts.quick { (12, 100) } else { (32, 500) });
+        check_end_to_end(&mut run, size);
     }
     let passed = run.out.iter().filter(|c| c.pass).count();
     let failed = run.out.len() - passed;
@@ -694,11 +701,10 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
 
 /// The whole `discover` pipeline, CPU against CUDA, on a random GPT-2-small-shape model:
 /// per-head SAEs on z (the default) and the paper's shared SAE on result.
-fn check_end_to_end(run: &mut Run, quick: bool) {
+fn check_end_to_end(run: &mut Run, (n, steps): (usize, usize)) {
     use super::end_to_end::discover_agreement;
     use crate::hooks::HookPoint;
     use crate::pipeline::discover::SaeMode;
-    let (n, steps) = if quick { (12, 100) } else { (32, 500) };
     let shape = format!("random gpt2-small-shape, IOI {n} pairs, {steps} steps, CPU vs CUDA");
     let dev = match candle_core::Device::new_cuda(0) {
         Ok(d) => d,

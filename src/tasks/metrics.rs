@@ -481,8 +481,15 @@ mod tests {
         for (i, c) in compact.iter().enumerate() {
             let row = &data[i * vocab..(i + 1) * vocab];
             assert_eq!(c.top, top_token(row), "row {i}");
-            assert_eq!(c.logit(keep[i][0]).unwrap(), row[i % vocab] as f64, "row {i}");
-            assert!((c.log_sum_exp - row.to_vec().log_sum_exp()).abs() < 1e-9, "row {i}");
+            assert_eq!(
+                c.logit(keep[i][0]).unwrap(),
+                row[i % vocab] as f64,
+                "row {i}"
+            );
+            assert!(
+                (c.log_sum_exp - row.to_vec().log_sum_exp()).abs() < 1e-9,
+                "row {i}"
+            );
         }
         let empty = candle_core::Tensor::zeros(
             (0, vocab),
