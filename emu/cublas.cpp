@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <dlfcn.h>
 #include <thread>
 #include <vector>
 
@@ -20,6 +21,14 @@ constexpr int R_32F = 0, COMPUTE_32F = 68, COMPUTE_32F_PEDANTIC = 69, COMPUTE_32
 struct Handle {
     void *stream = nullptr;
 };
+
+// The driver's stream queue (driver.cpp), looked up when first needed.
+int enqueue(void *stream, std::function<int()> op) {
+    using Fn = int (*)(void *, std::function<int()> *);
+    static const Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "headcode_emu_enqueue"));
+    if (!fn) return NOT_INITIALIZED;  // libcuda.so.1 is not headcode-emu's
+    return fn(stream, &op);
+}
 
 float tf32(float x) {
     std::uint32_t u;
@@ -113,7 +122,7 @@ Status cublasGemmStridedBatchedEx(void *h, int ta, int tb, int m, int n, int k, 
     const float *a = static_cast<const float *>(A), *b = static_cast<const float *>(B);
     float *c = static_cast<float *>(C);
     const bool round = compute == COMPUTE_32F_TF32;
-    const int r = emu::enqueue(static_cast<Handle *>(h)->stream, [=] {
+    const int r = enqueue(static_cast<Handle *>(h)->stream, [=] {
         for (int s = 0; s < batch; ++s)
             gemm_one(m, n, k, al, be, a + s * sa, ta, lda, b + s * sb, tb, ldb, c + s * sc, ldc,
                      round);

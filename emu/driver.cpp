@@ -111,6 +111,12 @@ int enqueue(void *stream, std::function<int()> op) {
 
 extern "C" {
 
+// For libcublas.so.13, which finds it with dlsym at run time: a link-time reference would
+// have to resolve against whichever libcuda.so the link finds first (CUDA's stub, in CI).
+int headcode_emu_enqueue(void *stream, std::function<int()> *op) {
+    return emu::enqueue(stream, std::move(*op));
+}
+
 CUresult cuInit(unsigned) { return OK; }
 CUresult cuDriverGetVersion(int *v) {
     if (!v) return INVALID_VALUE;
