@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Build headcode-emu: fake CUDA libraries that run headcode's own kernels (kernels/*.cu,
-# compiled as C++ against emu/include) on the CPU. Output in $EMU_OUT (default target/emu):
-#   libcuda.so.1     driver API + fiber runtime + every kernel of kernels/*.cu
+# Build headcode-emu: stand-in CUDA libraries that run CUDA kernels on the CPU (kernels/*.cu
+# and candle's f32/f64/integer kernels, compiled as C++ against emu/include). Output in
+# $EMU_OUT (default target/emu):
+#   libcuda.so.1     driver API + fiber runtime + the kernels
 #   libcublas.so.13  cublasGemmStridedBatchedEx (FP32, TF32 rounding) and the handle calls
 #   libcudart.so.13, libcurand.so.10  the start-up symbols candle's CUDA build references
-# plus unversioned names (libcuda.so, ...) so a `--features cuda` build can link against
-# them where no CUDA libraries are installed. Needs g++ and perl. EMU_ASAN=1 builds with
-# AddressSanitizer (run the binary with LD_PRELOAD of libasan, as scripts/emu-selftest.sh does).
+#   libnvrtc.so.13, libcublasLt.so.13  empty, for the link only
+# plus unversioned names (libcuda.so, ...) so a `--features cuda` build links where no CUDA
+# libraries are installed. Needs g++ and perl. EMU_ASAN=1 builds with AddressSanitizer
+# (run the binary with LD_PRELOAD of libasan, as scripts/emu-selftest.sh does).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")

@@ -419,12 +419,17 @@ fn run(cli: Cli) -> Result<()> {
             e2e_pairs,
             e2e_steps,
             seed,
-        } => {
-            let (n, steps) = if quick { (12, 100) } else { (32, 500) };
-            let e2e = (e2e_pairs.is_some() || e2e_steps.is_some())
-                .then(|| (e2e_pairs.unwrap_or(n), e2e_steps.unwrap_or(steps)));
-            selftest(device, quick, kernels_only, e2e, seed)
-        }
+        } => selftest(
+            &headcode::gpu::selftest::SelfTestOptions {
+                seed,
+                quick,
+                kernels_only,
+                e2e_pairs,
+                e2e_steps,
+                print: true,
+            },
+            device,
+        ),
         Cmd::Patch {
             model,
             task,
@@ -451,23 +456,11 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn selftest(
-    device: DeviceArg,
-    quick: bool,
-    kernels_only: bool,
-    end_to_end: Option<(usize, usize)>,
-    seed: u64,
-) -> Result<()> {
+fn selftest(opts: &headcode::gpu::selftest::SelfTestOptions, device: DeviceArg) -> Result<()> {
     if device == DeviceArg::Cpu {
         bail!("selftest compares GPU kernels with their CPU references: use --device cuda (CPU parity is covered by `cargo test`)");
     }
-    let r = headcode::gpu::selftest::selftest(&headcode::gpu::selftest::SelfTestOptions {
-        seed,
-        quick,
-        kernels_only,
-        end_to_end,
-        print: true,
-    })?;
+    let r = headcode::gpu::selftest::selftest(opts)?;
     println!(
         "selftest: {} passed, {} failed on {}",
         r.passed, r.failed, r.device

@@ -51,7 +51,8 @@ pub struct SelfTestOptions {
     pub kernels_only: bool,
     /// Size of the end-to-end check, (IOI pairs, SAE steps); by default (32, 500), or
     /// (12, 100) when `quick`. The CPU emulation (`emu/`) uses a smaller one.
-    pub end_to_end: Option<(usize, usize)>,
+    pub e2e_pairs: Option<usize>,
+    pub e2e_steps: Option<usize>,
     /// Print a line per check to stdout.
     pub print: bool,
 }
@@ -62,7 +63,8 @@ impl Default for SelfTestOptions {
             seed: 0x5AE_C0DE,
             quick: false,
             kernels_only: false,
-            end_to_end: None,
+            e2e_pairs: None,
+            e2e_steps: None,
             print: true,
         }
     }
@@ -155,10 +157,11 @@ pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
     check_train_steps(&gpu, &mut run, seed);
     check_train_full(&gpu, &mut run, seed, opts.quick);
     if !opts.kernels_only {
-        let size = opts
-            .end_to_end
-            .unwrap_or(if opts.quick { (12, 100) } else { (32, 500) });
-        check_end_to_end(&mut run, size);
+        let (n, steps) = if opts.quick { (12, 100) } else { (32, 500) };
+        check_end_to_end(
+            &mut run,
+            (opts.e2e_pairs.unwrap_or(n), opts.e2e_steps.unwrap_or(steps)),
+        );
     }
     let passed = run.out.iter().filter(|c| c.pass).count();
     let failed = run.out.len() - passed;
