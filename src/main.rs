@@ -1297,25 +1297,10 @@ fn task_stats(model: &str, task: &str, n: usize, seed: u64) -> Result<()> {
     let (m, tok) = load_named(model)?;
     let src = headcode::pipeline::TaskSource::parse(task)?;
     let prep = headcode::pipeline::prompts::prepare(&src, tok.as_ref(), n, seed, true)?;
-    let lc = m.last_logits(&prep.clean, 32)?;
-    let lx = m.last_logits(&prep.corrupt, 32)?;
-    let stats = |l: &[Vec<f32>]| {
-        let acc = l
-            .iter()
-            .zip(&prep.tokens)
-            .filter(|(l, t)| headcode::tasks::top_token(l).is_some_and(|x| t.accepts(x)))
-            .count() as f32
-            / l.len() as f32;
-        let mv: Vec<f32> = l
-            .iter()
-            .enumerate()
-            .map(|(i, r)| prep.metric(i, r))
-            .filter(|x| x.is_finite())
-            .collect();
-        (acc, mv.iter().sum::<f32>() / mv.len().max(1) as f32)
-    };
-    let (ca, cm) = stats(&lc);
-    let (xa, xm) = stats(&lx);
+    let mut rows = m.last_logits(&prep.clean, 32)?;
+    rows.extend(m.last_logits(&prep.corrupt, 32)?);
+    let s = headcode::pipeline::prompts::logit_summary(&rows, &prep, None, 0)?;
+    let (ca, cm, xa, xm) = (s.clean_acc, s.clean_metric, s.corrupt_acc, s.corrupt_metric);
     println!(
         "task {} on {} ({} pairs)",
         prep.name,

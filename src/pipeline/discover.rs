@@ -248,69 +248,6 @@ impl DiscoverResult {
 /// Progress callback: (stage, done, total).
 pub type Progress<'a> = dyn FnMut(&str, usize, usize) + 'a;
 
-fn top1<R: tasks::LogitRow>(row: &R, t: &tasks::PairTokens) -> bool {
-    row.top().is_some_and(|x| t.accepts(x))
-}
-
-/// What the last-position logits say before any head is scored.
-struct LogitSummary {
-    clean_acc: f32,
-    corrupt_acc: f32,
-    clean_metric: f32,
-    corrupt_metric: f32,
-    filter: Option<FilterReport>,
-}
-
-/// Top-1 accuracies, metric means and the optional correctness filter from the rows of the
-/// clean prompts followed by those of the corrupt ones.
-fn logit_summary<R: tasks::LogitRow>(
-    rows: &[R],
-    task: &super::prompts::PreparedTask,
-    rule: Option<FilterRule>,
-    min_survivors: usize,
-) -> Result<LogitSummary> {
-    let n_pairs = task.tokens.len();
-    if rows.len() != 2 * n_pairs {
-        return Err(Error::shape(
-            "last-position logit rows",
-            2 * n_pairs,
-            rows.len(),
-        ));
-    }
-    let (lc, lx) = rows.split_at(n_pairs);
-    let acc = |l: &[R]| {
-        l.iter()
-            .zip(&task.tokens)
-            .filter(|(l, t)| top1(*l, t))
-            .count() as f32
-            / n_pairs as f32
-    };
-    let mean_metric = |l: &[R]| {
-        let v: Vec<f32> = l
-            .iter()
-            .enumerate()
-            .map(|(i, r)| task.metric(i, r))
-            .filter(|x| x.is_finite())
-            .collect();
-        if v.is_empty() {
-            f32::NAN
-        } else {
-            v.iter().sum::<f32>() / v.len() as f32
-        }
-    };
-    let filter = match rule {
-        Some(rule) => Some(tasks::filter(&task.tokens, lc, lx, rule, min_survivors)?),
-        None => None,
-    };
-    Ok(LogitSummary {
-        clean_acc: acc(lc),
-        corrupt_acc: acc(lx),
-        clean_metric: mean_metric(lc),
-        corrupt_metric: mean_metric(lx),
-        filter,
-    })
-}
-
 /// Pooled activations [examples, heads, d]. The CPU path copies them to the host once;
 /// the GPU path leaves them on the model's device, where the baselines, the SAE training
 /// rows and the codes are computed, so only scores and codes come back.
@@ -445,14 +382,14 @@ pub fn discover(
         let keep: Vec<Vec<u32>> = (0..total)
             .map(|i| task.tokens[i % n_pairs].metric_ids())
             .collect();
-        logit_summary(
+        super::prompts::logit_summary(
             &tasks::compact_logits(&col.last_logits, &keep)?,
             &task,
             cfg.filter,
             cfg.min_survivors,
         )?
     } else {
-        logit_summary(
+        super::prompts::logit_summary(
             &col.last_logits.to_vec2::<f32>()?,
             &task,
             cfg.filter,

@@ -136,3 +136,67 @@ impl PreparedTask {
             .unwrap_or(f32::NAN)
     }
 }
+
+fn top1<R: tasks::LogitRow>(row: &R, t: &tasks::PairTokens) -> bool {
+    row.top().is_some_and(|x| t.accepts(x))
+}
+
+/// What the last-position logits say before any head is scored.
+pub struct LogitSummary {
+    pub clean_acc: f32,
+    pub corrupt_acc: f32,
+    /// Mean over finite metric values (NaN when there is none).
+    pub clean_metric: f32,
+    pub corrupt_metric: f32,
+    pub filter: Option<tasks::FilterReport>,
+}
+
+/// Top-1 accuracies, metric means and the optional correctness filter from the rows of the
+/// clean prompts followed by those of the corrupt ones.
+pub fn logit_summary<R: tasks::LogitRow>(
+    rows: &[R],
+    task: &PreparedTask,
+    rule: Option<tasks::FilterRule>,
+    min_survivors: usize,
+) -> Result<LogitSummary> {
+    let n_pairs = task.tokens.len();
+    if rows.len() != 2 * n_pairs {
+        return Err(Error::shape(
+            "last-position logit rows",
+            2 * n_pairs,
+            rows.len(),
+        ));
+    }
+    let (lc, lx) = rows.split_at(n_pairs);
+    let acc = |l: &[R]| {
+        l.iter()
+            .zip(&task.tokens)
+            .filter(|(l, t)| top1(*l, t))
+            .count() as f32
+            / n_pairs as f32
+    };
+    let mean_metric = |l: &[R]| {
+        let v: Vec<f32> = l
+            .iter()
+            .enumerate()
+            .map(|(i, r)| task.metric(i, r))
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() {
+            f32::NAN
+        } else {
+            v.iter().sum::<f32>() / v.len() as f32
+        }
+    };
+    let filter = match rule {
+        Some(rule) => Some(tasks::filter(&task.tokens, lc, lx, rule, min_survivors)?),
+        None => None,
+    };
+    Ok(LogitSummary {
+        clean_acc: acc(lc),
+        corrupt_acc: acc(lx),
+        clean_metric: mean_metric(lc),
+        corrupt_metric: mean_metric(lx),
+        filter,
+    })
+}
