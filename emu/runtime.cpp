@@ -1,5 +1,5 @@
-// headcode-emu: the fiber runtime. Every CUDA thread of a block is a ucontext fiber on the
-// launching OS thread. Fibers run until they block at __syncthreads or a warp shuffle (or
+// headcode-emu: the fiber runtime. Every CUDA thread of a block is a fiber (own stack) on
+// the launching OS thread. Fibers run until they block at __syncthreads or a warp shuffle (or
 // finish); the scheduler releases a warp once every live lane of it has posted its shuffle
 // value, and the block once every live thread waits at the barrier. Anything else can never
 // complete on a GPU either, and is reported as an error instead of hanging.

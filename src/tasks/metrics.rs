@@ -221,8 +221,8 @@ pub fn compact_logits(
             keep.len(),
         ));
     }
-    // In row chunks: the f64 and index temporaries take ~37 bytes per logit (18 GB for
-    // 10,000 rows of GPT-2's vocabulary at once), and candle's CUDA element-wise kernels
+    // In row chunks: by arithmetic the f64, mask and index temporaries below take ~37 bytes
+    // per logit (18 GB for 10,000 rows of GPT-2's vocabulary at once), and candle's CUDA element-wise kernels
     // index with 32 bits.
     const CHUNK: usize = 1024;
     let mut out = Vec::with_capacity(rows);
