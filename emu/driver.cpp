@@ -160,6 +160,8 @@ CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
         case 10: *v = 32; break;              // warp size
         case 13: *v = 1755000; break;         // clock rate, kHz
         case 16: *v = 132; break;             // SMs
+        case 36: *v = 2619000; break;         // memory clock, kHz (H100 SXM HBM3)
+        case 37: *v = 5120; break;            // memory bus width, bits
         case 38: *v = 50 * 1024 * 1024; break;  // L2 bytes
         case 75: *v = 9; break;               // compute capability
         case 76: *v = 0; break;

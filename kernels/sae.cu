@@ -583,3 +583,365 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
     for (unsigned i = tid; i < n; i += nt) b_enc[(size_t)s * n + i] = be[i];
     for (unsigned i = tid; i < d; i += nt) b_tied[(size_t)s * d + i] = bb[i];
 }
+
+// ------------------------------------------------------------------------------------------
+// (A2) sae_train_tiled_f32: path (A) with register tiling, the same arithmetic
+// ------------------------------------------------------------------------------------------
+// Why: (A) reads two shared-memory operands for every FMA, so an SM's shared-memory pipe
+// (32 floats a clock) bounds it at about 40k wavefronts a step for the per-head z shape.
+// Here each thread keeps several accumulators and every operand it loads feeds all of them:
+//   * encode and dpre: thread (feature j, row group); per 4 inner steps it loads its 4 own
+//     weights and, per row, one float4 broadcast of the row (TILED_RT rows);
+//   * decode: thread (output k, row group), TILED_DEC_RT rows;
+//   * weight rows: a warp updates TJ rows at once, so each B element it loads (xc or f)
+//     feeds TJ gradients, and the TJ row coefficients arrive as one vector broadcast.
+// It also runs fewer barriers a step (6 against 8): the renormalisation of step t+1 is
+// applied by the warp that has just written the row at step t (its new values are in
+// registers), and xc for step t+1 goes to the other half of a double buffer while step t's
+// W_enc gradient still reads this half.
+// Every output element is the same fmaf chain, in the same order, as in (A) and the CPU
+// reference (accumulators start at 0; inner index ascending); only the interleaving changes.
+//
+// Shared-memory layout (floats; every array starts at a multiple of 4, so float4 loads are
+// aligned): ldx = round4(d), ldf = round4(n), r4(x) = round4(x)
+//   We [n][d+1] | Wd [d][n+1] | be [n] | bb [d] | gbe [n] | xs [R][ldx] | xc [2][R][ldx]
+//   | diff [R][ldx] | f [R][ldf] | dpre [R][ldf] | red [64]
+// total = r4(n(d+1)) + r4(d(n+1)) + 2 r4(n) + r4(d) + 4R ldx + 2R ldf + 64
+//   (tiled_smem_floats in launch.rs; d=64, n=200, R=10: 32,952 floats = 129 KB)
+// Launch: grid (N,1,1), blockDim (512,1,1) (__launch_bounds__(512)), dynamic smem as above.
+#define TILED_RT 5
+#define TILED_DEC_RT 2
+
+__device__ __forceinline__ unsigned round4u(unsigned x) { return (x + 3u) & ~3u; }
+
+// acc[i] = sum_{k<K} A[(r0+i)*lda + k] * B[k*bs] (k ascending, from 0), i < RT.
+// Rows past R read row R-1 (their sums are discarded by the caller). A rows are 16-byte
+// aligned (lda % 4 == 0).
+template <int RT>
+__device__ __forceinline__ void tiled_rows_dot(const float *A, unsigned lda, unsigned r0,
+                                               unsigned R, const float *B, unsigned bs,
+                                               unsigned K, float (&acc)[RT]) {
+    const float *ar[RT];
+#pragma unroll
+    for (int i = 0; i < RT; ++i) {
+        acc[i] = 0.f;
+        ar[i] = A + (size_t)min(r0 + (unsigned)i, R - 1u) * lda;
+    }
+    unsigned k = 0;
+    for (; k + 4u <= K; k += 4u) {
+        const float b0 = B[(size_t)k * bs], b1 = B[(size_t)(k + 1u) * bs];
+        const float b2 = B[(size_t)(k + 2u) * bs], b3 = B[(size_t)(k + 3u) * bs];
+#pragma unroll
+        for (int i = 0; i < RT; ++i) {
+            const float4 a = *reinterpret_cast<const float4 *>(ar[i] + k);
+            acc[i] = fmaf(a.x, b0, acc[i]);
+            acc[i] = fmaf(a.y, b1, acc[i]);
+            acc[i] = fmaf(a.z, b2, acc[i]);
+            acc[i] = fmaf(a.w, b3, acc[i]);
+        }
+    }
+    for (; k < K; ++k) {
+        const float b = B[(size_t)k * bs];
+#pragma unroll
+        for (int i = 0; i < RT; ++i) acc[i] = fmaf(ar[i][k], b, acc[i]);
+    }
+}
+
+// A warp updates TJ consecutive unit-norm weight rows row0.. of W (row stride ldw, length
+// len <= 32*Q, rows_total rows): for each row j and element e (lane + 32q)
+//   g = scale * sum_r A[r*lda + j] * B[r*ldb + e]   (r ascending, fmaf chain from 0)
+// then radial removal, Adam (moments m, v: global, [rows_total][len]) and, when renorm,
+// the next step's renormalisation w / max(||w||, 1e-12) of the new row. Exactly
+// persist_row_update followed by path (A)'s renorm loop, TJ rows at a time.
+// A's rows are 16-byte aligned and row0 % TJ == 0, so the TJ coefficients of one r are one
+// vector load (all lanes the same address: a broadcast).
+template <int TJ, int Q>
+__device__ __forceinline__ void tiled_rows_update(float *W, unsigned ldw, unsigned row0,
+                                                  unsigned rows_total, unsigned len,
+                                                  const float *A, unsigned lda, const float *B,
+                                                  unsigned ldb, unsigned R, float scale,
+                                                  float *m, float *v, const AdamK &ad,
+                                                  bool renorm, unsigned lane) {
+    float g[TJ][Q], mq[TJ][Q], vq[TJ][Q];
+#pragma unroll
+    for (int jj = 0; jj < TJ; ++jj)
+#pragma unroll
+        for (int q = 0; q < Q; ++q) {
+            const unsigned e = lane + 32u * q, row = row0 + jj;
+            g[jj][q] = 0.f;
+            mq[jj][q] = 0.f;
+            vq[jj][q] = 0.f;
+            if (row < rows_total && e < len) {
+                mq[jj][q] = m[(size_t)row * len + e];
+                vq[jj][q] = v[(size_t)row * len + e];
+            }
+        }
+    for (unsigned r = 0; r < R; ++r) {
+        float a[TJ];
+        const float *ap = A + (size_t)r * lda + row0;
+        if constexpr (TJ == 4) {
+            const float4 t = *reinterpret_cast<const float4 *>(ap);
+            a[0] = t.x; a[1] = t.y; a[2] = t.z; a[3] = t.w;
+        } else if constexpr (TJ == 2) {
+            const float2 t = *reinterpret_cast<const float2 *>(ap);
+            a[0] = t.x; a[1] = t.y;
+        } else {
+            a[0] = ap[0];
+        }
+        const float *bp = B + (size_t)r * ldb;
+#pragma unroll
+        for (int q = 0; q < Q; ++q) {
+            const unsigned e = lane + 32u * q;
+            const float b = e < len ? bp[e] : 0.f;
+#pragma unroll
+            for (int jj = 0; jj < TJ; ++jj) g[jj][q] = fmaf(a[jj], b, g[jj][q]);
+        }
+    }
+#pragma unroll
+    for (int jj = 0; jj < TJ; ++jj) {
+        const unsigned row = row0 + jj;
+        if (row >= rows_total) break;  // warp-uniform
+        float *wr = W + (size_t)row * ldw;
+        float dot = 0.f, ss = 0.f;
+#pragma unroll
+        for (int q = 0; q < Q; ++q) {
+            const unsigned e = lane + 32u * q;
+            if (e < len) {
+                g[jj][q] = scale * g[jj][q];
+                dot += g[jj][q] * wr[e];
+                ss += wr[e] * wr[e];
+            }
+        }
+        dot = warp_sum(dot);
+        const float nrm = sqrtf(warp_sum(ss));
+        float ss2 = 0.f;
+#pragma unroll
+        for (int q = 0; q < Q; ++q) {
+            const unsigned e = lane + 32u * q;
+            if (e < len) {
+                const float w = wr[e];
+                const float gr = radial(g[jj][q], dot, w, nrm);
+                const float wn = adam_update(w, gr, &mq[jj][q], &vq[jj][q], ad);
+                m[(size_t)row * len + e] = mq[jj][q];
+                v[(size_t)row * len + e] = vq[jj][q];
+                g[jj][q] = wn;  // the register now holds the new weight
+                ss2 += wn * wn;
+            }
+        }
+        if (renorm) {  // block-uniform
+            const float nrm2 = fmaxf(sqrtf(warp_sum(ss2)), 1e-12f);
+#pragma unroll
+            for (int q = 0; q < Q; ++q) {
+                const unsigned e = lane + 32u * q;
+                if (e < len) wr[e] = g[jj][q] / nrm2;
+            }
+        } else {
+#pragma unroll
+            for (int q = 0; q < Q; ++q) {
+                const unsigned e = lane + 32u * q;
+                if (e < len) wr[e] = g[jj][q];
+            }
+        }
+    }
+}
+
+// All rows of one weight, TJ rows per warp task, tasks dealt to warps round-robin.
+template <int TJ, int Q>
+__device__ __forceinline__ void tiled_weight_update(float *W, unsigned ldw, unsigned rows_total,
+                                                    unsigned len, const float *A, unsigned lda,
+                                                    const float *B, unsigned ldb, unsigned R,
+                                                    float scale, float *m, float *v,
+                                                    const AdamK &ad, bool renorm,
+                                                    unsigned warp, unsigned nwarps,
+                                                    unsigned lane) {
+    const unsigned tasks = (rows_total + TJ - 1u) / TJ;
+    for (unsigned t = warp; t < tasks; t += nwarps)
+        tiled_rows_update<TJ, Q>(W, ldw, t * TJ, rows_total, len, A, lda, B, ldb, R, scale, m,
+                                 v, ad, renorm, lane);
+}
+
+// Row length decides the tile: short rows take 4 at a time, long rows 2 (register budget
+// of __launch_bounds__(512): 128 a thread).
+__device__ __forceinline__ void tiled_weight_dispatch(float *W, unsigned ldw, unsigned rows_total,
+                                                      unsigned len, const float *A, unsigned lda,
+                                                      const float *B, unsigned ldb, unsigned R,
+                                                      float scale, float *m, float *v,
+                                                      const AdamK &ad, bool renorm,
+                                                      unsigned warp, unsigned nwarps,
+                                                      unsigned lane) {
+    if (len <= 64)
+        tiled_weight_update<4, 2>(W, ldw, rows_total, len, A, lda, B, ldb, R, scale, m, v, ad,
+                                  renorm, warp, nwarps, lane);
+    else if (len <= 128)
+        tiled_weight_update<2, 4>(W, ldw, rows_total, len, A, lda, B, ldb, R, scale, m, v, ad,
+                                  renorm, warp, nwarps, lane);
+    else
+        tiled_weight_update<2, 8>(W, ldw, rows_total, len, A, lda, B, ldb, R, scale, m, v, ad,
+                                  renorm, warp, nwarps, lane);
+}
+
+extern "C" __global__ void __launch_bounds__(512)
+sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
+                    float *__restrict__ b_enc, float *__restrict__ W_dec,
+                    float *__restrict__ b_tied, float *__restrict__ m_we,
+                    float *__restrict__ v_we, float *__restrict__ m_be,
+                    float *__restrict__ v_be, float *__restrict__ m_wd,
+                    float *__restrict__ v_wd, float *__restrict__ m_b,
+                    float *__restrict__ v_b, unsigned R, unsigned d, unsigned n,
+                    unsigned steps, float lr, float b1, float b2, float eps, float lambda,
+                    float *__restrict__ loss) {
+    extern __shared__ float4 sm4[];  // float4: 16-byte aligned base
+    float *sm = reinterpret_cast<float *>(sm4);
+    if (d > PERSIST_MAX_ROW || n > PERSIST_MAX_ROW || R == 0) return;  // the host never launches this
+    const unsigned s = blockIdx.x;
+    const unsigned tid = threadIdx.x, nt = blockDim.x;
+    const unsigned lane = tid & 31u, warp = tid >> 5, nwarps = nt >> 5;
+    const unsigned ldwe = d + 1, ldwd = n + 1, ldx = round4u(d), ldf = round4u(n);
+    float *We = sm;
+    float *Wd = We + round4u(n * ldwe);
+    float *be = Wd + round4u(d * ldwd);
+    float *bb = be + round4u(n);
+    float *gbe = bb + round4u(d);
+    float *xs = gbe + round4u(n);
+    float *xcb = xs + (size_t)R * ldx;  // two halves of R*ldx
+    float *diff = xcb + 2 * (size_t)R * ldx;
+    float *f = diff + (size_t)R * ldx;
+    float *dpre = f + (size_t)R * ldf;
+    float *red = dpre + (size_t)R * ldf;
+
+    const size_t we_off = (size_t)s * n * d, wd_off = (size_t)s * d * n;
+    for (unsigned i = tid; i < n * d; i += nt) We[(i / d) * ldwe + i % d] = W_enc[we_off + i];
+    for (unsigned i = tid; i < d * n; i += nt) Wd[(i / n) * ldwd + i % n] = W_dec[wd_off + i];
+    for (unsigned i = tid; i < n; i += nt) be[i] = b_enc[(size_t)s * n + i];
+    for (unsigned i = tid; i < d; i += nt) bb[i] = b_tied[(size_t)s * d + i];
+    // Row padding is read by the vector loads but never used: keep it finite.
+    for (unsigned i = tid; i < R * ldf; i += nt) { f[i] = 0.f; dpre[i] = 0.f; }
+    for (unsigned i = tid; i < 3 * R * ldx; i += nt) xcb[i] = 0.f;  // xc halves, then diff
+    for (unsigned i = tid; i < R * d; i += nt) xs[(i / d) * ldx + i % d] = X[(size_t)s * R * d + i];
+    __syncthreads();
+    // step 1's renormalisation (later steps get theirs from the row updates)
+    for (unsigned row = warp; row < n + d; row += nwarps) {
+        float *r;
+        unsigned len;
+        if (row < n) { r = We + (size_t)row * ldwe; len = d; }
+        else { r = Wd + (size_t)(row - n) * ldwd; len = n; }
+        float ss = 0.f;
+        for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
+        ss = warp_sum(ss);
+        const float nrm = fmaxf(sqrtf(ss), 1e-12f);
+        for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
+    }
+    for (unsigned i = tid; i < R * d; i += nt) {
+        const unsigned r = i / d, k = i % d;
+        xcb[r * ldx + k] = xs[r * ldx + k] - bb[k];
+    }
+    __syncthreads();
+
+    const float s1 = 2.0f / (float)((size_t)R * d);
+    const float lam_r = lambda / (float)R;
+    const unsigned gn = nt / n, gd = nt / d;  // row groups (>= 2: n, d <= 256)
+
+    for (unsigned t = 1; t <= steps; ++t) {
+        float *xc = xcb + (size_t)((t - 1u) & 1u) * R * ldx;
+        float *xc_next = xcb + (size_t)(t & 1u) * R * ldx;
+        // P1. encode: f = relu(xc We^T + be)
+        if (tid < gn * n) {
+            const unsigned j = tid % n, grp = tid / n;
+            for (unsigned r0 = grp * TILED_RT; r0 < R; r0 += gn * TILED_RT) {
+                float acc[TILED_RT];
+                tiled_rows_dot<TILED_RT>(xc, ldx, r0, R, We + (size_t)j * ldwe, 1, d, acc);
+#pragma unroll
+                for (int i = 0; i < TILED_RT; ++i)
+                    if (r0 + i < R) f[(size_t)(r0 + i) * ldf + j] = fmaxf(acc[i] + be[j], 0.f);
+            }
+        }
+        __syncthreads();
+        // P2. decode residual: diff = f Wd^T + bb - xs
+        if (tid < gd * d) {
+            const unsigned k = tid % d, grp = tid / d;
+            for (unsigned r0 = grp * TILED_DEC_RT; r0 < R; r0 += gd * TILED_DEC_RT) {
+                float acc[TILED_DEC_RT];
+                tiled_rows_dot<TILED_DEC_RT>(f, ldf, r0, R, Wd + (size_t)k * ldwd, 1, n, acc);
+#pragma unroll
+                for (int i = 0; i < TILED_DEC_RT; ++i)
+                    if (r0 + i < R) {
+                        const size_t xi = (size_t)(r0 + i) * ldx + k;
+                        diff[xi] = (acc[i] + bb[k]) - xs[xi];
+                    }
+            }
+        }
+        __syncthreads();
+        // P3. dpre = [f>0] (s1 diff Wd + lambda/R); loss partials (uniform branch)
+        if (tid < gn * n) {
+            const unsigned j = tid % n, grp = tid / n;
+            for (unsigned r0 = grp * TILED_RT; r0 < R; r0 += gn * TILED_RT) {
+                float acc[TILED_RT];
+                tiled_rows_dot<TILED_RT>(diff, ldx, r0, R, Wd + j, ldwd, d, acc);
+#pragma unroll
+                for (int i = 0; i < TILED_RT; ++i)
+                    if (r0 + i < R) {
+                        const size_t fi = (size_t)(r0 + i) * ldf + j;
+                        dpre[fi] = f[fi] > 0.f ? s1 * acc[i] + lam_r : 0.f;
+                    }
+            }
+        }
+        if (loss != nullptr) {
+            float a = 0.f, b = 0.f;
+            for (unsigned i = tid; i < R * d; i += nt) {
+                const float x = diff[(i / d) * ldx + i % d];
+                a += x * x;
+            }
+            for (unsigned i = tid; i < R * n; i += nt) b += f[(i / n) * ldf + i % n];
+            a = warp_sum(a);
+            b = warp_sum(b);
+            if (lane == 0) { red[warp] = a; red[32 + warp] = b; }
+        }
+        __syncthreads();
+        // P4. g_b_enc = colsum(dpre); the loss of this step
+        for (unsigned j = tid; j < n; j += nt) {
+            float acc = 0.f;
+            for (unsigned r = 0; r < R; ++r) acc += dpre[(size_t)r * ldf + j];
+            gbe[j] = acc;
+        }
+        if (loss != nullptr && tid == 0) {
+            float sa = 0.f, sb = 0.f;
+            for (unsigned w = 0; w < nwarps; ++w) { sa += red[w]; sb += red[32 + w]; }
+            loss[(size_t)s * steps + (t - 1)] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
+        }
+        __syncthreads();
+        const AdamK ad = make_adam(lr, b1, b2, eps, t);
+        const bool renorm = t < steps;  // the stored params are those after the last Adam step
+        // P5. g_b and Adam on b (reads We before P6 updates it), beside the W_dec rows
+        for (unsigned k = tid; k < d; k += nt) {
+            float cs = 0.f;
+            for (unsigned r = 0; r < R; ++r) cs += diff[(size_t)r * ldx + k];
+            float acc = 0.f;
+            for (unsigned j = 0; j < n; ++j) acc = fmaf(gbe[j], We[(size_t)j * ldwe + k], acc);
+            const float g = s1 * cs - acc;
+            const size_t gi = (size_t)s * d + k;
+            bb[k] = adam_update(bb[k], g, &m_b[gi], &v_b[gi], ad);
+        }
+        // W_dec row k: g = s1 * sum_r diff[r][k] f[r][e]; the warps are dealt from the last
+        // one, so the first warps (busy with g_b above) take the fewest rows.
+        tiled_weight_dispatch(Wd, ldwd, d, n, diff, ldx, f, ldf, R, s1, m_wd + wd_off,
+                              v_wd + wd_off, ad, renorm, nwarps - 1u - warp, nwarps, lane);
+        __syncthreads();
+        // P6. W_enc rows (g = sum_r dpre[r][j] xc[r][e]), b_enc, and xc of the next step
+        tiled_weight_dispatch(We, ldwe, n, d, dpre, ldf, xc, ldx, R, 1.0f, m_we + we_off,
+                              v_we + we_off, ad, renorm, warp, nwarps, lane);
+        for (unsigned j = tid; j < n; j += nt) {
+            const size_t gi = (size_t)s * n + j;
+            be[j] = adam_update(be[j], gbe[j], &m_be[gi], &v_be[gi], ad);
+        }
+        if (renorm)
+            for (unsigned i = tid; i < R * d; i += nt) {
+                const unsigned r = i / d, k = i % d;
+                xc_next[r * ldx + k] = xs[r * ldx + k] - bb[k];
+            }
+        __syncthreads();
+    }
+    for (unsigned i = tid; i < n * d; i += nt) W_enc[we_off + i] = We[(i / d) * ldwe + i % d];
+    for (unsigned i = tid; i < d * n; i += nt) W_dec[wd_off + i] = Wd[(i / n) * ldwd + i % n];
+    for (unsigned i = tid; i < n; i += nt) b_enc[(size_t)s * n + i] = be[i];
+    for (unsigned i = tid; i < d; i += nt) b_tied[(size_t)s * d + i] = bb[i];
+}

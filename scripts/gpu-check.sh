@@ -113,6 +113,7 @@ rows = [
     ("shared SAE, ours cuBLAS TF32 vs torch CUDA graph", "sae_shared_cublas_tf32", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
     ("144 per-head SAEs on z 64->200", "sae_per_head_z", "144 per-head SAEs on z 64->200 (bmm)"),
     ("144 per-head SAEs on z, torch CUDA graph", "sae_per_head_z", "144 per-head SAEs on z 64->200, CUDA graph"),
+    ("per-head on z, ours untiled persistent vs torch graph", "sae_per_head_z_untiled", "144 per-head SAEs on z 64->200, CUDA graph"),
     ("144 per-head SAEs on result 768->200", "sae_per_head_result", "144 per-head SAEs 768->200 (bmm)"),
     ("144 per-head SAEs on result, torch CUDA graph", "sae_per_head_result", "144 per-head SAEs 768->200, CUDA graph"),
     ("per-head on result, ours cuBLAS TF32 vs torch graph", "sae_per_head_result_cublas_tf32", "144 per-head SAEs 768->200, CUDA graph"),
@@ -151,5 +152,18 @@ for name, rep in (("gpt2-small-shape", small), ("gpt2-xl-shape", xl)):
         print(f"  {s['median_ms']:10.3f} ms  {s['stage']:<32} (n={s['reps']}) {s['detail']}")
     print(f"  {rep['pipeline_shared_ms']:10.3f} ms  pipeline shared SAE")
     print(f"  {rep['pipeline_per_head_z_ms']:10.3f} ms  pipeline per-head SAEs on z")
+    lim = rep.get("device_limits")
+    if lim:
+        print(f"  hardware floors ({lim['sms']} SMs at {lim['clock_khz'] / 1e3:.0f} MHz, "
+              f"DRAM {2 * lim['mem_clock_khz'] * 1e3 * lim['mem_bus_bits'] / 8 / 1e12:.2f} TB/s; GEMM FLOPs only):")
+    for f in rep.get("floors", []):
+        o = S(rep, f["stage"])
+        dram = f["dram_ms"]
+        floor = max(f["compute_ms"], dram or 0.0)
+        ratio = f"{o / floor:.1f}x the floor" if (o and floor) else "-"
+        waves = f.get("compute_one_block_per_sae_ms")
+        waves = "" if waves is None else f" (one block per SAE {waves:.3f})"
+        print(f"    {f['stage']:<22} compute {f['compute_ms']:8.3f} ms{waves}, DRAM "
+              f"{'-' if dram is None else f'{dram:.2f}'} ms; ours {fmt(o)} ms = {ratio}")
 PYEOF
 exit "$selftest_rc"

@@ -5,7 +5,8 @@
 //! * `hook_z`: the same without the projection -> [500, H, 64]
 //! * `sae_shared`: one SAE d_model -> 200 on 10 x H rows, 500 Adam steps
 //! * `sae_shared_cublas`, `sae_shared_cublas_tf32`: the same through the cuBLAS path
-//! * `sae_per_head_z`: H SAEs 64 -> 200, 10 rows each, 500 steps
+//! * `sae_per_head_z`: H SAEs 64 -> 200, 10 rows each, 500 steps (Auto: the register-tiled
+//!   persistent kernel; `sae_per_head_z_untiled`: the untiled one, for comparison)
 //! * `sae_per_head_result`: H SAEs d_model -> 200, 10 rows each, 500 steps
 //!   (`sae_per_head_result_cublas_tf32`: through the cuBLAS path, GPT-2-small shape only)
 //! * `encode_argmax_score`: shared-SAE codes of all 500 x H vectors + node scores |P\N|, |N\P|
@@ -14,6 +15,7 @@
 //!
 //! `pipeline_shared_ms` = hook_result + sae_shared + encode_argmax_score (the paper's method);
 //! `pipeline_per_head_z_ms` = hook_z + sae_per_head_z + encode_argmax_score_per_head_z.
+//! The report also gives each SAE stage's hardware floor (`gpu::floor`).
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -149,6 +151,12 @@ pub struct BenchReport {
     pub peak_mem_bytes: u64,
     /// Device memory in use right after the context was created (bytes).
     pub baseline_mem_bytes: u64,
+    /// The device's peak rates, and the floors they set for each SAE stage
+    /// (`gpu::floor`; counting rule there).
+    #[serde(default)]
+    pub device_limits: Option<crate::gpu::floor::DeviceLimits>,
+    #[serde(default)]
+    pub floors: Vec<crate::gpu::floor::SaeFloor>,
 }
 
 impl BenchReport {
@@ -194,7 +202,7 @@ mod imp {
 
     use super::*;
     use crate::gpu::cuda::{CudaResultExt, DevSaes};
-    use crate::gpu::{GpuContext, HookDims, HookReduce, TrainConfig, TrainPath};
+    use crate::gpu::{floor, GpuContext, HookDims, HookReduce, TrainConfig, TrainPath};
 
     struct Timer<'a> {
         gpu: &'a GpuContext,
@@ -454,6 +462,28 @@ mod imp {
                 },
             )?
         };
+        // The untiled persistent kernel on the same SAEs, for comparison (Auto picks the
+        // tiled one where both fit).
+        if path_z == TrainPath::PersistentTiled {
+            let cfg_p = TrainConfig {
+                path: TrainPath::Persistent,
+                ..cfg
+            };
+            let mut p_sae = clone_saes(&gpu, &init_z)?;
+            let sae = std::cell::RefCell::new(&mut p_sae);
+            tm.stage(
+                "sae_per_head_z_untiled",
+                format!(
+                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, Persistent",
+                    sh.steps
+                ),
+                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_z),
+                &mut || {
+                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg_p, None)
+                        .map(|_| ())
+                },
+            )?;
+        }
         drop(x_phz);
         drop(init_z);
 
@@ -534,6 +564,12 @@ mod imp {
             },
         )?;
 
+        let lim = gpu.device_limits();
+        let floors = vec![
+            floor::sae_floor("sae_shared", 1, ex * h, dm, n, sh.steps, &lim),
+            floor::sae_floor("sae_per_head_z", h, ex, dh, n, sh.steps, &lim),
+            floor::sae_floor("sae_per_head_result", h, ex, dm, n, sh.steps, &lim),
+        ];
         let (baseline, _) = gpu.mem_stats();
         let peak = tm
             .stages
@@ -553,6 +589,8 @@ mod imp {
             stages: tm.stages,
             peak_mem_bytes: peak,
             baseline_mem_bytes: baseline as u64,
+            device_limits: Some(lim),
+            floors,
         };
         if opts.print {
             println!(
@@ -567,6 +605,25 @@ mod imp {
                 "peak device memory above baseline: {:.1} MiB",
                 peak as f64 / (1 << 20) as f64
             );
+            println!(
+                "hardware floors ({} SMs, {:.1} TFLOP/s FP32, {:.2} TB/s DRAM; GEMM FLOPs only, see gpu::floor):",
+                lim.sms,
+                lim.peak_flops() / 1e12,
+                lim.dram_bytes_per_s() / 1e12
+            );
+            for f in &report.floors {
+                let measured = report.stage_ms(&f.stage).unwrap_or(f64::NAN);
+                let dram = f
+                    .dram_ms
+                    .map_or("state fits L2".into(), |m| format!("DRAM {m:.2} ms"));
+                let waves = f
+                    .compute_one_block_per_sae_ms
+                    .map_or(String::new(), |m| format!(" (one block per SAE {m:.3} ms)"));
+                println!(
+                    "  {:<22} compute {:>8.3} ms{waves}, {dram}; measured {measured:.3} ms",
+                    f.stage, f.compute_ms
+                );
+            }
         }
         Ok(report)
     }

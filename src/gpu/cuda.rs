@@ -74,6 +74,7 @@ struct Kernels {
     adam_outer: CudaFunction,
     adam: CudaFunction,
     persistent: CudaFunction,
+    tiled: CudaFunction,
     step_inc: CudaFunction,
     epilogue: CudaFunction,
     fill: CudaFunction,
@@ -228,6 +229,7 @@ impl GpuContext {
             adam_outer: f(&sae, "sae_adam_radial_outer_f32")?,
             adam: f(&sae, "sae_adam_f32")?,
             persistent: f(&sae, "sae_train_persistent_f32")?,
+            tiled: f(&sae, "sae_train_tiled_f32")?,
             step_inc: f(&sae, "sae_step_inc_u32")?,
             epilogue: f(&sae, "sae_epilogue_f32")?,
             fill: f(&util, "fill_uniform_f32")?,
@@ -258,6 +260,22 @@ impl GpuContext {
     /// Largest dynamic shared memory a block may opt in to.
     pub fn shared_mem_optin(&self) -> usize {
         self.smem_optin
+    }
+
+    /// Peak rates for `gpu::floor` (an attribute the driver does not report reads as 0,
+    /// which makes that floor NaN rather than failing the bench).
+    pub fn device_limits(&self) -> super::floor::DeviceLimits {
+        use CUdevice_attribute as A;
+        let at = |a: A| self.ctx.attribute(a).unwrap_or(0).max(0) as u32;
+        let (major, minor) = self.compute_cap;
+        super::floor::DeviceLimits {
+            sms: at(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+            clock_khz: at(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE),
+            fp32_lanes_per_sm: super::floor::fp32_lanes_per_sm(major, minor),
+            mem_clock_khz: at(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE),
+            mem_bus_bits: at(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH),
+            l2_bytes: at(A::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE) as u64,
+        }
     }
 
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
@@ -855,7 +873,9 @@ impl GpuContext {
 
     /// Which path `Auto` picks for these sizes.
     pub fn auto_train_path(&self, rows: usize, d: usize, n: usize) -> TrainPath {
-        if launch::persistent_fits(rows, d, n, self.smem_optin as u64) {
+        if launch::tiled_fits(rows, d, n, self.smem_optin as u64) {
+            TrainPath::PersistentTiled
+        } else if launch::persistent_fits(rows, d, n, self.smem_optin as u64) {
             TrainPath::Persistent
         } else {
             TrainPath::Batched
@@ -889,7 +909,8 @@ impl GpuContext {
             return Ok(path);
         }
         match path {
-            TrainPath::Persistent => self.train_persistent(x, rows, s, tc, loss)?,
+            TrainPath::Persistent => self.train_persistent(x, rows, s, tc, loss, false)?,
+            TrainPath::PersistentTiled => self.train_persistent(x, rows, s, tc, loss, true)?,
             TrainPath::Cublas => {
                 self.train_batched(x, rows, s, tc, loss, GemmImpl::Cublas { tf32: tc.tf32 })?
             }
@@ -905,19 +926,32 @@ impl GpuContext {
         s: &mut DevSaes,
         tc: &TrainConfig,
         loss: Option<&mut CudaSlice<f32>>,
+        tiled: bool,
     ) -> Result<()> {
         let (c, d, n) = (s.count, s.d, s.n);
-        let smem = launch::persistent_smem_bytes(rows, d, n);
-        if !launch::persistent_fits(rows, d, n, self.smem_optin as u64) {
+        let limit = self.smem_optin as u64;
+        let (kernel, name, smem, fits) = if tiled {
+            let fits = launch::tiled_fits(rows, d, n, limit);
+            (
+                &self.k.tiled,
+                "sae_train_tiled_f32",
+                launch::tiled_smem_bytes(rows, d, n),
+                fits,
+            )
+        } else {
+            let fits = launch::persistent_fits(rows, d, n, limit);
+            let smem = launch::persistent_smem_bytes(rows, d, n);
+            (&self.k.persistent, "sae_train_persistent_f32", smem, fits)
+        };
+        if !fits {
             return Err(Error::InvalidInput(format!(
-                "persistent SAE trainer: rows={rows}, d={d}, n={n} need {smem} B of shared memory (limit {}) and d, n <= {}",
+                "{name}: rows={rows}, d={d}, n={n} need {smem} B of shared memory (limit {}) and d, n <= {}",
                 self.smem_optin,
                 launch::PERSIST_MAX_ROW
             )));
         }
         let smem_u = smem as u32;
-        self.k
-            .persistent
+        kernel
             .set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 smem_u as i32,
@@ -932,7 +966,7 @@ impl GpuContext {
             u32_of(c, "SAE count")?,
         );
         let null: u64 = 0;
-        let mut b = self.stream.launch_builder(&self.k.persistent);
+        let mut b = self.stream.launch_builder(kernel);
         b.arg(x)
             .arg(&mut s.w_enc)
             .arg(&mut s.b_enc)
@@ -959,11 +993,11 @@ impl GpuContext {
             Some(l) => b.arg(l),
             None => b.arg(&null),
         };
-        // SAFETY: matches sae_train_persistent_f32(const float* X[c*R*d], W_enc, b_enc, W_dec, b,
-        // 8 moment buffers (same sizes as their params), R, d, n, steps, lr, b1, b2, eps, lambda,
-        // float* loss[c*steps] or NULL); grid = one block per SAE, smem = launch::persistent_smem_bytes.
-        unsafe { b.launch(cfg((c_u, 1, 1), launch::PERSIST_THREADS, smem_u)) }
-            .cuda("sae_train_persistent_f32")?;
+        // SAFETY: matches sae_train_persistent_f32 / sae_train_tiled_f32 (same signature:
+        // const float* X[c*R*d], W_enc, b_enc, W_dec, b, 8 moment buffers (same sizes as their
+        // params), R, d, n, steps, lr, b1, b2, eps, lambda, float* loss[c*steps] or NULL);
+        // grid = one block per SAE, smem = that kernel's launch::*_smem_bytes, checked above.
+        unsafe { b.launch(cfg((c_u, 1, 1), launch::PERSIST_THREADS, smem_u)) }.cuda(name)?;
         Ok(())
     }
 

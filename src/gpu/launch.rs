@@ -99,6 +99,28 @@ pub fn persistent_smem_bytes(rows: usize, d: usize, n: usize) -> u64 {
     persistent_smem_floats(rows, d, n) * 4
 }
 
+/// Floats of dynamic shared memory of `sae_train_tiled_f32` (layout in sae.cu): every array
+/// starts at a multiple of 4 floats, activation rows are padded to a multiple of 4, and xc is
+/// double-buffered.
+pub fn tiled_smem_floats(rows: usize, d: usize, n: usize) -> u64 {
+    let (r, d, n) = (rows as u64, d as u64, n as u64);
+    let r4 = |x: u64| x.div_ceil(4) * 4;
+    let (ldx, ldf) = (r4(d), r4(n));
+    r4(n * (d + 1)) + r4(d * (n + 1)) + 2 * r4(n) + r4(d) + 4 * r * ldx + 2 * r * ldf + 64
+}
+
+pub fn tiled_smem_bytes(rows: usize, d: usize, n: usize) -> u64 {
+    tiled_smem_floats(rows, d, n) * 4
+}
+
+/// Whether the register-tiled persistent trainer can run this shape within `smem_limit`.
+pub fn tiled_fits(rows: usize, d: usize, n: usize, smem_limit: u64) -> bool {
+    rows > 0
+        && d <= PERSIST_MAX_ROW
+        && n <= PERSIST_MAX_ROW
+        && tiled_smem_bytes(rows, d, n) <= smem_limit
+}
+
 /// Longest weight row (d or n) the persistent trainer handles: each lane of a warp keeps at
 /// most 8 of a row's gradients and moments in registers (`PERSIST_MAX_ROW` in sae.cu).
 pub const PERSIST_MAX_ROW: usize = 256;
@@ -201,6 +223,20 @@ mod tests {
     }
 
     #[test]
+    fn tiled_fits_like_persistent_with_padding() {
+        // the per-head z shape fits an H100 block (227 KB), the per-head result one does not
+        assert!(tiled_fits(10, 64, 200, 227 * 1024));
+        assert!(!tiled_fits(10, 768, 200, 227 * 1024));
+        assert!(!tiled_fits(10, 64, 257, 1 << 30));
+        assert!(!tiled_fits(0, 64, 200, 1 << 30));
+        // padding only adds: never smaller than the untiled layout
+        for &(r, d, n) in &[(10, 64, 200), (37, 48, 70), (4, 96, 50), (3, 5, 7)] {
+            assert!(tiled_smem_floats(r, d, n) >= persistent_smem_floats(r, d, n));
+            assert_eq!(tiled_smem_floats(r, d, n) % 4, 0);
+        }
+    }
+
+    #[test]
     fn persistent_fits_h100_for_z_shape() {
         // 144 per-head SAEs on z: d = 64, n = 200, 10 rows each.
         let b = persistent_smem_bytes(10, 64, 200);
@@ -250,6 +286,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_step_inc_u32",
             "sae_epilogue_f32",
             "sae_train_persistent_f32",
+            "sae_train_tiled_f32",
         ],
     ),
     ("util.cu", &["fill_uniform_f32"]),
@@ -330,5 +367,9 @@ mod source_tests {
         assert!(source("hook.cu").contains("#define HOOK_BT 16"));
         assert_eq!(super::HOOK_BT, 16);
         assert_eq!(super::PERSIST_THREADS, 512);
+        assert!(src
+            .contains("total = r4(n(d+1)) + r4(d(n+1)) + 2 r4(n) + r4(d) + 4R ldx + 2R ldf + 64"));
+        assert!(src.contains("d=64, n=200, R=10: 32,952 floats"));
+        assert_eq!(super::tiled_smem_floats(10, 64, 200), 32_952);
     }
 }

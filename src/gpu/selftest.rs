@@ -155,6 +155,7 @@ pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
     check_hook(&gpu, &mut run, seed);
     check_encode(&gpu, &mut run, seed);
     check_train_steps(&gpu, &mut run, seed);
+    check_train_batched_equals_separate(&gpu, &mut run, seed);
     check_train_full(&gpu, &mut run, seed, opts.quick);
     if !opts.kernels_only {
         let (n, steps) = if opts.quick { (12, 100) } else { (32, 500) };
@@ -515,11 +516,87 @@ fn flat(p: &SaeParams) -> Vec<f32> {
     [&p.w_enc[..], &p.b_enc[..], &p.w_dec[..], &p.b[..]].concat()
 }
 
+/// Training N SAEs in one launch must equal N separate launches, bit for bit, on every path
+/// whose kernels keep SAEs apart (cuBLAS may pick another algorithm for another batch count,
+/// so it is left out).
+fn check_train_batched_equals_separate(gpu: &GpuContext, run: &mut Run, seed: u64) {
+    let (count, rows, d, n, steps) = (3usize, 10usize, 64usize, 200usize, 4u32);
+    let (x, init) = sae_inputs(count, rows, d, n, seed + 1700);
+    for path in [
+        TrainPath::PersistentTiled,
+        TrainPath::Persistent,
+        TrainPath::Batched,
+    ] {
+        if !path_fits(gpu, path, rows, d, n) {
+            continue;
+        }
+        let name = format!("sae_train {path:?} N=1 x{count}");
+        let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
+        let cfg = TrainConfig {
+            steps,
+            path,
+            record_loss: true,
+            ..TrainConfig::default()
+        };
+        let res = gpu.train_saes(&x, rows, &init, &cfg).and_then(|all| {
+            let mut diff = 0usize;
+            let mut total = 0usize;
+            for s in 0..count {
+                let one = gpu.train_saes(
+                    &x[s * rows * d..(s + 1) * rows * d],
+                    rows,
+                    std::slice::from_ref(&init[s]),
+                    &cfg,
+                )?;
+                let a = [
+                    flat(&all.params[s]),
+                    all.loss.as_ref().map_or(vec![], |l| l[s].clone()),
+                ]
+                .concat();
+                let b = [
+                    flat(&one.params[0]),
+                    one.loss.map_or(vec![], |l| l[0].clone()),
+                ]
+                .concat();
+                total += a.len();
+                diff += a
+                    .iter()
+                    .zip(&b)
+                    .filter(|(p, q)| p.to_bits() != q.to_bits())
+                    .count();
+            }
+            Ok((diff, total))
+        });
+        match res {
+            Ok((diff, total)) => run.push(CheckResult {
+                kernel: name,
+                shape,
+                pass: diff == 0,
+                max_abs_err: 0.0,
+                mismatches: diff,
+                total,
+                note: "one launch of N SAEs against N launches of one: bitwise".into(),
+            }),
+            Err(e) => run.err(&name, shape, e),
+        }
+    }
+}
+
+/// Whether a persistent trainer can take this shape on this device (the others take any).
+fn path_fits(gpu: &GpuContext, path: TrainPath, rows: usize, d: usize, n: usize) -> bool {
+    let limit = gpu.shared_mem_optin() as u64;
+    match path {
+        TrainPath::Persistent => crate::gpu::launch::persistent_fits(rows, d, n, limit),
+        TrainPath::PersistentTiled => crate::gpu::launch::tiled_fits(rows, d, n, limit),
+        _ => true,
+    }
+}
+
 fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
     // (count, rows, d, n, steps)
     let shapes = [
         (3usize, 10usize, 64usize, 200usize, 3u32),
-        (2, 37, 48, 70, 4),
+        (2, 37, 45, 70, 4), // d and n not multiples of 4 (the tiled kernel's vector tails)
         (1, 300, 128, 100, 3),
         (4, 10, 96, 50, 5),
     ];
@@ -574,12 +651,15 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 note: "reference sanity check (no GPU involved)".into(),
             });
         }
-        for path in [TrainPath::Persistent, TrainPath::Batched, TrainPath::Cublas] {
+        for path in [
+            TrainPath::PersistentTiled,
+            TrainPath::Persistent,
+            TrainPath::Batched,
+            TrainPath::Cublas,
+        ] {
             let name = format!("sae_train {:?}", path);
             let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
-            if path == TrainPath::Persistent
-                && gpu.auto_train_path(rows, d, n) != TrainPath::Persistent
-            {
+            if !path_fits(gpu, path, rows, d, n) {
                 continue; // does not fit in shared memory: Auto never picks it
             }
             let cfg = TrainConfig { path, ..cfg };
@@ -638,6 +718,7 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
             .collect();
         // TF32 GEMMs (cuBLAS path) are held to the end-to-end criterion only: codes.
         for (path, tf32) in [
+            (TrainPath::PersistentTiled, false),
             (TrainPath::Persistent, false),
             (TrainPath::Batched, false),
             (TrainPath::Cublas, false),
@@ -649,9 +730,7 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
                 if tf32 { " TF32" } else { "" }
             );
             let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
-            if path == TrainPath::Persistent
-                && gpu.auto_train_path(rows, d, n) != TrainPath::Persistent
-            {
+            if !path_fits(gpu, path, rows, d, n) {
                 continue;
             }
             let cfg = TrainConfig { path, tf32, ..cfg };

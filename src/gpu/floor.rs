@@ -1,0 +1,175 @@
+//! Hardware floors of the SAE training stages: the least time the device's peak FP32 rate
+//! and DRAM bandwidth allow, from the device's own attributes. `bench` prints them beside
+//! each measured stage, so a target can be judged against what the hardware permits (the
+//! issue's per-head-on-result target is stated as a multiple of such a floor).
+//!
+//! Counting rule (a lower bound, stated in the report):
+//! * compute: the five GEMM-shaped products of a step (encode, decode, ReLU backward and the
+//!   two weight gradients), 2·R·n·d FLOPs each, at the peak FP32 FMA rate; the element-wise
+//!   work (renormalisation, radial removal, Adam) is left out;
+//! * one block per SAE (the persistent trainers): an SAE cannot use more than one SM, so the
+//!   SAEs run in ceil(N / SMs) waves at one SM's peak each;
+//! * memory: when the parameters and both Adam moments (3 floats a parameter) exceed the L2
+//!   cache, every step reads and writes them all from DRAM; otherwise no DRAM floor is given.
+use serde::{Deserialize, Serialize};
+
+/// What bounds the device, read from its attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DeviceLimits {
+    pub sms: u32,
+    /// Peak SM clock (kHz), as the driver reports it.
+    pub clock_khz: u32,
+    /// FP32 FMA lanes per SM for the compute capability (0 when unknown).
+    pub fp32_lanes_per_sm: u32,
+    /// DRAM clock (kHz) and bus width (bits); DDR, so bandwidth = 2 · clock · width / 8.
+    pub mem_clock_khz: u32,
+    pub mem_bus_bits: u32,
+    pub l2_bytes: u64,
+}
+
+/// FP32 lanes per SM by compute capability (CUDA C Programming Guide, "Arithmetic
+/// Instructions" throughput table); 0 for an unknown one, which disables the compute floor.
+pub fn fp32_lanes_per_sm(major: i32, minor: i32) -> u32 {
+    match (major, minor) {
+        (6, 0) | (7, _) | (8, 0) => 64,
+        (6, _) | (8, _) | (9, 0) | (10, _) | (12, _) => 128,
+        _ => 0,
+    }
+}
+
+impl DeviceLimits {
+    /// Peak FP32 rate of one SM (FLOP/s; an FMA counts 2).
+    pub fn sm_flops(&self) -> f64 {
+        2.0 * self.fp32_lanes_per_sm as f64 * self.clock_khz as f64 * 1e3
+    }
+    pub fn peak_flops(&self) -> f64 {
+        self.sm_flops() * self.sms as f64
+    }
+    /// Peak DRAM bandwidth (bytes/s).
+    pub fn dram_bytes_per_s(&self) -> f64 {
+        2.0 * self.mem_clock_khz as f64 * 1e3 * self.mem_bus_bits as f64 / 8.0
+    }
+}
+
+/// Floors of training `count` SAEs of `rows` rows, d -> n, for `steps` steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaeFloor {
+    pub stage: String,
+    /// GEMM FLOPs of the whole training.
+    pub gemm_flops: f64,
+    /// All SMs at peak FP32 (ms).
+    pub compute_ms: f64,
+    /// One block per SAE, ceil(count / SMs) waves at one SM's peak (ms); None for a single
+    /// SAE, which any trainer spreads over the whole device.
+    pub compute_one_block_per_sae_ms: Option<f64>,
+    /// Parameters + Adam moments (bytes).
+    pub state_bytes: u64,
+    /// steps · 2 · state / DRAM bandwidth when the state exceeds L2, else None (ms).
+    pub dram_ms: Option<f64>,
+}
+
+pub fn sae_floor(
+    stage: &str,
+    count: usize,
+    rows: usize,
+    d: usize,
+    n: usize,
+    steps: u32,
+    lim: &DeviceLimits,
+) -> SaeFloor {
+    let (c, r, d, n, t) = (count as f64, rows as f64, d as f64, n as f64, steps as f64);
+    let per_sae_step = 5.0 * 2.0 * r * n * d;
+    let gemm_flops = c * t * per_sae_step;
+    let ms = |flops: f64, rate: f64| {
+        if rate > 0.0 {
+            1e3 * flops / rate
+        } else {
+            f64::NAN
+        }
+    };
+    let waves = (count as u64).div_ceil(lim.sms.max(1) as u64) as f64;
+    let state_bytes = count as u64 * 3 * (2 * d as u64 * n as u64 + n as u64 + d as u64) * 4;
+    let bw = lim.dram_bytes_per_s();
+    let dram_ms =
+        (state_bytes > lim.l2_bytes && bw > 0.0).then(|| 1e3 * t * 2.0 * state_bytes as f64 / bw);
+    SaeFloor {
+        stage: stage.into(),
+        gemm_flops,
+        compute_ms: ms(gemm_flops, lim.peak_flops()),
+        compute_one_block_per_sae_ms: (count > 1)
+            .then(|| ms(waves * t * per_sae_step, lim.sm_flops())),
+        state_bytes,
+        dram_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// H100 SXM as its driver reports it: 132 SMs at 1980 MHz, HBM3 2619 MHz x 5120 bits,
+    /// 50 MB L2.
+    fn h100() -> DeviceLimits {
+        DeviceLimits {
+            sms: 132,
+            clock_khz: 1_980_000,
+            fp32_lanes_per_sm: fp32_lanes_per_sm(9, 0),
+            mem_clock_khz: 2_619_000,
+            mem_bus_bits: 5120,
+            l2_bytes: 50 * 1024 * 1024,
+        }
+    }
+
+    #[test]
+    fn h100_peaks_match_the_data_sheet() {
+        let l = h100();
+        // 66.9 TFLOP/s FP32 and 3.35 TB/s (NVIDIA's H100 SXM figures: 67 TFLOPS, 3.35 TB/s)
+        assert!(
+            (l.peak_flops() / 1e12 - 66.9).abs() < 0.1,
+            "{}",
+            l.peak_flops()
+        );
+        assert!((l.dram_bytes_per_s() / 1e12 - 3.352).abs() < 0.01);
+    }
+
+    #[test]
+    fn per_head_z_floor_is_below_the_issue_target_only_when_balanced() {
+        // 144 SAEs 64 -> 200, 10 rows, 500 steps: 92.2 GFLOP
+        let f = sae_floor("z", 144, 10, 64, 200, 500, &h100());
+        assert!((f.gemm_flops - 92.16e9).abs() < 1e6);
+        assert!((f.compute_ms - 1.378).abs() < 0.01, "{}", f.compute_ms);
+        // two waves of one SAE per SM
+        assert!((f.compute_one_block_per_sae_ms.unwrap() - 2.525).abs() < 0.01);
+        // 44.7 MB of state fits the 50 MB L2: no DRAM floor
+        assert_eq!(f.state_bytes, 144 * 3 * (2 * 64 * 200 + 264) * 4);
+        assert!(f.dram_ms.is_none());
+    }
+
+    #[test]
+    fn per_head_result_floor_is_dram_bound() {
+        // 144 SAEs 768 -> 200: 532.5 MB of state, read and written every step
+        let f = sae_floor("r", 144, 10, 768, 200, 500, &h100());
+        assert!((f.state_bytes as f64 / 1e6 - 532.51).abs() < 0.01);
+        let dram = f.dram_ms.unwrap();
+        assert!((dram - 158.85).abs() < 0.01, "{dram}");
+        assert!(dram > f.compute_ms);
+    }
+
+    #[test]
+    fn shared_sae_needs_tensor_cores_for_ten_ms() {
+        // 1440 rows 768 -> 200, 500 steps: 1.11 TFLOP, 16.5 ms at the H100's FP32 peak
+        let f = sae_floor("s", 1, 1440, 768, 200, 500, &h100());
+        assert!((f.compute_ms - 16.53).abs() < 0.01, "{}", f.compute_ms);
+        assert!(f.compute_one_block_per_sae_ms.is_none());
+        assert!(f.dram_ms.is_none());
+    }
+
+    #[test]
+    fn unknown_architecture_gives_no_compute_floor() {
+        let l = DeviceLimits {
+            fp32_lanes_per_sm: fp32_lanes_per_sm(3, 5),
+            ..h100()
+        };
+        assert!(sae_floor("z", 1, 10, 64, 200, 500, &l).compute_ms.is_nan());
+    }
+}
