@@ -25,6 +25,9 @@
 //      Launch: grid (N,1,1), blockDim (PERSIST_THREADS=512,1,1),
 //      dynamic smem = 4 * persistent_smem_floats(R,d,n) bytes (see src/gpu/launch.rs; must be
 //      <= the device opt-in limit, 227 KB on H100: d=64, n=200, R=10 -> ~127 KB).
+//  (A2) sae_train_tiled_f32: as (A), with register tiling and 6 barriers a step instead of 8
+//      (same arithmetic per element; layout and launch mapping above the kernel). The
+//      host's Auto picks it wherever it fits.
 //  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
 //      sae_renorm_rows_f32, sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
 //      sae_grad_b_f32, sae_loss_f32 (optional), sae_adam_radial_rows_f32 (x2), sae_adam_f32 (x2),
@@ -425,13 +428,77 @@ __device__ __forceinline__ void persist_row_update(float *wr, unsigned len, cons
     }
 }
 
+// Pieces both persistent kernels share (one block per SAE s; tid/nt over the block).
+// Parameters in: W_enc [n][d] -> We rows of stride ldwe, W_dec [d][n] -> Wd rows of stride
+// ldwd, b_enc -> be, b -> bb.
+__device__ __forceinline__ void persist_load_params(const float *W_enc, const float *b_enc,
+                                                    const float *W_dec, const float *b_tied,
+                                                    float *We, unsigned ldwe, float *Wd,
+                                                    unsigned ldwd, float *be, float *bb,
+                                                    unsigned s, unsigned d, unsigned n,
+                                                    unsigned tid, unsigned nt) {
+    const size_t we_off = (size_t)s * n * d, wd_off = (size_t)s * d * n;
+    for (unsigned i = tid; i < n * d; i += nt) We[(i / d) * ldwe + i % d] = W_enc[we_off + i];
+    for (unsigned i = tid; i < d * n; i += nt) Wd[(i / n) * ldwd + i % n] = W_dec[wd_off + i];
+    for (unsigned i = tid; i < n; i += nt) be[i] = b_enc[(size_t)s * n + i];
+    for (unsigned i = tid; i < d; i += nt) bb[i] = b_tied[(size_t)s * d + i];
+}
+
+// Parameters out (un-normalised, after the last Adam step, like the torch state dict).
+__device__ __forceinline__ void persist_store_params(float *W_enc, float *b_enc, float *W_dec,
+                                                     float *b_tied, const float *We,
+                                                     unsigned ldwe, const float *Wd,
+                                                     unsigned ldwd, const float *be,
+                                                     const float *bb, unsigned s, unsigned d,
+                                                     unsigned n, unsigned tid, unsigned nt) {
+    const size_t we_off = (size_t)s * n * d, wd_off = (size_t)s * d * n;
+    persist_store_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
+}
+
+// w <- w / max(||w||, 1e-12) for every row of We (length d) and Wd (length n), warp per row.
+__device__ __forceinline__ void persist_renorm_all(float *We, unsigned ldwe, float *Wd,
+                                                   unsigned ldwd, unsigned d, unsigned n,
+                                                   unsigned warp, unsigned nwarps,
+                                                   unsigned lane) {
+    for (unsigned row = warp; row < n + d; row += nwarps) {
+        float *r;
+        unsigned len;
+        if (row < n) { r = We + (size_t)row * ldwe; len = d; }
+        else { r = Wd + (size_t)(row - n) * ldwd; len = n; }
+        float ss = 0.f;
+        for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
+        ss = warp_sum(ss);
+        const float nrm = fmaxf(sqrtf(ss), 1e-12f);
+        for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
+    }
+}
+
+// g_b[k] = s1 * sum_r diff[r][k] - sum_j gbe[j] We[j][k], then Adam on bb (thread per k;
+// reads We, so it must finish before We is updated). diff rows have stride ldd.
+__device__ __forceinline__ void persist_grad_b_adam(float *bb, const float *diff, unsigned ldd,
+                                                    const float *gbe, const float *We,
+                                                    unsigned ldwe, unsigned R, unsigned d,
+                                                    unsigned n, float s1, float *m_b,
+                                                    float *v_b, unsigned s, const AdamK &ad,
+                                                    unsigned tid, unsigned nt) {
+    for (unsigned k = tid; k < d; k += nt) {
+        float cs = 0.f;
+        for (unsigned r = 0; r < R; ++r) cs += diff[(size_t)r * ldd + k];
+        float acc = 0.f;
+        for (unsigned j = 0; j < n; ++j) acc = fmaf(gbe[j], We[(size_t)j * ldwe + k], acc);
+        const float g = s1 * cs - acc;
+        const size_t gi = (size_t)s * d + k;
+        bb[k] = adam_update(bb[k], g, &m_b[gi], &v_b[gi], ad);
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Shared-memory layout (floats), strides padded by one to avoid bank conflicts:
 //   We [n][d+1] | Wd [d][n+1] | be [n] | bb [d] | xs [R][d] | xc [R][d] | f [R][n]
 //   | diff [R][d] | dpre [R][n] | gbe [n] | red [64]
 // total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64  (persistent_smem_floats in launch.rs)
 // m_* / v_* are zero-initialised by the caller; loss may be 0 (NULL) or [N, steps].
-extern "C" __global__ void __launch_bounds__(512)
+extern "C" __global__ void __launch_bounds__(512, 1)
 sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
                          float *__restrict__ b_enc, float *__restrict__ W_dec,
                          float *__restrict__ b_tied, float *__restrict__ m_we,
@@ -460,11 +527,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
     float *red = gbe + n;
 
     const size_t we_off = (size_t)s * n * d, wd_off = (size_t)s * d * n;
-    // load
-    for (unsigned i = tid; i < n * d; i += nt) We[(i / d) * ldwe + i % d] = W_enc[we_off + i];
-    for (unsigned i = tid; i < d * n; i += nt) Wd[(i / n) * ldwd + i % n] = W_dec[wd_off + i];
-    for (unsigned i = tid; i < n; i += nt) be[i] = b_enc[(size_t)s * n + i];
-    for (unsigned i = tid; i < d; i += nt) bb[i] = b_tied[(size_t)s * d + i];
+    persist_load_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
     for (unsigned i = tid; i < R * d; i += nt) xs[i] = X[(size_t)s * R * d + i];
     __syncthreads();
 
@@ -473,17 +536,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
 
     for (unsigned t = 1; t <= steps; ++t) {
         // 1. renormalise rows (warp per row)
-        for (unsigned row = warp; row < n + d; row += nwarps) {
-            float *r;
-            unsigned len;
-            if (row < n) { r = We + (size_t)row * ldwe; len = d; }
-            else { r = Wd + (size_t)(row - n) * ldwd; len = n; }
-            float ss = 0.f;
-            for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
-            ss = warp_sum(ss);
-            const float nrm = fmaxf(sqrtf(ss), 1e-12f);
-            for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
-        }
+        persist_renorm_all(We, ldwe, Wd, ldwd, d, n, warp, nwarps, lane);
         __syncthreads();
         // 2a. centre
         for (unsigned i = tid; i < R * d; i += nt) xc[i] = xs[i] - bb[i % d];
@@ -546,15 +599,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         __syncthreads();
         const AdamK ad = make_adam(lr, b1, b2, eps, t);
         // 3c. g_b and Adam on b (reads We before it is updated)
-        for (unsigned k = tid; k < d; k += nt) {
-            float cs = 0.f;
-            for (unsigned r = 0; r < R; ++r) cs += diff[(size_t)r * d + k];
-            float acc = 0.f;
-            for (unsigned j = 0; j < n; ++j) acc = fmaf(gbe[j], We[(size_t)j * ldwe + k], acc);
-            const float g = s1 * cs - acc;
-            const size_t gi = (size_t)s * d + k;
-            bb[k] = adam_update(bb[k], g, &m_b[gi], &v_b[gi], ad);
-        }
+        persist_grad_b_adam(bb, diff, d, gbe, We, ldwe, R, d, n, s1, m_b, v_b, s, ad, tid, nt);
         __syncthreads();
         // 4+5. W_enc rows, W_dec rows (warp per row, gradients and moments in registers),
         //      b_enc (thread per feature)
@@ -577,11 +622,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         }
         __syncthreads();
     }
-    // store (un-normalised params after the last Adam step, like the torch state dict)
-    for (unsigned i = tid; i < n * d; i += nt) W_enc[we_off + i] = We[(i / d) * ldwe + i % d];
-    for (unsigned i = tid; i < d * n; i += nt) W_dec[wd_off + i] = Wd[(i / n) * ldwd + i % n];
-    for (unsigned i = tid; i < n; i += nt) b_enc[(size_t)s * n + i] = be[i];
-    for (unsigned i = tid; i < d; i += nt) b_tied[(size_t)s * d + i] = bb[i];
+    persist_store_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -608,7 +649,9 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
 //   | diff [R][ldx] | f [R][ldf] | dpre [R][ldf] | red [64]
 // total = r4(n(d+1)) + r4(d(n+1)) + 2 r4(n) + r4(d) + 4R ldx + 2R ldf + 64
 //   (tiled_smem_floats in launch.rs; d=64, n=200, R=10: 32,952 floats = 129 KB)
-// Launch: grid (N,1,1), blockDim (512,1,1) (__launch_bounds__(512)), dynamic smem as above.
+// Launch: grid (N,1,1), blockDim (512,1,1), dynamic smem as above. __launch_bounds__(512, 1):
+// the shared memory allows one block per SM, so the compiler may use all 128 registers a
+// thread (without the 1 it chose 64 and spilled for the untiled kernel).
 #define TILED_RT 5
 #define TILED_DEC_RT 2
 
@@ -761,7 +804,7 @@ __device__ __forceinline__ void tiled_weight_update(float *W, unsigned ldw, unsi
 }
 
 // Row length decides the tile: short rows take 4 at a time, long rows 2 (register budget
-// of __launch_bounds__(512): 128 a thread).
+// of __launch_bounds__(512, 1): 128 a thread).
 __device__ __forceinline__ void tiled_weight_dispatch(float *W, unsigned ldw, unsigned rows_total,
                                                       unsigned len, const float *A, unsigned lda,
                                                       const float *B, unsigned ldb, unsigned R,
@@ -780,7 +823,7 @@ __device__ __forceinline__ void tiled_weight_dispatch(float *W, unsigned ldw, un
                                   renorm, warp, nwarps, lane);
 }
 
-extern "C" __global__ void __launch_bounds__(512)
+extern "C" __global__ void __launch_bounds__(512, 1)
 sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
                     float *__restrict__ b_enc, float *__restrict__ W_dec,
                     float *__restrict__ b_tied, float *__restrict__ m_we,
@@ -810,27 +853,14 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
     float *red = dpre + (size_t)R * ldf;
 
     const size_t we_off = (size_t)s * n * d, wd_off = (size_t)s * d * n;
-    for (unsigned i = tid; i < n * d; i += nt) We[(i / d) * ldwe + i % d] = W_enc[we_off + i];
-    for (unsigned i = tid; i < d * n; i += nt) Wd[(i / n) * ldwd + i % n] = W_dec[wd_off + i];
-    for (unsigned i = tid; i < n; i += nt) be[i] = b_enc[(size_t)s * n + i];
-    for (unsigned i = tid; i < d; i += nt) bb[i] = b_tied[(size_t)s * d + i];
+    persist_load_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
     // Row padding is read by the vector loads but never used: keep it finite.
     for (unsigned i = tid; i < R * ldf; i += nt) { f[i] = 0.f; dpre[i] = 0.f; }
     for (unsigned i = tid; i < 3 * R * ldx; i += nt) xcb[i] = 0.f;  // xc halves, then diff
     for (unsigned i = tid; i < R * d; i += nt) xs[(i / d) * ldx + i % d] = X[(size_t)s * R * d + i];
     __syncthreads();
     // step 1's renormalisation (later steps get theirs from the row updates)
-    for (unsigned row = warp; row < n + d; row += nwarps) {
-        float *r;
-        unsigned len;
-        if (row < n) { r = We + (size_t)row * ldwe; len = d; }
-        else { r = Wd + (size_t)(row - n) * ldwd; len = n; }
-        float ss = 0.f;
-        for (unsigned j = lane; j < len; j += 32) ss += r[j] * r[j];
-        ss = warp_sum(ss);
-        const float nrm = fmaxf(sqrtf(ss), 1e-12f);
-        for (unsigned j = lane; j < len; j += 32) r[j] = r[j] / nrm;
-    }
+    persist_renorm_all(We, ldwe, Wd, ldwd, d, n, warp, nwarps, lane);
     for (unsigned i = tid; i < R * d; i += nt) {
         const unsigned r = i / d, k = i % d;
         xcb[r * ldx + k] = xs[r * ldx + k] - bb[k];
@@ -912,15 +942,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         const AdamK ad = make_adam(lr, b1, b2, eps, t);
         const bool renorm = t < steps;  // the stored params are those after the last Adam step
         // P5. g_b and Adam on b (reads We before P6 updates it), beside the W_dec rows
-        for (unsigned k = tid; k < d; k += nt) {
-            float cs = 0.f;
-            for (unsigned r = 0; r < R; ++r) cs += diff[(size_t)r * ldx + k];
-            float acc = 0.f;
-            for (unsigned j = 0; j < n; ++j) acc = fmaf(gbe[j], We[(size_t)j * ldwe + k], acc);
-            const float g = s1 * cs - acc;
-            const size_t gi = (size_t)s * d + k;
-            bb[k] = adam_update(bb[k], g, &m_b[gi], &v_b[gi], ad);
-        }
+        persist_grad_b_adam(bb, diff, ldx, gbe, We, ldwe, R, d, n, s1, m_b, v_b, s, ad, tid, nt);
         // W_dec row k: g = s1 * sum_r diff[r][k] f[r][e]; the warps are dealt from the last
         // one, so the first warps (busy with g_b above) take the fewest rows.
         tiled_weight_dispatch(Wd, ldwd, d, n, diff, ldx, f, ldf, R, s1, m_wd + wd_off,

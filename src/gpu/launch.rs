@@ -6,7 +6,7 @@
 pub const ROW_BLOCK: u32 = 256;
 /// Threads per block of the 1-D elementwise kernels.
 pub const ELEM_BLOCK: u32 = 256;
-/// Threads per block of the persistent SAE trainer (`__launch_bounds__(512)` in sae.cu).
+/// Threads per block of the persistent SAE trainers (`__launch_bounds__(512, 1)` in sae.cu).
 pub const PERSIST_THREADS: u32 = 512;
 /// Tile of `gemm_f32` (rows x cols); K step 16.
 pub const GEMM_TILE: u32 = 64;
@@ -361,7 +361,8 @@ mod source_tests {
     fn persistent_layout_matches_kernel_comment() {
         let src = source("sae.cu");
         assert!(src.contains("total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64"));
-        assert!(src.contains("__launch_bounds__(512)"));
+        assert!(src.contains("__launch_bounds__(512, 1)\nsae_train_persistent_f32"));
+        assert!(src.contains("__launch_bounds__(512, 1)\nsae_train_tiled_f32"));
         assert!(src.contains("#define PERSIST_MAXQ 8"));
         assert_eq!(super::PERSIST_MAX_ROW, 32 * 8);
         assert!(source("hook.cu").contains("#define HOOK_BT 16"));
