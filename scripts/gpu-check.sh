@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One-shot GPU check, run on the GPU machine from the repo root, with a prebuilt
-# `cargo build --release --features cuda` binary copied to gpu-bin/headcode (carried).
+# `cargo build --release --features cuda` binary in gpu-bin (carried): stripped and
+# gzipped as gpu-bin/headcode.gz, because the tree that travels to the device machine
+# (tracked files + carried paths) must stay under 64 MiB and the stripped binary alone is
+# 64.5 MB (16 MB gzipped). This script unpacks it to gpu-bin/headcode.
 #   1. headcode selftest --device cuda          (every kernel vs the CPU reference, and
 #      discover end to end, CPU vs CUDA, on a random GPT-2-small-shape model)
 #   2. headcode bench for gpt2-small-shape and gpt2-xl-shape, and the baselines' unit
@@ -21,8 +24,11 @@ export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13
 PY=/opt/torch/.venv/bin/python
 [ -x "$PY" ] || PY=python3
 BIN=gpu-bin/headcode
+if [ ! -x "$BIN" ] && [ -f "$BIN.gz" ]; then
+    gunzip -c "$BIN.gz" >"$BIN" && chmod +x "$BIN"
+fi
 if [ ! -x "$BIN" ]; then
-    echo "missing $BIN (cargo build --release --features cuda; cp target/release/headcode gpu-bin/)" >&2
+    echo "missing $BIN (cargo build --release --features cuda; strip and gzip -9 target/release/headcode into gpu-bin/headcode.gz)" >&2
     exit 2
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
