@@ -11,7 +11,8 @@
 # Steps: build the emulated libraries (plain, and with AddressSanitizer); install nvcc (PyPI
 # wheels, cached) because the `cuda` build compiles the kernels to PTX; build `headcode
 # --features cuda` linked against the emulated libraries; then
-#   1. the whole quick self-test on the plain build (6 min on 2 cores here);
+#   1. the whole quick self-test on the plain build (6 min on 2 cores here), then a smoke
+#      run of `bench --device cuda` (tiny fixture model, 20 SAE steps);
 #   2. the kernel checks again under AddressSanitizer, so a kernel that reads or writes
 #      outside a buffer (device or shared memory) stops with a report (the end-to-end
 #      check is left out there: ASan makes it take over 20 min).
@@ -41,6 +42,17 @@ bin=$target/debug/headcode
 
 echo "== selftest under headcode-emu (kernels, then discover end to end vs the CPU)"
 LD_LIBRARY_PATH="$emu" "$bin" selftest --device cuda --quick --e2e-pairs 4 --e2e-steps 20 "$@"
+# The GPU bench's code path (every stage, the hardware floors, the forward + hooks
+# section), on the tiny GPT-2 fixture with 20 SAE steps and 16 prompts; the timings mean
+# nothing here.
+echo "== bench --device cuda under headcode-emu (smoke run: tiny fixture model, 20 SAE steps, 16 prompts)"
+bench_json=$(mktemp)
+LD_LIBRARY_PATH="$emu" "$bin" bench --device cuda --model tests/fixtures/gpt2_tiny --reps 1 \
+    --steps 20 --prompts 16 --json "$bench_json"
+for key in '"floors"' '"sae_per_head_z_untiled"' '"forward_hooks_candle_cuda"' '"tf32_parity_z"'; do
+    grep -q "$key" "$bench_json" || { echo "bench JSON lacks $key" >&2; exit 1; }
+done
+rm -f "$bench_json"
 if [ "${EMU_ASAN:-1}" = 1 ]; then
     echo "== kernel checks under headcode-emu with AddressSanitizer"
     LD_LIBRARY_PATH="$emu_asan" LD_PRELOAD="$(${CXX:-g++} -print-file-name=libasan.so)" \

@@ -212,15 +212,20 @@ struct BenchArgs {
     /// Timed runs per stage.
     #[arg(long, default_value_t = 10)]
     reps: usize,
-    /// Prompts for the CPU forward stage (the GPU bench uses 500).
-    #[arg(long, default_value_t = 64)]
-    prompts: usize,
+    /// Prompts for the forward + hooks stages (default: 64 on the CPU; 500 on CUDA, the
+    /// workload of the targets).
+    #[arg(long)]
+    prompts: Option<usize>,
     /// Time the baselines instead (ACDC head and edge tests, one EAP batch) on PAIRS
     /// prompt pairs; on CUDA also checks the edge test against the CPU.
     #[arg(long)]
     baselines: bool,
     #[arg(long, default_value_t = 32)]
     pairs: usize,
+    /// SAE training steps: on CUDA instead of the workload's 500 (a quick run; the printed
+    /// hardware floors follow it), on the CPU instead of 20 (its rows report ms per step).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    steps: Option<u32>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -534,14 +539,16 @@ fn bench_baselines(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model forward + hooks through candle's CUDA backend: 500 prompts × 18 tokens, timed
+/// The model forward + hooks through candle's CUDA backend: `n_prompts` × 18 tokens, timed
 /// the ways `discover` and `collect` use it, plus parity of z and result against the CPU
 /// forward on the same weights (f32 and TF32 GEMMs).
-fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
+fn gpu_forward_bench(shape: &str, reps: usize, n_prompts: usize) -> Result<serde_json::Value> {
     use headcode::hooks::collect_on_device;
     let dev = cuda_device()?;
     let gpu_model = bench_model(shape, &dev)?;
-    let prompts = bench_prompts(500, gpu_model.cfg.d_vocab);
+    // at least the 8 of the CPU parity check below
+    let n_prompts = n_prompts.max(8);
+    let prompts = bench_prompts(n_prompts, gpu_model.cfg.d_vocab);
     // Wall clock around a device synchronise: one warm-up, then the median of `reps`.
     let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         f()?;
@@ -561,7 +568,9 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     // What `discover --device cuda` does: activations stay on the device and the task
     // metrics read compact last-position rows (two kept tokens per row, as for IOI).
     let device_ms = timed(&mut || on_device(&gpu_model).map(|_| ()))?;
-    let keep = vec![vec![1000u32, 2000]; prompts.len()];
+    // two distinct token ids inside any vocabulary of 3 or more
+    let v = gpu_model.cfg.d_vocab as u32;
+    let keep = vec![vec![v / 3, 2 * v / 3]; prompts.len()];
     let discover_ms = timed(&mut || {
         headcode::tasks::compact_logits(&on_device(&gpu_model)?.last_logits, &keep)?;
         Ok(())
@@ -613,7 +622,7 @@ fn gpu_forward_bench(shape: &str, reps: usize) -> Result<serde_json::Value> {
     let (tf32_ms, (tz, tr)) = tf32?;
     let ok = ez <= 1e-4 && er <= 1e-4;
     println!(
-        "forward + hooks (candle CUDA, {shape}, 500 x 18 tokens, mean over positions; median of {reps}, wall clock to a device synchronise):"
+        "forward + hooks (candle CUDA, {shape}, {n_prompts} x 18 tokens, mean over positions; median of {reps}, wall clock to a device synchronise):"
     );
     println!("  activations left on the device (as discover)  {device_ms:>9.2} ms");
     println!("  the same + compact logits rows (as discover)  {discover_ms:>9.2} ms");
@@ -725,20 +734,46 @@ fn bench(a: BenchArgs) -> Result<()> {
             model,
             dims: dims.clone(),
             reps: a.reps.max(1),
+            steps: a.steps,
             ..Default::default()
         })?;
-        let fwd = gpu_forward_bench(&a.model, a.reps.max(3))?;
-        let disc = if dims.is_none() && model == ModelShape::Gpt2Small {
-            gpu_discover_bench(3)?
-        } else {
-            serde_json::Value::Null
+        // The JSON is rewritten after each section, so a later failure or a time limit
+        // (gpu-check.sh runs this under `timeout`) keeps what was measured; a failed section
+        // is recorded as {"error": ...} and makes the command fail after writing.
+        let mut j = serde_json::to_value(&r)?;
+        let write = |j: &serde_json::Value| -> Result<()> {
+            if let Some(p) = &a.json {
+                std::fs::write(p, serde_json::to_string_pretty(j)?)
+                    .with_context(|| p.display().to_string())?;
+            }
+            Ok(())
         };
-        if let Some(p) = &a.json {
-            let mut j = serde_json::to_value(&r)?;
-            j["forward_hooks_candle_cuda"] = fwd;
-            j["discover_cuda"] = disc;
-            std::fs::write(p, serde_json::to_string_pretty(&j)?)
-                .with_context(|| p.display().to_string())?;
+        write(&j)?;
+        let mut failed = Vec::new();
+        let mut section = |j: &mut serde_json::Value, key: &str, res: Result<serde_json::Value>| {
+            j[key] = res.unwrap_or_else(|e| {
+                eprintln!("bench section {key} failed: {e:#}");
+                failed.push(key.to_string());
+                serde_json::json!({ "error": format!("{e:#}") })
+            });
+        };
+        section(
+            &mut j,
+            "forward_hooks_candle_cuda",
+            gpu_forward_bench(&a.model, a.reps.max(3), a.prompts.unwrap_or(500)),
+        );
+        write(&j)?;
+        if dims.is_none() && model == ModelShape::Gpt2Small {
+            section(&mut j, "discover_cuda", gpu_discover_bench(3));
+        } else {
+            j["discover_cuda"] = serde_json::Value::Null;
+        }
+        write(&j)?;
+        if !failed.is_empty() {
+            bail!(
+                "bench sections failed: {} (the rest is in the JSON)",
+                failed.join(", ")
+            );
         }
         return Ok(());
     }
@@ -746,7 +781,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let model = bench_model(&a.model, &Device::Cpu)?;
     let cfg = model.cfg.clone();
     let heads = cfg.n_heads_total();
-    let prompts = bench_prompts(a.prompts.max(2), cfg.d_vocab);
+    let prompts = bench_prompts(a.prompts.unwrap_or(64).max(2), cfg.d_vocab);
     let reps = a.reps.max(1);
     let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         f()?;
@@ -774,7 +809,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let k = 10.min(prompts.len());
     let x: Vec<f32> = col.result.data[..k * heads * cfg.d_model].to_vec();
     let xz: Vec<f32> = col.z.data[..k * heads * cfg.d_head].to_vec();
-    let steps = 20;
+    let steps = a.steps.map_or(20, |s| s as usize); // ms/step is what the CPU rows report
     let sc = headcode::sae::SaeConfig {
         steps,
         ..Default::default()

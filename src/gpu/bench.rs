@@ -112,6 +112,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub stage_budget_s: f64,
     pub print: bool,
+    /// SAE training steps instead of the workload's 500 (a quick run; the floors follow).
+    pub steps: Option<u32>,
 }
 
 impl Default for BenchOptions {
@@ -123,6 +125,7 @@ impl Default for BenchOptions {
             warmup: 2,
             stage_budget_s: 30.0,
             print: true,
+            steps: None,
         }
     }
 }
@@ -327,7 +330,10 @@ mod imp {
 
     pub(super) fn run(opts: &BenchOptions) -> Result<BenchReport> {
         let gpu = GpuContext::new()?;
-        let sh = opts.dims.clone().unwrap_or_else(|| opts.model.dims());
+        let mut sh = opts.dims.clone().unwrap_or_else(|| opts.model.dims());
+        if let Some(steps) = opts.steps {
+            sh.steps = steps;
+        }
         let (e, t, h, dh, dm, n, ex) = (
             sh.prompts,
             sh.tokens,
