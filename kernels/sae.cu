@@ -452,7 +452,10 @@ __device__ __forceinline__ void persist_store_params(float *W_enc, float *b_enc,
                                                      const float *bb, unsigned s, unsigned d,
                                                      unsigned n, unsigned tid, unsigned nt) {
     const size_t we_off = (size_t)s * n * d, wd_off = (size_t)s * d * n;
-    persist_store_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
+    for (unsigned i = tid; i < n * d; i += nt) W_enc[we_off + i] = We[(i / d) * ldwe + i % d];
+    for (unsigned i = tid; i < d * n; i += nt) W_dec[wd_off + i] = Wd[(i / n) * ldwd + i % n];
+    for (unsigned i = tid; i < n; i += nt) b_enc[(size_t)s * n + i] = be[i];
+    for (unsigned i = tid; i < d; i += nt) b_tied[(size_t)s * d + i] = bb[i];
 }
 
 // w <- w / max(||w||, 1e-12) for every row of We (length d) and Wd (length n), warp per row.
@@ -962,8 +965,5 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             }
         __syncthreads();
     }
-    for (unsigned i = tid; i < n * d; i += nt) W_enc[we_off + i] = We[(i / d) * ldwe + i % d];
-    for (unsigned i = tid; i < d * n; i += nt) W_dec[wd_off + i] = Wd[(i / n) * ldwd + i % n];
-    for (unsigned i = tid; i < n; i += nt) b_enc[(size_t)s * n + i] = be[i];
-    for (unsigned i = tid; i < d; i += nt) b_tied[(size_t)s * d + i] = bb[i];
+    persist_store_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
 }
