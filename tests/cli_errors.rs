@@ -280,3 +280,30 @@ fn missing_model_is_said_once() {
         &["/nonexistent/model-dir"],
     );
 }
+
+#[test]
+fn bench_steps_and_prompts_reach_the_cpu_stages() {
+    let model = fixture("gpt2_tiny");
+    let m = model.to_str().unwrap();
+    let (ok, out, err) = run(&[
+        "bench",
+        "--model",
+        m,
+        "--reps",
+        "1",
+        "--steps",
+        "3",
+        "--prompts",
+        "5",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 steps"), "{out}");
+    assert!(out.contains("(5 prompts x 18 tokens)"), "{out}");
+    assert!(!out.contains("20 steps"), "{out}");
+    let (ok, _out, err) = run(&["bench", "--model", m, "--steps", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--steps") && !err.contains("panicked"),
+        "{err}"
+    );
+}
