@@ -209,16 +209,32 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
     }
 }
 
-// dst[s,c] = sum_r src[s,r,c] (r ascending). Launch: 1-D over N*C threads, blockDim 256.
-extern "C" __global__ void sae_colsum_f32(const float *__restrict__ src, unsigned N, unsigned R,
-                                          unsigned C, float *__restrict__ dst) {
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)N * C) return;
-    const unsigned s = (unsigned)(i / C), c = (unsigned)(i % C);
-    const float *p = src + (size_t)s * R * C + c;
+// dst[s,c] = sum_r src[s,r,c]. Thread (column c, group y) sums rows y, y + G, y + 2G, ...
+// (ascending); the G partial sums are then added in ascending y, a fixed order, so the
+// result does not depend on scheduling. Why not one thread a column, rows in order: for
+// the shared SAE (R = 1440 rows, C = 768) that is 768 threads on a few SMs, each waiting on
+// 1440 dependent loads; here each of C/32 x N blocks of 1024 threads reads R/G rows.
+// Launch: grid (ceil(C/32), N, 1), blockDim (32, COLSUM_G, 1); static smem 4.2 KB.
+#define COLSUM_G 32
+extern "C" __global__ void __launch_bounds__(1024)
+sae_colsum_f32(const float *__restrict__ src, unsigned N, unsigned R, unsigned C,
+               float *__restrict__ dst) {
+    __shared__ float part[COLSUM_G][33];
+    const unsigned s = blockIdx.y, x = threadIdx.x, y = threadIdx.y;
+    const unsigned c = blockIdx.x * 32u + x;
+    if (s >= N) return;  // whole block: uniform
     float acc = 0.f;
-    for (unsigned r = 0; r < R; ++r) acc += p[(size_t)r * C];
-    dst[i] = acc;
+    if (c < C) {
+        const float *p = src + (size_t)s * R * C + c;
+        for (unsigned r = y; r < R; r += COLSUM_G) acc += p[(size_t)r * C];
+    }
+    part[y][x] = acc;
+    __syncthreads();
+    if (y == 0 && c < C) {
+        float t = 0.f;
+        for (unsigned g = 0; g < COLSUM_G; ++g) t += part[g][x];
+        dst[(size_t)s * C + c] = t;
+    }
 }
 
 // g_b[s,k] = s1*colsum_diff[s,k] - sum_j g_benc[s,j] * W_enc[s,j,k].

@@ -1415,10 +1415,18 @@ impl GpuContext {
         }
         // column sums
         for (src, cols_u, cols, dst) in [(&*dpre, n_u, n, &mut *g_be), (&*diff, d_u, d, &mut *cs)] {
+            let grid = launch::colsum_grid(cols, c)
+                .ok_or_else(|| Error::InvalidInput("colsum: grid too large".into()))?;
+            let lc = LaunchConfig {
+                grid_dim: grid,
+                block_dim: (32, launch::COLSUM_G, 1),
+                shared_mem_bytes: 0,
+            };
             let mut b = self.stream.launch_builder(&self.k.colsum);
             b.arg(src).arg(&c_u).arg(&r_u).arg(&cols_u).arg(dst);
-            // SAFETY: matches sae_colsum_f32(const float* src[c*R*C], N, R, C, float* dst[c*C]).
-            unsafe { b.launch(cfg(e(c * cols)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_colsum_f32")?;
+            // SAFETY: matches sae_colsum_f32(const float* src[c*R*C], N, R, C, float* dst[c*C]);
+            // grid (ceil(C/32), N) and block (32, COLSUM_G) as its header states.
+            unsafe { b.launch(lc) }.cuda("sae_colsum_f32")?;
         }
         {
             let mut b = self.stream.launch_builder(&self.k.grad_b);

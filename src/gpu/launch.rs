@@ -15,6 +15,16 @@ pub const HOOK_BT: u32 = 16;
 /// Batched trainer: at most this many rows per SAE use the fused outer-product gradient +
 /// Adam kernel (`sae_adam_radial_outer_f32`) instead of two gradient GEMMs.
 pub const OUTER_MAX_ROWS: usize = 64;
+/// Row groups of `sae_colsum_f32` (its blockDim is (32, COLSUM_G); `COLSUM_G` in sae.cu).
+pub const COLSUM_G: u32 = 32;
+
+/// Grid of `sae_colsum_f32`: (column tiles of 32, SAEs).
+pub fn colsum_grid(cols: usize, count: usize) -> Option<(u32, u32, u32)> {
+    let gx = div_ceil_u32(cols as u64, 32)?;
+    let gy = u32::try_from(count).ok()?;
+    (gx > 0 && gy > 0 && gy <= 65_535).then_some((gx, gy, 1))
+}
+
 /// Threads per block of the edge kernels.
 pub const EDGE_BLOCK: u32 = 256;
 
@@ -223,6 +233,15 @@ mod tests {
     }
 
     #[test]
+    fn colsum_grid_covers_columns_and_saes() {
+        assert_eq!(colsum_grid(768, 1), Some((24, 1, 1)));
+        assert_eq!(colsum_grid(200, 144), Some((7, 144, 1)));
+        assert_eq!(colsum_grid(33, 2), Some((2, 2, 1)));
+        assert_eq!(colsum_grid(0, 2), None);
+        assert_eq!(colsum_grid(64, 70_000), None);
+    }
+
+    #[test]
     fn tiled_fits_like_persistent_with_padding() {
         // the per-head z shape fits an H100 block (227 KB), the per-head result one does not
         assert!(tiled_fits(10, 64, 200, 227 * 1024));
@@ -366,6 +385,8 @@ mod source_tests {
         assert!(src.contains("#define PERSIST_MAXQ 8"));
         assert_eq!(super::PERSIST_MAX_ROW, 32 * 8);
         assert!(source("hook.cu").contains("#define HOOK_BT 16"));
+        assert!(src.contains("#define COLSUM_G 32"));
+        assert_eq!(super::COLSUM_G, 32);
         assert_eq!(super::HOOK_BT, 16);
         assert_eq!(super::PERSIST_THREADS, 512);
         assert!(src
