@@ -30,7 +30,8 @@
 //      host's Auto picks it wherever it fits.
 //  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
 //      sae_renorm_rows_f32, sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
-//      sae_grad_b_f32, sae_loss_f32 (optional), sae_adam_radial_rows_f32 (x2), sae_adam_f32 (x2),
+//      sae_grad_b_f32, sae_loss_partial_f32 + sae_loss_f32 (optional), sae_adam_radial_rows_f32
+//      (x2), sae_adam_f32 (x2),
 //      (for R <= 64 rows per SAE the two weight-gradient GEMMs and sae_adam_radial_rows_f32 are
 //      replaced by sae_adam_radial_outer_f32, which never materialises the gradients),
 //      sae_step_inc_u32. The step index lives in device memory (t_dev), so one step is
@@ -254,19 +255,26 @@ extern "C" __global__ void sae_grad_b_f32(const float *__restrict__ colsum_diff,
     g_b[i] = s1 * colsum_diff[i] - acc;
 }
 
-// loss[s*loss_stride + step] = sum(diff^2)/(R d) + lambda * sum(f)/R, step = *t_dev - 1.
-// Launch: grid (N,1,1), blockDim 256.
-extern "C" __global__ void sae_loss_f32(const float *__restrict__ diff, const float *__restrict__ f,
-                                        unsigned R, unsigned d, unsigned n, float lambda,
-                                        float *__restrict__ loss, unsigned loss_stride,
-                                        const unsigned *__restrict__ t_dev) {
+// The loss in two passes, so one large SAE (the shared one: 1440 x 768 residuals) is summed
+// by many blocks instead of one block's 256 threads.
+// Pass 1: block (p, s) sums diff^2 and f over its p-th contiguous chunk of SAE s's R*d and
+// R*n elements (chunks of ceil(len / P)) into part[(s*P + p)*2 + {0, 1}].
+// Launch: grid (P, N, 1), blockDim (256, 1, 1).
+extern "C" __global__ void sae_loss_partial_f32(const float *__restrict__ diff,
+                                                const float *__restrict__ f, unsigned R,
+                                                unsigned d, unsigned n, unsigned P,
+                                                float *__restrict__ part) {
     __shared__ float red[2][32];
-    const unsigned s = blockIdx.x;
-    const float *df = diff + (size_t)s * R * d;
-    const float *ff = f + (size_t)s * R * n;
+    const unsigned p = blockIdx.x, s = blockIdx.y;
+    const size_t len_d = (size_t)R * d, len_f = (size_t)R * n;
+    const size_t cd = (len_d + P - 1) / P, cf = (len_f + P - 1) / P;
+    const float *df = diff + (size_t)s * len_d;
+    const float *ff = f + (size_t)s * len_f;
+    const size_t end_d = (p + 1) * cd < len_d ? (p + 1) * cd : len_d;
+    const size_t end_f = (p + 1) * cf < len_f ? (p + 1) * cf : len_f;
     float a = 0.f, b = 0.f;
-    for (size_t i = threadIdx.x; i < (size_t)R * d; i += blockDim.x) a += df[i] * df[i];
-    for (size_t i = threadIdx.x; i < (size_t)R * n; i += blockDim.x) b += ff[i];
+    for (size_t i = p * cd + threadIdx.x; i < end_d; i += blockDim.x) a += df[i] * df[i];
+    for (size_t i = p * cf + threadIdx.x; i < end_f; i += blockDim.x) b += ff[i];
     a = warp_sum(a);
     b = warp_sum(b);
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
@@ -275,9 +283,26 @@ extern "C" __global__ void sae_loss_f32(const float *__restrict__ diff, const fl
     if (threadIdx.x == 0) {
         float sa = 0.f, sb = 0.f;
         for (unsigned w = 0; w < (blockDim.x >> 5); ++w) { sa += red[0][w]; sb += red[1][w]; }
-        const unsigned step = *t_dev - 1u;
-        loss[(size_t)s * loss_stride + step] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
+        part[((size_t)s * P + p) * 2] = sa;
+        part[((size_t)s * P + p) * 2 + 1] = sb;
     }
+}
+
+// Pass 2: loss[s*loss_stride + step] = sum(diff^2)/(R d) + lambda * sum(f)/R, the P partial
+// sums added in order; step = *t_dev - 1. Launch: 1-D over N threads, blockDim 256.
+extern "C" __global__ void sae_loss_f32(const float *__restrict__ part, unsigned N, unsigned P,
+                                        unsigned R, unsigned d, float lambda,
+                                        float *__restrict__ loss, unsigned loss_stride,
+                                        const unsigned *__restrict__ t_dev) {
+    const unsigned s = blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= N) return;
+    float sa = 0.f, sb = 0.f;
+    for (unsigned p = 0; p < P; ++p) {
+        sa += part[((size_t)s * P + p) * 2];
+        sb += part[((size_t)s * P + p) * 2 + 1];
+    }
+    const unsigned step = *t_dev - 1u;
+    loss[(size_t)s * loss_stride + step] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
 }
 
 // Radial gradient removal + Adam for rows of a unit-norm weight (all SAEs' rows stacked).

@@ -69,6 +69,7 @@ struct Kernels {
     gemm: CudaFunction,
     colsum: CudaFunction,
     grad_b: CudaFunction,
+    loss_partial: CudaFunction,
     loss: CudaFunction,
     adam_radial: CudaFunction,
     adam_outer: CudaFunction,
@@ -168,6 +169,8 @@ struct Work {
     g_be: CudaSlice<f32>,
     g_b: CudaSlice<f32>,
     cs: CudaSlice<f32>,
+    /// the loss's partial sums [c, P, 2] (`launch::loss_parts`), when the loss is recorded
+    loss_part: CudaSlice<f32>,
     /// current 1-based step
     t_dev: CudaSlice<u32>,
 }
@@ -224,6 +227,7 @@ impl GpuContext {
             gemm: f(&sae, "gemm_f32")?,
             colsum: f(&sae, "sae_colsum_f32")?,
             grad_b: f(&sae, "sae_grad_b_f32")?,
+            loss_partial: f(&sae, "sae_loss_partial_f32")?,
             loss: f(&sae, "sae_loss_f32")?,
             adam_radial: f(&sae, "sae_adam_radial_rows_f32")?,
             adam_outer: f(&sae, "sae_adam_radial_outer_f32")?,
@@ -1183,6 +1187,11 @@ impl GpuContext {
             g_be: self.zeros(c * n)?,
             g_b: self.zeros(c * d)?,
             cs: self.zeros(c * d)?,
+            loss_part: self.zeros(if loss.is_some() {
+                c * launch::loss_parts(r, d, n) as usize * 2
+            } else {
+                1
+            })?,
             t_dev: self.upload(&[1u32])?,
         };
         self.sample_mem();
@@ -1277,6 +1286,7 @@ impl GpuContext {
             g_be,
             g_b,
             cs,
+            loss_part,
             t_dev,
         } = wb;
         // 1. renormalise
@@ -1342,19 +1352,31 @@ impl GpuContext {
             (&mut *diff, r * d, d),
         )?;
         if let Some(l) = loss {
-            let mut b = self.stream.launch_builder(&self.k.loss);
+            let parts = launch::loss_parts(r, d, n);
+            let mut b = self.stream.launch_builder(&self.k.loss_partial);
             b.arg(&*diff)
                 .arg(&*f)
                 .arg(&r_u)
                 .arg(&d_u)
                 .arg(&n_u)
+                .arg(&parts)
+                .arg(&mut *loss_part);
+            // SAFETY: matches sae_loss_partial_f32(const float* diff[c*R*d], const float*
+            // f[c*R*n], R, d, n, P, float* part[c*P*2]); loss_part was sized for this P.
+            unsafe { b.launch(cfg((parts, c_u, 1), 256, 0)) }.cuda("sae_loss_partial_f32")?;
+            let mut b = self.stream.launch_builder(&self.k.loss);
+            b.arg(&*loss_part)
+                .arg(&c_u)
+                .arg(&parts)
+                .arg(&r_u)
+                .arg(&d_u)
                 .arg(&tc.lambda)
                 .arg(l)
                 .arg(&steps_u)
                 .arg(&*t_dev);
-            // SAFETY: matches sae_loss_f32(const float* diff, const float* f, R, d, n, lambda,
+            // SAFETY: matches sae_loss_f32(const float* part[c*P*2], N, P, R, d, lambda,
             // float* loss[c*steps], loss_stride, const u32* t_dev); 1 <= *t_dev <= steps.
-            unsafe { b.launch(cfg((c_u, 1, 1), 256, 0)) }.cuda("sae_loss_f32")?;
+            unsafe { b.launch(cfg(e(c)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_loss_f32")?;
         }
         // dpre = [f>0] (s1 diff W_dec + lambda/R)  [c, R, n]
         self.gemm(

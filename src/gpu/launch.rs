@@ -25,6 +25,13 @@ pub fn colsum_grid(cols: usize, count: usize) -> Option<(u32, u32, u32)> {
     (gx > 0 && gy > 0 && gy <= 65_535).then_some((gx, gy, 1))
 }
 
+/// Chunks P of `sae_loss_partial_f32` per SAE: about 4096 elements each, at most 64 (one
+/// for the small per-head SAEs, 64 for the shared SAE's 1440 x 768 residuals).
+pub fn loss_parts(rows: usize, d: usize, n: usize) -> u32 {
+    let elems = rows.saturating_mul(d.max(n));
+    (elems / 4096).clamp(1, 64) as u32
+}
+
 /// Threads per block of the edge kernels.
 pub const EDGE_BLOCK: u32 = 256;
 
@@ -233,6 +240,14 @@ mod tests {
     }
 
     #[test]
+    fn loss_parts_scale_with_the_sae() {
+        assert_eq!(loss_parts(10, 64, 200), 1);
+        assert_eq!(loss_parts(1440, 768, 200), 64);
+        assert_eq!(loss_parts(100, 200, 100), 4);
+        assert_eq!(loss_parts(0, 64, 200), 1);
+    }
+
+    #[test]
     fn colsum_grid_covers_columns_and_saes() {
         assert_eq!(colsum_grid(768, 1), Some((24, 1, 1)));
         assert_eq!(colsum_grid(200, 144), Some((7, 144, 1)));
@@ -298,6 +313,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "gemm_f32",
             "sae_colsum_f32",
             "sae_grad_b_f32",
+            "sae_loss_partial_f32",
             "sae_loss_f32",
             "sae_adam_radial_rows_f32",
             "sae_adam_radial_outer_f32",
