@@ -689,15 +689,15 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
 //
 // Phases of a step, each ended by __syncthreads; within a phase no array is both written
 // and read by different threads (weight rows are written only by the warp that owns them):
-//   P1 encode   reads xc[t%2], We, be            writes f
+//   P1 encode   reads xc (this step's half), We, be   writes f
 //   P2 decode   reads f, Wd, bb, xs              writes diff
 //   P3 dpre     reads diff, Wd, f                writes dpre, red (loss partials)
 //   P4 g_b_enc  reads dpre, red                  writes gbe, loss
 //   P5 g_b, b   reads diff, gbe, We              writes bb, m_b/v_b
 //      W_dec    reads diff, f, own Wd rows       writes own Wd rows, m_wd/v_wd
-//   P6 W_enc    reads dpre, xc[t%2], own We rows writes own We rows, m_we/v_we
+//   P6 W_enc    reads dpre, xc (this step's half), own We rows   writes own We rows, m_we/v_we
 //      b_enc    reads gbe                        writes be, m_be/v_be
-//      next xc  reads xs, bb                     writes xc[(t+1)%2]
+//      next xc  reads xs, bb                     writes the other xc half
 //
 // Shared-memory layout (floats; every array starts at a multiple of 4, so float4 loads are
 // aligned): ldx = round4(d), ldf = round4(n), r4(x) = round4(x)
