@@ -536,6 +536,35 @@ __device__ __forceinline__ void persist_grad_b_adam(float *bb, const float *diff
     }
 }
 
+// The step's loss, part 1 (all threads): thread-strided sums of diff^2 (R rows of d, row
+// stride ldd) and of f (R rows of n, row stride ldff) in element order, then per-warp sums
+// into red[warp] and red[32 + warp].
+__device__ __forceinline__ void persist_loss_partials(const float *diff, unsigned ldd,
+                                                      const float *f, unsigned ldff, unsigned R,
+                                                      unsigned d, unsigned n, float *red,
+                                                      unsigned tid, unsigned nt, unsigned lane,
+                                                      unsigned warp) {
+    float a = 0.f, b = 0.f;
+    for (unsigned i = tid; i < R * d; i += nt) {
+        const float x = diff[(i / d) * ldd + i % d];
+        a += x * x;
+    }
+    for (unsigned i = tid; i < R * n; i += nt) b += f[(i / n) * ldff + i % n];
+    a = warp_sum(a);
+    b = warp_sum(b);
+    if (lane == 0) { red[warp] = a; red[32 + warp] = b; }
+}
+
+// Part 2 (one thread, after a barrier): loss[s*steps + t-1] = sum(diff^2)/(R d) +
+// lambda * sum(f)/R from the warp sums in order.
+__device__ __forceinline__ void persist_loss_store(const float *red, unsigned nwarps, unsigned R,
+                                                   unsigned d, float lambda, float *loss,
+                                                   unsigned s, unsigned steps, unsigned t) {
+    float sa = 0.f, sb = 0.f;
+    for (unsigned w = 0; w < nwarps; ++w) { sa += red[w]; sb += red[32 + w]; }
+    loss[(size_t)s * steps + (t - 1)] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
+}
+
 // ------------------------------------------------------------------------------------------
 // Shared-memory layout (floats), strides padded by one to avoid bank conflicts:
 //   We [n][d+1] | Wd [d][n+1] | be [n] | bb [d] | xs [R][d] | xc [R][d] | f [R][n]
@@ -607,19 +636,9 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         __syncthreads();
         // 2d. loss (optional; uniform branch)
         if (loss != nullptr) {
-            float a = 0.f, b = 0.f;
-            for (unsigned i = tid; i < R * d; i += nt) a += diff[i] * diff[i];
-            for (unsigned i = tid; i < R * n; i += nt) b += f[i];
-            a = warp_sum(a);
-            b = warp_sum(b);
-            if (lane == 0) { red[warp] = a; red[32 + warp] = b; }
+            persist_loss_partials(diff, d, f, n, R, d, n, red, tid, nt, lane, warp);
             __syncthreads();
-            if (tid == 0) {
-                float sa = 0.f, sb = 0.f;
-                for (unsigned w = 0; w < nwarps; ++w) { sa += red[w]; sb += red[32 + w]; }
-                loss[(size_t)s * steps + (t - 1)] =
-                    sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
-            }
+            if (tid == 0) persist_loss_store(red, nwarps, R, d, lambda, loss, s, steps, t);
         }
         // 3a. dpre = [f>0] (s1 diff W_dec + lambda/R)
         for (unsigned i = tid; i < R * n; i += nt) {
@@ -971,17 +990,8 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
                     }
             }
         }
-        if (loss != nullptr) {
-            float a = 0.f, b = 0.f;
-            for (unsigned i = tid; i < R * d; i += nt) {
-                const float x = diff[(i / d) * ldx + i % d];
-                a += x * x;
-            }
-            for (unsigned i = tid; i < R * n; i += nt) b += f[(i / n) * ldf + i % n];
-            a = warp_sum(a);
-            b = warp_sum(b);
-            if (lane == 0) { red[warp] = a; red[32 + warp] = b; }
-        }
+        if (loss != nullptr)
+            persist_loss_partials(diff, ldx, f, ldf, R, d, n, red, tid, nt, lane, warp);
         __syncthreads();
         // P4. g_b_enc = colsum(dpre); the loss of this step
         for (unsigned j = tid; j < n; j += nt) {
@@ -989,11 +999,8 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             for (unsigned r = 0; r < R; ++r) acc += dpre[(size_t)r * ldf + j];
             gbe[j] = acc;
         }
-        if (loss != nullptr && tid == 0) {
-            float sa = 0.f, sb = 0.f;
-            for (unsigned w = 0; w < nwarps; ++w) { sa += red[w]; sb += red[32 + w]; }
-            loss[(size_t)s * steps + (t - 1)] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
-        }
+        if (loss != nullptr && tid == 0)
+            persist_loss_store(red, nwarps, R, d, lambda, loss, s, steps, t);
         __syncthreads();
         const AdamK ad = make_adam(lr, b1, b2, eps, t);
         const bool renorm = t < steps;  // the stored params are those after the last Adam step
