@@ -9,6 +9,9 @@
 // kernels) is CUDA_ERROR_NOT_FOUND. Launches are checked against the limits a GPU enforces
 // (block size, __launch_bounds__, dynamic shared memory over the opted-in size); new device
 // memory is filled with 0xFF bytes (NaN as f32) because cuMemAlloc does not clear it.
+// HEADCODE_EMU_DIGEST=FILE appends a line per device-to-host copy (sequence number, bytes,
+// FNV-1a hash, the kernel launched last): two runs of a deterministic program under
+// different schedules (HEADCODE_EMU_SCHEDULE, runtime.cpp) must write the same file.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +19,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "emu.h"
@@ -53,6 +57,41 @@ std::size_t g_used = 0;
 constexpr std::size_t kTotal = 80ull << 30;
 Stream g_default_stream;
 int g_ctx_token = 1;
+
+// The digest log (HEADCODE_EMU_DIGEST): what the host read back, in order.
+struct Digest {
+    std::FILE *f = nullptr;
+    unsigned long long seq = 0;
+    std::string last_kernel = "-";
+};
+Digest &digest() {
+    static Digest d = [] {
+        Digest d;
+        if (const char *p = std::getenv("HEADCODE_EMU_DIGEST"); p && *p) {
+            d.f = std::fopen(p, "w");
+            if (!d.f) std::fprintf(stderr, "headcode-emu: cannot write HEADCODE_EMU_DIGEST=%s\n", p);
+        }
+        return d;
+    }();
+    return d;
+}
+void digest_copy(const void *p, std::size_t n) {
+    Digest &d = digest();
+    if (!d.f) return;
+    std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a 64
+    const auto *b = static_cast<const unsigned char *>(p);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ull;
+    std::lock_guard<std::mutex> l(g_mu);
+    std::fprintf(d.f, "%llu %zu %016llx after %s\n", ++d.seq, n, (unsigned long long)h,
+                 d.last_kernel.c_str());
+    std::fflush(d.f);  // a run that aborts keeps what it read so far
+}
+void digest_launch(const std::string &name) {
+    Digest &d = digest();
+    if (!d.f) return;
+    std::lock_guard<std::mutex> l(g_mu);
+    d.last_kernel = name;
+}
 
 bool verbose() {
     static const bool v = std::getenv("HEADCODE_EMU_VERBOSE") != nullptr;
@@ -225,6 +264,7 @@ CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, std::size_t n, void *s
     if (n && !in_device(src, n)) return INVALID_VALUE;
     return emu::enqueue(s, [=] {
         std::memcpy(dst, reinterpret_cast<const void *>(src), n);
+        digest_copy(dst, n);
         return OK;
     });
 }
@@ -394,6 +434,7 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
             std::fprintf(stderr, "headcode-emu: %s grid (%u,%u,%u) block (%u,%u,%u) smem %u\n",
                          k->name.c_str(), grid.x, grid.y, grid.z, block.x, block.y, block.z,
                          smem);
+        digest_launch(k->name);
         const std::string err = emu::run_grid(*k, body, grid, block, smem);
         if (!err.empty()) {
             std::fprintf(stderr, "headcode-emu: %s\n", err.c_str());

@@ -28,6 +28,12 @@ const Kernel *find_kernel(const char *name);
 // (a barrier or shuffle that not every thread reaches, a shuffle from an exited lane).
 std::string run_grid(const Kernel &k, const Bound &body, dim3 grid, dim3 block, std::size_t smem);
 
+// Set the thread and block order from now on, as HEADCODE_EMU_SCHEDULE does at start-up
+// ("forward", "reverse", "warps", "warps-reverse" or "random:SEED"; see runtime.cpp).
+// Returns "" or why the setting was refused (then every launch fails with that message until
+// a valid one is set).
+std::string set_schedule(const char *setting);
+
 // Stream work: run now, or append to the stream's graph while it is being captured.
 // `op` returns a CUresult. Returns the CUresult of running it (0 when recorded).
 int enqueue(void *stream, std::function<int()> op);

@@ -3,12 +3,32 @@
 // finish); the scheduler releases a warp once every live lane of it has posted its shuffle
 // value, and the block once every live thread waits at the barrier. Anything else can never
 // complete on a GPU either, and is reported as an error instead of hanging.
+//
+// Schedules (HEADCODE_EMU_SCHEDULE). A thread runs from one barrier or shuffle to the next
+// without interruption, so in the default `forward` schedule (lockstep rounds: every thread in
+// index order to its next barrier or shuffle, blocks in index order) a thread that reads,
+// without a barrier, what a lower-numbered thread wrote gets the value a GPU only sometimes
+// would. The others run the same program in other orders a GPU may pick:
+//   reverse         lockstep rounds, threads and blocks in descending order;
+//   warps           each warp alone from one barrier to the next (its shuffles resolved as
+//                   they come), warps, lanes and blocks in ascending order: warps drift
+//                   apart as far as they can;
+//   warps-reverse   the same, all in descending order;
+//   random:SEED     as `warps`, in a fresh seeded permutation per barrier interval (warps),
+//                   per shuffle round (lanes) and per grid (blocks).
+// Of two accesses to one address by different warps between the same two barriers, `warps`
+// and `warps-reverse` run them in opposite orders, so one of them differs from `forward`; of
+// two by lanes of one warp between the same two shuffles, `reverse` does. A race-free kernel
+// therefore gives bit-identical results under all five; results that change with the
+// schedule are a race. HEADCODE_EMU_DIGEST (driver.cpp) records what the host reads back, to
+// compare runs.
 #include <sys/mman.h>
 #include <algorithm>
 #include <ucontext.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -109,8 +129,76 @@ constexpr std::size_t kStack = 512 * 1024;
 constexpr std::size_t kStack = 128 * 1024;
 #endif
 
+struct Schedule {
+    enum Order { FORWARD, REVERSE, RANDOM } order = FORWARD;
+    bool serial = false;  // a warp at a time to the next barrier, instead of lockstep rounds
+    std::uint64_t seed = 0;
+    std::string error;  // non-empty: the setting could not be read
+};
+
+Schedule parse_schedule(const char *v) {
+    Schedule s;
+    if (!v || !*v || std::strcmp(v, "forward") == 0) return s;
+    if (std::strcmp(v, "reverse") == 0 || std::strcmp(v, "warps-reverse") == 0) {
+        s.order = Schedule::REVERSE;
+        s.serial = v[0] == 'w';
+        return s;
+    }
+    if (std::strcmp(v, "warps") == 0) {
+        s.serial = true;
+        return s;
+    }
+    if (std::strncmp(v, "random:", 7) == 0 && v[7] >= '0' && v[7] <= '9') {
+        char *end = nullptr;
+        s.seed = std::strtoull(v + 7, &end, 10);
+        if (end && *end == 0) {
+            s.order = Schedule::RANDOM;
+            s.serial = true;
+            return s;
+        }
+    }
+    s.error = std::string("HEADCODE_EMU_SCHEDULE=") + v +
+              ": expected forward, reverse, warps, warps-reverse or random:SEED (SEED a decimal "
+              "integer)";
+    return s;
+}
+
+std::mutex &sched_mu() {
+    static std::mutex m;
+    return m;
+}
+Schedule &schedule() {
+    static Schedule s = parse_schedule(std::getenv("HEADCODE_EMU_SCHEDULE"));
+    return s;
+}
+std::uint64_t g_launches = 0;  // launches so far (under sched_mu): seeds each grid's stream
+
+// splitmix64: a small, well-mixed generator; std::shuffle's use of its engine is not
+// specified, so the permutations are drawn here to be the same on every standard library.
+struct Rng {
+    std::uint64_t x;
+    std::uint64_t next() {
+        std::uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+};
+
+// Order 0..n-1 as the schedule says (Fisher-Yates with Rng for `random`).
+void order(std::vector<unsigned> &ord, unsigned n, Schedule::Order o, Rng &rng) {
+    ord.resize(n);
+    for (unsigned i = 0; i < n; ++i) ord[i] = o == Schedule::REVERSE ? n - 1 - i : i;
+    if (o == Schedule::RANDOM)
+        for (unsigned i = n; i > 1; --i) std::swap(ord[i - 1], ord[rng.next() % i]);
+}
+
 struct BlockRun {
     const Bound *body = nullptr;
+    Schedule::Order order_kind = Schedule::FORWARD;
+    bool serial = false;
+    Rng rng{0};
+    std::vector<unsigned> ord, warp_ord;
     Ctx sched;
     std::vector<Fiber> f;
     char *stacks = nullptr;
@@ -194,9 +282,65 @@ std::string run_block(BlockRun &run, unsigned nthreads) {
         ctx_make(f.ctx, f.stack, kStack, fiber_main);
     }
     const unsigned warps = (nthreads + 31) / 32;
+    // Warp w's lanes all wait at a shuffle: hand each its value and let them go on.
+    auto release_warp = [&](unsigned w, bool &released) -> std::string {
+        const unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
+        bool all = true, any = false;
+        for (unsigned i = lo; i < hi; ++i) {
+            if (run.f[i].state == DONE) continue;
+            any = true;
+            all = all && run.f[i].state == AT_SHUFFLE;
+        }
+        released = any && all;
+        if (!released) return "";
+        for (unsigned i = lo; i < hi; ++i) {
+            Fiber &f = run.f[i];
+            if (f.state == DONE) continue;
+            const unsigned s = lo + f.src;
+            if (s >= hi || run.f[s].state != AT_SHUFFLE) {
+                char buf[160];
+                std::snprintf(buf, sizeof buf,
+                              "thread %u shuffles from lane %u, which has exited or does "
+                              "not exist",
+                              i, f.src);
+                return buf;
+            }
+            f.got = run.f[s].post;
+        }
+        for (unsigned i = lo; i < hi; ++i)
+            if (run.f[i].state == AT_SHUFFLE) run.f[i].state = RUNNABLE;
+        return "";
+    };
     for (;;) {
-        for (unsigned i = 0; i < nthreads; ++i)
-            if (run.f[i].state == RUNNABLE) resume(run, run.f[i]);
+        if (run.serial) {
+            // One barrier interval: each warp in turn runs alone until its lanes wait at the
+            // barrier or have exited, its shuffles resolved as they come.
+            order(run.warp_ord, warps, run.order_kind, run.rng);
+            for (unsigned w : run.warp_ord) {
+                const unsigned lo = w * 32, n = std::min(nthreads, lo + 32) - lo;
+                for (bool released = true; released;) {
+                    order(run.ord, n, run.order_kind, run.rng);
+                    for (unsigned l : run.ord)
+                        if (run.f[lo + l].state == RUNNABLE) resume(run, run.f[lo + l]);
+                    const std::string err = release_warp(w, released);
+                    if (!err.empty()) return err;
+                }
+            }
+        } else {
+            // Lockstep: every thread runs to its next barrier or shuffle, then the warps whose
+            // lanes all wait at a shuffle go on.
+            order(run.ord, nthreads, run.order_kind, run.rng);
+            for (unsigned i : run.ord)
+                if (run.f[i].state == RUNNABLE) resume(run, run.f[i]);
+            bool any_released = false;
+            for (unsigned w = 0; w < warps; ++w) {
+                bool released = false;
+                const std::string err = release_warp(w, released);
+                if (!err.empty()) return err;
+                any_released = any_released || released;
+            }
+            if (any_released) continue;
+        }
         unsigned done = 0, barrier = 0, shuffle = 0;
         for (unsigned i = 0; i < nthreads; ++i) {
             done += run.f[i].state == DONE;
@@ -204,35 +348,6 @@ std::string run_block(BlockRun &run, unsigned nthreads) {
             shuffle += run.f[i].state == AT_SHUFFLE;
         }
         if (done == nthreads) return "";
-        bool released = false;
-        for (unsigned w = 0; w < warps; ++w) {
-            const unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
-            bool all = true, any = false;
-            for (unsigned i = lo; i < hi; ++i) {
-                if (run.f[i].state == DONE) continue;
-                any = true;
-                all = all && run.f[i].state == AT_SHUFFLE;
-            }
-            if (!any || !all) continue;
-            for (unsigned i = lo; i < hi; ++i) {
-                Fiber &f = run.f[i];
-                if (f.state == DONE) continue;
-                const unsigned s = lo + f.src;
-                if (s >= hi || run.f[s].state != AT_SHUFFLE) {
-                    char buf[160];
-                    std::snprintf(buf, sizeof buf,
-                                  "thread %u shuffles from lane %u, which has exited or does "
-                                  "not exist",
-                                  i, f.src);
-                    return buf;
-                }
-                f.got = run.f[s].post;
-            }
-            for (unsigned i = lo; i < hi; ++i)
-                if (run.f[i].state == AT_SHUFFLE) run.f[i].state = RUNNABLE;
-            released = true;
-        }
-        if (released) continue;
         if (barrier + done == nthreads) {
             for (unsigned i = 0; i < nthreads; ++i)
                 if (run.f[i].state == AT_BARRIER) run.f[i].state = RUNNABLE;
@@ -282,10 +397,26 @@ const Kernel *find_kernel(const char *name) {
     return it == registry().end() ? nullptr : it->second.get();
 }
 
+std::string set_schedule(const char *setting) {
+    Schedule s = parse_schedule(setting);
+    std::lock_guard<std::mutex> l(sched_mu());
+    schedule() = s;
+    g_launches = 0;
+    return s.error;
+}
+
 std::string run_grid(const Kernel &k, const Bound &body, dim3 grid, dim3 block, std::size_t smem) {
     if (g_run) return "nested launch";
     BlockRun run;
     run.body = &body;
+    {
+        std::lock_guard<std::mutex> l(sched_mu());
+        const Schedule &s = schedule();
+        if (!s.error.empty()) return s.error;
+        run.order_kind = s.order;
+        run.serial = s.serial;
+        run.rng.x = s.seed * 0x2545F4914F6CDD1Dull + ++g_launches;
+    }
     g_run = &run;
     g_bdim = block;
     g_gdim = grid;
@@ -295,19 +426,29 @@ std::string run_grid(const Kernel &k, const Bound &body, dim3 grid, dim3 block, 
     std::unique_ptr<char[]> smem_buf(smem ? new char[smem] : nullptr);
     g_smem = smem_buf.get();
     std::string err;
-    for (unsigned z = 0; z < grid.z && err.empty(); ++z)
-        for (unsigned y = 0; y < grid.y && err.empty(); ++y)
-            for (unsigned x = 0; x < grid.x && err.empty(); ++x) {
-                g_bidx = uint3{x, y, z};
-                if (smem) std::memset(g_smem, 0xFF, smem);
-                err = run_block(run, nthreads);
-                if (!err.empty()) {
-                    char buf[120];
-                    std::snprintf(buf, sizeof buf, "%s, block (%u,%u,%u) of (%u,%u,%u): ",
-                                  k.name.c_str(), x, y, z, grid.x, grid.y, grid.z);
-                    err = buf + err;
-                }
-            }
+    const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    // `random` draws a list of block indices (4 bytes a block); a grid of over 2^24 blocks
+    // runs in reverse order instead.
+    std::vector<unsigned> blocks;
+    const bool drawn = run.order_kind == Schedule::RANDOM && nblocks <= (1ull << 24);
+    // (blocks never run at once here, so the order between them is all there is to vary)
+    if (drawn) order(blocks, (unsigned)nblocks, run.order_kind, run.rng);
+    for (unsigned long long b = 0; b < nblocks && err.empty(); ++b) {
+        const unsigned long long lin = drawn ? blocks[b]
+                                       : run.order_kind == Schedule::FORWARD ? b
+                                                                        : nblocks - 1 - b;
+        const unsigned x = (unsigned)(lin % grid.x), y = (unsigned)(lin / grid.x % grid.y),
+                       z = (unsigned)(lin / ((unsigned long long)grid.x * grid.y));
+        g_bidx = uint3{x, y, z};
+        if (smem) std::memset(g_smem, 0xFF, smem);
+        err = run_block(run, nthreads);
+        if (!err.empty()) {
+            char buf[120];
+            std::snprintf(buf, sizeof buf, "%s, block (%u,%u,%u) of (%u,%u,%u): ",
+                          k.name.c_str(), x, y, z, grid.x, grid.y, grid.z);
+            err = buf + err;
+        }
+    }
     g_run = nullptr;
     g_smem = nullptr;
     return err;

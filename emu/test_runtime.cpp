@@ -1,6 +1,7 @@
 // headcode-emu's own test: the fiber runtime runs correct kernels correctly and reports
 // the faults a GPU would hang or misbehave on. Built and run by emu/build.sh --test.
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,36 @@ void reverse_no_barrier(const float *x, float *y) {
     y[blockIdx.x * n + t] = buf[n - 1 - t];
 }
 
+// Each thread reads its lower neighbour's value with no barrier in between: a race. In the
+// forward schedule the neighbour has always run first, so the answer looks right.
+void shift_no_barrier(const float *x, float *y) {
+    float *buf = static_cast<float *>(emu::dyn_smem());
+    const unsigned t = threadIdx.x, n = blockDim.x;
+    buf[t] = x[blockIdx.x * n + t];
+    y[blockIdx.x * n + t] = t ? buf[t - 1] : 0.f;
+}
+
+// Block b reads what block b-1 wrote: blocks have no order on a GPU, another race the
+// forward schedule hides.
+void chain_blocks(float *y) {
+    if (threadIdx.x == 0) y[blockIdx.x] = blockIdx.x ? y[blockIdx.x - 1] + 1.f : 1.f;
+}
+
+// Each thread reads the other warp's slot, shuffles, then overwrites its own slot, all between
+// the same two barriers: a race between warps that lockstep rounds hide (every read happens
+// before any thread's first shuffle there).
+void cross_warp_after_shuffle(const float *x, float *y) {
+    float *buf = static_cast<float *>(emu::dyn_smem());
+    const unsigned t = threadIdx.x, n = blockDim.x;
+    buf[t] = x[t];
+    __syncthreads();
+    const float v = buf[(t + 32) % n];
+    const float z = __shfl_xor_sync(0xffffffffu, v, 1);
+    buf[t] = z;
+    __syncthreads();
+    y[t] = buf[t] + v;
+}
+
 // Half a warp shuffles while the other half waits at the barrier: the full-mask shuffle
 // can never complete (undefined behaviour, a hang on a GPU). Threads that exit count as
 // arrived at a barrier, as on Volta and later GPUs.
@@ -68,6 +99,9 @@ EMU_REGISTER(block_sum, 0);
 EMU_REGISTER(reverse, 0);
 EMU_REGISTER(reverse_no_barrier, 0);
 EMU_REGISTER(divergent_shuffle, 0);
+EMU_REGISTER(shift_no_barrier, 0);
+EMU_REGISTER(chain_blocks, 0);
+EMU_REGISTER(cross_warp_after_shuffle, 0);
 EMU_REGISTER(shuffle_from_exited, 0);
 
 int main() {
@@ -112,5 +146,75 @@ int main() {
     err = launch("shuffle_from_exited", {&yp}, dim3{1, 1, 1}, dim3{32, 1, 1}, 0);
     expect(err.find("exited") != std::string::npos, "a shuffle from an exited lane is reported");
     std::printf("     (%s)\n", err.c_str());
+
+    // Schedules: race-free kernels give the same bits in every order; each of the three
+    // races above looks right in the forward schedule and changes in at least one other.
+    struct Out {
+        std::vector<float> rev, sum, shift, chain, cross;
+    };
+    auto run_all = [&](const char *schedule, Out &o) {
+        std::string e = emu::set_schedule(schedule);
+        o.rev.assign(2 * 128, 0.f);
+        o.sum.assign(blocks, 0.f);
+        o.shift.assign(2 * 128, 0.f);
+        o.chain.assign(64, 0.f);
+        o.cross.assign(64, 0.f);
+        float *rp = o.rev.data(), *sp2 = o.sum.data(), *shp = o.shift.data(),
+              *cp = o.chain.data(), *xw = o.cross.data();
+        for (auto r : {launch("reverse", {&xp, &rp}, dim3{2, 1, 1}, dim3{128, 1, 1}, 128 * 4),
+                       launch("block_sum", {&xp, &sp2, &nn}, dim3{blocks, 1, 1}, dim3{256, 1, 1}, 0),
+                       launch("shift_no_barrier", {&xp, &shp}, dim3{2, 1, 1}, dim3{128, 1, 1}, 128 * 4),
+                       launch("chain_blocks", {&cp}, dim3{64, 1, 1}, dim3{32, 1, 1}, 0),
+                       launch("cross_warp_after_shuffle", {&xp, &xw}, dim3{1, 1, 1}, dim3{64, 1, 1},
+                              64 * 4)})
+            if (e.empty()) e = r;
+        return e;
+    };
+    auto same_bits = [](const std::vector<float> &a, const std::vector<float> &b) {
+        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+    };
+    Out fwd;
+    err = run_all("forward", fwd);
+    bool right = true;
+    for (unsigned b = 0; b < 2; ++b)
+        for (unsigned t = 0; t < 128; ++t)
+            right = right && fwd.shift[b * 128 + t] == (t ? x[b * 128 + t - 1] : 0.f);
+    for (unsigned b = 0; b < 64; ++b) right = right && fwd.chain[b] == (float)(b + 1);
+    for (unsigned t = 0; t < 64; ++t) right = right && fwd.cross[t] == x[((t ^ 1u) + 32) % 64] + x[(t + 32) % 64];
+    expect(err.empty() && right, "forward schedule: the three races look right");
+    struct Want {
+        const char *sched;
+        bool shift, chain, cross;  // which races this schedule shows
+    };
+    for (const Want w : {Want{"reverse", true, true, false}, Want{"warps", false, false, true},
+                         Want{"warps-reverse", true, true, true}, Want{"random:1", true, true, true},
+                         Want{"random:2", true, true, true}}) {
+        Out o;
+        err = run_all(w.sched, o);
+        const bool ok = err.empty() && same_bits(o.rev, fwd.rev) && same_bits(o.sum, fwd.sum) &&
+                        same_bits(o.shift, fwd.shift) != w.shift &&
+                        same_bits(o.chain, fwd.chain) != w.chain && same_bits(o.cross, fwd.cross) != w.cross;
+        std::string shows;
+        for (auto [on, name] : {std::pair{w.shift, "lanes"}, std::pair{w.chain, "blocks"},
+                                std::pair{w.cross, "warps"}})
+            if (on) shows += std::string(shows.empty() ? "" : ", ") + name;
+        const std::string what = std::string(w.sched) +
+                                 " schedule: race-free kernels bit-identical to forward; the "
+                                 "race between " + shows + " shows, no other";
+        expect(ok, what.c_str());
+    }
+    Out r1, r2;
+    run_all("random:5", r1);
+    run_all("random:5", r2);
+    expect(same_bits(r1.shift, r2.shift) && same_bits(r1.chain, r2.chain) && same_bits(r1.cross, r2.cross),
+           "random:SEED is reproducible");
+    const std::string bad = emu::set_schedule("sideways");
+    err = launch("reverse", {&xp, &yp}, dim3{2, 1, 1}, dim3{128, 1, 1}, 128 * 4);
+    expect(!bad.empty() && err == bad, "an unknown schedule is refused, and so is every launch");
+    std::printf("     (%s)\n", err.c_str());
+    expect(!emu::set_schedule("random:-3").empty() && !emu::set_schedule("random:").empty() &&
+               !emu::set_schedule("random:1x").empty() && emu::set_schedule("random:0").empty(),
+           "random:SEED needs a decimal seed");
+    emu::set_schedule("forward");
     return failures ? 1 : 0;
 }

@@ -13,11 +13,16 @@
 # --features cuda` linked against the emulated libraries; then
 #   1. the whole quick self-test on the plain build (6 min on 2 cores here), then a smoke
 #      run of `bench --device cuda` (tiny fixture model, 20 SAE steps);
-#   2. the kernel checks again under AddressSanitizer, so a kernel that reads or writes
+#   2. the kernel checks under five thread schedules (emu/runtime.cpp): lockstep forward and
+#      reverse, each warp alone to its next barrier in ascending and descending order, and a
+#      seeded random one. Every value the host reads back (HEADCODE_EMU_DIGEST) must be
+#      bit-identical across them: a result that depends on the order of threads, warps or
+#      blocks is a race, which the forward order alone can hide (16 s a schedule here);
+#   3. the kernel checks again under AddressSanitizer, so a kernel that reads or writes
 #      outside a buffer (device or shared memory) stops with a report (the end-to-end
 #      check is left out there: ASan makes it take over 20 min).
-# EMU_ASAN=0 skips step 2. Extra arguments go to both self-test runs.
-# Exit status: non-zero if either self-test fails.
+# EMU_SCHEDULES=0 skips step 2, EMU_ASAN=0 step 3. Extra arguments go to every self-test run.
+# Exit status: non-zero if a self-test fails or a schedule changes a result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -53,6 +58,27 @@ for key in '"floors"' '"sae_per_head_z_untiled"' '"forward_hooks_candle_cuda"' '
     grep -q "$key" "$bench_json" || { echo "bench JSON lacks $key" >&2; exit 1; }
 done
 rm -f "$bench_json"
+if [ "${EMU_SCHEDULES:-1}" = 1 ]; then
+    echo "== kernel checks under five schedules; what the host reads back must not change"
+    digests=$(mktemp -d)
+    for sched in forward reverse warps warps-reverse random:1; do
+        log=$digests/${sched/:/-}
+        if ! HEADCODE_EMU_SCHEDULE=$sched HEADCODE_EMU_DIGEST=$log.digest LD_LIBRARY_PATH="$emu" \
+            "$bin" selftest --device cuda --quick --kernels-only "$@" >"$log.out" 2>&1; then
+            cat "$log.out" >&2
+            echo "selftest FAILED under schedule $sched" >&2
+            exit 1
+        fi
+        if ! cmp -s "$digests/forward.digest" "$log.digest"; then
+            echo "schedule $sched changes what the host reads back (a race); first difference" \
+                "(copy number, bytes, hash, last kernel launched):" >&2
+            diff "$digests/forward.digest" "$log.digest" | head -4 >&2
+            exit 1
+        fi
+        echo "schedule $sched: $(grep -m1 '^selftest:' "$log.out"), $(wc -l <"$log.digest") read-backs identical to forward"
+    done
+    rm -rf "$digests"
+fi
 if [ "${EMU_ASAN:-1}" = 1 ]; then
     echo "== kernel checks under headcode-emu with AddressSanitizer"
     LD_LIBRARY_PATH="$emu_asan" LD_PRELOAD="$(${CXX:-g++} -print-file-name=libasan.so)" \
