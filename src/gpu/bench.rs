@@ -198,6 +198,39 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     }
 }
 
+/// Receives the bench's stages one at a time, for a harness of its own (`benches/kernels.rs`
+/// puts each under criterion). `run(k)` runs the stage `k` times, each after its untimed
+/// preparation (e.g. restoring the initial SAE parameters), and returns the summed device
+/// time between CUDA events recorded around each run (the device is synchronised before it
+/// returns). `elements` is the stage's unit of work for throughput: (prompt, head) pairs for
+/// hooks and codes, SAE steps summed over SAEs for trainers, head pairs for the edge score.
+/// The returned milliseconds (a per-run time, or 0.0 where the harness keeps its own) feed
+/// the pipeline sums of `bench`'s report only.
+pub trait StageSink {
+    fn stage(
+        &mut self,
+        name: &str,
+        detail: &str,
+        elements: u64,
+        run: &mut dyn FnMut(u64) -> Result<std::time::Duration>,
+    ) -> Result<f64>;
+}
+
+/// Every stage of `bench` (the same inputs, shapes and order), handed to `sink` instead of
+/// timed into a report. Without CUDA: `Error::NoCuda`.
+pub fn visit_stages(opts: &BenchOptions, sink: &mut dyn StageSink) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    {
+        let gpu = crate::gpu::GpuContext::new()?;
+        imp::stages(&gpu, &imp::shape(opts), sink).map(|_| ())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (opts, sink);
+        Err(Error::NoCuda)
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod imp {
     use cudarc::driver::sys::CUevent_flags;
@@ -207,44 +240,46 @@ mod imp {
     use crate::gpu::cuda::{CudaResultExt, DevSaes};
     use crate::gpu::{floor, GpuContext, HookDims, HookReduce, TrainConfig, TrainPath};
 
-    struct Timer<'a> {
+    /// CUDA-event time of one run of `f` on the context's stream.
+    fn time_once(gpu: &GpuContext, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        let ctx = gpu.context();
+        let stream = gpu.stream();
+        let a = ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .cuda("event")?;
+        let b = ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .cuda("event")?;
+        a.record(stream).cuda("event record")?;
+        f()?;
+        b.record(stream).cuda("event record")?;
+        b.synchronize().cuda("event synchronize")?;
+        Ok(a.elapsed_ms(&b).cuda("event elapsed")? as f64)
+    }
+
+    /// `bench`'s own sink: warm-up, then the median of up to `reps` runs, and the peak
+    /// device memory of the stage.
+    struct Report<'a> {
         gpu: &'a GpuContext,
         opts: &'a BenchOptions,
         stages: Vec<StageTiming>,
     }
 
-    impl Timer<'_> {
-        fn time_once(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
-            let ctx = self.gpu.context();
-            let stream = self.gpu.stream();
-            let a = ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .cuda("event")?;
-            let b = ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .cuda("event")?;
-            a.record(stream).cuda("event record")?;
-            f()?;
-            b.record(stream).cuda("event record")?;
-            b.synchronize().cuda("event synchronize")?;
-            Ok(a.elapsed_ms(&b).cuda("event elapsed")? as f64)
-        }
-
-        /// `prep` runs untimed before every run (e.g. restoring the initial SAE params).
+    impl StageSink for Report<'_> {
         fn stage(
             &mut self,
             name: &str,
-            detail: String,
-            prep: &mut dyn FnMut() -> Result<()>,
-            f: &mut dyn FnMut() -> Result<()>,
+            detail: &str,
+            _elements: u64,
+            run: &mut dyn FnMut(u64) -> Result<std::time::Duration>,
         ) -> Result<f64> {
             self.gpu.sync()?;
             self.gpu.reset_mem_peak();
             let base = self.gpu.mem_stats().0;
+            let mut once = || run(1).map(|d| d.as_secs_f64() * 1e3);
             let mut first = f64::INFINITY;
             for _ in 0..self.opts.warmup.max(1) {
-                prep()?;
-                first = first.min(self.time_once(f)?);
+                first = first.min(once()?);
                 if first > 1000.0 {
                     break; // a slow stage (GPT-2-XL per-head SAEs): one warm-up is enough
                 }
@@ -253,13 +288,12 @@ mod imp {
             let reps = self.opts.reps.max(1).min(budget_reps.max(3));
             let mut ts = Vec::with_capacity(reps);
             for _ in 0..reps {
-                prep()?;
-                ts.push(self.time_once(f)?);
+                ts.push(once()?);
             }
             let peak = self.gpu.mem_stats().1.saturating_sub(base) as u64;
             let t = StageTiming {
                 stage: name.into(),
-                detail,
+                detail: detail.into(),
                 median_ms: median(&ts),
                 min_ms: ts.iter().cloned().fold(f64::INFINITY, f64::min),
                 max_ms: ts.iter().cloned().fold(0.0, f64::max),
@@ -276,6 +310,49 @@ mod imp {
             self.stages.push(t);
             Ok(m)
         }
+    }
+
+    /// Hands each stage to the sink with a runner that times it with CUDA events.
+    struct Stages<'a> {
+        gpu: &'a GpuContext,
+        sink: &'a mut dyn StageSink,
+    }
+
+    impl Stages<'_> {
+        /// `prep` runs untimed before every run (e.g. restoring the initial SAE params).
+        fn stage(
+            &mut self,
+            name: &str,
+            detail: String,
+            elements: u64,
+            prep: &mut dyn FnMut() -> Result<()>,
+            f: &mut dyn FnMut() -> Result<()>,
+        ) -> Result<f64> {
+            let gpu = self.gpu;
+            let mut run = |k: u64| -> Result<std::time::Duration> {
+                let mut ms = 0.0;
+                for _ in 0..k {
+                    prep()?;
+                    ms += time_once(gpu, f)?;
+                }
+                Ok(std::time::Duration::from_secs_f64(ms / 1e3))
+            };
+            self.sink.stage(name, &detail, elements, &mut run)
+        }
+    }
+
+    /// The pipeline sums of `bench`'s report, from the sink's per-stage times.
+    pub(super) struct PipelineMs {
+        shared: f64,
+        per_head_z: f64,
+    }
+
+    pub(super) fn shape(opts: &BenchOptions) -> ShapeDims {
+        let mut sh = opts.dims.clone().unwrap_or_else(|| opts.model.dims());
+        if let Some(steps) = opts.steps {
+            sh.steps = steps;
+        }
+        sh
     }
 
     fn rand_saes(gpu: &GpuContext, count: usize, d: usize, n: usize, seed: u64) -> Result<DevSaes> {
@@ -330,19 +407,7 @@ mod imp {
 
     pub(super) fn run(opts: &BenchOptions) -> Result<BenchReport> {
         let gpu = GpuContext::new()?;
-        let mut sh = opts.dims.clone().unwrap_or_else(|| opts.model.dims());
-        if let Some(steps) = opts.steps {
-            sh.steps = steps;
-        }
-        let (e, t, h, dh, dm, n, ex) = (
-            sh.prompts,
-            sh.tokens,
-            sh.heads,
-            sh.d_head,
-            sh.d_model,
-            sh.features,
-            sh.sae_examples,
-        );
+        let sh = shape(opts);
         if opts.print {
             println!(
                 "bench {} on {} (CUDA events, median of {} after {} warm-up)",
@@ -352,224 +417,20 @@ mod imp {
                 opts.warmup
             );
         }
-        let mut tm = Timer {
+        let mut report = Report {
             gpu: &gpu,
             opts,
             stages: Vec::new(),
         };
-        let mut none = || Ok(());
-
-        // ---- hook
-        let z = filled(&gpu, e * t * h * dh, 11)?;
-        let mask = gpu.upload(&vec![1u8; e * t])?;
-        let w_o = filled(&gpu, h * dh * dm, 12)?;
-        let dims = HookDims {
-            batch: e,
-            pos: t,
-            heads: h,
-            d_head: dh,
-        };
-        let mut x_res = gpu.zeros::<f32>(e * h * dm)?;
-        let mut x_z = gpu.zeros::<f32>(e * h * dh)?;
-        let t_hook = tm.stage(
-            "hook_result",
-            format!("mean over {t} positions of z[{e},{t},{h},{dh}] @ W_O -> [{e},{h},{dm}]"),
-            &mut none,
-            &mut || {
-                gpu.d_hook(
-                    &z,
-                    &mask,
-                    dims,
-                    HookReduce::Mean,
-                    Some((&w_o, dm)),
-                    &mut x_res,
-                )
-            },
-        )?;
-        let t_hook_z = tm.stage(
-            "hook_z",
-            format!("mean over {t} positions -> [{e},{h},{dh}]"),
-            &mut none,
-            &mut || gpu.d_hook(&z, &mask, dims, HookReduce::Mean, None, &mut x_z),
-        )?;
-        drop(z);
-
-        let cfg = TrainConfig {
-            steps: sh.steps,
-            ..TrainConfig::default()
-        };
-        // ---- shared SAE
-        let x_sh = filled(&gpu, ex * h * dm, 13)?;
-        let init_sh = rand_saes(&gpu, 1, dm, n, 100)?;
-        let mut sh_sae = clone_saes(&gpu, &init_sh)?;
-        let path_sh = gpu.auto_train_path(ex * h, dm, n);
-        let t_sae = {
-            let sae = std::cell::RefCell::new(&mut sh_sae);
-            tm.stage(
-                "sae_shared",
-                format!(
-                    "1 SAE {dm}->{n}, {} rows, {} steps, {path_sh:?}",
-                    ex * h,
-                    sh.steps
-                ),
-                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_sh),
-                &mut || {
-                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg, None)
-                        .map(|_| ())
-                },
-            )?
-        };
-        // The same SAE through the cuBLAS path (path C), FP32 and TF32 GEMMs.
-        for (stage, tf32) in [
-            ("sae_shared_cublas", false),
-            ("sae_shared_cublas_tf32", true),
-        ] {
-            let cfg_c = TrainConfig {
-                path: TrainPath::Cublas,
-                tf32,
-                ..cfg
-            };
-            let mut c_sae = clone_saes(&gpu, &init_sh)?;
-            let sae = std::cell::RefCell::new(&mut c_sae);
-            tm.stage(
-                stage,
-                format!(
-                    "1 SAE {dm}->{n}, {} rows, {} steps, cuBLAS {}",
-                    ex * h,
-                    sh.steps,
-                    if tf32 { "TF32" } else { "FP32" }
-                ),
-                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_sh),
-                &mut || {
-                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg_c, None)
-                        .map(|_| ())
-                },
-            )?;
-        }
-        drop(x_sh);
-
-        // ---- per-head SAEs on z
-        let x_phz = filled(&gpu, h * ex * dh, 14)?;
-        let init_z = rand_saes(&gpu, h, dh, n, 200)?;
-        let mut z_sae = clone_saes(&gpu, &init_z)?;
-        let path_z = gpu.auto_train_path(ex, dh, n);
-        let t_sae_z = {
-            let sae = std::cell::RefCell::new(&mut z_sae);
-            tm.stage(
-                "sae_per_head_z",
-                format!(
-                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, {path_z:?}",
-                    sh.steps
-                ),
-                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_z),
-                &mut || {
-                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg, None)
-                        .map(|_| ())
-                },
-            )?
-        };
-        // The untiled persistent kernel on the same SAEs, for comparison (Auto picks the
-        // tiled one where both fit).
-        if path_z == TrainPath::PersistentTiled {
-            let cfg_p = TrainConfig {
-                path: TrainPath::Persistent,
-                ..cfg
-            };
-            let mut p_sae = clone_saes(&gpu, &init_z)?;
-            let sae = std::cell::RefCell::new(&mut p_sae);
-            tm.stage(
-                "sae_per_head_z_untiled",
-                format!(
-                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, Persistent",
-                    sh.steps
-                ),
-                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_z),
-                &mut || {
-                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg_p, None)
-                        .map(|_| ())
-                },
-            )?;
-        }
-        drop(x_phz);
-        drop(init_z);
-
-        // ---- per-head SAEs on result
-        {
-            let x_phr = filled(&gpu, h * ex * dm, 15)?;
-            let init_r = rand_saes(&gpu, h, dm, n, 300)?;
-            let mut r_sae = clone_saes(&gpu, &init_r)?;
-            let path_r = gpu.auto_train_path(ex, dm, n);
-            let sae = std::cell::RefCell::new(&mut r_sae);
-            tm.stage(
-                "sae_per_head_result",
-                format!(
-                    "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, {path_r:?}",
-                    sh.steps
-                ),
-                &mut || restore(&gpu, &mut sae.borrow_mut(), &init_r),
-                &mut || {
-                    gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg, None)
-                        .map(|_| ())
-                },
-            )?;
-            // The cuBLAS path up to the small shape's size (at XL one run takes ~15 s).
-            if h * dm <= 144 * 768 {
-                let cfg_c = TrainConfig {
-                    path: TrainPath::Cublas,
-                    tf32: true,
-                    ..cfg
-                };
-                tm.stage(
-                    "sae_per_head_result_cublas_tf32",
-                    format!(
-                        "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, cuBLAS TF32",
-                        sh.steps
-                    ),
-                    &mut || restore(&gpu, &mut sae.borrow_mut(), &init_r),
-                    &mut || {
-                        gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg_c, None)
-                            .map(|_| ())
-                    },
-                )?;
-            }
-        }
-
-        // ---- encode + argmax + node score
-        let is_pos: Vec<u8> = (0..e).map(|i| (i < sh.positives) as u8).collect();
-        let is_pos = gpu.upload(&is_pos)?;
-        let mut codes = gpu.zeros::<u32>(e * h)?;
-        let t_enc = tm.stage(
-            "encode_argmax_score",
-            format!("shared SAE codes of [{e},{h},{dm}] + node |P\\N|, |N\\P|"),
-            &mut none,
-            &mut || {
-                gpu.d_encode_argmax(&sh_sae, &x_res, e, h, &mut codes)?;
-                gpu.d_node_overlap(&codes, &is_pos, e, h, n).map(|_| ())
-            },
-        )?;
-        let mut codes_z = gpu.zeros::<u32>(e * h)?;
-        let t_enc_z = tm.stage(
-            "encode_argmax_score_per_head_z",
-            format!("per-head SAE codes of [{e},{h},{dh}] + node scores"),
-            &mut none,
-            &mut || {
-                gpu.d_encode_argmax(&z_sae, &x_z, e, h, &mut codes_z)?;
-                gpu.d_node_overlap(&codes_z, &is_pos, e, h, n).map(|_| ())
-            },
-        )?;
-        tm.stage(
-            "edge_score",
-            format!(
-                "{} head pairs x {e} examples, {n}^2-bit sets",
-                h * (h - 1) / 2
-            ),
-            &mut none,
-            &mut || {
-                gpu.d_edge_overlap(&codes, &is_pos, e, h, n, None)
-                    .map(|_| ())
-            },
-        )?;
-
+        let pipe = stages(&gpu, &sh, &mut report)?;
+        let stages_timed = report.stages;
+        let (h, dh, dm, n, ex) = (
+            sh.heads,
+            sh.d_head,
+            sh.d_model,
+            sh.features,
+            sh.sae_examples,
+        );
         let lim = gpu.device_limits();
         let floors = vec![
             floor::sae_floor("sae_shared", 1, ex * h, dm, n, sh.steps, &lim),
@@ -577,8 +438,7 @@ mod imp {
             floor::sae_floor("sae_per_head_result", h, ex, dm, n, sh.steps, &lim),
         ];
         let (baseline, _) = gpu.mem_stats();
-        let peak = tm
-            .stages
+        let peak = stages_timed
             .iter()
             .map(|s| s.peak_mem_bytes)
             .max()
@@ -590,9 +450,9 @@ mod imp {
                 "CUDA events on one stream; median of up to {} runs after {} warm-up",
                 opts.reps, opts.warmup
             ),
-            pipeline_shared_ms: t_hook + t_sae + t_enc,
-            pipeline_per_head_z_ms: t_hook_z + t_sae_z + t_enc_z,
-            stages: tm.stages,
+            pipeline_shared_ms: pipe.shared,
+            pipeline_per_head_z_ms: pipe.per_head_z,
+            stages: stages_timed,
             peak_mem_bytes: peak,
             baseline_mem_bytes: baseline as u64,
             device_limits: Some(lim),
@@ -632,6 +492,252 @@ mod imp {
             }
         }
         Ok(report)
+    }
+
+    /// Every stage, in order, on fresh device-resident random inputs.
+    pub(super) fn stages(
+        gpu: &GpuContext,
+        sh: &ShapeDims,
+        sink: &mut dyn StageSink,
+    ) -> Result<PipelineMs> {
+        let (e, t, h, dh, dm, n, ex) = (
+            sh.prompts,
+            sh.tokens,
+            sh.heads,
+            sh.d_head,
+            sh.d_model,
+            sh.features,
+            sh.sae_examples,
+        );
+        let mut tm = Stages { gpu, sink };
+        let mut none = || Ok(());
+
+        // ---- hook
+        let z = filled(gpu, e * t * h * dh, 11)?;
+        let mask = gpu.upload(&vec![1u8; e * t])?;
+        let w_o = filled(gpu, h * dh * dm, 12)?;
+        let dims = HookDims {
+            batch: e,
+            pos: t,
+            heads: h,
+            d_head: dh,
+        };
+        let mut x_res = gpu.zeros::<f32>(e * h * dm)?;
+        let mut x_z = gpu.zeros::<f32>(e * h * dh)?;
+        let t_hook = tm.stage(
+            "hook_result",
+            format!("mean over {t} positions of z[{e},{t},{h},{dh}] @ W_O -> [{e},{h},{dm}]"),
+            (e * h) as u64,
+            &mut none,
+            &mut || {
+                gpu.d_hook(
+                    &z,
+                    &mask,
+                    dims,
+                    HookReduce::Mean,
+                    Some((&w_o, dm)),
+                    &mut x_res,
+                )
+            },
+        )?;
+        let t_hook_z = tm.stage(
+            "hook_z",
+            format!("mean over {t} positions -> [{e},{h},{dh}]"),
+            (e * h) as u64,
+            &mut none,
+            &mut || gpu.d_hook(&z, &mask, dims, HookReduce::Mean, None, &mut x_z),
+        )?;
+        drop(z);
+
+        let cfg = TrainConfig {
+            steps: sh.steps,
+            ..TrainConfig::default()
+        };
+        // ---- shared SAE
+        let x_sh = filled(gpu, ex * h * dm, 13)?;
+        let init_sh = rand_saes(gpu, 1, dm, n, 100)?;
+        let mut sh_sae = clone_saes(gpu, &init_sh)?;
+        let path_sh = gpu.auto_train_path(ex * h, dm, n);
+        let t_sae = {
+            let sae = std::cell::RefCell::new(&mut sh_sae);
+            tm.stage(
+                "sae_shared",
+                format!(
+                    "1 SAE {dm}->{n}, {} rows, {} steps, {path_sh:?}",
+                    ex * h,
+                    sh.steps
+                ),
+                u64::from(sh.steps),
+                &mut || restore(gpu, &mut sae.borrow_mut(), &init_sh),
+                &mut || {
+                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
+            )?
+        };
+        // The same SAE through the cuBLAS path (path C), FP32 and TF32 GEMMs.
+        for (stage, tf32) in [
+            ("sae_shared_cublas", false),
+            ("sae_shared_cublas_tf32", true),
+        ] {
+            let cfg_c = TrainConfig {
+                path: TrainPath::Cublas,
+                tf32,
+                ..cfg
+            };
+            let mut c_sae = clone_saes(gpu, &init_sh)?;
+            let sae = std::cell::RefCell::new(&mut c_sae);
+            tm.stage(
+                stage,
+                format!(
+                    "1 SAE {dm}->{n}, {} rows, {} steps, cuBLAS {}",
+                    ex * h,
+                    sh.steps,
+                    if tf32 { "TF32" } else { "FP32" }
+                ),
+                u64::from(sh.steps),
+                &mut || restore(gpu, &mut sae.borrow_mut(), &init_sh),
+                &mut || {
+                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg_c, None)
+                        .map(|_| ())
+                },
+            )?;
+        }
+        drop(x_sh);
+
+        // ---- per-head SAEs on z
+        let x_phz = filled(gpu, h * ex * dh, 14)?;
+        let init_z = rand_saes(gpu, h, dh, n, 200)?;
+        let mut z_sae = clone_saes(gpu, &init_z)?;
+        let path_z = gpu.auto_train_path(ex, dh, n);
+        let t_sae_z = {
+            let sae = std::cell::RefCell::new(&mut z_sae);
+            tm.stage(
+                "sae_per_head_z",
+                format!(
+                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, {path_z:?}",
+                    sh.steps
+                ),
+                u64::from(sh.steps) * h as u64,
+                &mut || restore(gpu, &mut sae.borrow_mut(), &init_z),
+                &mut || {
+                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
+            )?
+        };
+        // The untiled persistent kernel on the same SAEs, for comparison (Auto picks the
+        // tiled one where both fit).
+        if path_z == TrainPath::PersistentTiled {
+            let cfg_p = TrainConfig {
+                path: TrainPath::Persistent,
+                ..cfg
+            };
+            let mut p_sae = clone_saes(gpu, &init_z)?;
+            let sae = std::cell::RefCell::new(&mut p_sae);
+            tm.stage(
+                "sae_per_head_z_untiled",
+                format!(
+                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, Persistent",
+                    sh.steps
+                ),
+                u64::from(sh.steps) * h as u64,
+                &mut || restore(gpu, &mut sae.borrow_mut(), &init_z),
+                &mut || {
+                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg_p, None)
+                        .map(|_| ())
+                },
+            )?;
+        }
+        drop(x_phz);
+        drop(init_z);
+
+        // ---- per-head SAEs on result
+        {
+            let x_phr = filled(gpu, h * ex * dm, 15)?;
+            let init_r = rand_saes(gpu, h, dm, n, 300)?;
+            let mut r_sae = clone_saes(gpu, &init_r)?;
+            let path_r = gpu.auto_train_path(ex, dm, n);
+            let sae = std::cell::RefCell::new(&mut r_sae);
+            tm.stage(
+                "sae_per_head_result",
+                format!(
+                    "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, {path_r:?}",
+                    sh.steps
+                ),
+                u64::from(sh.steps) * h as u64,
+                &mut || restore(gpu, &mut sae.borrow_mut(), &init_r),
+                &mut || {
+                    gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg, None)
+                        .map(|_| ())
+                },
+            )?;
+            // The cuBLAS path up to the small shape's size (at XL one run takes ~15 s).
+            if h * dm <= 144 * 768 {
+                let cfg_c = TrainConfig {
+                    path: TrainPath::Cublas,
+                    tf32: true,
+                    ..cfg
+                };
+                tm.stage(
+                    "sae_per_head_result_cublas_tf32",
+                    format!(
+                        "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, cuBLAS TF32",
+                        sh.steps
+                    ),
+                    u64::from(sh.steps) * h as u64,
+                    &mut || restore(gpu, &mut sae.borrow_mut(), &init_r),
+                    &mut || {
+                        gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg_c, None)
+                            .map(|_| ())
+                    },
+                )?;
+            }
+        }
+
+        // ---- encode + argmax + node score
+        let is_pos: Vec<u8> = (0..e).map(|i| (i < sh.positives) as u8).collect();
+        let is_pos = gpu.upload(&is_pos)?;
+        let mut codes = gpu.zeros::<u32>(e * h)?;
+        let t_enc = tm.stage(
+            "encode_argmax_score",
+            format!("shared SAE codes of [{e},{h},{dm}] + node |P\\N|, |N\\P|"),
+            (e * h) as u64,
+            &mut none,
+            &mut || {
+                gpu.d_encode_argmax(&sh_sae, &x_res, e, h, &mut codes)?;
+                gpu.d_node_overlap(&codes, &is_pos, e, h, n).map(|_| ())
+            },
+        )?;
+        let mut codes_z = gpu.zeros::<u32>(e * h)?;
+        let t_enc_z = tm.stage(
+            "encode_argmax_score_per_head_z",
+            format!("per-head SAE codes of [{e},{h},{dh}] + node scores"),
+            (e * h) as u64,
+            &mut none,
+            &mut || {
+                gpu.d_encode_argmax(&z_sae, &x_z, e, h, &mut codes_z)?;
+                gpu.d_node_overlap(&codes_z, &is_pos, e, h, n).map(|_| ())
+            },
+        )?;
+        tm.stage(
+            "edge_score",
+            format!(
+                "{} head pairs x {e} examples, {n}^2-bit sets",
+                h * (h - 1) / 2
+            ),
+            (h * (h - 1) / 2) as u64,
+            &mut none,
+            &mut || {
+                gpu.d_edge_overlap(&codes, &is_pos, e, h, n, None)
+                    .map(|_| ())
+            },
+        )?;
+
+        Ok(PipelineMs {
+            shared: t_hook + t_sae + t_enc,
+            per_head_z: t_hook_z + t_sae_z + t_enc_z,
+        })
     }
 }
 
