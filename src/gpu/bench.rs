@@ -745,6 +745,36 @@ mod imp {
 mod tests {
     use super::*;
 
+    /// Without CUDA (or, in a `cuda` build, without a GPU) `visit_stages` reports why and
+    /// hands the sink nothing.
+    #[test]
+    fn visit_stages_without_a_gpu_says_why() {
+        struct Count(usize);
+        impl StageSink for Count {
+            fn stage(
+                &mut self,
+                _: &str,
+                _: &str,
+                _: u64,
+                _: &mut dyn FnMut(u64) -> Result<std::time::Duration>,
+            ) -> Result<f64> {
+                self.0 += 1;
+                Ok(0.0)
+            }
+        }
+        if cfg!(feature = "cuda") && crate::gpu::require_gpu().is_ok() {
+            return; // a GPU is here: the bench itself runs in gpu-check.sh
+        }
+        let mut sink = Count(0);
+        let err = visit_stages(&BenchOptions::default(), &mut sink).unwrap_err();
+        assert_eq!(sink.0, 0);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("CUDA") || msg.contains("GPU") || msg.contains("cuda"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn shapes_and_parsing() {
         assert_eq!(
