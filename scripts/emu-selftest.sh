@@ -54,9 +54,14 @@ echo "== bench --device cuda under headcode-emu (smoke run: tiny fixture model, 
 bench_json=$(mktemp)
 LD_LIBRARY_PATH="$emu" "$bin" bench --device cuda --model tests/fixtures/gpt2_tiny --reps 1 \
     --steps 20 --prompts 16 --json "$bench_json"
-for key in '"floors"' '"sae_per_head_z_untiled"' '"forward_hooks_candle_cuda"' '"tf32_parity_z"'; do
+for key in '"floors"' '"sae_per_head_z_untiled"' '"forward_hooks_candle_cuda"' '"tf32_parity_z"' '"gemm_grad_w_enc"' '"adam_w_dec"'; do
     grep -q "$key" "$bench_json" || { echo "bench JSON lacks $key" >&2; exit 1; }
 done
+if grep -q '"error": "' "$bench_json"; then
+    echo "bench JSON records an error:" >&2
+    grep '"error": "' "$bench_json" >&2
+    exit 1
+fi
 rm -f "$bench_json"
 if [ "${EMU_SCHEDULES:-1}" = 1 ]; then
     echo "== kernel checks under five schedules; what the host reads back must not change"

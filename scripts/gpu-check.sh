@@ -171,5 +171,13 @@ for name, rep in (("gpt2-small-shape", small), ("gpt2-xl-shape", xl)):
         waves = "" if waves is None else f" (one block per SAE {waves:.3f})"
         print(f"    {f['stage']:<22} compute {f['compute_ms']:8.3f} ms{waves}, DRAM "
               f"{'-' if dram is None else f'{dram:.2f}'} ms; ours {fmt(o)} ms = {ratio}")
+    # Where a batched step's time goes (no graph; launch gaps count to the next kernel).
+    for b in rep.get("step_breakdown", []):
+        if b.get("error"):
+            print(f"  step breakdown {b['stage']} ({b['path']}): failed: {b['error']}")
+            continue
+        top = sorted(b["kernels"], key=lambda k: -k["median_us"])[:6]
+        print(f"  step breakdown {b['stage']} ({b['path']}): {b['step_us']:.1f} us/step; "
+              + ", ".join(f"{k['kernel']} {k['median_us']:.1f}" for k in top))
 PYEOF
 exit "$selftest_rc"

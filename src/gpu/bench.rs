@@ -15,7 +15,9 @@
 //!
 //! `pipeline_shared_ms` = hook_result + sae_shared + encode_argmax_score (the paper's method);
 //! `pipeline_per_head_z_ms` = hook_z + sae_per_head_z + encode_argmax_score_per_head_z.
-//! The report also gives each SAE stage's hardware floor (`gpu::floor`).
+//! The report also gives each SAE stage's hardware floor (`gpu::floor`), and a kernel-by-kernel
+//! breakdown of one batched training step for the shared SAE and the per-head SAEs on result
+//! (`step_breakdown`).
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -160,7 +162,30 @@ pub struct BenchReport {
     pub device_limits: Option<crate::gpu::floor::DeviceLimits>,
     #[serde(default)]
     pub floors: Vec<crate::gpu::floor::SaeFloor>,
+    /// Where a batched training step's time goes, kernel by kernel (`step_breakdown`).
+    #[serde(default)]
+    pub step_breakdown: Vec<StepBreakdown>,
 }
+
+/// One batched training step taken apart: the trainer's steps launched one at a time (no
+/// CUDA graph) with an event after every kernel; medians over `BREAKDOWN_STEPS - 1` steps
+/// (the first is dropped). Launch gaps count towards the kernel after them, so the sum
+/// (`step_us`) can exceed the graph-replayed step (`stage`'s median / steps).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepBreakdown {
+    /// The bench stage this step belongs to (e.g. `sae_shared`).
+    pub stage: String,
+    /// "Batched", "Cublas FP32" or "Cublas TF32".
+    pub path: String,
+    pub step_us: f64,
+    pub kernels: Vec<crate::gpu::KernelTime>,
+    /// Set instead of `kernels` when the breakdown failed (the stages above still stand).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Steps profiled per breakdown (the first one dropped).
+pub const BREAKDOWN_STEPS: u32 = 11;
 
 impl BenchReport {
     pub fn stage_ms(&self, stage: &str) -> Option<f64> {
@@ -405,6 +430,57 @@ mod imp {
         Ok(x)
     }
 
+    /// Step breakdowns of the batched trainer for the shared SAE (tiled GEMMs and cuBLAS
+    /// TF32) and the per-head SAEs on result, on fresh random SAEs and rows. A failure is
+    /// recorded in its entry, not returned.
+    fn breakdowns(gpu: &GpuContext, sh: &ShapeDims) -> Vec<StepBreakdown> {
+        let (h, dm, n, ex) = (sh.heads, sh.d_model, sh.features, sh.sae_examples);
+        let cases = [
+            ("sae_shared", 1, ex * h, TrainPath::Batched, false),
+            ("sae_shared_cublas_tf32", 1, ex * h, TrainPath::Cublas, true),
+            ("sae_per_head_result", h, ex, TrainPath::Batched, false),
+        ];
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, &(stage, count, rows, path, tf32))| {
+                let path_name = match (path, tf32) {
+                    (TrainPath::Cublas, true) => "Cublas TF32".to_string(),
+                    (TrainPath::Cublas, false) => "Cublas FP32".to_string(),
+                    (p, _) => format!("{p:?}"),
+                };
+                let run = || -> Result<Vec<crate::gpu::KernelTime>> {
+                    let x = filled(gpu, count * rows * dm, 400 + i as u64)?;
+                    let mut saes = rand_saes(gpu, count, dm, n, 500 + i as u64)?;
+                    let cfg = TrainConfig {
+                        steps: BREAKDOWN_STEPS,
+                        path,
+                        tf32,
+                        ..TrainConfig::default()
+                    };
+                    let steps = gpu.d_profile_steps(&x, rows, &mut saes, &cfg)?;
+                    Ok(crate::gpu::step_breakdown(&steps))
+                };
+                match run() {
+                    Ok(kernels) => StepBreakdown {
+                        stage: stage.into(),
+                        path: path_name,
+                        step_us: kernels.iter().map(|k| k.median_us).sum(),
+                        kernels,
+                        error: None,
+                    },
+                    Err(e) => StepBreakdown {
+                        stage: stage.into(),
+                        path: path_name,
+                        step_us: f64::NAN,
+                        kernels: Vec::new(),
+                        error: Some(e.to_string()),
+                    },
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn run(opts: &BenchOptions) -> Result<BenchReport> {
         let gpu = GpuContext::new()?;
         let sh = shape(opts);
@@ -443,6 +519,7 @@ mod imp {
             .map(|s| s.peak_mem_bytes)
             .max()
             .unwrap_or(0);
+        let step_breakdown = breakdowns(&gpu, &sh);
         let report = BenchReport {
             device: gpu.device_name().to_string(),
             shape: sh,
@@ -457,6 +534,7 @@ mod imp {
             baseline_mem_bytes: baseline as u64,
             device_limits: Some(lim),
             floors,
+            step_breakdown,
         };
         if opts.print {
             println!(
@@ -489,6 +567,39 @@ mod imp {
                     "  {:<22} compute {:>8.3} ms{waves}, {dram}; measured {measured:.3} ms",
                     f.stage, f.compute_ms
                 );
+            }
+            for b in &report.step_breakdown {
+                // The stage's own time a step, where it ran on the same path.
+                let per_step = report
+                    .stages
+                    .iter()
+                    .find(|s| {
+                        s.stage == b.stage
+                            && s.detail.to_lowercase().ends_with(&b.path.to_lowercase())
+                    })
+                    .map_or(String::new(), |s| {
+                        format!(
+                            "; the stage's graph-replayed step {:.1} us",
+                            s.median_ms * 1e3 / f64::from(report.shape.steps.max(1))
+                        )
+                    });
+                match &b.error {
+                    Some(e) => println!("step breakdown {} ({}): failed: {e}", b.stage, b.path),
+                    None => {
+                        println!(
+                            "step breakdown {} ({}): {:.1} us a step without a graph{per_step}",
+                            b.stage, b.path, b.step_us
+                        );
+                        for k in &b.kernels {
+                            println!(
+                                "  {:<18} {:>9.1} us  {:>5.1} %",
+                                k.kernel,
+                                k.median_us,
+                                100.0 * k.share
+                            );
+                        }
+                    }
+                }
             }
         }
         Ok(report)

@@ -7,11 +7,12 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Storage, Tensor};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::{
-    CUdevice_attribute, CUfunction_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode,
+    CUdevice_attribute, CUevent_flags, CUfunction_attribute, CUgraphInstantiate_flags,
+    CUstreamCaptureMode,
 };
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchArgs,
-    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
+    LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -145,6 +146,12 @@ pub struct GpuContext {
     smem_optin: usize,
     mem_baseline: usize,
     mem_peak: AtomicUsize,
+}
+
+/// Events recorded on the stream after each kernel of one profiled training step.
+struct StepMarks {
+    start: CudaEvent,
+    marks: Vec<(&'static str, CudaEvent)>,
 }
 
 /// SAE parameters of `count` SAEs stacked on the device.
@@ -915,12 +922,55 @@ impl GpuContext {
         match path {
             TrainPath::Persistent => self.train_persistent(x, rows, s, tc, loss, false)?,
             TrainPath::PersistentTiled => self.train_persistent(x, rows, s, tc, loss, true)?,
-            TrainPath::Cublas => {
-                self.train_batched(x, rows, s, tc, loss, GemmImpl::Cublas { tf32: tc.tf32 })?
-            }
-            _ => self.train_batched(x, rows, s, tc, loss, GemmImpl::Tiled)?,
+            TrainPath::Cublas => self.train_batched(
+                x,
+                rows,
+                s,
+                tc,
+                loss,
+                GemmImpl::Cublas { tf32: tc.tf32 },
+                None,
+            )?,
+            _ => self.train_batched(x, rows, s, tc, loss, GemmImpl::Tiled, None)?,
         }
         Ok(path)
+    }
+
+    /// The batched (or cuBLAS) trainer's steps one at a time without a graph, with a CUDA
+    /// event after every kernel: per step, (kernel label, ms since the previous event). The
+    /// SAEs are trained in place as by `d_train` (`tc.steps` steps); for `bench`'s breakdown.
+    pub(crate) fn d_profile_steps(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        s: &mut DevSaes,
+        tc: &TrainConfig,
+    ) -> Result<Vec<Vec<(&'static str, f64)>>> {
+        if x.len() < s.count * rows * s.d {
+            return Err(Error::InvalidInput("train: x buffer too small".into()));
+        }
+        let imp = match tc.path {
+            TrainPath::Batched => GemmImpl::Tiled,
+            TrainPath::Cublas => GemmImpl::Cublas { tf32: tc.tf32 },
+            p => {
+                return Err(Error::InvalidInput(format!(
+                    "a step breakdown needs the Batched or Cublas path ({p:?} runs all steps in one launch)"
+                )))
+            }
+        };
+        let mut out = Vec::with_capacity(tc.steps as usize);
+        self.train_batched(x, rows, s, tc, None, imp, Some(&mut out))?;
+        Ok(out)
+    }
+
+    /// A new event, recorded on the stream now.
+    fn event(&self) -> Result<CudaEvent> {
+        let ev = self
+            .ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .cuda("event")?;
+        ev.record(&self.stream).cuda("event record")?;
+        Ok(ev)
     }
 
     fn train_persistent(
@@ -1157,6 +1207,7 @@ impl GpuContext {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn train_batched(
         &self,
         x: &CudaSlice<f32>,
@@ -1165,6 +1216,7 @@ impl GpuContext {
         tc: &TrainConfig,
         mut loss: Option<&mut CudaSlice<f32>>,
         imp: GemmImpl,
+        profile: Option<&mut Vec<Vec<(&'static str, f64)>>>,
     ) -> Result<()> {
         let (c, d, n, r) = (s.count, s.d, s.n, rows);
         if let GemmImpl::Cublas { .. } = imp {
@@ -1195,11 +1247,53 @@ impl GpuContext {
             t_dev: self.upload(&[1u32])?,
         };
         self.sample_mem();
+        if let Some(out) = profile {
+            // Every step launched directly, with an event after each kernel (d_profile_step).
+            for _ in 0..tc.steps {
+                let mut marks = StepMarks {
+                    start: self.event()?,
+                    marks: Vec::new(),
+                };
+                let mut mk = Some(&mut marks);
+                self.enqueue_step(
+                    x,
+                    r,
+                    s,
+                    &mut mo,
+                    &mut wb,
+                    tc,
+                    loss.as_deref_mut(),
+                    imp,
+                    &mut mk,
+                )?;
+                let mut prev = &marks.start;
+                let mut step = Vec::with_capacity(marks.marks.len());
+                if let Some((_, last)) = marks.marks.last() {
+                    last.synchronize().cuda("event synchronize")?;
+                }
+                for (label, ev) in &marks.marks {
+                    step.push((*label, prev.elapsed_ms(ev).cuda("event elapsed")? as f64));
+                    prev = ev;
+                }
+                out.push(step);
+            }
+            return Ok(());
+        }
         // cuBLAS sets up its workspace and picks its kernels on first use: take the first step
         // directly so none of that falls inside the capture (t_dev counts steps on the device).
         let mut remaining = tc.steps;
         if matches!(imp, GemmImpl::Cublas { .. }) && remaining > 0 {
-            self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp)?;
+            self.enqueue_step(
+                x,
+                r,
+                s,
+                &mut mo,
+                &mut wb,
+                tc,
+                loss.as_deref_mut(),
+                imp,
+                &mut None,
+            )?;
             remaining -= 1;
         }
         // One step captured as a CUDA graph and replayed for the remaining steps (the step
@@ -1213,7 +1307,17 @@ impl GpuContext {
                 .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .is_ok()
         {
-            let enq = self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp);
+            let enq = self.enqueue_step(
+                x,
+                r,
+                s,
+                &mut mo,
+                &mut wb,
+                tc,
+                loss.as_deref_mut(),
+                imp,
+                &mut None,
+            );
             let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
             if let (Ok(()), Ok(Some(graph))) = (&enq, &graph) {
                 for _ in 0..remaining {
@@ -1229,7 +1333,17 @@ impl GpuContext {
         }
         if !done {
             for _ in 0..remaining {
-                self.enqueue_step(x, r, s, &mut mo, &mut wb, tc, loss.as_deref_mut(), imp)?;
+                self.enqueue_step(
+                    x,
+                    r,
+                    s,
+                    &mut mo,
+                    &mut wb,
+                    tc,
+                    loss.as_deref_mut(),
+                    imp,
+                    &mut None,
+                )?;
             }
         }
         Ok(())
@@ -1247,7 +1361,16 @@ impl GpuContext {
         tc: &TrainConfig,
         loss: Option<&mut CudaSlice<f32>>,
         imp: GemmImpl,
+        marks: &mut Option<&mut StepMarks>,
     ) -> Result<()> {
+        // With marks (d_profile_step), an event after each kernel, named for the breakdown.
+        let mut mark = |label: &'static str| -> Result<()> {
+            if let Some(m) = marks.as_deref_mut() {
+                let ev = self.event()?;
+                m.marks.push((label, ev));
+            }
+            Ok(())
+        };
         let (c, d, n) = (s.count, s.d, s.n);
         let (c_u, r_u, d_u, n_u) = (
             u32_of(c, "SAE count")?,
@@ -1290,14 +1413,15 @@ impl GpuContext {
             t_dev,
         } = wb;
         // 1. renormalise
-        for (w, rows_u, len_u, grid) in [
-            (&mut s.w_enc, rows_we, d_u, g_we_rows),
-            (&mut s.w_dec, rows_wd, n_u, g_wd_rows),
+        for (w, rows_u, len_u, grid, label) in [
+            (&mut s.w_enc, rows_we, d_u, g_we_rows, "renorm_w_enc"),
+            (&mut s.w_dec, rows_wd, n_u, g_wd_rows, "renorm_w_dec"),
         ] {
             let mut b = self.stream.launch_builder(&self.k.renorm);
             b.arg(w).arg(&rows_u).arg(&len_u);
             // SAFETY: matches sae_renorm_rows_f32(float* w[rows*len], rows, len).
             unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }.cuda("sae_renorm_rows_f32")?;
+            mark(label)?;
         }
         // 2. centre
         {
@@ -1314,6 +1438,7 @@ impl GpuContext {
             // N, R, d, float* xc[c*R*d]); x holds c*R*d floats (checked in d_train).
             unsafe { b.launch(cfg(e(c * r * d)?, launch::ELEM_BLOCK, 0)) }
                 .cuda("sae_center_f32")?;
+            mark("center")?;
         }
         // f = relu(xc W_enc^T + b_enc)            [c, R, n]
         self.gemm(
@@ -1333,6 +1458,7 @@ impl GpuContext {
             },
             (&mut *f, r * n, n),
         )?;
+        mark("gemm_encode")?;
         // diff = f W_dec^T + b - x                 [c, R, d]
         self.gemm(
             imp,
@@ -1351,6 +1477,7 @@ impl GpuContext {
             },
             (&mut *diff, r * d, d),
         )?;
+        mark("gemm_decode")?;
         if let Some(l) = loss {
             let parts = launch::loss_parts(r, d, n);
             let mut b = self.stream.launch_builder(&self.k.loss_partial);
@@ -1364,6 +1491,7 @@ impl GpuContext {
             // SAFETY: matches sae_loss_partial_f32(const float* diff[c*R*d], const float*
             // f[c*R*n], R, d, n, P, float* part[c*P*2]); loss_part was sized for this P.
             unsafe { b.launch(cfg((parts, c_u, 1), 256, 0)) }.cuda("sae_loss_partial_f32")?;
+            mark("loss_partial")?;
             let mut b = self.stream.launch_builder(&self.k.loss);
             b.arg(&*loss_part)
                 .arg(&c_u)
@@ -1377,6 +1505,7 @@ impl GpuContext {
             // SAFETY: matches sae_loss_f32(const float* part[c*P*2], N, P, R, d, lambda,
             // float* loss[c*steps], loss_stride, const u32* t_dev); 1 <= *t_dev <= steps.
             unsafe { b.launch(cfg(e(c)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_loss_f32")?;
+            mark("loss")?;
         }
         // dpre = [f>0] (s1 diff W_dec + lambda/R)  [c, R, n]
         self.gemm(
@@ -1396,6 +1525,7 @@ impl GpuContext {
             },
             (&mut *dpre, r * n, n),
         )?;
+        mark("gemm_dpre")?;
         let fused = r <= launch::OUTER_MAX_ROWS;
         if !fused {
             // g_W_dec = s1 diff^T f                    [c, d, n]
@@ -1416,6 +1546,7 @@ impl GpuContext {
                 },
                 (&mut *g_wd, d * n, n),
             )?;
+            mark("gemm_grad_w_dec")?;
             // g_W_enc = dpre^T xc                      [c, n, d]
             self.gemm(
                 imp,
@@ -1434,9 +1565,13 @@ impl GpuContext {
                 },
                 (&mut *g_we, n * d, d),
             )?;
+            mark("gemm_grad_w_enc")?;
         }
         // column sums
-        for (src, cols_u, cols, dst) in [(&*dpre, n_u, n, &mut *g_be), (&*diff, d_u, d, &mut *cs)] {
+        for (src, cols_u, cols, dst, label) in [
+            (&*dpre, n_u, n, &mut *g_be, "colsum_dpre"),
+            (&*diff, d_u, d, &mut *cs, "colsum_diff"),
+        ] {
             let grid = launch::colsum_grid(cols, c)
                 .ok_or_else(|| Error::InvalidInput("colsum: grid too large".into()))?;
             let lc = LaunchConfig {
@@ -1449,6 +1584,7 @@ impl GpuContext {
             // SAFETY: matches sae_colsum_f32(const float* src[c*R*C], N, R, C, float* dst[c*C]);
             // grid (ceil(C/32), N) and block (32, COLSUM_G) as its header states.
             unsafe { b.launch(lc) }.cuda("sae_colsum_f32")?;
+            mark(label)?;
         }
         {
             let mut b = self.stream.launch_builder(&self.k.grad_b);
@@ -1463,11 +1599,12 @@ impl GpuContext {
             // SAFETY: matches sae_grad_b_f32(const float* colsum[c*d], const float* g_benc[c*n],
             // const float* w_enc[c*n*d], N, n, d, s1, float* g_b[c*d]).
             unsafe { b.launch(cfg(e(c * d)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_grad_b_f32")?;
+            mark("grad_b")?;
         }
         // radial removal + Adam on the weights, plain Adam on the biases
         if fused {
             let r_u32 = r_u;
-            for (w, m, v, a, bsrc, rows_u, per_u, len_u, scale, grid) in [
+            for (w, m, v, a, bsrc, rows_u, per_u, len_u, scale, grid, label) in [
                 (
                     &mut s.w_enc,
                     &mut mo.m_we,
@@ -1479,6 +1616,7 @@ impl GpuContext {
                     d_u,
                     1.0f32,
                     g_we_rows,
+                    "adam_w_enc",
                 ),
                 (
                     &mut s.w_dec,
@@ -1491,6 +1629,7 @@ impl GpuContext {
                     n_u,
                     s1,
                     g_wd_rows,
+                    "adam_w_dec",
                 ),
             ] {
                 let mut b = self.stream.launch_builder(&self.k.adam_outer);
@@ -1514,9 +1653,10 @@ impl GpuContext {
                 // const u32* t_dev, lr, b1, b2, eps); w/m/v hold rows_total*len = c*rows_per*len floats.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_outer_f32")?;
+                mark(label)?;
             }
         } else {
-            for (w, g, m, v, rows_u, len_u, grid) in [
+            for (w, g, m, v, rows_u, len_u, grid, label) in [
                 (
                     &mut s.w_enc,
                     &*g_we,
@@ -1525,6 +1665,7 @@ impl GpuContext {
                     rows_we,
                     d_u,
                     g_we_rows,
+                    "adam_w_enc",
                 ),
                 (
                     &mut s.w_dec,
@@ -1534,6 +1675,7 @@ impl GpuContext {
                     rows_wd,
                     n_u,
                     g_wd_rows,
+                    "adam_w_dec",
                 ),
             ] {
                 let mut b = self.stream.launch_builder(&self.k.adam_radial);
@@ -1552,11 +1694,19 @@ impl GpuContext {
                 // rows, len, const u32* t_dev, lr, b1, b2, eps); all four buffers hold rows*len floats.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_rows_f32")?;
+                mark(label)?;
             }
         }
-        for (p, g, m, v, len) in [
-            (&mut s.b_enc, &*g_be, &mut mo.m_be, &mut mo.v_be, c * n),
-            (&mut s.b, &*g_b, &mut mo.m_b, &mut mo.v_b, c * d),
+        for (p, g, m, v, len, label) in [
+            (
+                &mut s.b_enc,
+                &*g_be,
+                &mut mo.m_be,
+                &mut mo.v_be,
+                c * n,
+                "adam_b_enc",
+            ),
+            (&mut s.b, &*g_b, &mut mo.m_b, &mut mo.v_b, c * d, "adam_b"),
         ] {
             let len_u = u32_of(len, "len")?;
             let mut b = self.stream.launch_builder(&self.k.adam);
@@ -1573,12 +1723,14 @@ impl GpuContext {
             // SAFETY: matches sae_adam_f32(float* p, const float* g, float* m, float* v, len,
             // const u32* t_dev, lr, b1, b2, eps); all four buffers hold len floats.
             unsafe { b.launch(cfg(e(len)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_adam_f32")?;
+            mark(label)?;
         }
         {
             let mut b = self.stream.launch_builder(&self.k.step_inc);
             b.arg(&mut *t_dev);
             // SAFETY: matches sae_step_inc_u32(u32* t_dev) with t_dev holding one u32.
             unsafe { b.launch(cfg((1, 1, 1), 1, 0)) }.cuda("sae_step_inc_u32")?;
+            mark("step_inc")?;
         }
         Ok(())
     }

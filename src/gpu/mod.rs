@@ -289,6 +289,53 @@ pub fn set_tf32(on: bool) -> Result<()> {
     }
 }
 
+/// One kernel's share of a batched training step (`bench`'s step breakdown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelTime {
+    /// The launch's label in `enqueue_step` (e.g. `gemm_encode`, `adam_w_enc`).
+    pub kernel: String,
+    /// Median over the profiled steps of the time from the previous kernel's end event to
+    /// this one's, in microseconds (launch gaps included: the steps run without a graph).
+    pub median_us: f64,
+    /// median_us over the sum of all kernels' medians.
+    pub share: f64,
+}
+
+/// Per-kernel medians from per-step (label, ms) event intervals. The first step is dropped
+/// when there are more (it carries one-time costs: cuBLAS set-up, first touches); a label
+/// that occurs twice in a step counts as the sum. Labels keep their order in the step.
+pub fn step_breakdown(steps: &[Vec<(&str, f64)>]) -> Vec<KernelTime> {
+    let used = if steps.len() > 1 { &steps[1..] } else { steps };
+    let mut labels: Vec<&str> = Vec::new();
+    for step in used {
+        for (l, _) in step {
+            if !labels.contains(l) {
+                labels.push(l);
+            }
+        }
+    }
+    let medians: Vec<f64> = labels
+        .iter()
+        .map(|l| {
+            let per_step: Vec<f64> = used
+                .iter()
+                .map(|s| s.iter().filter(|(k, _)| k == l).map(|(_, ms)| ms).sum())
+                .collect();
+            bench::median(&per_step) * 1e3
+        })
+        .collect();
+    let total: f64 = medians.iter().sum();
+    labels
+        .iter()
+        .zip(&medians)
+        .map(|(l, &us)| KernelTime {
+            kernel: (*l).to_string(),
+            median_us: us,
+            share: if total > 0.0 { us / total } else { 0.0 },
+        })
+        .collect()
+}
+
 /// True when this build has the CUDA path compiled in.
 pub const fn compiled_with_cuda() -> bool {
     cfg!(feature = "cuda")
@@ -297,6 +344,27 @@ pub const fn compiled_with_cuda() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_breakdown_medians_and_shares() {
+        let steps = vec![
+            vec![("gemm", 9.0), ("adam", 9.0)], // the warm-up step, dropped
+            vec![("gemm", 0.010), ("adam", 0.030), ("gemm", 0.010)],
+            vec![("gemm", 0.030), ("adam", 0.030)],
+            vec![("gemm", 0.020), ("adam", 0.090)],
+        ];
+        let b = step_breakdown(&steps);
+        let names: Vec<&str> = b.iter().map(|k| k.kernel.as_str()).collect();
+        assert_eq!(names, ["gemm", "adam"]);
+        // gemm per step: 20, 30, 20 µs -> 20; adam: 30, 30, 90 -> 30
+        assert!((b[0].median_us - 20.0).abs() < 1e-9, "{b:?}");
+        assert!((b[1].median_us - 30.0).abs() < 1e-9, "{b:?}");
+        assert!((b[0].share - 0.4).abs() < 1e-12 && (b[1].share - 0.6).abs() < 1e-12);
+        // one step only: kept
+        let one = step_breakdown(&steps[..1]);
+        assert!((one[0].median_us - 9000.0).abs() < 1e-6);
+        assert!(step_breakdown(&[]).is_empty());
+    }
 
     #[test]
     fn without_cuda_every_entry_point_says_so() {
