@@ -1247,42 +1247,7 @@ impl GpuContext {
             t_dev: self.upload(&[1u32])?,
         };
         self.sample_mem();
-        if let Some(out) = profile {
-            // Every step launched directly, with an event after each kernel (d_profile_step).
-            for _ in 0..tc.steps {
-                let mut marks = StepMarks {
-                    start: self.event()?,
-                    marks: Vec::new(),
-                };
-                let mut mk = Some(&mut marks);
-                self.enqueue_step(
-                    x,
-                    r,
-                    s,
-                    &mut mo,
-                    &mut wb,
-                    tc,
-                    loss.as_deref_mut(),
-                    imp,
-                    &mut mk,
-                )?;
-                let mut prev = &marks.start;
-                let mut step = Vec::with_capacity(marks.marks.len());
-                if let Some((_, last)) = marks.marks.last() {
-                    last.synchronize().cuda("event synchronize")?;
-                }
-                for (label, ev) in &marks.marks {
-                    step.push((*label, prev.elapsed_ms(ev).cuda("event elapsed")? as f64));
-                    prev = ev;
-                }
-                out.push(step);
-            }
-            return Ok(());
-        }
-        // cuBLAS sets up its workspace and picks its kernels on first use: take the first step
-        // directly so none of that falls inside the capture (t_dev counts steps on the device).
-        let mut remaining = tc.steps;
-        if matches!(imp, GemmImpl::Cublas { .. }) && remaining > 0 {
+        let mut step = |marks: Option<&mut StepMarks>| {
             self.enqueue_step(
                 x,
                 r,
@@ -1292,8 +1257,35 @@ impl GpuContext {
                 tc,
                 loss.as_deref_mut(),
                 imp,
-                &mut None,
-            )?;
+                marks,
+            )
+        };
+        if let Some(out) = profile {
+            // Every step launched directly, with an event after each kernel (d_profile_steps).
+            for _ in 0..tc.steps {
+                let mut marks = StepMarks {
+                    start: self.event()?,
+                    marks: Vec::new(),
+                };
+                step(Some(&mut marks))?;
+                let mut prev = &marks.start;
+                let mut times = Vec::with_capacity(marks.marks.len());
+                if let Some((_, last)) = marks.marks.last() {
+                    last.synchronize().cuda("event synchronize")?;
+                }
+                for (label, ev) in &marks.marks {
+                    times.push((*label, prev.elapsed_ms(ev).cuda("event elapsed")? as f64));
+                    prev = ev;
+                }
+                out.push(times);
+            }
+            return Ok(());
+        }
+        // cuBLAS sets up its workspace and picks its kernels on first use: take the first step
+        // directly so none of that falls inside the capture (t_dev counts steps on the device).
+        let mut remaining = tc.steps;
+        if matches!(imp, GemmImpl::Cublas { .. }) && remaining > 0 {
+            step(None)?;
             remaining -= 1;
         }
         // One step captured as a CUDA graph and replayed for the remaining steps (the step
@@ -1307,17 +1299,7 @@ impl GpuContext {
                 .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .is_ok()
         {
-            let enq = self.enqueue_step(
-                x,
-                r,
-                s,
-                &mut mo,
-                &mut wb,
-                tc,
-                loss.as_deref_mut(),
-                imp,
-                &mut None,
-            );
+            let enq = step(None);
             let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
             if let (Ok(()), Ok(Some(graph))) = (&enq, &graph) {
                 for _ in 0..remaining {
@@ -1333,17 +1315,7 @@ impl GpuContext {
         }
         if !done {
             for _ in 0..remaining {
-                self.enqueue_step(
-                    x,
-                    r,
-                    s,
-                    &mut mo,
-                    &mut wb,
-                    tc,
-                    loss.as_deref_mut(),
-                    imp,
-                    &mut None,
-                )?;
+                step(None)?;
             }
         }
         Ok(())
@@ -1361,9 +1333,9 @@ impl GpuContext {
         tc: &TrainConfig,
         loss: Option<&mut CudaSlice<f32>>,
         imp: GemmImpl,
-        marks: &mut Option<&mut StepMarks>,
+        mut marks: Option<&mut StepMarks>,
     ) -> Result<()> {
-        // With marks (d_profile_step), an event after each kernel, named for the breakdown.
+        // With marks (d_profile_steps), an event after each kernel, named for the breakdown.
         let mut mark = |label: &'static str| -> Result<()> {
             if let Some(m) = marks.as_deref_mut() {
                 let ev = self.event()?;
