@@ -29,11 +29,13 @@
 //      (same arithmetic per element; layout and launch mapping above the kernel). The
 //      host's Auto picks it wherever it fits.
 //  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
-//      sae_renorm_rows_f32, sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
+//      sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
 //      sae_grad_b_f32, sae_loss_partial_f32 + sae_loss_f32 (optional), sae_adam_radial_rows_f32
 //      (x2), sae_adam_f32 (x2),
 //      (for R <= 64 rows per SAE the two weight-gradient GEMMs and sae_adam_radial_rows_f32 are
-//      replaced by sae_adam_radial_outer_f32, which never materialises the gradients),
+//      replaced by sae_adam_radial_outer[_r8.._r32]_f32, which never materialises the gradients),
+//      The Adam row kernels also apply the next step's renormalisation (1.) to the rows they
+//      update, except on the last step; sae_renorm_rows_f32 runs once, before step 1.
 //      sae_step_inc_u32. The step index lives in device memory (t_dev), so one step is
 //      identical every time: the host captures it once as a CUDA graph and replays it.
 //  (C) as (B), with each gemm_f32 replaced by a cuBLAS strided-batched GEMM (FP32, or TF32
@@ -305,77 +307,158 @@ extern "C" __global__ void sae_loss_f32(const float *__restrict__ part, unsigned
     loss[(size_t)s * loss_stride + step] = sa / (float)((size_t)R * d) + lambda * (sb / (float)R);
 }
 
-// Radial gradient removal + Adam for rows of a unit-norm weight (all SAEs' rows stacked).
+// One weight row's radial gradient removal + Adam and, when `renorm`, the next step's
+// renormalisation w / max(||w||, 1e-12) of the updated row (steps 4, 5 and the next step's 1,
+// so the batched step launches no renorm kernel: the host renormalises once before step 1).
+// Warp per row; lane handles elements lane, lane + 32, ..., summed in that order, which is
+// sae_renorm_rows_f32's order, so the fused renormalisation is bit-identical to launching it.
+// grad(e) is the row's gradient at element e.
+// PL > 0 (len <= 32 PL): the gradient and the weights stay in registers, so each element of
+// w, m and v is read once and written once and the gradient is formed once. By arithmetic
+// this cuts the per-head SAEs on result (144 x 768 -> 200: 176 MB of weights) from ~1.85 GB
+// of DRAM traffic a step to ~1.32 GB: the separate renorm read and wrote every weight, and
+// the row update read each weight twice. PL == 0: any len, values re-read from memory.
+template <int PL, class Grad>
+__device__ __forceinline__ void adam_radial_row(float *__restrict__ w, float *__restrict__ m,
+                                                float *__restrict__ v, size_t base, unsigned len,
+                                                unsigned lane, const AdamK &a, bool renorm,
+                                                Grad grad) {
+    constexpr int C = PL > 0 ? PL : 1;
+    float gc[C], wc[C];
+    float dot = 0.f, ss = 0.f;
+    if constexpr (PL > 0) {
+#pragma unroll
+        for (int k = 0; k < PL; ++k) {
+            const unsigned e = lane + 32u * k;
+            gc[k] = 0.f;
+            wc[k] = 0.f;
+            if (e < len) {
+                gc[k] = grad(e);
+                wc[k] = w[base + e];
+                dot += gc[k] * wc[k];
+                ss += wc[k] * wc[k];
+            }
+        }
+    } else {
+        for (unsigned e = lane; e < len; e += 32) {
+            const float g = grad(e), wi = w[base + e];
+            dot += g * wi;
+            ss += wi * wi;
+        }
+    }
+    dot = warp_sum(dot);
+    const float nrm = sqrtf(warp_sum(ss));
+    float ss2 = 0.f;
+    if constexpr (PL > 0) {
+#pragma unroll
+        for (int k = 0; k < PL; ++k) {
+            const unsigned e = lane + 32u * k;
+            if (e < len) {
+                const size_t i = base + e;
+                wc[k] = adam_update(wc[k], radial(gc[k], dot, wc[k], nrm), &m[i], &v[i], a);
+                ss2 += wc[k] * wc[k];
+            }
+        }
+    } else {
+        for (unsigned e = lane; e < len; e += 32) {
+            const size_t i = base + e;
+            const float wi = w[i];
+            const float wn = adam_update(wi, radial(grad(e), dot, wi, nrm), &m[i], &v[i], a);
+            w[i] = wn;
+            ss2 += wn * wn;
+        }
+    }
+    // renorm is warp-uniform (it depends on the step only), as warp_sum needs
+    const float nrm2 = renorm ? fmaxf(sqrtf(warp_sum(ss2)), 1e-12f) : 1.f;
+    if constexpr (PL > 0) {
+#pragma unroll
+        for (int k = 0; k < PL; ++k) {
+            const unsigned e = lane + 32u * k;
+            if (e < len) w[base + e] = renorm ? wc[k] / nrm2 : wc[k];
+        }
+    } else if (renorm) {
+        for (unsigned e = lane; e < len; e += 32) w[base + e] = w[base + e] / nrm2;
+    }
+}
+
+// Radial gradient removal + Adam for rows of a unit-norm weight (all SAEs' rows stacked),
+// then the next step's renormalisation unless this is the last step (*t_dev == steps: the
+// stored params are those after the last Adam step, like the torch state dict).
 // *t_dev = 1-based step (read from device memory so one captured step replays as a CUDA
 // graph). Launch: warp per row, blockDim 256, grid ceil(rows/8).
 extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const float *__restrict__ g,
                                                     float *__restrict__ m, float *__restrict__ v,
                                                     unsigned rows, unsigned len,
                                                     const unsigned *__restrict__ t_dev,
-                                                    float lr, float b1, float b2, float eps) {
+                                                    unsigned steps, float lr, float b1, float b2,
+                                                    float eps) {
     const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const unsigned lane = threadIdx.x & 31u;
     if (row >= rows) return;
-    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    const unsigned t = *t_dev;
+    const AdamK a = make_adam(lr, b1, b2, eps, t);
     const size_t base = (size_t)row * len;
-    float dot = 0.f, ss = 0.f;
-    for (unsigned j = lane; j < len; j += 32) {
-        dot += g[base + j] * w[base + j];
-        ss += w[base + j] * w[base + j];
-    }
-    dot = warp_sum(dot);
-    const float nrm = sqrtf(warp_sum(ss));
-    for (unsigned j = lane; j < len; j += 32) {
-        const size_t i = base + j;
-        const float wi = w[i];
-        const float gi = radial(g[i], dot, wi, nrm);
-        w[i] = adam_update(wi, gi, &m[i], &v[i], a);
-    }
+    adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps,
+                       [&](unsigned e) { return g[base + e]; });
 }
 
-// Fused outer-product gradient + radial removal + Adam, for few rows per SAE (small R):
-// the weight gradient is never materialised. For row rr of a weight [rows_total, len]
-// (SAE s = rr / rows_per, p = rr % rows_per):
+// Fused outer-product gradient + radial removal + Adam (+ the next step's renormalisation,
+// as sae_adam_radial_rows_f32), for few rows per SAE (small R): the weight gradient is never
+// materialised. For row rr of a weight [rows_total, len] (SAE s = rr / rows_per, p = rr % rows_per):
 //   g[rr, e] = scale * sum_r A[(s*R + r)*rows_per + p] * B[(s*R + r)*len + e]   (r ascending)
 // W_enc: A = dpre [c,R,n], B = xc [c,R,d], rows_per = n, len = d, scale = 1.
 // W_dec: A = diff [c,R,d], B = f  [c,R,n], rows_per = d, len = n, scale = s1.
 // Same arithmetic order as gemm_f32 + sae_adam_radial_rows_f32.
-// Launch: warp per row, blockDim 256, grid ceil(rows_total/8).
-extern "C" __global__ void sae_adam_radial_outer_f32(float *__restrict__ w, float *__restrict__ m,
-                                                     float *__restrict__ v,
-                                                     const float *__restrict__ A,
-                                                     const float *__restrict__ B,
-                                                     unsigned rows_total, unsigned rows_per,
-                                                     unsigned len, unsigned R, float scale,
-                                                     const unsigned *__restrict__ t_dev,
-                                                     float lr, float b1, float b2, float eps) {
+// Five entry points, one body: sae_adam_radial_outer_f32 takes any len; the _r{PL}_ ones
+// keep the row in registers and need len <= 32 PL (the host picks the smallest that fits,
+// src/gpu/launch.rs adam_row_regs). Launch: warp per row, blockDim 256, grid ceil(rows_total/8).
+template <int PL>
+__device__ __forceinline__ void adam_radial_outer(float *__restrict__ w, float *__restrict__ m,
+                                                  float *__restrict__ v,
+                                                  const float *__restrict__ A,
+                                                  const float *__restrict__ B,
+                                                  unsigned rows_total, unsigned rows_per,
+                                                  unsigned len, unsigned R, float scale,
+                                                  const unsigned *__restrict__ t_dev,
+                                                  unsigned steps, float lr, float b1, float b2,
+                                                  float eps) {
     const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const unsigned lane = threadIdx.x & 31u;
     if (row >= rows_total) return;
-    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    const unsigned t = *t_dev;
+    const AdamK a = make_adam(lr, b1, b2, eps, t);
     const unsigned s = row / rows_per, p = row % rows_per;
     const float *Ab = A + (size_t)s * R * rows_per + p;
     const float *Bb = B + (size_t)s * R * len;
-    const size_t base = (size_t)row * len;
-    float dot = 0.f, ss = 0.f;
-    for (unsigned e = lane; e < len; e += 32) {
+    adam_radial_row<PL>(w, m, v, (size_t)row * len, len, lane, a, t < steps, [&](unsigned e) {
         float g = 0.f;
         for (unsigned r = 0; r < R; ++r) g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
-        g = scale * g;
-        const float wi = w[base + e];
-        dot += g * wi;
-        ss += wi * wi;
-    }
-    dot = warp_sum(dot);
-    const float nrm = sqrtf(warp_sum(ss));
-    for (unsigned e = lane; e < len; e += 32) {
-        float g = 0.f;
-        for (unsigned r = 0; r < R; ++r) g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
-        g = scale * g;
-        const size_t i = base + e;
-        const float wi = w[i];
-        w[i] = adam_update(wi, radial(g, dot, wi, nrm), &m[i], &v[i], a);
-    }
+        return scale * g;
+    });
+}
+
+#define ADAM_OUTER_PARAMS                                                                   \
+    float *__restrict__ w, float *__restrict__ m, float *__restrict__ v,                   \
+        const float *__restrict__ A, const float *__restrict__ B, unsigned rows_total,     \
+        unsigned rows_per, unsigned len, unsigned R, float scale,                          \
+        const unsigned *__restrict__ t_dev, unsigned steps, float lr, float b1, float b2, \
+        float eps
+#define ADAM_OUTER_ARGS \
+    w, m, v, A, B, rows_total, rows_per, len, R, scale, t_dev, steps, lr, b1, b2, eps
+extern "C" __global__ void sae_adam_radial_outer_f32(ADAM_OUTER_PARAMS) {
+    adam_radial_outer<0>(ADAM_OUTER_ARGS);
+}
+extern "C" __global__ void sae_adam_radial_outer_r8_f32(ADAM_OUTER_PARAMS) {
+    adam_radial_outer<8>(ADAM_OUTER_ARGS);
+}
+extern "C" __global__ void sae_adam_radial_outer_r16_f32(ADAM_OUTER_PARAMS) {
+    adam_radial_outer<16>(ADAM_OUTER_ARGS);
+}
+extern "C" __global__ void sae_adam_radial_outer_r24_f32(ADAM_OUTER_PARAMS) {
+    adam_radial_outer<24>(ADAM_OUTER_ARGS);
+}
+extern "C" __global__ void sae_adam_radial_outer_r32_f32(ADAM_OUTER_PARAMS) {
+    adam_radial_outer<32>(ADAM_OUTER_ARGS);
 }
 
 // Epilogue of the cuBLAS GEMMs (path C): the same element-wise tails as gemm_f32's modes,

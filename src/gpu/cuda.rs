@@ -73,7 +73,9 @@ struct Kernels {
     loss_partial: CudaFunction,
     loss: CudaFunction,
     adam_radial: CudaFunction,
-    adam_outer: CudaFunction,
+    /// `sae_adam_radial_outer_f32` and its register classes r8..r32, indexed by
+    /// `launch::adam_row_regs`.
+    adam_outer: [CudaFunction; 5],
     adam: CudaFunction,
     persistent: CudaFunction,
     tiled: CudaFunction,
@@ -237,7 +239,13 @@ impl GpuContext {
             loss_partial: f(&sae, "sae_loss_partial_f32")?,
             loss: f(&sae, "sae_loss_f32")?,
             adam_radial: f(&sae, "sae_adam_radial_rows_f32")?,
-            adam_outer: f(&sae, "sae_adam_radial_outer_f32")?,
+            adam_outer: [
+                f(&sae, "sae_adam_radial_outer_f32")?,
+                f(&sae, "sae_adam_radial_outer_r8_f32")?,
+                f(&sae, "sae_adam_radial_outer_r16_f32")?,
+                f(&sae, "sae_adam_radial_outer_r24_f32")?,
+                f(&sae, "sae_adam_radial_outer_r32_f32")?,
+            ],
             adam: f(&sae, "sae_adam_f32")?,
             persistent: f(&sae, "sae_train_persistent_f32")?,
             tiled: f(&sae, "sae_train_tiled_f32")?,
@@ -408,7 +416,8 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Renormalise rows of a device matrix in place (used to build benchmark SAEs).
+    /// Renormalise rows of a device matrix in place (benchmark SAEs, and step 1 of the
+    /// batched trainer: later steps get theirs from the previous step's Adam row kernels).
     pub(crate) fn d_renorm_rows(
         &self,
         w: &mut CudaSlice<f32>,
@@ -1247,6 +1256,11 @@ impl GpuContext {
             t_dev: self.upload(&[1u32])?,
         };
         self.sample_mem();
+        if tc.steps > 0 {
+            // step 1's renormalisation; each step's Adam row kernels renormalise for the next
+            self.d_renorm_rows(&mut s.w_enc, c * n, d)?;
+            self.d_renorm_rows(&mut s.w_dec, c * d, n)?;
+        }
         let mut step = |marks: Option<&mut StepMarks>| {
             self.enqueue_step(
                 x,
@@ -1384,17 +1398,8 @@ impl GpuContext {
             loss_part,
             t_dev,
         } = wb;
-        // 1. renormalise
-        for (w, rows_u, len_u, grid, label) in [
-            (&mut s.w_enc, rows_we, d_u, g_we_rows, "renorm_w_enc"),
-            (&mut s.w_dec, rows_wd, n_u, g_wd_rows, "renorm_w_dec"),
-        ] {
-            let mut b = self.stream.launch_builder(&self.k.renorm);
-            b.arg(w).arg(&rows_u).arg(&len_u);
-            // SAFETY: matches sae_renorm_rows_f32(float* w[rows*len], rows, len).
-            unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }.cuda("sae_renorm_rows_f32")?;
-            mark(label)?;
-        }
+        // 1. renormalise: done by the previous step's Adam row kernels (and once before step 1
+        //    by train_batched), so the step reads and writes the weights one time fewer
         // 2. centre
         {
             let mut b = self.stream.launch_builder(&self.k.center);
@@ -1576,7 +1581,7 @@ impl GpuContext {
         // radial removal + Adam on the weights, plain Adam on the biases
         if fused {
             let r_u32 = r_u;
-            for (w, m, v, a, bsrc, rows_u, per_u, len_u, scale, grid, label) in [
+            for (w, m, v, a, bsrc, rows_u, per_u, (len, len_u), scale, grid, label) in [
                 (
                     &mut s.w_enc,
                     &mut mo.m_we,
@@ -1585,7 +1590,7 @@ impl GpuContext {
                     &*xc,
                     rows_we,
                     n_u,
-                    d_u,
+                    (d, d_u),
                     1.0f32,
                     g_we_rows,
                     "adam_w_enc",
@@ -1598,13 +1603,14 @@ impl GpuContext {
                     &*f,
                     rows_wd,
                     d_u,
-                    n_u,
+                    (n, n_u),
                     s1,
                     g_wd_rows,
                     "adam_w_dec",
                 ),
             ] {
-                let mut b = self.stream.launch_builder(&self.k.adam_outer);
+                let kernel = &self.k.adam_outer[launch::adam_row_regs(len)];
+                let mut b = self.stream.launch_builder(kernel);
                 b.arg(w)
                     .arg(m)
                     .arg(v)
@@ -1616,13 +1622,16 @@ impl GpuContext {
                     .arg(&r_u32);
                 b.arg(&scale)
                     .arg(&*t_dev)
+                    .arg(&steps_u)
                     .arg(&tc.lr)
                     .arg(&tc.beta1)
                     .arg(&tc.beta2)
                     .arg(&tc.eps);
-                // SAFETY: matches sae_adam_radial_outer_f32(float* w, float* m, float* v, const float* A
-                // [c*R*rows_per], const float* B [c*R*len], rows_total, rows_per, len, R, scale,
-                // const u32* t_dev, lr, b1, b2, eps); w/m/v hold rows_total*len = c*rows_per*len floats.
+                // SAFETY: matches sae_adam_radial_outer{,_r8,_r16,_r24,_r32}_f32(float* w, float* m,
+                // float* v, const float* A [c*R*rows_per], const float* B [c*R*len], rows_total,
+                // rows_per, len, R, scale, const u32* t_dev, steps, lr, b1, b2, eps); w/m/v hold
+                // rows_total*len = c*rows_per*len floats; adam_row_regs(len) picks a class whose
+                // registers hold len (32 PL >= len) or the generic kernel.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_outer_f32")?;
                 mark(label)?;
@@ -1658,12 +1667,14 @@ impl GpuContext {
                     .arg(&rows_u)
                     .arg(&len_u)
                     .arg(&*t_dev)
+                    .arg(&steps_u)
                     .arg(&tc.lr)
                     .arg(&tc.beta1)
                     .arg(&tc.beta2)
                     .arg(&tc.eps);
                 // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, float* m, float* v,
-                // rows, len, const u32* t_dev, lr, b1, b2, eps); all four buffers hold rows*len floats.
+                // rows, len, const u32* t_dev, steps, lr, b1, b2, eps); all four buffers hold
+                // rows*len floats.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_rows_f32")?;
                 mark(label)?;

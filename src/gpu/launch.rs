@@ -15,6 +15,20 @@ pub const HOOK_BT: u32 = 16;
 /// Batched trainer: at most this many rows per SAE use the fused outer-product gradient +
 /// Adam kernel (`sae_adam_radial_outer_f32`) instead of two gradient GEMMs.
 pub const OUTER_MAX_ROWS: usize = 64;
+/// Register classes of `sae_adam_radial_outer_r{PL}_f32`: each lane keeps PL elements of a
+/// row (rows up to 32·PL long); index 0 of [`adam_row_regs`]'s answer is the untiled kernel.
+pub const ADAM_ROW_REGS: [usize; 4] = [8, 16, 24, 32];
+
+/// Which `sae_adam_radial_outer_*_f32` updates rows of `len` floats: the index into
+/// `[generic, r8, r16, r24, r32]`, the smallest register class that holds the row, or 0
+/// (the kernel that re-reads the row from memory) for rows over 1024 floats.
+pub fn adam_row_regs(len: usize) -> usize {
+    ADAM_ROW_REGS
+        .iter()
+        .position(|&pl| len <= 32 * pl)
+        .map_or(0, |i| i + 1)
+}
+
 /// Row groups of `sae_colsum_f32` (its blockDim is (32, COLSUM_G); `COLSUM_G` in sae.cu).
 pub const COLSUM_G: u32 = 32;
 
@@ -317,6 +331,10 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_loss_f32",
             "sae_adam_radial_rows_f32",
             "sae_adam_radial_outer_f32",
+            "sae_adam_radial_outer_r8_f32",
+            "sae_adam_radial_outer_r16_f32",
+            "sae_adam_radial_outer_r24_f32",
+            "sae_adam_radial_outer_r32_f32",
             "sae_adam_f32",
             "sae_step_inc_u32",
             "sae_epilogue_f32",
@@ -390,6 +408,25 @@ mod source_tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn adam_row_classes_match_the_kernels() {
+        use super::{adam_row_regs, ADAM_ROW_REGS};
+        let src = source("sae.cu");
+        for (i, pl) in ADAM_ROW_REGS.iter().enumerate() {
+            assert!(src.contains(&format!(
+                "sae_adam_radial_outer_r{pl}_f32(ADAM_OUTER_PARAMS) {{\n    adam_radial_outer<{pl}>"
+            )));
+            // the smallest class that holds the row, and the previous class does not
+            assert_eq!(adam_row_regs(32 * pl), i + 1);
+            assert_eq!(adam_row_regs(32 * pl + 1), if i + 1 < 4 { i + 2 } else { 0 });
+        }
+        assert_eq!(adam_row_regs(1), 1);
+        assert_eq!(adam_row_regs(200), 1); // W_dec rows at n = 200
+        assert_eq!(adam_row_regs(768), 3); // W_enc rows at GPT-2 small's d_model
+        assert_eq!(adam_row_regs(1600), 0); // GPT-2 XL: the generic kernel
+        assert!(src.contains("sae_adam_radial_outer_f32(ADAM_OUTER_PARAMS) {\n    adam_radial_outer<0>"));
     }
 
     #[test]

@@ -599,6 +599,15 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
         (2, 37, 45, 70, 4), // d and n not multiples of 4 (the tiled kernel's vector tails)
         (1, 300, 128, 100, 3),
         (4, 10, 96, 50, 5),
+        // rows long enough for each register class of the fused Adam row kernels
+        // (launch::adam_row_regs): W_enc rows of 300, 700, 1000 floats (r16, r24, r32), 1100
+        // (the generic kernel), and W_dec rows of 300 floats; the last shape's 80 rows take
+        // the unfused path (gradient GEMMs + sae_adam_radial_rows_f32) with 1100-float rows
+        (2, 6, 300, 40, 3),
+        (1, 5, 700, 24, 3),
+        (1, 4, 1000, 20, 2),
+        (1, 3, 1100, 300, 2),
+        (1, 80, 20, 1100, 2),
     ];
     for (i, &(count, rows, d, n, steps)) in shapes.iter().enumerate() {
         let (x, init) = sae_inputs(count, rows, d, n, seed + 900 + 10 * i as u64);
