@@ -29,15 +29,16 @@
 //      (same arithmetic per element; layout and launch mapping above the kernel). The
 //      host's Auto picks it wherever it fits.
 //  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
-//      sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (x2),
-//      sae_grad_b_f32, sae_loss_partial_f32 + sae_loss_f32 (optional), sae_adam_radial_rows_f32
-//      (x2), sae_adam_f32 (x2),
-//      (for R <= 64 rows per SAE the two weight-gradient GEMMs and sae_adam_radial_rows_f32 are
-//      replaced by sae_adam_radial_outer[_r8.._r32]_f32, which never materialises the gradients),
+//      sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (both column sums in
+//      one launch), sae_loss_partial_f32 + sae_loss_f32 (optional), sae_bias_adam_f32 (g_b and
+//      Adam on both biases), sae_adam_radial_rows_f32 (x2; the second also advances the step).
+//      For R <= 64 rows per SAE the two weight-gradient GEMMs and sae_adam_radial_rows_f32 are
+//      replaced by sae_adam_radial_outer[_r8.._r32]_f32, which never materialise the gradients.
 //      The Adam row kernels also apply the next step's renormalisation (1.) to the rows they
-//      update, except on the last step; sae_renorm_rows_f32 runs once, before step 1.
-//      sae_step_inc_u32. The step index lives in device memory (t_dev), so one step is
-//      identical every time: the host captures it once as a CUDA graph and replays it.
+//      update, except on the last step; sae_renorm_rows_f32 runs once, before step 1. The
+//      step index lives in device memory (t_dev): the last block of the step's last kernel
+//      increments it, so one step is identical every time and the host captures it once as a
+//      CUDA graph and replays it. 8 launches a step (10 unfused), 14 (16) before the fusions.
 //  (C) as (B), with each gemm_f32 replaced by a cuBLAS strided-batched GEMM (FP32, or TF32
 //      tensor cores when asked) followed by sae_epilogue_f32 for modes 1-3. cuBLAS picks
 //      split-K and tile shapes, which the fixed 64x64 tiles of gemm_f32 cannot: the shared
@@ -212,20 +213,27 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
     }
 }
 
-// dst[s,c] = sum_r src[s,r,c]. Thread (column c, group y) sums rows y, y + G, y + 2G, ...
+// dst[s,c] = sum_r src[s,r,c], for two (src, C, dst) jobs at once (blockIdx.z picks one: the
+// step's column sums of dpre and diff, one launch instead of two). Thread (column c, group y)
+// sums rows y, y + G, y + 2G, ...
 // (ascending); the G partial sums are then added in ascending y, a fixed order, so the
 // result does not depend on scheduling. Why not one thread a column, rows in order: for
 // the shared SAE (R = 1440 rows, C = 768) that is 768 threads on a few SMs, each waiting on
 // 1440 dependent loads; here each of C/32 x N blocks of 1024 threads reads R/G rows.
-// Launch: grid (ceil(C/32), N, 1), blockDim (32, COLSUM_G, 1); static smem 4.2 KB.
+// Launch: grid (ceil(max(C0, C1)/32), N, 2), blockDim (32, COLSUM_G, 1); static smem 4.2 KB.
 #define COLSUM_G 32
 extern "C" __global__ void __launch_bounds__(1024)
-sae_colsum_f32(const float *__restrict__ src, unsigned N, unsigned R, unsigned C,
-               float *__restrict__ dst) {
+sae_colsum_f32(const float *__restrict__ src0, unsigned C0, float *__restrict__ dst0,
+               const float *__restrict__ src1, unsigned C1, float *__restrict__ dst1,
+               unsigned N, unsigned R) {
     __shared__ float part[COLSUM_G][33];
+    const bool second = blockIdx.z != 0;
+    const float *__restrict__ src = second ? src1 : src0;
+    float *__restrict__ dst = second ? dst1 : dst0;
+    const unsigned C = second ? C1 : C0;
     const unsigned s = blockIdx.y, x = threadIdx.x, y = threadIdx.y;
     const unsigned c = blockIdx.x * 32u + x;
-    if (s >= N) return;  // whole block: uniform
+    if (s >= N || blockIdx.x * 32u >= C) return;  // whole block: uniform
     float acc = 0.f;
     if (c < C) {
         const float *p = src + (size_t)s * R * C + c;
@@ -240,21 +248,37 @@ sae_colsum_f32(const float *__restrict__ src, unsigned N, unsigned R, unsigned C
     }
 }
 
-// g_b[s,k] = s1*colsum_diff[s,k] - sum_j g_benc[s,j] * W_enc[s,j,k].
-// Launch: 1-D over N*d threads, blockDim 256.
-extern "C" __global__ void sae_grad_b_f32(const float *__restrict__ colsum_diff,
-                                          const float *__restrict__ g_benc,
-                                          const float *__restrict__ w_enc, unsigned N,
-                                          unsigned n, unsigned d, float s1,
-                                          float *__restrict__ g_b) {
+// Adam on both biases, with g_b formed on the way (one launch instead of three):
+//   thread i <  N n: b_enc[i] with gradient g_benc[i];
+//   thread i >= N n: b[s,k] (i - N n = s d + k) with
+//     g_b[s,k] = s1*colsum_diff[s,k] - sum_j g_benc[s,j] * W_enc[s,j,k]   (j ascending).
+// W_enc must still hold this step's weights: launch it before the W_enc Adam row kernel.
+// Launch: 1-D over N*(n + d) threads, blockDim 256.
+extern "C" __global__ void sae_bias_adam_f32(float *__restrict__ b_enc, float *__restrict__ m_be,
+                                             float *__restrict__ v_be, float *__restrict__ b,
+                                             float *__restrict__ m_b, float *__restrict__ v_b,
+                                             const float *__restrict__ g_benc,
+                                             const float *__restrict__ colsum_diff,
+                                             const float *__restrict__ w_enc, unsigned N,
+                                             unsigned n, unsigned d, float s1,
+                                             const unsigned *__restrict__ t_dev, float lr,
+                                             float b1, float b2, float eps) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)N * d) return;
-    const unsigned s = (unsigned)(i / d), k = (unsigned)(i % d);
+    const size_t ne = (size_t)N * n;
+    if (i >= ne + (size_t)N * d) return;
+    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    if (i < ne) {
+        b_enc[i] = adam_update(b_enc[i], g_benc[i], &m_be[i], &v_be[i], a);
+        return;
+    }
+    const size_t ib = i - ne;
+    const unsigned s = (unsigned)(ib / d), k = (unsigned)(ib % d);
     const float *ge = g_benc + (size_t)s * n;
     const float *we = w_enc + (size_t)s * n * d + k;
     float acc = 0.f;
     for (unsigned j = 0; j < n; ++j) acc = fmaf(ge[j], we[(size_t)j * d], acc);
-    g_b[i] = s1 * colsum_diff[i] - acc;
+    const float g = s1 * colsum_diff[ib] - acc;
+    b[ib] = adam_update(b[ib], g, &m_b[ib], &v_b[ib], a);
 }
 
 // The loss in two passes, so one large SAE (the shared one: 1440 x 768 residuals) is summed
@@ -381,37 +405,57 @@ __device__ __forceinline__ void adam_radial_row(float *__restrict__ w, float *__
     }
 }
 
+// End of a step's last kernel: the grid's last block to finish advances *t_dev, so the
+// step needs no sae_step_inc_u32 launch. Every thread reads *t_dev before its block's
+// barrier, and a block is counted only after it, so the increment follows every read of the
+// step index in the grid; the counter is reset for the next replay of the captured step.
+__device__ __forceinline__ void step_done(unsigned *t_dev, unsigned *done) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(done, 1u) == gridDim.x - 1u) {
+            *done = 0u;
+            *t_dev += 1u;
+        }
+    }
+}
+
 // Radial gradient removal + Adam for rows of a unit-norm weight (all SAEs' rows stacked),
 // then the next step's renormalisation unless this is the last step (*t_dev == steps: the
 // stored params are those after the last Adam step, like the torch state dict).
 // *t_dev = 1-based step (read from device memory so one captured step replays as a CUDA
-// graph). Launch: warp per row, blockDim 256, grid ceil(rows/8).
+// graph); finish != 0: this launch is the step's last, and advances it (step_done).
+// Launch: warp per row, blockDim 256, grid ceil(rows/8) (1-D).
 extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const float *__restrict__ g,
                                                     float *__restrict__ m, float *__restrict__ v,
-                                                    unsigned rows, unsigned len,
-                                                    const unsigned *__restrict__ t_dev,
+                                                    unsigned rows, unsigned len, unsigned *t_dev,
+                                                    unsigned *done, unsigned finish,
                                                     unsigned steps, float lr, float b1, float b2,
                                                     float eps) {
     const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const unsigned lane = threadIdx.x & 31u;
-    if (row >= rows) return;
     const unsigned t = *t_dev;
-    const AdamK a = make_adam(lr, b1, b2, eps, t);
-    const size_t base = (size_t)row * len;
-    adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps,
-                       [&](unsigned e) { return g[base + e]; });
+    if (row < rows) {  // warp-uniform
+        const AdamK a = make_adam(lr, b1, b2, eps, t);
+        const size_t base = (size_t)row * len;
+        adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps,
+                           [&](unsigned e) { return g[base + e]; });
+    }
+    if (finish) step_done(t_dev, done);
 }
 
-// Fused outer-product gradient + radial removal + Adam (+ the next step's renormalisation,
-// as sae_adam_radial_rows_f32), for few rows per SAE (small R): the weight gradient is never
-// materialised. For row rr of a weight [rows_total, len] (SAE s = rr / rows_per, p = rr % rows_per):
+// Fused outer-product gradient + radial removal + Adam (+ the next step's renormalisation
+// and, with finish, the step's advance, as sae_adam_radial_rows_f32), for few rows per SAE
+// (small R): the weight gradient is never materialised. For row rr of a weight
+// [rows_total, len] (SAE s = rr / rows_per, p = rr % rows_per):
 //   g[rr, e] = scale * sum_r A[(s*R + r)*rows_per + p] * B[(s*R + r)*len + e]   (r ascending)
 // W_enc: A = dpre [c,R,n], B = xc [c,R,d], rows_per = n, len = d, scale = 1.
 // W_dec: A = diff [c,R,d], B = f  [c,R,n], rows_per = d, len = n, scale = s1.
 // Same arithmetic order as gemm_f32 + sae_adam_radial_rows_f32.
 // Five entry points, one body: sae_adam_radial_outer_f32 takes any len; the _r{PL}_ ones
 // keep the row in registers and need len <= 32 PL (the host picks the smallest that fits,
-// src/gpu/launch.rs adam_row_regs). Launch: warp per row, blockDim 256, grid ceil(rows_total/8).
+// src/gpu/launch.rs adam_row_regs). Launch: warp per row, blockDim 256, grid
+// ceil(rows_total/8) (1-D).
 template <int PL>
 __device__ __forceinline__ void adam_radial_outer(float *__restrict__ w, float *__restrict__ m,
                                                   float *__restrict__ v,
@@ -419,32 +463,35 @@ __device__ __forceinline__ void adam_radial_outer(float *__restrict__ w, float *
                                                   const float *__restrict__ B,
                                                   unsigned rows_total, unsigned rows_per,
                                                   unsigned len, unsigned R, float scale,
-                                                  const unsigned *__restrict__ t_dev,
-                                                  unsigned steps, float lr, float b1, float b2,
-                                                  float eps) {
+                                                  unsigned *t_dev, unsigned *done,
+                                                  unsigned finish, unsigned steps, float lr,
+                                                  float b1, float b2, float eps) {
     const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const unsigned lane = threadIdx.x & 31u;
-    if (row >= rows_total) return;
     const unsigned t = *t_dev;
-    const AdamK a = make_adam(lr, b1, b2, eps, t);
-    const unsigned s = row / rows_per, p = row % rows_per;
-    const float *Ab = A + (size_t)s * R * rows_per + p;
-    const float *Bb = B + (size_t)s * R * len;
-    adam_radial_row<PL>(w, m, v, (size_t)row * len, len, lane, a, t < steps, [&](unsigned e) {
-        float g = 0.f;
-        for (unsigned r = 0; r < R; ++r) g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
-        return scale * g;
-    });
+    if (row < rows_total) {  // warp-uniform
+        const AdamK a = make_adam(lr, b1, b2, eps, t);
+        const unsigned s = row / rows_per, p = row % rows_per;
+        const float *Ab = A + (size_t)s * R * rows_per + p;
+        const float *Bb = B + (size_t)s * R * len;
+        adam_radial_row<PL>(w, m, v, (size_t)row * len, len, lane, a, t < steps, [&](unsigned e) {
+            float g = 0.f;
+            for (unsigned r = 0; r < R; ++r)
+                g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
+            return scale * g;
+        });
+    }
+    if (finish) step_done(t_dev, done);
 }
 
 #define ADAM_OUTER_PARAMS                                                                   \
     float *__restrict__ w, float *__restrict__ m, float *__restrict__ v,                   \
         const float *__restrict__ A, const float *__restrict__ B, unsigned rows_total,     \
         unsigned rows_per, unsigned len, unsigned R, float scale,                          \
-        const unsigned *__restrict__ t_dev, unsigned steps, float lr, float b1, float b2, \
-        float eps
+        unsigned *t_dev, unsigned *done, unsigned finish, unsigned steps, float lr, float b1, \
+        float b2, float eps
 #define ADAM_OUTER_ARGS \
-    w, m, v, A, B, rows_total, rows_per, len, R, scale, t_dev, steps, lr, b1, b2, eps
+    w, m, v, A, B, rows_total, rows_per, len, R, scale, t_dev, done, finish, steps, lr, b1, b2, eps
 extern "C" __global__ void sae_adam_radial_outer_f32(ADAM_OUTER_PARAMS) {
     adam_radial_outer<0>(ADAM_OUTER_ARGS);
 }
@@ -482,22 +529,6 @@ extern "C" __global__ void sae_epilogue_f32(float *__restrict__ C, unsigned N, u
     else if (mode == 3) out = aux[i] > 0.f ? c + beta : 0.f;
     else out = c;
     C[i] = out;
-}
-
-// Plain Adam, step *t_dev. Launch: 1-D over len threads, blockDim 256.
-extern "C" __global__ void sae_adam_f32(float *__restrict__ p, const float *__restrict__ g,
-                                        float *__restrict__ m, float *__restrict__ v,
-                                        unsigned len, const unsigned *__restrict__ t_dev, float lr,
-                                        float b1, float b2, float eps) {
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= len) return;
-    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
-    p[i] = adam_update(p[i], g[i], &m[i], &v[i], a);
-}
-
-// *t_dev += 1 (end of a batched step). Launch: grid (1,1,1), blockDim (1,1,1).
-extern "C" __global__ void sae_step_inc_u32(unsigned *t_dev) {
-    if (threadIdx.x == 0 && blockIdx.x == 0) *t_dev += 1u;
 }
 
 // ------------------------------------------------------------------------------------------

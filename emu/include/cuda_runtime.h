@@ -85,6 +85,10 @@ inline T __shfl_sync(unsigned /*mask*/, T v, int src_lane, int width = 32) {
     return emu::from_bits<T>(emu::shuffle(emu::to_bits(v), (unsigned)src_lane & 31u));
 }
 
+// One block runs at a time on one OS thread, and a fiber is switched only at a barrier or a
+// shuffle: every write is seen by every later read, so a fence has nothing to order.
+inline void __threadfence() {}
+
 // One block runs at a time on one OS thread, so plain read-modify-writes are atomic here.
 template <class T, class U>
 inline T atomicAdd(T *p, U v) {

@@ -69,17 +69,15 @@ struct Kernels {
     center: CudaFunction,
     gemm: CudaFunction,
     colsum: CudaFunction,
-    grad_b: CudaFunction,
+    bias_adam: CudaFunction,
     loss_partial: CudaFunction,
     loss: CudaFunction,
     adam_radial: CudaFunction,
     /// `sae_adam_radial_outer_f32` and its register classes r8..r32, indexed by
     /// `launch::adam_row_regs`.
     adam_outer: [CudaFunction; 5],
-    adam: CudaFunction,
     persistent: CudaFunction,
     tiled: CudaFunction,
-    step_inc: CudaFunction,
     epilogue: CudaFunction,
     fill: CudaFunction,
 }
@@ -176,12 +174,14 @@ struct Work {
     g_we: CudaSlice<f32>,
     g_wd: CudaSlice<f32>,
     g_be: CudaSlice<f32>,
-    g_b: CudaSlice<f32>,
     cs: CudaSlice<f32>,
     /// the loss's partial sums [c, P, 2] (`launch::loss_parts`), when the loss is recorded
     loss_part: CudaSlice<f32>,
     /// current 1-based step
     t_dev: CudaSlice<u32>,
+    /// blocks of the step's last kernel that have finished (`step_done` in sae.cu; 0 between
+    /// steps)
+    done: CudaSlice<u32>,
 }
 
 /// Adam moments (zero-initialised) for a DevSaes.
@@ -235,7 +235,7 @@ impl GpuContext {
             center: f(&sae, "sae_center_f32")?,
             gemm: f(&sae, "gemm_f32")?,
             colsum: f(&sae, "sae_colsum_f32")?,
-            grad_b: f(&sae, "sae_grad_b_f32")?,
+            bias_adam: f(&sae, "sae_bias_adam_f32")?,
             loss_partial: f(&sae, "sae_loss_partial_f32")?,
             loss: f(&sae, "sae_loss_f32")?,
             adam_radial: f(&sae, "sae_adam_radial_rows_f32")?,
@@ -246,10 +246,8 @@ impl GpuContext {
                 f(&sae, "sae_adam_radial_outer_r24_f32")?,
                 f(&sae, "sae_adam_radial_outer_r32_f32")?,
             ],
-            adam: f(&sae, "sae_adam_f32")?,
             persistent: f(&sae, "sae_train_persistent_f32")?,
             tiled: f(&sae, "sae_train_tiled_f32")?,
-            step_inc: f(&sae, "sae_step_inc_u32")?,
             epilogue: f(&sae, "sae_epilogue_f32")?,
             fill: f(&util, "fill_uniform_f32")?,
         };
@@ -1246,7 +1244,6 @@ impl GpuContext {
             g_we: self.zeros(g_len)?,
             g_wd: self.zeros(g_len)?,
             g_be: self.zeros(c * n)?,
-            g_b: self.zeros(c * d)?,
             cs: self.zeros(c * d)?,
             loss_part: self.zeros(if loss.is_some() {
                 c * launch::loss_parts(r, d, n) as usize * 2
@@ -1254,6 +1251,7 @@ impl GpuContext {
                 1
             })?,
             t_dev: self.upload(&[1u32])?,
+            done: self.upload(&[0u32])?,
         };
         self.sample_mem();
         if tc.steps > 0 {
@@ -1393,10 +1391,10 @@ impl GpuContext {
             g_we,
             g_wd,
             g_be,
-            g_b,
             cs,
             loss_part,
             t_dev,
+            done,
         } = wb;
         // 1. renormalise: done by the previous step's Adam row kernels (and once before step 1
         //    by train_batched), so the step reads and writes the weights one time fewer
@@ -1544,12 +1542,9 @@ impl GpuContext {
             )?;
             mark("gemm_grad_w_enc")?;
         }
-        // column sums
-        for (src, cols_u, cols, dst, label) in [
-            (&*dpre, n_u, n, &mut *g_be, "colsum_dpre"),
-            (&*diff, d_u, d, &mut *cs, "colsum_diff"),
-        ] {
-            let grid = launch::colsum_grid(cols, c)
+        // column sums of dpre (g_b_enc) and diff, one launch
+        {
+            let grid = launch::colsum_grid(n, d, c)
                 .ok_or_else(|| Error::InvalidInput("colsum: grid too large".into()))?;
             let lc = LaunchConfig {
                 grid_dim: grid,
@@ -1557,31 +1552,50 @@ impl GpuContext {
                 shared_mem_bytes: 0,
             };
             let mut b = self.stream.launch_builder(&self.k.colsum);
-            b.arg(src).arg(&c_u).arg(&r_u).arg(&cols_u).arg(dst);
-            // SAFETY: matches sae_colsum_f32(const float* src[c*R*C], N, R, C, float* dst[c*C]);
-            // grid (ceil(C/32), N) and block (32, COLSUM_G) as its header states.
+            b.arg(&*dpre)
+                .arg(&n_u)
+                .arg(&mut *g_be)
+                .arg(&*diff)
+                .arg(&d_u)
+                .arg(&mut *cs)
+                .arg(&c_u)
+                .arg(&r_u);
+            // SAFETY: matches sae_colsum_f32(const float* src0[c*R*n], C0 = n, float* dst0[c*n],
+            // const float* src1[c*R*d], C1 = d, float* dst1[c*d], N, R); grid (ceil(max(n, d)/32),
+            // N, 2) and block (32, COLSUM_G) as its header states.
             unsafe { b.launch(lc) }.cuda("sae_colsum_f32")?;
-            mark(label)?;
+            mark("colsum")?;
         }
+        // g_b and Adam on both biases, before the W_enc row update (g_b reads this step's W_enc)
         {
-            let mut b = self.stream.launch_builder(&self.k.grad_b);
-            b.arg(&*cs)
+            let mut b = self.stream.launch_builder(&self.k.bias_adam);
+            b.arg(&mut s.b_enc)
+                .arg(&mut mo.m_be)
+                .arg(&mut mo.v_be)
+                .arg(&mut s.b)
+                .arg(&mut mo.m_b)
+                .arg(&mut mo.v_b)
                 .arg(&*g_be)
+                .arg(&*cs)
                 .arg(&s.w_enc)
                 .arg(&c_u)
                 .arg(&n_u)
                 .arg(&d_u)
                 .arg(&s1)
-                .arg(&mut *g_b);
-            // SAFETY: matches sae_grad_b_f32(const float* colsum[c*d], const float* g_benc[c*n],
-            // const float* w_enc[c*n*d], N, n, d, s1, float* g_b[c*d]).
-            unsafe { b.launch(cfg(e(c * d)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_grad_b_f32")?;
-            mark("grad_b")?;
+                .arg(&*t_dev);
+            b.arg(&tc.lr).arg(&tc.beta1).arg(&tc.beta2).arg(&tc.eps);
+            // SAFETY: matches sae_bias_adam_f32(float* b_enc, m_be, v_be [c*n], float* b, m_b, v_b
+            // [c*d], const float* g_benc[c*n], const float* colsum_diff[c*d], const float*
+            // w_enc[c*n*d], N, n, d, s1, const u32* t_dev, lr, b1, b2, eps).
+            unsafe { b.launch(cfg(e(c * (n + d))?, launch::ELEM_BLOCK, 0)) }
+                .cuda("sae_bias_adam_f32")?;
+            mark("bias_adam")?;
         }
-        // radial removal + Adam on the weights, plain Adam on the biases
+        // radial removal + Adam on the weights and the next step's renormalisation; the W_dec
+        // launch is the step's last and advances t_dev (finish = 1)
         if fused {
             let r_u32 = r_u;
-            for (w, m, v, a, bsrc, rows_u, per_u, (len, len_u), scale, grid, label) in [
+            for (w, m, v, a, bsrc, rows_u, per_u, (len, len_u), scale, grid, finish, label) in [
                 (
                     &mut s.w_enc,
                     &mut mo.m_we,
@@ -1593,6 +1607,7 @@ impl GpuContext {
                     (d, d_u),
                     1.0f32,
                     g_we_rows,
+                    0u32,
                     "adam_w_enc",
                 ),
                 (
@@ -1606,6 +1621,7 @@ impl GpuContext {
                     (n, n_u),
                     s1,
                     g_wd_rows,
+                    1u32,
                     "adam_w_dec",
                 ),
             ] {
@@ -1621,7 +1637,9 @@ impl GpuContext {
                     .arg(&len_u)
                     .arg(&r_u32);
                 b.arg(&scale)
-                    .arg(&*t_dev)
+                    .arg(&mut *t_dev)
+                    .arg(&mut *done)
+                    .arg(&finish)
                     .arg(&steps_u)
                     .arg(&tc.lr)
                     .arg(&tc.beta1)
@@ -1629,15 +1647,16 @@ impl GpuContext {
                     .arg(&tc.eps);
                 // SAFETY: matches sae_adam_radial_outer{,_r8,_r16,_r24,_r32}_f32(float* w, float* m,
                 // float* v, const float* A [c*R*rows_per], const float* B [c*R*len], rows_total,
-                // rows_per, len, R, scale, const u32* t_dev, steps, lr, b1, b2, eps); w/m/v hold
-                // rows_total*len = c*rows_per*len floats; adam_row_regs(len) picks a class whose
-                // registers hold len (32 PL >= len) or the generic kernel.
+                // rows_per, len, R, scale, u32* t_dev, u32* done, finish, steps, lr, b1, b2, eps);
+                // w/m/v hold rows_total*len = c*rows_per*len floats; adam_row_regs(len) picks a
+                // class whose registers hold len (32 PL >= len) or the generic kernel; t_dev and
+                // done hold one u32 each, and the grid is 1-D as step_done needs.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_outer_f32")?;
                 mark(label)?;
             }
         } else {
-            for (w, g, m, v, rows_u, len_u, grid, label) in [
+            for (w, g, m, v, rows_u, len_u, grid, finish, label) in [
                 (
                     &mut s.w_enc,
                     &*g_we,
@@ -1646,6 +1665,7 @@ impl GpuContext {
                     rows_we,
                     d_u,
                     g_we_rows,
+                    0u32,
                     "adam_w_enc",
                 ),
                 (
@@ -1656,6 +1676,7 @@ impl GpuContext {
                     rows_wd,
                     n_u,
                     g_wd_rows,
+                    1u32,
                     "adam_w_dec",
                 ),
             ] {
@@ -1666,54 +1687,21 @@ impl GpuContext {
                     .arg(v)
                     .arg(&rows_u)
                     .arg(&len_u)
-                    .arg(&*t_dev)
+                    .arg(&mut *t_dev)
+                    .arg(&mut *done)
+                    .arg(&finish)
                     .arg(&steps_u)
                     .arg(&tc.lr)
                     .arg(&tc.beta1)
                     .arg(&tc.beta2)
                     .arg(&tc.eps);
                 // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, float* m, float* v,
-                // rows, len, const u32* t_dev, steps, lr, b1, b2, eps); all four buffers hold
-                // rows*len floats.
+                // rows, len, u32* t_dev, u32* done, finish, steps, lr, b1, b2, eps); all four
+                // buffers hold rows*len floats; t_dev and done one u32 each; 1-D grid.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_rows_f32")?;
                 mark(label)?;
             }
-        }
-        for (p, g, m, v, len, label) in [
-            (
-                &mut s.b_enc,
-                &*g_be,
-                &mut mo.m_be,
-                &mut mo.v_be,
-                c * n,
-                "adam_b_enc",
-            ),
-            (&mut s.b, &*g_b, &mut mo.m_b, &mut mo.v_b, c * d, "adam_b"),
-        ] {
-            let len_u = u32_of(len, "len")?;
-            let mut b = self.stream.launch_builder(&self.k.adam);
-            b.arg(p)
-                .arg(g)
-                .arg(m)
-                .arg(v)
-                .arg(&len_u)
-                .arg(&*t_dev)
-                .arg(&tc.lr)
-                .arg(&tc.beta1)
-                .arg(&tc.beta2)
-                .arg(&tc.eps);
-            // SAFETY: matches sae_adam_f32(float* p, const float* g, float* m, float* v, len,
-            // const u32* t_dev, lr, b1, b2, eps); all four buffers hold len floats.
-            unsafe { b.launch(cfg(e(len)?, launch::ELEM_BLOCK, 0)) }.cuda("sae_adam_f32")?;
-            mark(label)?;
-        }
-        {
-            let mut b = self.stream.launch_builder(&self.k.step_inc);
-            b.arg(&mut *t_dev);
-            // SAFETY: matches sae_step_inc_u32(u32* t_dev) with t_dev holding one u32.
-            unsafe { b.launch(cfg((1, 1, 1), 1, 0)) }.cuda("sae_step_inc_u32")?;
-            mark("step_inc")?;
         }
         Ok(())
     }

@@ -32,11 +32,12 @@ pub fn adam_row_regs(len: usize) -> usize {
 /// Row groups of `sae_colsum_f32` (its blockDim is (32, COLSUM_G); `COLSUM_G` in sae.cu).
 pub const COLSUM_G: u32 = 32;
 
-/// Grid of `sae_colsum_f32`: (column tiles of 32, SAEs).
-pub fn colsum_grid(cols: usize, count: usize) -> Option<(u32, u32, u32)> {
-    let gx = div_ceil_u32(cols as u64, 32)?;
+/// Grid of `sae_colsum_f32`: (column tiles of 32 of the wider of its two jobs, SAEs, the
+/// two jobs).
+pub fn colsum_grid(cols0: usize, cols1: usize, count: usize) -> Option<(u32, u32, u32)> {
+    let gx = div_ceil_u32(cols0.max(cols1) as u64, 32)?;
     let gy = u32::try_from(count).ok()?;
-    (gx > 0 && gy > 0 && gy <= 65_535).then_some((gx, gy, 1))
+    (gx > 0 && gy > 0 && gy <= 65_535).then_some((gx, gy, 2))
 }
 
 /// Chunks P of `sae_loss_partial_f32` per SAE: about 4096 elements each, at most 64 (one
@@ -263,11 +264,12 @@ mod tests {
 
     #[test]
     fn colsum_grid_covers_columns_and_saes() {
-        assert_eq!(colsum_grid(768, 1), Some((24, 1, 1)));
-        assert_eq!(colsum_grid(200, 144), Some((7, 144, 1)));
-        assert_eq!(colsum_grid(33, 2), Some((2, 2, 1)));
-        assert_eq!(colsum_grid(0, 2), None);
-        assert_eq!(colsum_grid(64, 70_000), None);
+        // the step's two jobs: dpre's n columns and diff's d columns
+        assert_eq!(colsum_grid(200, 768, 1), Some((24, 1, 2)));
+        assert_eq!(colsum_grid(200, 64, 144), Some((7, 144, 2)));
+        assert_eq!(colsum_grid(33, 1, 2), Some((2, 2, 2)));
+        assert_eq!(colsum_grid(0, 0, 2), None);
+        assert_eq!(colsum_grid(64, 64, 70_000), None);
     }
 
     #[test]
@@ -326,7 +328,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_center_f32",
             "gemm_f32",
             "sae_colsum_f32",
-            "sae_grad_b_f32",
+            "sae_bias_adam_f32",
             "sae_loss_partial_f32",
             "sae_loss_f32",
             "sae_adam_radial_rows_f32",
@@ -335,8 +337,6 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_adam_radial_outer_r16_f32",
             "sae_adam_radial_outer_r24_f32",
             "sae_adam_radial_outer_r32_f32",
-            "sae_adam_f32",
-            "sae_step_inc_u32",
             "sae_epilogue_f32",
             "sae_train_persistent_f32",
             "sae_train_tiled_f32",
