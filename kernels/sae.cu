@@ -134,7 +134,13 @@ extern "C" __global__ void sae_center_f32(const float *__restrict__ x, unsigned 
 //     mode 1: max(alpha*acc + bias[s*bias_bs + j], 0)                 (encoder + ReLU)
 //     mode 2: alpha*acc + bias[s*bias_bs + j] - aux[same index as C]  (decoder residual)
 //     mode 3: aux[same index] > 0 ? alpha*acc + beta : 0               (ReLU backward + L1)
-// Launch: grid (ceil(Nc/64), ceil(M/64), N), blockDim (256,1,1); static smem ~8.3 KB.
+// Split-K (k_split > 1, mode 0 only): block z = s*k_split + part sums only the part-th run of
+// ceil(ceil(K/16)/k_split) whole 16-row K tiles and writes its partial sum to C + part*c_ps;
+// the consumer adds the k_split partials in ascending part (sae_adam_radial_rows_f32). Why:
+// the shared SAE's weight-gradient GEMMs (K = 1440, a 768 x 200 output) are 48 blocks of
+// 90 K tiles each, on a 132-SM GPU; split 6 ways they are 288 blocks of 15. k_split = 1 is
+// the plain GEMM, bit for bit.
+// Launch: grid (ceil(Nc/64), ceil(M/64), N*k_split), blockDim (256,1,1); static smem ~8.3 KB.
 #define GBM 64
 #define GBN 64
 #define GBK 16
@@ -145,12 +151,16 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
          const float *__restrict__ B, unsigned long long b_bs, unsigned long long b_k,
          unsigned long long b_j,
          float *__restrict__ C, unsigned long long c_bs, unsigned long long ldc,
+         unsigned k_split, unsigned long long c_ps,
          unsigned mode, float alpha, float beta,
          const float *__restrict__ bias, unsigned long long bias_bs,
          const float *__restrict__ aux) {
     __shared__ float As[GBK][GBM + 1];
     __shared__ float Bs[GBK][GBN + 1];
-    const unsigned s = blockIdx.z;
+    const unsigned s = blockIdx.z / k_split, part = blockIdx.z % k_split;
+    const unsigned k_tiles = (K + GBK - 1) / GBK, part_tiles = (k_tiles + k_split - 1) / k_split;
+    const unsigned k_begin = part * part_tiles * GBK;
+    const unsigned k_end = min(K, (part + 1) * part_tiles * GBK);
     const unsigned i0 = blockIdx.y * GBM, j0 = blockIdx.x * GBN;
     const unsigned tid = threadIdx.x, tx = tid & 15u, ty = tid >> 4;
     const float *Ab = A + (size_t)s * a_bs;
@@ -162,18 +172,18 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
         for (int b = 0; b < 4; ++b) acc[a][b] = 0.f;
     const bool a_k_fast = (a_k == 1);
     const bool b_j_fast = (b_j == 1);
-    for (unsigned k0 = 0; k0 < K; k0 += GBK) {
+    for (unsigned k0 = k_begin; k0 < k_end; k0 += GBK) {
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
             const unsigned l = tid + 256u * q;
             unsigned il, kl;
             if (a_k_fast) { kl = l % GBK; il = l / GBK; } else { il = l % GBM; kl = l / GBM; }
             const unsigned gi = i0 + il, gk = k0 + kl;
-            As[kl][il] = (gi < M && gk < K) ? Ab[(size_t)gi * a_i + (size_t)gk * a_k] : 0.f;
+            As[kl][il] = (gi < M && gk < k_end) ? Ab[(size_t)gi * a_i + (size_t)gk * a_k] : 0.f;
             unsigned jl, kl2;
             if (b_j_fast) { jl = l % GBN; kl2 = l / GBN; } else { kl2 = l % GBK; jl = l / GBK; }
             const unsigned gj = j0 + jl, gk2 = k0 + kl2;
-            Bs[kl2][jl] = (gj < Nc && gk2 < K) ? Bb[(size_t)gk2 * b_k + (size_t)gj * b_j] : 0.f;
+            Bs[kl2][jl] = (gj < Nc && gk2 < k_end) ? Bb[(size_t)gk2 * b_k + (size_t)gj * b_j] : 0.f;
         }
         __syncthreads();
 #pragma unroll
@@ -190,7 +200,7 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
         }
         __syncthreads();
     }
-    float *Cb = C + (size_t)s * c_bs;
+    float *Cb = C + (size_t)part * c_ps + (size_t)s * c_bs;
 #pragma unroll
     for (int a = 0; a < 4; ++a) {
         const unsigned gi = i0 + ty + 16 * a;
@@ -425,8 +435,11 @@ __device__ __forceinline__ void step_done(unsigned *t_dev, unsigned *done) {
 // stored params are those after the last Adam step, like the torch state dict).
 // *t_dev = 1-based step (read from device memory so one captured step replays as a CUDA
 // graph); finish != 0: this launch is the step's last, and advances it (step_done).
+// The gradient is g_parts split-K partial sums of gemm_f32, g_ps floats apart, added in
+// ascending part (g_parts = 1: the gradient itself).
 // Launch: warp per row, blockDim 256, grid ceil(rows/8) (1-D).
 extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const float *__restrict__ g,
+                                                    unsigned g_parts, unsigned long long g_ps,
                                                     float *__restrict__ m, float *__restrict__ v,
                                                     unsigned rows, unsigned len, unsigned *t_dev,
                                                     unsigned *done, unsigned finish,
@@ -438,8 +451,11 @@ extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const
     if (row < rows) {  // warp-uniform
         const AdamK a = make_adam(lr, b1, b2, eps, t);
         const size_t base = (size_t)row * len;
-        adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps,
-                           [&](unsigned e) { return g[base + e]; });
+        adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps, [&](unsigned e) {
+            float acc = g[base + e];
+            for (unsigned p = 1; p < g_parts; ++p) acc += g[(size_t)p * g_ps + base + e];
+            return acc;
+        });
     }
     if (finish) step_done(t_dev, done);
 }

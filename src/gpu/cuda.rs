@@ -108,6 +108,9 @@ struct GemmOp<'a> {
     beta: f32,
     bias: Option<(&'a CudaSlice<f32>, usize)>,
     aux: Option<&'a CudaSlice<f32>>,
+    /// K split into this many parts, each writing its partial sum one whole C
+    /// (batch · m · nc floats) after the previous (mode 0, `gemm_f32` only; 1 = no split).
+    k_split: usize,
 }
 
 impl<'a> GemmOp<'a> {
@@ -144,6 +147,8 @@ pub struct GpuContext {
     name: String,
     compute_cap: (i32, i32),
     smem_optin: usize,
+    /// Streaming multiprocessors (sizes split-K GEMMs).
+    sms: u32,
     mem_baseline: usize,
     mem_peak: AtomicUsize,
 }
@@ -210,6 +215,10 @@ impl GpuContext {
         let smem_optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .cuda("shared memory limit")? as usize;
+        let sms = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .cuda("SM count")?
+            .max(1) as u32;
         let load = |src: &'static str, what: &str| -> Result<Arc<CudaModule>> {
             ctx.load_module(Ptx::from_src(src)).cuda(&format!(
                 "loading {what} module (PTX {}, {})",
@@ -261,6 +270,7 @@ impl GpuContext {
             name,
             compute_cap,
             smem_optin,
+            sms,
             mem_baseline: total - free,
             mem_peak: AtomicUsize::new(total - free),
         })
@@ -1072,7 +1082,13 @@ impl GpuContext {
         if let GemmImpl::Cublas { tf32 } = imp {
             return self.gemm_cublas(op, c, tf32);
         }
-        let grid = launch::gemm_grid(op.m, op.nc, op.batch)
+        if op.k_split != 1 && (op.mode != 0 || op.k_split == 0) {
+            return Err(Error::InvalidInput(format!(
+                "gemm: a {}-way K split needs mode 0 (got mode {})",
+                op.k_split, op.mode
+            )));
+        }
+        let grid = launch::gemm_grid(op.m, op.nc, op.batch, op.k_split)
             .ok_or_else(|| Error::InvalidInput("gemm: grid too large".into()))?;
         let (m_u, n_u, k_u) = (u32_of(op.m, "m")?, u32_of(op.nc, "n")?, u32_of(op.k, "k")?);
         let st = |v: usize| v as u64;
@@ -1080,17 +1096,27 @@ impl GpuContext {
         let (a_s, a_bs, a_i, a_k) = (a.0, st(a.1), st(a.2), st(a.3));
         let (b_s, b_bs, b_k, b_j) = (bm.0, st(bm.1), st(bm.2), st(bm.3));
         let (c_s, c_bs, ldc) = (c.0, st(c.1), st(c.2));
+        let parts = u32_of(op.k_split, "K split")?;
+        let c_ps = c_bs * op.batch as u64;
+        if (c_s.len() as u64) < c_ps * parts as u64 {
+            return Err(Error::InvalidInput(format!(
+                "gemm: C holds {} floats, {} K parts of {c_ps} need more",
+                c_s.len(),
+                parts
+            )));
+        }
         let (bias_bs, null) = (op.bias_stride(), 0u64);
         let mut b = self.stream.launch_builder(&self.k.gemm);
         b.arg(&m_u).arg(&n_u).arg(&k_u);
         b.arg(a_s).arg(&a_bs).arg(&a_i).arg(&a_k);
         b.arg(b_s).arg(&b_bs).arg(&b_k).arg(&b_j);
-        b.arg(c_s).arg(&c_bs).arg(&ldc);
+        b.arg(c_s).arg(&c_bs).arg(&ldc).arg(&parts).arg(&c_ps);
         b.arg(&op.mode).arg(&op.alpha).arg(&op.beta);
         op.push_epilogue_args(&mut b, &bias_bs, &null);
-        // SAFETY: matches gemm_f32(M, Nc, K, A, a_bs, a_i, a_k, B, b_bs, b_k, b_j, C, c_bs, ldc, mode,
-        // alpha, beta, bias, bias_bs, aux); the callers below pass strides that stay inside each
-        // buffer (shapes documented in sae.cu), bias/aux are non-NULL for the modes that read them.
+        // SAFETY: matches gemm_f32(M, Nc, K, A, a_bs, a_i, a_k, B, b_bs, b_k, b_j, C, c_bs, ldc,
+        // k_split, c_ps, mode, alpha, beta, bias, bias_bs, aux); the callers below pass strides that
+        // stay inside each buffer (shapes documented in sae.cu), C holds k_split parts of c_ps
+        // floats (checked above), bias/aux are non-NULL for the modes that read them.
         unsafe { b.launch(cfg(grid, 256, 0)) }.cuda("gemm_f32")?;
         Ok(())
     }
@@ -1123,6 +1149,11 @@ impl GpuContext {
         let (a_s, a_bs, a_i, a_k) = a;
         let (b_s, b_bs, b_k, b_j) = bm;
         let (c_s, c_bs, ldc) = c;
+        if op.k_split != 1 {
+            return Err(Error::InvalidInput(
+                "gemm_cublas: cuBLAS splits K itself (k_split must be 1)".into(),
+            ));
+        }
         if ldc != nc || c_bs != m * nc {
             return Err(Error::InvalidInput(
                 "gemm_cublas: C must be contiguous [batch, m, n]".into(),
@@ -1230,19 +1261,21 @@ impl GpuContext {
             self.blas()?; // the handle's allocations must not fall inside the graph capture
         }
         let mut mo = self.moments(c, d, n)?;
-        // the fused small-R path never materialises the weight gradients
-        let g_len = if r <= launch::OUTER_MAX_ROWS {
-            1
+        // the fused small-R path never materialises the weight gradients; the unfused one
+        // holds each as its split-K partial sums
+        let (split_wd, split_we) = self.grad_splits(imp, c, r, d, n);
+        let (g_we_len, g_wd_len) = if r <= launch::OUTER_MAX_ROWS {
+            (1, 1)
         } else {
-            c * n * d
+            (split_we * c * n * d, split_wd * c * n * d)
         };
         let mut wb = Work {
             xc: self.zeros(c * r * d)?,
             f: self.zeros(c * r * n)?,
             diff: self.zeros(c * r * d)?,
             dpre: self.zeros(c * r * n)?,
-            g_we: self.zeros(g_len)?,
-            g_wd: self.zeros(g_len)?,
+            g_we: self.zeros(g_we_len)?,
+            g_wd: self.zeros(g_wd_len)?,
             g_be: self.zeros(c * n)?,
             cs: self.zeros(c * d)?,
             loss_part: self.zeros(if loss.is_some() {
@@ -1331,6 +1364,19 @@ impl GpuContext {
             }
         }
         Ok(())
+    }
+
+    /// K parts of the unfused step's weight-gradient GEMMs (g_W_dec [d, n], g_W_enc [n, d],
+    /// K = rows): split to fill the SMs on the tiled path (`launch::gemm_k_split`); cuBLAS
+    /// splits by itself.
+    fn grad_splits(&self, imp: GemmImpl, c: usize, r: usize, d: usize, n: usize) -> (usize, usize) {
+        match imp {
+            GemmImpl::Tiled => (
+                launch::gemm_k_split(d, n, c, r, self.sms),
+                launch::gemm_k_split(n, d, c, r, self.sms),
+            ),
+            GemmImpl::Cublas { .. } => (1, 1),
+        }
     }
 
     /// Enqueue one full training step of the batched path (no host synchronisation).
@@ -1430,6 +1476,7 @@ impl GpuContext {
                 beta: 0.0,
                 bias: Some((&s.b_enc, n)),
                 aux: None,
+                k_split: 1,
             },
             (&mut *f, r * n, n),
         )?;
@@ -1449,6 +1496,7 @@ impl GpuContext {
                 beta: 0.0,
                 bias: Some((&s.b, d)),
                 aux: Some(x),
+                k_split: 1,
             },
             (&mut *diff, r * d, d),
         )?;
@@ -1497,13 +1545,15 @@ impl GpuContext {
                 beta: lam_r,
                 bias: None,
                 aux: Some(&*f),
+                k_split: 1,
             },
             (&mut *dpre, r * n, n),
         )?;
         mark("gemm_dpre")?;
         let fused = r <= launch::OUTER_MAX_ROWS;
+        let (split_wd, split_we) = self.grad_splits(imp, c, r, d, n);
         if !fused {
-            // g_W_dec = s1 diff^T f                    [c, d, n]
+            // g_W_dec = s1 diff^T f                    [c, d, n], in split_wd K parts
             self.gemm(
                 imp,
                 &GemmOp {
@@ -1518,11 +1568,12 @@ impl GpuContext {
                     beta: 0.0,
                     bias: None,
                     aux: None,
+                    k_split: split_wd,
                 },
                 (&mut *g_wd, d * n, n),
             )?;
             mark("gemm_grad_w_dec")?;
-            // g_W_enc = dpre^T xc                      [c, n, d]
+            // g_W_enc = dpre^T xc                      [c, n, d], in split_we K parts
             self.gemm(
                 imp,
                 &GemmOp {
@@ -1537,6 +1588,7 @@ impl GpuContext {
                     beta: 0.0,
                     bias: None,
                     aux: None,
+                    k_split: split_we,
                 },
                 (&mut *g_we, n * d, d),
             )?;
@@ -1656,10 +1708,11 @@ impl GpuContext {
                 mark(label)?;
             }
         } else {
-            for (w, g, m, v, rows_u, len_u, grid, finish, label) in [
+            let g_ps = (c * n * d) as u64; // one part: the whole gradient
+            for (w, (g, parts), m, v, rows_u, len_u, grid, finish, label) in [
                 (
                     &mut s.w_enc,
-                    &*g_we,
+                    (&*g_we, split_we),
                     &mut mo.m_we,
                     &mut mo.v_we,
                     rows_we,
@@ -1670,7 +1723,7 @@ impl GpuContext {
                 ),
                 (
                     &mut s.w_dec,
-                    &*g_wd,
+                    (&*g_wd, split_wd),
                     &mut mo.m_wd,
                     &mut mo.v_wd,
                     rows_wd,
@@ -1680,9 +1733,12 @@ impl GpuContext {
                     "adam_w_dec",
                 ),
             ] {
+                let parts_u = u32_of(parts, "K parts")?;
                 let mut b = self.stream.launch_builder(&self.k.adam_radial);
                 b.arg(w)
                     .arg(g)
+                    .arg(&parts_u)
+                    .arg(&g_ps)
                     .arg(m)
                     .arg(v)
                     .arg(&rows_u)
@@ -1695,9 +1751,10 @@ impl GpuContext {
                     .arg(&tc.beta1)
                     .arg(&tc.beta2)
                     .arg(&tc.eps);
-                // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, float* m, float* v,
-                // rows, len, u32* t_dev, u32* done, finish, steps, lr, b1, b2, eps); all four
-                // buffers hold rows*len floats; t_dev and done one u32 each; 1-D grid.
+                // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, g_parts, g_ps,
+                // float* m, float* v, rows, len, u32* t_dev, u32* done, finish, steps, lr, b1, b2,
+                // eps); w, m, v hold rows*len = g_ps floats and g holds g_parts such parts (sized by
+                // grad_splits in train_batched); t_dev and done one u32 each; 1-D grid.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_rows_f32")?;
                 mark(label)?;
@@ -1825,6 +1882,7 @@ impl GpuContext {
                 beta: 0.0,
                 bias: Some((&s.b_enc, n)),
                 aux: None,
+                k_split: 1,
             },
             (&mut f, r * n, n),
         )?;

@@ -70,11 +70,31 @@ pub fn elementwise_grid(elems: usize, block: u32) -> Option<u32> {
 }
 
 /// Grid of `gemm_f32` for a batch of `batch` (m x nc) outputs: (x = col tiles, y = row tiles, z = batch).
-pub fn gemm_grid(m: usize, nc: usize, batch: usize) -> Option<(u32, u32, u32)> {
+pub fn gemm_grid(m: usize, nc: usize, batch: usize, k_split: usize) -> Option<(u32, u32, u32)> {
     let gx = div_ceil_u32(nc as u64, GEMM_TILE as u64)?;
     let gy = div_ceil_u32(m as u64, GEMM_TILE as u64)?;
-    let gz = u32::try_from(batch).ok()?;
+    let gz = u32::try_from(batch.checked_mul(k_split)?).ok()?;
     (gy <= 65_535 && gz <= 65_535 && gz > 0).then_some((gx, gy, gz))
+}
+
+/// K rows per `gemm_f32` K tile (`GBK` in sae.cu).
+pub const GEMM_K_TILE: usize = 16;
+
+/// How many ways `gemm_f32` splits K for an m x nc output (per batch entry) on `sms` SMs:
+/// enough parts for about two blocks per SM when the output tiles alone leave SMs idle, each
+/// part at least 4 K tiles (64 rows), at most 16 parts. 1 when the tiles already fill the
+/// device. The shared SAE's weight gradients (768 x 200 and 200 x 768, K = 1440, 48 tiles)
+/// split 6 ways on 132 SMs.
+pub fn gemm_k_split(m: usize, nc: usize, batch: usize, k: usize, sms: u32) -> usize {
+    let tile = GEMM_TILE as usize;
+    let blocks = m.div_ceil(tile) * nc.div_ceil(tile) * batch;
+    let sms = sms as usize;
+    if blocks == 0 || blocks >= sms {
+        return 1;
+    }
+    let want = (2 * sms).div_ceil(blocks);
+    let by_k = (k.div_ceil(GEMM_K_TILE) / 4).max(1);
+    want.min(by_k).clamp(1, 16)
 }
 
 /// Words (u32) of a bitset of `bits` bits.
@@ -218,9 +238,27 @@ mod tests {
         assert_eq!(warp_per_row_grid(1, ROW_BLOCK), Some(1));
         assert_eq!(warp_per_row_grid(9, ROW_BLOCK), Some(2));
         assert_eq!(elementwise_grid(257, 256), Some(2));
-        assert_eq!(gemm_grid(1440, 200, 1), Some((4, 23, 1)));
-        assert_eq!(gemm_grid(10, 768, 144), Some((12, 1, 144)));
-        assert_eq!(gemm_grid(10, 768, 70_000), None);
+        assert_eq!(gemm_grid(1440, 200, 1, 1), Some((4, 23, 1)));
+        assert_eq!(gemm_grid(10, 768, 144, 1), Some((12, 1, 144)));
+        assert_eq!(gemm_grid(10, 768, 70_000, 1), None);
+        assert_eq!(gemm_grid(768, 200, 1, 6), Some((4, 12, 6)));
+        assert_eq!(gemm_grid(768, 200, 20_000, 4), None);
+    }
+
+    #[test]
+    fn k_split_fills_the_device_only_where_tiles_leave_it_idle() {
+        // shared SAE weight gradients on 132 SMs: 48 tiles, K = 1440 -> 6 parts (288 blocks)
+        assert_eq!(gemm_k_split(768, 200, 1, 1440, 132), 6);
+        assert_eq!(gemm_k_split(200, 768, 1, 1440, 132), 6);
+        // the encoder's shape (92 tiles) would split 3 ways, but only mode-0 GEMMs (the weight
+        // gradients) are split: an epilogue needs the whole sum
+        assert_eq!(gemm_k_split(1440, 200, 1, 768, 132), 3);
+        // per-head shapes: enough blocks already, or too little K to split
+        assert_eq!(gemm_k_split(64, 200, 144, 10, 132), 1);
+        assert_eq!(gemm_k_split(128, 100, 1, 300, 132), 4); // 19 K tiles: 4 parts of 5
+        assert_eq!(gemm_k_split(128, 100, 1, 48, 132), 1); // 3 K tiles: no split
+        assert_eq!(gemm_k_split(64, 64, 1, 1 << 20, 132), 16); // capped
+        assert_eq!(gemm_k_split(0, 64, 1, 100, 132), 1);
         assert_eq!(hook_grid(500, 144), Some((32, 144)));
         assert_eq!(div_ceil_u32(1, 0), None);
     }

@@ -608,6 +608,9 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
         (1, 4, 1000, 20, 2),
         (1, 3, 1100, 300, 2),
         (1, 80, 20, 1100, 2),
+        // unfused with two SAEs and a 2-way K split of the weight gradients (9 K tiles: parts
+        // of 5 and 4), so each part's batch offsets are checked; R = 300 above splits 4 ways
+        (2, 130, 40, 30, 2),
     ];
     for (i, &(count, rows, d, n, steps)) in shapes.iter().enumerate() {
         let (x, init) = sae_inputs(count, rows, d, n, seed + 900 + 10 * i as u64);
