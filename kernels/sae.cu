@@ -349,9 +349,10 @@ extern "C" __global__ void sae_loss_f32(const float *__restrict__ part, unsigned
 // grad(e) is the row's gradient at element e.
 // PL > 0 (len <= 32 PL): the gradient and the weights stay in registers, so each element of
 // w, m and v is read once and written once and the gradient is formed once. By arithmetic
-// this cuts the per-head SAEs on result (144 x 768 -> 200: 176 MB of weights) from ~1.85 GB
-// of DRAM traffic a step to ~1.32 GB: the separate renorm read and wrote every weight, and
-// the row update read each weight twice. PL == 0: any len, values re-read from memory.
+// this cuts the per-head SAEs on result (144 x 768 -> 200: 177 MB of weights) from ~1.95 GB
+// of DRAM traffic a step to ~1.42 GB (the floor, state read and written once, is 1.06 GB):
+// the separate renorm read and wrote every weight, and the row update read each weight
+// twice. PL == 0: any len, values re-read from memory.
 template <int PL, class Grad>
 __device__ __forceinline__ void adam_radial_row(float *__restrict__ w, float *__restrict__ m,
                                                 float *__restrict__ v, size_t base, unsigned len,
