@@ -458,13 +458,17 @@ mod source_tests {
             )));
             // the smallest class that holds the row, and the previous class does not
             assert_eq!(adam_row_regs(32 * pl), i + 1);
-            assert_eq!(adam_row_regs(32 * pl + 1), if i + 1 < 4 { i + 2 } else { 0 });
+            assert_eq!(
+                adam_row_regs(32 * pl + 1),
+                if i + 1 < 4 { i + 2 } else { 0 }
+            );
         }
         assert_eq!(adam_row_regs(1), 1);
         assert_eq!(adam_row_regs(200), 1); // W_dec rows at n = 200
         assert_eq!(adam_row_regs(768), 3); // W_enc rows at GPT-2 small's d_model
         assert_eq!(adam_row_regs(1600), 0); // GPT-2 XL: the generic kernel
-        assert!(src.contains("sae_adam_radial_outer_f32(ADAM_OUTER_PARAMS) {\n    adam_radial_outer<0>"));
+        assert!(src
+            .contains("sae_adam_radial_outer_f32(ADAM_OUTER_PARAMS) {\n    adam_radial_outer<0>"));
     }
 
     #[test]
