@@ -542,7 +542,12 @@ fn bench_baselines(a: &BenchArgs) -> Result<()> {
 /// The model forward + hooks through candle's CUDA backend: `n_prompts` × 18 tokens, timed
 /// the ways `discover` and `collect` use it, plus parity of z and result against the CPU
 /// forward on the same weights (f32 and TF32 GEMMs).
-fn gpu_forward_bench(shape: &str, reps: usize, n_prompts: usize) -> Result<serde_json::Value> {
+fn gpu_forward_bench(
+    shape: &str,
+    reps: usize,
+    n_prompts: usize,
+    limits: Option<headcode::gpu::floor::DeviceLimits>,
+) -> Result<serde_json::Value> {
     use headcode::hooks::collect_on_device;
     let dev = cuda_device()?;
     let gpu_model = bench_model(shape, &dev)?;
@@ -621,6 +626,30 @@ fn gpu_forward_bench(shape: &str, reps: usize, n_prompts: usize) -> Result<serde
     headcode::gpu::set_tf32(false)?;
     let (tf32_ms, (tz, tr)) = tf32?;
     let ok = ez <= 1e-4 && er <= 1e-4;
+    // The pass's FP32 floor (gpu::floor::forward_floor): GEMM FLOPs at the device's peak.
+    let c = &gpu_model.cfg;
+    let floor = limits.map(|lim| {
+        headcode::gpu::floor::forward_floor(
+            &headcode::gpu::floor::ForwardDims {
+                layers: c.n_layers,
+                d_model: c.d_model,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                d_head: c.d_head,
+                d_mlp: c.d_mlp,
+                mlp_mats: match (c.attn_only, c.act) {
+                    (true, _) => 0,
+                    (false, headcode::model::Activation::SwiGlu) => 3,
+                    (false, _) => 2,
+                },
+                vocab: c.d_vocab,
+                prompts: prompts.len(),
+                tokens: 18,
+                logit_rows: prompts.len(),
+            },
+            &lim,
+        )
+    });
     println!(
         "forward + hooks (candle CUDA, {shape}, {n_prompts} x 18 tokens, mean over positions; median of {reps}, wall clock to a device synchronise):"
     );
@@ -630,6 +659,14 @@ fn gpu_forward_bench(shape: &str, reps: usize, n_prompts: usize) -> Result<serde
     println!("  everything copied to the host (collect)       {host_ms:>9.2} ms");
     println!("  bare forward / with last-position logits      {bare_ms:>9.2} / {logits_ms:.2} ms");
     println!("  on the device with TF32 GEMMs                 {tf32_ms:>9.2} ms (vs CPU f32: z {tz:.2e}, result {tr:.2e})");
+    if let Some(f) = &floor {
+        println!(
+            "  FP32 floor of the pass ({:.1} GFLOP at peak)   {:>9.2} ms (the bare forward is {:.1}x it)",
+            f.flops / 1e9,
+            f.compute_ms,
+            bare_ms / f.compute_ms
+        );
+    }
     println!(
         "  parity vs CPU on 8 prompts, f32: z {ez:.2e}, result {er:.2e} (max |diff| / max |ref|) {}",
         if ok { "PASS" } else { "FAIL" }
@@ -648,6 +685,7 @@ fn gpu_forward_bench(shape: &str, reps: usize, n_prompts: usize) -> Result<serde
         "reps": reps,
         "parity_z": ez,
         "parity_result": er,
+        "fp32_floor": floor,
         "pass": ok
     }))
 }
@@ -760,7 +798,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         section(
             &mut j,
             "forward_hooks_candle_cuda",
-            gpu_forward_bench(&a.model, a.reps.max(3), a.prompts.unwrap_or(500)),
+            gpu_forward_bench(
+                &a.model,
+                a.reps.max(3),
+                a.prompts.unwrap_or(500),
+                r.device_limits,
+            ),
         );
         write(&j)?;
         if dims.is_none() && model == ModelShape::Gpt2Small {

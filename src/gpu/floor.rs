@@ -1,4 +1,4 @@
-//! Hardware floors of the SAE training stages: the least time the device's peak FP32 rate
+//! Hardware floors of the SAE training stages and of the model's forward pass: the least time the device's peak FP32 rate
 //! and DRAM bandwidth allow, from the device's own attributes. `bench` prints them beside
 //! each measured stage, so a target can be judged against what the hardware permits (the
 //! issue's per-head-on-result target is stated as a multiple of such a floor).
@@ -103,6 +103,65 @@ pub fn sae_floor(
     }
 }
 
+/// The FP32 compute floor of a model's forward pass (what `bench` prints beside the forward
+/// + hooks rows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardFloor {
+    /// GEMM-shaped FLOPs of the pass.
+    pub flops: f64,
+    /// All SMs at peak FP32 (ms).
+    pub compute_ms: f64,
+}
+
+/// Dimensions of a forward pass, as the floor counts it.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardDims {
+    pub layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// K/V heads (grouped-query attention; = n_heads for GPT-2).
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+    pub d_mlp: usize,
+    /// Weight matrices of the MLP: 2 (GPT-2), 3 (SwiGLU).
+    pub mlp_mats: usize,
+    pub vocab: usize,
+    pub prompts: usize,
+    pub tokens: usize,
+    /// Rows of logits computed (last positions only: one a prompt).
+    pub logit_rows: usize,
+}
+
+/// FP32 floor of a forward pass: per token and layer the Q, K, V and O projections and the
+/// MLP's matrices (2 FLOPs a multiply-add), per prompt and layer the causal attention scores
+/// and weighted sums, and the logits rows; norms, softmax and activations are left out.
+/// GPT-2 small, 500 prompts of 18 tokens: 1.57 TFLOP, 23.5 ms at an H100's FP32 peak, so a
+/// 10 ms forward needs TF32 or 16-bit tensor cores.
+pub fn forward_floor(f: &ForwardDims, lim: &DeviceLimits) -> ForwardFloor {
+    let d = f.d_model as f64;
+    let (h, kv, dh) = (f.n_heads as f64, f.n_kv_heads as f64, f.d_head as f64);
+    let per_token_layer = 2.0 * d * h * dh
+        + 2.0 * 2.0 * d * kv * dh
+        + 2.0 * h * dh * d
+        + f.mlp_mats as f64 * 2.0 * d * f.d_mlp as f64;
+    let t = f.tokens as f64;
+    // causal: query i attends to i + 1 keys; scores and the weighted sum, 2 FLOPs each
+    let attn_per_prompt_layer = 2.0 * 2.0 * h * dh * t * (t + 1.0) / 2.0;
+    let layers = f.layers as f64;
+    let prompts = f.prompts as f64;
+    let flops = layers * (prompts * t * per_token_layer + prompts * attn_per_prompt_layer)
+        + 2.0 * d * f.vocab as f64 * f.logit_rows as f64;
+    let peak = lim.peak_flops();
+    ForwardFloor {
+        flops,
+        compute_ms: if peak > 0.0 {
+            1e3 * flops / peak
+        } else {
+            f64::NAN
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +221,42 @@ mod tests {
         assert!((f.compute_ms - 16.53).abs() < 0.01, "{}", f.compute_ms);
         assert!(f.compute_one_block_per_sae_ms.is_none());
         assert!(f.dram_ms.is_none());
+    }
+
+    #[test]
+    fn gpt2_small_forward_needs_tensor_cores_for_ten_ms() {
+        let dims = ForwardDims {
+            layers: 12,
+            d_model: 768,
+            n_heads: 12,
+            n_kv_heads: 12,
+            d_head: 64,
+            d_mlp: 3072,
+            mlp_mats: 2,
+            vocab: 50_257,
+            prompts: 500,
+            tokens: 18,
+            logit_rows: 500,
+        };
+        let f = forward_floor(&dims, &h100());
+        // 12 layers x 9000 tokens x 14.16 MFLOP + attention 3.2 GFLOP + logits 38.6 GFLOP
+        let by_hand = 12.0 * 9000.0 * 14_155_776.0
+            + 12.0 * 500.0 * 4.0 * 768.0 * 171.0
+            + 2.0 * 768.0 * 50_257.0 * 500.0;
+        assert!((f.flops - by_hand).abs() < 1.0, "{} vs {by_hand}", f.flops);
+        assert!((f.flops / 1e12 - 1.571).abs() < 0.001, "{}", f.flops);
+        assert!((f.compute_ms - 23.5).abs() < 0.1, "{}", f.compute_ms);
+        // grouped K/V and a gated MLP count as such
+        let g = forward_floor(
+            &ForwardDims {
+                n_kv_heads: 4,
+                mlp_mats: 3,
+                ..dims
+            },
+            &h100(),
+        );
+        let per_token_layer_delta = -2.0 * 2.0 * 768.0 * 8.0 * 64.0 + 2.0 * 768.0 * 3072.0;
+        assert!((g.flops - f.flops - 12.0 * 9000.0 * per_token_layer_delta).abs() < 1.0);
     }
 
     #[test]
