@@ -140,46 +140,60 @@ extern "C" __global__ void sae_center_f32(const float *__restrict__ x, unsigned 
 // the shared SAE's weight-gradient GEMMs (K = 1440, a 768 x 200 output) are 48 blocks of
 // 90 K tiles each, on a 132-SM GPU; split 6 ways they are 288 blocks of 15. k_split = 1 is
 // the plain GEMM, bit for bit.
-// Launch: grid (ceil(Nc/64), ceil(M/64), N*k_split), blockDim (256,1,1); static smem ~8.3 KB.
-#define GBM 64
+// Two entry points, one body (gemm_tile<BM>): gemm_f32 computes 64 x 64 output tiles, each
+// thread 4 rows x 4 adjacent columns; gemm_m16_f32 16 x 64 tiles, each thread 1 row x 4
+// columns, for M <= 16 (the per-head SAEs' 10 rows: the 64-row tile left 54 of its 64 rows
+// zero, so 84 % of its multiply-adds and shared-memory reads were wasted). Both read a
+// thread's 4 B values as one float4 (2 shared-memory wavefronts a warp instead of 4).
+// Every output is the same fmaf chain over k ascending in both, bit for bit.
+// Launch: grid (ceil(Nc/64), ceil(M/BM), N*k_split) with BM = 64 (gemm_f32) or 16
+// (gemm_m16_f32), blockDim (256,1,1); static smem ~8.6 KB (BM 64), ~5.4 KB (BM 16).
 #define GBN 64
 #define GBK 16
-extern "C" __global__ void __launch_bounds__(256)
-gemm_f32(unsigned M, unsigned Nc, unsigned K,
-         const float *__restrict__ A, unsigned long long a_bs, unsigned long long a_i,
-         unsigned long long a_k,
-         const float *__restrict__ B, unsigned long long b_bs, unsigned long long b_k,
-         unsigned long long b_j,
-         float *__restrict__ C, unsigned long long c_bs, unsigned long long ldc,
-         unsigned k_split, unsigned long long c_ps,
-         unsigned mode, float alpha, float beta,
-         const float *__restrict__ bias, unsigned long long bias_bs,
-         const float *__restrict__ aux) {
-    __shared__ float As[GBK][GBM + 1];
-    __shared__ float Bs[GBK][GBN + 1];
+#define GEMM_PARAMS                                                                            \
+    unsigned M, unsigned Nc, unsigned K, const float *__restrict__ A, unsigned long long a_bs, \
+        unsigned long long a_i, unsigned long long a_k, const float *__restrict__ B,           \
+        unsigned long long b_bs, unsigned long long b_k, unsigned long long b_j,               \
+        float *__restrict__ C, unsigned long long c_bs, unsigned long long ldc,                \
+        unsigned k_split, unsigned long long c_ps, unsigned mode, float alpha, float beta,     \
+        const float *__restrict__ bias, unsigned long long bias_bs,                            \
+        const float *__restrict__ aux
+#define GEMM_ARGS                                                                          \
+    M, Nc, K, A, a_bs, a_i, a_k, B, b_bs, b_k, b_j, C, c_bs, ldc, k_split, c_ps, mode, alpha, \
+        beta, bias, bias_bs, aux
+template <int BM>
+__device__ __forceinline__ void gemm_tile(GEMM_PARAMS) {
+    constexpr int RM = BM / 16;  // rows per thread
+    __shared__ float As[GBK][BM + 1];
+    // rows padded by 4: float4-aligned, and the k-fast fill below is 2-way bank-conflicted
+    __align__(16) __shared__ float Bs[GBK][GBN + 4];
     const unsigned s = blockIdx.z / k_split, part = blockIdx.z % k_split;
     const unsigned k_tiles = (K + GBK - 1) / GBK, part_tiles = (k_tiles + k_split - 1) / k_split;
     const unsigned k_begin = part * part_tiles * GBK;
     const unsigned k_end = min(K, (part + 1) * part_tiles * GBK);
-    const unsigned i0 = blockIdx.y * GBM, j0 = blockIdx.x * GBN;
+    const unsigned i0 = blockIdx.y * BM, j0 = blockIdx.x * GBN;
     const unsigned tid = threadIdx.x, tx = tid & 15u, ty = tid >> 4;
     const float *Ab = A + (size_t)s * a_bs;
     const float *Bb = B + (size_t)s * b_bs;
-    float acc[4][4];
+    float acc[RM][4];
 #pragma unroll
-    for (int a = 0; a < 4; ++a)
+    for (int a = 0; a < RM; ++a)
 #pragma unroll
         for (int b = 0; b < 4; ++b) acc[a][b] = 0.f;
     const bool a_k_fast = (a_k == 1);
     const bool b_j_fast = (b_j == 1);
     for (unsigned k0 = k_begin; k0 < k_end; k0 += GBK) {
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
+        for (int q = 0; q < RM; ++q) {  // A tile: BM x GBK = 256 RM elements
             const unsigned l = tid + 256u * q;
             unsigned il, kl;
-            if (a_k_fast) { kl = l % GBK; il = l / GBK; } else { il = l % GBM; kl = l / GBM; }
+            if (a_k_fast) { kl = l % GBK; il = l / GBK; } else { il = l % BM; kl = l / BM; }
             const unsigned gi = i0 + il, gk = k0 + kl;
             As[kl][il] = (gi < M && gk < k_end) ? Ab[(size_t)gi * a_i + (size_t)gk * a_k] : 0.f;
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {  // B tile: GBK x GBN = 1024 elements
+            const unsigned l = tid + 256u * q;
             unsigned jl, kl2;
             if (b_j_fast) { jl = l % GBN; kl2 = l / GBN; } else { kl2 = l % GBK; jl = l / GBK; }
             const unsigned gj = j0 + jl, gk2 = k0 + kl2;
@@ -188,13 +202,13 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < GBK; ++kk) {
-            float av[4], bv[4];
+            float av[RM];
 #pragma unroll
-            for (int a = 0; a < 4; ++a) av[a] = As[kk][ty + 16 * a];
+            for (int a = 0; a < RM; ++a) av[a] = As[kk][ty + 16 * a];
+            const float4 b4 = *reinterpret_cast<const float4 *>(&Bs[kk][4 * tx]);
+            const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
-            for (int b = 0; b < 4; ++b) bv[b] = Bs[kk][tx + 16 * b];
-#pragma unroll
-            for (int a = 0; a < 4; ++a)
+            for (int a = 0; a < RM; ++a)
 #pragma unroll
                 for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(av[a], bv[b], acc[a][b]);
         }
@@ -202,12 +216,12 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
     }
     float *Cb = C + (size_t)part * c_ps + (size_t)s * c_bs;
 #pragma unroll
-    for (int a = 0; a < 4; ++a) {
+    for (int a = 0; a < RM; ++a) {
         const unsigned gi = i0 + ty + 16 * a;
         if (gi >= M) continue;
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
-            const unsigned gj = j0 + tx + 16 * b;
+            const unsigned gj = j0 + 4 * tx + b;
             if (gj >= Nc) continue;
             const size_t ci = (size_t)gi * ldc + gj;
             float v = alpha * acc[a][b];
@@ -221,6 +235,12 @@ gemm_f32(unsigned M, unsigned Nc, unsigned K,
             Cb[ci] = v;
         }
     }
+}
+extern "C" __global__ void __launch_bounds__(256) gemm_f32(GEMM_PARAMS) {
+    gemm_tile<64>(GEMM_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(256) gemm_m16_f32(GEMM_PARAMS) {
+    gemm_tile<16>(GEMM_ARGS);
 }
 
 // dst[s,c] = sum_r src[s,r,c], for two (src, C, dst) jobs at once (blockIdx.z picks one: the

@@ -68,6 +68,7 @@ struct Kernels {
     renorm: CudaFunction,
     center: CudaFunction,
     gemm: CudaFunction,
+    gemm_m16: CudaFunction,
     colsum: CudaFunction,
     bias_adam: CudaFunction,
     loss_partial: CudaFunction,
@@ -243,6 +244,7 @@ impl GpuContext {
             renorm: f(&sae, "sae_renorm_rows_f32")?,
             center: f(&sae, "sae_center_f32")?,
             gemm: f(&sae, "gemm_f32")?,
+            gemm_m16: f(&sae, "gemm_m16_f32")?,
             colsum: f(&sae, "sae_colsum_f32")?,
             bias_adam: f(&sae, "sae_bias_adam_f32")?,
             loss_partial: f(&sae, "sae_loss_partial_f32")?,
@@ -1106,17 +1108,24 @@ impl GpuContext {
             )));
         }
         let (bias_bs, null) = (op.bias_stride(), 0u64);
-        let mut b = self.stream.launch_builder(&self.k.gemm);
+        // the 16-row tile where it holds every row (launch::gemm_tile_rows, as gemm_grid)
+        let kernel = if op.m <= launch::GEMM_M16 {
+            &self.k.gemm_m16
+        } else {
+            &self.k.gemm
+        };
+        let mut b = self.stream.launch_builder(kernel);
         b.arg(&m_u).arg(&n_u).arg(&k_u);
         b.arg(a_s).arg(&a_bs).arg(&a_i).arg(&a_k);
         b.arg(b_s).arg(&b_bs).arg(&b_k).arg(&b_j);
         b.arg(c_s).arg(&c_bs).arg(&ldc).arg(&parts).arg(&c_ps);
         b.arg(&op.mode).arg(&op.alpha).arg(&op.beta);
         op.push_epilogue_args(&mut b, &bias_bs, &null);
-        // SAFETY: matches gemm_f32(M, Nc, K, A, a_bs, a_i, a_k, B, b_bs, b_k, b_j, C, c_bs, ldc,
+        // SAFETY: matches gemm_f32 / gemm_m16_f32(M, Nc, K, A, a_bs, a_i, a_k, B, b_bs, b_k, b_j, C, c_bs, ldc,
         // k_split, c_ps, mode, alpha, beta, bias, bias_bs, aux); the callers below pass strides that
         // stay inside each buffer (shapes documented in sae.cu), C holds k_split parts of c_ps
         // floats (checked above), bias/aux are non-NULL for the modes that read them.
+        // the grid's rows follow the kernel's tile (gemm_grid uses gemm_tile_rows(m)).
         unsafe { b.launch(cfg(grid, 256, 0)) }.cuda("gemm_f32")?;
         Ok(())
     }

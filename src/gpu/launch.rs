@@ -72,10 +72,22 @@ pub fn elementwise_grid(elems: usize, block: u32) -> Option<u32> {
 /// Grid of `gemm_f32` for a batch of `batch` (m x nc) outputs: (x = col tiles, y = row tiles, z = batch).
 pub fn gemm_grid(m: usize, nc: usize, batch: usize, k_split: usize) -> Option<(u32, u32, u32)> {
     let gx = div_ceil_u32(nc as u64, GEMM_TILE as u64)?;
-    let gy = div_ceil_u32(m as u64, GEMM_TILE as u64)?;
+    let gy = div_ceil_u32(m as u64, gemm_tile_rows(m) as u64)?;
     let gz = u32::try_from(batch.checked_mul(k_split)?).ok()?;
     (gy <= 65_535 && gz <= 65_535 && gz > 0).then_some((gx, gy, gz))
 }
+
+/// Rows of a GEMM output tile: 16 (`gemm_m16_f32`) for at most 16 rows, else 64 (`gemm_f32`).
+pub fn gemm_tile_rows(m: usize) -> u32 {
+    if m <= GEMM_M16 {
+        16
+    } else {
+        GEMM_TILE
+    }
+}
+
+/// GEMMs with at most this many rows use `gemm_m16_f32`.
+pub const GEMM_M16: usize = 16;
 
 /// K rows per `gemm_f32` K tile (`GBK` in sae.cu).
 pub const GEMM_K_TILE: usize = 16;
@@ -86,8 +98,7 @@ pub const GEMM_K_TILE: usize = 16;
 /// device. The shared SAE's weight gradients (768 x 200 and 200 x 768, K = 1440, 48 tiles)
 /// split 6 ways on 132 SMs.
 pub fn gemm_k_split(m: usize, nc: usize, batch: usize, k: usize, sms: u32) -> usize {
-    let tile = GEMM_TILE as usize;
-    let blocks = m.div_ceil(tile) * nc.div_ceil(tile) * batch;
+    let blocks = m.div_ceil(gemm_tile_rows(m) as usize) * nc.div_ceil(GEMM_TILE as usize) * batch;
     let sms = sms as usize;
     if blocks == 0 || blocks >= sms {
         return 1;
@@ -240,6 +251,12 @@ mod tests {
         assert_eq!(elementwise_grid(257, 256), Some(2));
         assert_eq!(gemm_grid(1440, 200, 1, 1), Some((4, 23, 1)));
         assert_eq!(gemm_grid(10, 768, 144, 1), Some((12, 1, 144)));
+        // 16-row tiles up to 16 rows, 64-row tiles above
+        assert_eq!(gemm_tile_rows(16), 16);
+        assert_eq!(gemm_tile_rows(17), 64);
+        assert_eq!(gemm_grid(16, 200, 2, 1), Some((4, 1, 2)));
+        assert_eq!(gemm_grid(17, 200, 2, 1), Some((4, 1, 2)));
+        assert_eq!(gemm_grid(65, 200, 2, 1), Some((4, 2, 2)));
         assert_eq!(gemm_grid(10, 768, 70_000, 1), None);
         assert_eq!(gemm_grid(768, 200, 1, 6), Some((4, 12, 6)));
         assert_eq!(gemm_grid(768, 200, 20_000, 4), None);
@@ -365,6 +382,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_renorm_rows_f32",
             "sae_center_f32",
             "gemm_f32",
+            "gemm_m16_f32",
             "sae_colsum_f32",
             "sae_bias_adam_f32",
             "sae_loss_partial_f32",
