@@ -129,7 +129,11 @@ pub fn discover_ioi(
 }
 
 /// [`discover_ioi`] on [`random_gpt2_small`], on `reference` (CPU trainers) and on
-/// `candidate`, and their agreement.
+/// `candidate`, and their agreement. With `tf32_too`, the candidate runs a second time with
+/// candle's forward GEMMs on TF32 tensor cores (`gpu::set_tf32`, reset afterwards even on an
+/// error), compared with the same reference: whether TF32, which a 10 ms forward needs
+/// (`gpu::floor::forward_floor`), keeps the end-to-end criterion.
+#[allow(clippy::too_many_arguments)]
 pub fn discover_agreement(
     reference: &Device,
     candidate: &Device,
@@ -138,7 +142,8 @@ pub fn discover_agreement(
     on: HookPoint,
     n: usize,
     steps: usize,
-) -> Result<Agreement> {
+    tf32_too: bool,
+) -> Result<(Agreement, Option<Agreement>)> {
     let tok = Gpt2Tokenizer::new()?;
     let a = discover_ioi(
         &random_gpt2_small(reference)?,
@@ -149,16 +154,16 @@ pub fn discover_agreement(
         n,
         steps,
     )?;
-    let b = discover_ioi(
-        &random_gpt2_small(candidate)?,
-        &tok,
-        candidate_gpu,
-        mode,
-        on,
-        n,
-        steps,
-    )?;
-    agreement(&a, &b)
+    let model = random_gpt2_small(candidate)?;
+    let b = discover_ioi(&model, &tok, candidate_gpu, mode, on, n, steps)?;
+    let f32_agreement = agreement(&a, &b)?;
+    if !tf32_too {
+        return Ok((f32_agreement, None));
+    }
+    crate::gpu::set_tf32(true)?;
+    let c = discover_ioi(&model, &tok, candidate_gpu, mode, on, n, steps);
+    crate::gpu::set_tf32(false)?;
+    Ok((f32_agreement, Some(agreement(&a, &c?)?)))
 }
 
 #[cfg(test)]
