@@ -250,7 +250,11 @@ extern "C" __global__ void __launch_bounds__(256) gemm_m16_f32(GEMM_PARAMS) {
 // result does not depend on scheduling. Why not one thread a column, rows in order: for
 // the shared SAE (R = 1440 rows, C = 768) that is 768 threads on a few SMs, each waiting on
 // 1440 dependent loads; here each of C/32 x N blocks of 1024 threads reads R/G rows.
-// Launch: grid (ceil(max(C0, C1)/32), N, 2), blockDim (32, COLSUM_G, 1); static smem 4.2 KB.
+// G = blockDim.y = min(R, COLSUM_G) row groups: with R <= G every group holds at most one row,
+// so the sum is the rows' in ascending order whatever G is, and the per-head SAEs' 10 rows
+// need 320 threads a block, not 1024.
+// Launch: grid (ceil(max(C0, C1)/32), N, 2), blockDim (32, G, 1) with 1 <= G <= COLSUM_G;
+// static smem 4.2 KB.
 #define COLSUM_G 32
 extern "C" __global__ void __launch_bounds__(1024)
 sae_colsum_f32(const float *__restrict__ src0, unsigned C0, float *__restrict__ dst0,
@@ -264,16 +268,17 @@ sae_colsum_f32(const float *__restrict__ src0, unsigned C0, float *__restrict__ 
     const unsigned s = blockIdx.y, x = threadIdx.x, y = threadIdx.y;
     const unsigned c = blockIdx.x * 32u + x;
     if (s >= N || blockIdx.x * 32u >= C) return;  // whole block: uniform
+    const unsigned G = blockDim.y;
     float acc = 0.f;
     if (c < C) {
         const float *p = src + (size_t)s * R * C + c;
-        for (unsigned r = y; r < R; r += COLSUM_G) acc += p[(size_t)r * C];
+        for (unsigned r = y; r < R; r += G) acc += p[(size_t)r * C];
     }
     part[y][x] = acc;
     __syncthreads();
     if (y == 0 && c < C) {
         float t = 0.f;
-        for (unsigned g = 0; g < COLSUM_G; ++g) t += part[g][x];
+        for (unsigned g = 0; g < G; ++g) t += part[g][x];
         dst[(size_t)s * C + c] = t;
     }
 }

@@ -1609,7 +1609,7 @@ impl GpuContext {
                 .ok_or_else(|| Error::InvalidInput("colsum: grid too large".into()))?;
             let lc = LaunchConfig {
                 grid_dim: grid,
-                block_dim: (32, launch::COLSUM_G, 1),
+                block_dim: (32, launch::colsum_groups(r), 1),
                 shared_mem_bytes: 0,
             };
             let mut b = self.stream.launch_builder(&self.k.colsum);
@@ -1623,7 +1623,8 @@ impl GpuContext {
                 .arg(&r_u);
             // SAFETY: matches sae_colsum_f32(const float* src0[c*R*n], C0 = n, float* dst0[c*n],
             // const float* src1[c*R*d], C1 = d, float* dst1[c*d], N, R); grid (ceil(max(n, d)/32),
-            // N, 2) and block (32, COLSUM_G) as its header states.
+            // N, 2) and block (32, G) with 1 <= G = colsum_groups(R) <= COLSUM_G (its part[] rows)
+            // as its header states.
             unsafe { b.launch(lc) }.cuda("sae_colsum_f32")?;
             mark("colsum")?;
         }

@@ -29,7 +29,8 @@ pub fn adam_row_regs(len: usize) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// Row groups of `sae_colsum_f32` (its blockDim is (32, COLSUM_G); `COLSUM_G` in sae.cu).
+/// Most row groups of `sae_colsum_f32` (its blockDim is (32, G), G <= COLSUM_G; `COLSUM_G` in
+/// sae.cu sizes its shared memory).
 pub const COLSUM_G: u32 = 32;
 
 /// Grid of `sae_colsum_f32`: (column tiles of 32 of the wider of its two jobs, SAEs, the
@@ -38,6 +39,11 @@ pub fn colsum_grid(cols0: usize, cols1: usize, count: usize) -> Option<(u32, u32
     let gx = div_ceil_u32(cols0.max(cols1) as u64, 32)?;
     let gy = u32::try_from(count).ok()?;
     (gx > 0 && gy > 0 && gy <= 65_535).then_some((gx, gy, 2))
+}
+
+/// Row groups (blockDim.y) of `sae_colsum_f32` for `rows` rows: one a row up to `COLSUM_G`.
+pub fn colsum_groups(rows: usize) -> u32 {
+    rows.clamp(1, COLSUM_G as usize) as u32
 }
 
 /// Chunks P of `sae_loss_partial_f32` per SAE: about 4096 elements each, at most 64 (one
@@ -325,6 +331,9 @@ mod tests {
         assert_eq!(colsum_grid(33, 1, 2), Some((2, 2, 2)));
         assert_eq!(colsum_grid(0, 0, 2), None);
         assert_eq!(colsum_grid(64, 64, 70_000), None);
+        assert_eq!(colsum_groups(10), 10);
+        assert_eq!(colsum_groups(0), 1);
+        assert_eq!(colsum_groups(1440), COLSUM_G);
     }
 
     #[test]
