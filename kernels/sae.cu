@@ -147,7 +147,7 @@ extern "C" __global__ void sae_center_f32(const float *__restrict__ x, unsigned 
 // thread's 4 B values as one float4 (2 shared-memory wavefronts a warp instead of 4).
 // Every output is the same fmaf chain over k ascending in both, bit for bit.
 // Launch: grid (ceil(Nc/64), ceil(M/BM), N*k_split) with BM = 64 (gemm_f32) or 16
-// (gemm_m16_f32), blockDim (256,1,1); static smem ~8.6 KB (BM 64), ~5.4 KB (BM 16).
+// (gemm_m16_f32), blockDim (256,1,1); static smem ~17 KB (BM 64), ~11 KB (BM 16), two stages.
 #define GBN 64
 #define GBK 16
 #define GEMM_PARAMS                                                                            \
@@ -164,9 +164,16 @@ extern "C" __global__ void sae_center_f32(const float *__restrict__ x, unsigned 
 template <int BM>
 __device__ __forceinline__ void gemm_tile(GEMM_PARAMS) {
     constexpr int RM = BM / 16;  // rows per thread
-    __shared__ float As[GBK][BM + 1];
+    // Two stages: the next K tile's global loads are issued into registers before the
+    // current tile's multiply-adds and stored to the other stage after them, so the load
+    // latency hides behind the arithmetic and each K tile needs one barrier, not two.
+    // (Before, a block waited out a full global-load latency every 16 K rows: the shared
+    // SAE's encode GEMM runs 92 blocks of 48 K tiles, about one block an SM, so nothing
+    // else covered it.) The barrier before a store to a stage also orders it after every
+    // read of that stage two tiles earlier.
+    __shared__ float As[2][GBK][BM + 1];
     // rows padded by 4: float4-aligned, and the k-fast fill below is 2-way bank-conflicted
-    __align__(16) __shared__ float Bs[GBK][GBN + 4];
+    __align__(16) __shared__ float Bs[2][GBK][GBN + 4];
     const unsigned s = blockIdx.z / k_split, part = blockIdx.z % k_split;
     const unsigned k_tiles = (K + GBK - 1) / GBK, part_tiles = (k_tiles + k_split - 1) / k_split;
     const unsigned k_begin = part * part_tiles * GBK;
@@ -182,37 +189,52 @@ __device__ __forceinline__ void gemm_tile(GEMM_PARAMS) {
         for (int b = 0; b < 4; ++b) acc[a][b] = 0.f;
     const bool a_k_fast = (a_k == 1);
     const bool b_j_fast = (b_j == 1);
-    for (unsigned k0 = k_begin; k0 < k_end; k0 += GBK) {
+    // this thread's elements of a tile: A (il, kl) x RM, B (kl2, jl) x 4
+    unsigned a_il[RM], a_kl[RM], b_jl[4], b_kl[4];
 #pragma unroll
-        for (int q = 0; q < RM; ++q) {  // A tile: BM x GBK = 256 RM elements
-            const unsigned l = tid + 256u * q;
-            unsigned il, kl;
-            if (a_k_fast) { kl = l % GBK; il = l / GBK; } else { il = l % BM; kl = l / BM; }
-            const unsigned gi = i0 + il, gk = k0 + kl;
-            As[kl][il] = (gi < M && gk < k_end) ? Ab[(size_t)gi * a_i + (size_t)gk * a_k] : 0.f;
+    for (int q = 0; q < RM; ++q) {  // A tile: BM x GBK = 256 RM elements
+        const unsigned l = tid + 256u * q;
+        if (a_k_fast) { a_kl[q] = l % GBK; a_il[q] = l / GBK; } else { a_il[q] = l % BM; a_kl[q] = l / BM; }
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {  // B tile: GBK x GBN = 1024 elements
+        const unsigned l = tid + 256u * q;
+        if (b_j_fast) { b_jl[q] = l % GBN; b_kl[q] = l / GBN; } else { b_kl[q] = l % GBK; b_jl[q] = l / GBK; }
+    }
+    float ra[RM], rb[4];
+    auto load = [&](unsigned k0) {
+#pragma unroll
+        for (int q = 0; q < RM; ++q) {
+            const unsigned gi = i0 + a_il[q], gk = k0 + a_kl[q];
+            ra[q] = (gi < M && gk < k_end) ? Ab[(size_t)gi * a_i + (size_t)gk * a_k] : 0.f;
         }
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {  // B tile: GBK x GBN = 1024 elements
-            const unsigned l = tid + 256u * q;
-            unsigned jl, kl2;
-            if (b_j_fast) { jl = l % GBN; kl2 = l / GBN; } else { kl2 = l % GBK; jl = l / GBK; }
-            const unsigned gj = j0 + jl, gk2 = k0 + kl2;
-            Bs[kl2][jl] = (gj < Nc && gk2 < k_end) ? Bb[(size_t)gk2 * b_k + (size_t)gj * b_j] : 0.f;
+        for (int q = 0; q < 4; ++q) {
+            const unsigned gj = j0 + b_jl[q], gk = k0 + b_kl[q];
+            rb[q] = (gj < Nc && gk < k_end) ? Bb[(size_t)gk * b_k + (size_t)gj * b_j] : 0.f;
         }
+    };
+    if (k_begin < k_end) load(k_begin);
+    unsigned st = 0;
+    for (unsigned k0 = k_begin; k0 < k_end; k0 += GBK, st ^= 1u) {
+#pragma unroll
+        for (int q = 0; q < RM; ++q) As[st][a_kl[q]][a_il[q]] = ra[q];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) Bs[st][b_kl[q]][b_jl[q]] = rb[q];
         __syncthreads();
+        if (k0 + GBK < k_end) load(k0 + GBK);  // in flight during the multiply-adds below
 #pragma unroll
         for (int kk = 0; kk < GBK; ++kk) {
             float av[RM];
 #pragma unroll
-            for (int a = 0; a < RM; ++a) av[a] = As[kk][ty + 16 * a];
-            const float4 b4 = *reinterpret_cast<const float4 *>(&Bs[kk][4 * tx]);
+            for (int a = 0; a < RM; ++a) av[a] = As[st][kk][ty + 16 * a];
+            const float4 b4 = *reinterpret_cast<const float4 *>(&Bs[st][kk][4 * tx]);
             const float bv[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
             for (int a = 0; a < RM; ++a)
 #pragma unroll
                 for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(av[a], bv[b], acc[a][b]);
         }
-        __syncthreads();
     }
     float *Cb = C + (size_t)part * c_ps + (size_t)s * c_bs;
 #pragma unroll
