@@ -29,7 +29,8 @@
 //      (same arithmetic per element; layout and launch mapping above the kernel). The
 //      host's Auto picks it wherever it fits.
 //  (B) batched multi-kernel path, one set of launches per step for all N SAEs:
-//      sae_center_f32, gemm_f32 (x5, epilogue modes), sae_colsum_f32 (both column sums in
+//      sae_center_f32, gemm_f32 or gemm_m16_f32 (x5, epilogue modes; the two weight-gradient
+//      GEMMs split K where their tiles leave SMs idle), sae_colsum_f32 (both column sums in
 //      one launch), sae_loss_partial_f32 + sae_loss_f32 (optional), sae_bias_adam_f32 (g_b and
 //      Adam on both biases), sae_adam_radial_rows_f32 (x2; the second also advances the step).
 //      For R <= 64 rows per SAE the two weight-gradient GEMMs and sae_adam_radial_rows_f32 are
@@ -40,9 +41,9 @@
 //      increments it, so one step is identical every time and the host captures it once as a
 //      CUDA graph and replays it. 8 launches a step (10 unfused), 14 (16) before the fusions.
 //  (C) as (B), with each gemm_f32 replaced by a cuBLAS strided-batched GEMM (FP32, or TF32
-//      tensor cores when asked) followed by sae_epilogue_f32 for modes 1-3. cuBLAS picks
-//      split-K and tile shapes, which the fixed 64x64 tiles of gemm_f32 cannot: the shared
-//      SAE's weight-gradient GEMMs (K = 1440 rows) fill only 48 of 132 SMs there.
+//      tensor cores when asked) followed by sae_epilogue_f32 for modes 1-3. cuBLAS picks its
+//      own split-K and tile shapes (gemm_f32 has two fixed tiles and splits K only for the
+//      weight gradients), and its TF32 path uses tensor cores, which gemm_f32 does not.
 //      Launch configurations are documented above each kernel.
 #include <cuda_runtime.h>
 #include <math.h>
