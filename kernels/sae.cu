@@ -93,7 +93,43 @@ __device__ __forceinline__ AdamK make_adam(float lr, float b1, float b2, float e
     return a;
 }
 
+// Adam's constants of step t (1-based), as sae_adam_table_f32 stored them.
+#define ADAM_K 6
+__device__ __forceinline__ AdamK adam_of(const float *__restrict__ table, unsigned t) {
+    const float *p = table + (size_t)(t - 1u) * ADAM_K;
+    AdamK a;
+    a.lr_bc1 = p[0];
+    a.bc2s = p[1];
+    a.omb1 = p[2];
+    a.b2 = p[3];
+    a.omb2 = p[4];
+    a.eps = p[5];
+    return a;
+}
+
 }  // namespace
+
+// table[(t-1)*ADAM_K + {0..5}] = make_adam(lr, b1, b2, eps, t) for t = 1..steps, once before
+// training. Why: the bias corrections take two double-precision pow calls, a few hundred FP64
+// instructions, and every thread of every Adam kernel recomputed them every step. The
+// persistent trainers' 512 threads did so between two barriers each step: by arithmetic
+// ~2,400 cycles a step on an H100 SM (64 FP64 lanes), half the per-head-z step's FMA floor.
+// The per-head-on-result step's 4.4 M Adam threads spent ~70 us on them. Every kernel now
+// reads 6 floats; the values are those make_adam gave, bit for bit.
+// Launch: 1-D over steps threads, blockDim 256.
+extern "C" __global__ void sae_adam_table_f32(float *__restrict__ table, unsigned steps,
+                                              float lr, float b1, float b2, float eps) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= steps) return;
+    const AdamK a = make_adam(lr, b1, b2, eps, i + 1u);
+    float *p = table + (size_t)i * ADAM_K;
+    p[0] = a.lr_bc1;
+    p[1] = a.bc2s;
+    p[2] = a.omb1;
+    p[3] = a.b2;
+    p[4] = a.omb2;
+    p[5] = a.eps;
+}
 
 // ------------------------------------------------------------------------------------------
 // (B) batched multi-kernel path
@@ -319,12 +355,12 @@ extern "C" __global__ void sae_bias_adam_f32(float *__restrict__ b_enc, float *_
                                              const float *__restrict__ colsum_diff,
                                              const float *__restrict__ w_enc, unsigned N,
                                              unsigned n, unsigned d, float s1,
-                                             const unsigned *__restrict__ t_dev, float lr,
-                                             float b1, float b2, float eps) {
+                                             const unsigned *__restrict__ t_dev,
+                                             const float *__restrict__ adam) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t ne = (size_t)N * n;
     if (i >= ne + (size_t)N * d) return;
-    const AdamK a = make_adam(lr, b1, b2, eps, *t_dev);
+    const AdamK a = adam_of(adam, *t_dev);
     if (i < ne) {
         b_enc[i] = adam_update(b_enc[i], g_benc[i], &m_be[i], &v_be[i], a);
         return;
@@ -492,13 +528,13 @@ extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const
                                                     float *__restrict__ m, float *__restrict__ v,
                                                     unsigned rows, unsigned len, unsigned *t_dev,
                                                     unsigned *done, unsigned finish,
-                                                    unsigned steps, float lr, float b1, float b2,
-                                                    float eps) {
+                                                    unsigned steps,
+                                                    const float *__restrict__ adam) {
     const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const unsigned lane = threadIdx.x & 31u;
     const unsigned t = *t_dev;
     if (row < rows) {  // warp-uniform
-        const AdamK a = make_adam(lr, b1, b2, eps, t);
+        const AdamK a = adam_of(adam, t);
         const size_t base = (size_t)row * len;
         adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps, [&](unsigned e) {
             float acc = g[base + e];
@@ -529,13 +565,13 @@ __device__ __forceinline__ void adam_radial_outer(float *__restrict__ w, float *
                                                   unsigned rows_total, unsigned rows_per,
                                                   unsigned len, unsigned R, float scale,
                                                   unsigned *t_dev, unsigned *done,
-                                                  unsigned finish, unsigned steps, float lr,
-                                                  float b1, float b2, float eps) {
+                                                  unsigned finish, unsigned steps,
+                                                  const float *__restrict__ adam) {
     const unsigned row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const unsigned lane = threadIdx.x & 31u;
     const unsigned t = *t_dev;
     if (row < rows_total) {  // warp-uniform
-        const AdamK a = make_adam(lr, b1, b2, eps, t);
+        const AdamK a = adam_of(adam, t);
         const unsigned s = row / rows_per, p = row % rows_per;
         const float *Ab = A + (size_t)s * R * rows_per + p;
         const float *Bb = B + (size_t)s * R * len;
@@ -553,10 +589,10 @@ __device__ __forceinline__ void adam_radial_outer(float *__restrict__ w, float *
     float *__restrict__ w, float *__restrict__ m, float *__restrict__ v,                   \
         const float *__restrict__ A, const float *__restrict__ B, unsigned rows_total,     \
         unsigned rows_per, unsigned len, unsigned R, float scale,                          \
-        unsigned *t_dev, unsigned *done, unsigned finish, unsigned steps, float lr, float b1, \
-        float b2, float eps
+        unsigned *t_dev, unsigned *done, unsigned finish, unsigned steps,                   \
+        const float *__restrict__ adam
 #define ADAM_OUTER_ARGS \
-    w, m, v, A, B, rows_total, rows_per, len, R, scale, t_dev, done, finish, steps, lr, b1, b2, eps
+    w, m, v, A, B, rows_total, rows_per, len, R, scale, t_dev, done, finish, steps, adam
 extern "C" __global__ void sae_adam_radial_outer_f32(ADAM_OUTER_PARAMS) {
     adam_radial_outer<0>(ADAM_OUTER_ARGS);
 }
@@ -758,7 +794,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
                          float *__restrict__ v_be, float *__restrict__ m_wd,
                          float *__restrict__ v_wd, float *__restrict__ m_b,
                          float *__restrict__ v_b, unsigned R, unsigned d, unsigned n,
-                         unsigned steps, float lr, float b1, float b2, float eps, float lambda,
+                         unsigned steps, const float *__restrict__ adam, float lambda,
                          float *__restrict__ loss) {
     extern __shared__ float sm[];
     if (d > PERSIST_MAX_ROW || n > PERSIST_MAX_ROW) return;  // the host never launches this
@@ -839,7 +875,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             gbe[j] = acc;
         }
         __syncthreads();
-        const AdamK ad = make_adam(lr, b1, b2, eps, t);
+        const AdamK ad = adam_of(adam, t);
         // 3c. g_b and Adam on b (reads We before it is updated)
         persist_grad_b_adam(bb, diff, d, gbe, We, ldwe, R, d, n, s1, m_b, v_b, s, ad, tid, nt);
         __syncthreads();
@@ -1085,7 +1121,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
                     float *__restrict__ v_be, float *__restrict__ m_wd,
                     float *__restrict__ v_wd, float *__restrict__ m_b,
                     float *__restrict__ v_b, unsigned R, unsigned d, unsigned n,
-                    unsigned steps, float lr, float b1, float b2, float eps, float lambda,
+                    unsigned steps, const float *__restrict__ adam, float lambda,
                     float *__restrict__ loss) {
     extern __shared__ float4 sm4[];  // float4: 16-byte aligned base
     float *sm = reinterpret_cast<float *>(sm4);
@@ -1181,7 +1217,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         if (loss != nullptr && tid == 0)
             persist_loss_store(red, nwarps, R, d, lambda, loss, s, steps, t);
         __syncthreads();
-        const AdamK ad = make_adam(lr, b1, b2, eps, t);
+        const AdamK ad = adam_of(adam, t);
         const bool renorm = t < steps;  // the stored params are those after the last Adam step
         // P5. g_b and Adam on b (reads We before P6 updates it), beside the W_dec rows
         persist_grad_b_adam(bb, diff, ldx, gbe, We, ldwe, R, d, n, s1, m_b, v_b, s, ad, tid, nt);

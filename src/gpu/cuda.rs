@@ -71,6 +71,7 @@ struct Kernels {
     gemm_m16: CudaFunction,
     colsum: CudaFunction,
     bias_adam: CudaFunction,
+    adam_table: CudaFunction,
     loss_partial: CudaFunction,
     loss: CudaFunction,
     adam_radial: CudaFunction,
@@ -188,6 +189,8 @@ struct Work {
     /// blocks of the step's last kernel that have finished (`step_done` in sae.cu; 0 between
     /// steps)
     done: CudaSlice<u32>,
+    /// Adam's constants of every step (`adam_table`)
+    adam: CudaSlice<f32>,
 }
 
 /// Adam moments (zero-initialised) for a DevSaes.
@@ -247,6 +250,7 @@ impl GpuContext {
             gemm_m16: f(&sae, "gemm_m16_f32")?,
             colsum: f(&sae, "sae_colsum_f32")?,
             bias_adam: f(&sae, "sae_bias_adam_f32")?,
+            adam_table: f(&sae, "sae_adam_table_f32")?,
             loss_partial: f(&sae, "sae_loss_partial_f32")?,
             loss: f(&sae, "sae_loss_f32")?,
             adam_radial: f(&sae, "sae_adam_radial_rows_f32")?,
@@ -1039,6 +1043,7 @@ impl GpuContext {
             u32_of(c, "SAE count")?,
         );
         let null: u64 = 0;
+        let adam = self.adam_table(tc)?;
         let mut b = self.stream.launch_builder(kernel);
         b.arg(x)
             .arg(&mut s.w_enc)
@@ -1057,10 +1062,7 @@ impl GpuContext {
             .arg(&d_u)
             .arg(&n_u)
             .arg(&tc.steps)
-            .arg(&tc.lr)
-            .arg(&tc.beta1)
-            .arg(&tc.beta2)
-            .arg(&tc.eps)
+            .arg(&adam)
             .arg(&tc.lambda);
         match loss {
             Some(l) => b.arg(l),
@@ -1068,7 +1070,8 @@ impl GpuContext {
         };
         // SAFETY: matches sae_train_persistent_f32 / sae_train_tiled_f32 (same signature:
         // const float* X[c*R*d], W_enc, b_enc, W_dec, b, 8 moment buffers (same sizes as their
-        // params), R, d, n, steps, lr, b1, b2, eps, lambda, float* loss[c*steps] or NULL);
+        // params), R, d, n, steps, const float* adam[steps*ADAM_K] (adam_table), lambda,
+        // float* loss[c*steps] or NULL);
         // grid = one block per SAE, smem = that kernel's launch::*_smem_bytes, checked above.
         unsafe { b.launch(cfg((c_u, 1, 1), launch::PERSIST_THREADS, smem_u)) }.cuda(name)?;
         Ok(())
@@ -1294,6 +1297,7 @@ impl GpuContext {
             })?,
             t_dev: self.upload(&[1u32])?,
             done: self.upload(&[0u32])?,
+            adam: self.adam_table(tc)?,
         };
         self.sample_mem();
         if tc.steps > 0 {
@@ -1375,6 +1379,30 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Adam's constants of steps 1..=tc.steps, [steps, ADAM_K] (`sae_adam_table_f32`), which
+    /// every Adam kernel reads instead of computing the bias corrections in FP64 itself.
+    fn adam_table(&self, tc: &TrainConfig) -> Result<CudaSlice<f32>> {
+        let steps = tc.steps as usize;
+        let mut table = self.zeros(steps.max(1) * launch::ADAM_K)?;
+        if steps > 0 {
+            let grid = grid1(
+                launch::elementwise_grid(steps, launch::ELEM_BLOCK),
+                "adam table",
+            )?;
+            let mut b = self.stream.launch_builder(&self.k.adam_table);
+            b.arg(&mut table)
+                .arg(&tc.steps)
+                .arg(&tc.lr)
+                .arg(&tc.beta1)
+                .arg(&tc.beta2)
+                .arg(&tc.eps);
+            // SAFETY: matches sae_adam_table_f32(float* table[steps*ADAM_K], steps, lr, b1, b2,
+            // eps); the table holds steps*ADAM_K floats, one thread per step.
+            unsafe { b.launch(cfg(grid, launch::ELEM_BLOCK, 0)) }.cuda("sae_adam_table_f32")?;
+        }
+        Ok(table)
+    }
+
     /// K parts of the unfused step's weight-gradient GEMMs (g_W_dec [d, n], g_W_enc [n, d],
     /// K = rows): split to fill the SMs on the tiled path (`launch::gemm_k_split`); cuBLAS
     /// splits by itself.
@@ -1450,6 +1478,7 @@ impl GpuContext {
             loss_part,
             t_dev,
             done,
+            adam,
         } = wb;
         // 1. renormalise: done by the previous step's Adam row kernels (and once before step 1
         //    by train_batched), so the step reads and writes the weights one time fewer
@@ -1644,11 +1673,12 @@ impl GpuContext {
                 .arg(&n_u)
                 .arg(&d_u)
                 .arg(&s1)
-                .arg(&*t_dev);
-            b.arg(&tc.lr).arg(&tc.beta1).arg(&tc.beta2).arg(&tc.eps);
+                .arg(&*t_dev)
+                .arg(&*adam);
             // SAFETY: matches sae_bias_adam_f32(float* b_enc, m_be, v_be [c*n], float* b, m_b, v_b
             // [c*d], const float* g_benc[c*n], const float* colsum_diff[c*d], const float*
-            // w_enc[c*n*d], N, n, d, s1, const u32* t_dev, lr, b1, b2, eps).
+            // w_enc[c*n*d], N, n, d, s1, const u32* t_dev, const float* adam[steps*ADAM_K]);
+            // 1 <= *t_dev <= steps.
             unsafe { b.launch(cfg(e(c * (n + d))?, launch::ELEM_BLOCK, 0)) }
                 .cuda("sae_bias_adam_f32")?;
             mark("bias_adam")?;
@@ -1703,13 +1733,11 @@ impl GpuContext {
                     .arg(&mut *done)
                     .arg(&finish)
                     .arg(&steps_u)
-                    .arg(&tc.lr)
-                    .arg(&tc.beta1)
-                    .arg(&tc.beta2)
-                    .arg(&tc.eps);
+                    .arg(&*adam);
                 // SAFETY: matches sae_adam_radial_outer{,_r8,_r16,_r24,_r32}_f32(float* w, float* m,
                 // float* v, const float* A [c*R*rows_per], const float* B [c*R*len], rows_total,
-                // rows_per, len, R, scale, u32* t_dev, u32* done, finish, steps, lr, b1, b2, eps);
+                // rows_per, len, R, scale, u32* t_dev, u32* done, finish, steps, const float*
+                // adam[steps*ADAM_K]);
                 // w/m/v hold rows_total*len = c*rows_per*len floats; adam_row_regs(len) picks a
                 // class whose registers hold len (32 PL >= len) or the generic kernel; t_dev and
                 // done hold one u32 each, and the grid is 1-D as step_done needs.
@@ -1757,13 +1785,10 @@ impl GpuContext {
                     .arg(&mut *done)
                     .arg(&finish)
                     .arg(&steps_u)
-                    .arg(&tc.lr)
-                    .arg(&tc.beta1)
-                    .arg(&tc.beta2)
-                    .arg(&tc.eps);
+                    .arg(&*adam);
                 // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, g_parts, g_ps,
-                // float* m, float* v, rows, len, u32* t_dev, u32* done, finish, steps, lr, b1, b2,
-                // eps); w, m, v hold rows*len = g_ps floats and g holds g_parts such parts (sized by
+                // float* m, float* v, rows, len, u32* t_dev, u32* done, finish, steps, const float*
+                // adam[steps*ADAM_K]); w, m, v hold rows*len = g_ps floats and g holds g_parts such parts (sized by
                 // grad_splits in train_batched); t_dev and done one u32 each; 1-D grid.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_rows_f32")?;

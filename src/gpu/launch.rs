@@ -46,6 +46,9 @@ pub fn colsum_groups(rows: usize) -> u32 {
     rows.clamp(1, COLSUM_G as usize) as u32
 }
 
+/// Floats a step in the Adam constants table (`ADAM_K` in sae.cu; `sae_adam_table_f32`).
+pub const ADAM_K: usize = 6;
+
 /// Chunks P of `sae_loss_partial_f32` per SAE: about 4096 elements each, at most 64 (one
 /// for the small per-head SAEs, 64 for the shared SAE's 1440 x 768 residuals).
 pub fn loss_parts(rows: usize, d: usize, n: usize) -> u32 {
@@ -394,6 +397,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "gemm_m16_f32",
             "sae_colsum_f32",
             "sae_bias_adam_f32",
+            "sae_adam_table_f32",
             "sae_loss_partial_f32",
             "sae_loss_f32",
             "sae_adam_radial_rows_f32",
@@ -508,6 +512,8 @@ mod source_tests {
         assert_eq!(super::PERSIST_MAX_ROW, 32 * 8);
         assert!(source("hook.cu").contains("#define HOOK_BT 16"));
         assert!(src.contains("#define COLSUM_G 32"));
+        assert!(src.contains("#define ADAM_K 6"));
+        assert_eq!(super::ADAM_K, 6);
         assert_eq!(super::COLSUM_G, 32);
         assert_eq!(super::HOOK_BT, 16);
         assert_eq!(super::PERSIST_THREADS, 512);
