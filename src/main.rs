@@ -627,26 +627,11 @@ fn gpu_forward_bench(
     let (tf32_ms, (tz, tr)) = tf32?;
     let ok = ez <= 1e-4 && er <= 1e-4;
     // The pass's FP32 floor (gpu::floor::forward_floor): GEMM FLOPs at the device's peak.
-    let c = &gpu_model.cfg;
+    let tokens = prompts.first().map_or(0, Vec::len);
     let floor = limits.map(|lim| {
-        headcode::gpu::floor::forward_floor(
-            &headcode::gpu::floor::ForwardDims {
-                layers: c.n_layers,
-                d_model: c.d_model,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                d_head: c.d_head,
-                d_mlp: c.d_mlp,
-                mlp_mats: match (c.attn_only, c.act) {
-                    (true, _) => 0,
-                    (false, headcode::model::Activation::SwiGlu) => 3,
-                    (false, _) => 2,
-                },
-                vocab: c.d_vocab,
-                prompts: prompts.len(),
-                tokens: 18,
-                logit_rows: prompts.len(),
-            },
+        use headcode::gpu::floor::{forward_floor, ForwardDims};
+        forward_floor(
+            &ForwardDims::for_config(&gpu_model.cfg, prompts.len(), tokens),
             &lim,
         )
     });

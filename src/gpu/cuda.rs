@@ -191,6 +191,10 @@ struct Work {
     done: CudaSlice<u32>,
     /// Adam's constants of every step (`adam_table`)
     adam: CudaSlice<f32>,
+    /// K parts of g_we and g_wd (`grad_splits`; the unfused path's buffers hold that many
+    /// whole gradients)
+    split_we: usize,
+    split_wd: usize,
 }
 
 /// Adam moments (zero-initialised) for a DevSaes.
@@ -1112,10 +1116,10 @@ impl GpuContext {
         }
         let (bias_bs, null) = (op.bias_stride(), 0u64);
         // the 16-row tile where it holds every row (launch::gemm_tile_rows, as gemm_grid)
-        let kernel = if op.m <= launch::GEMM_M16 {
-            &self.k.gemm_m16
+        let (kernel, name) = if op.m <= launch::GEMM_M16 {
+            (&self.k.gemm_m16, "gemm_m16_f32")
         } else {
-            &self.k.gemm
+            (&self.k.gemm, "gemm_f32")
         };
         let mut b = self.stream.launch_builder(kernel);
         b.arg(&m_u).arg(&n_u).arg(&k_u);
@@ -1127,9 +1131,9 @@ impl GpuContext {
         // SAFETY: matches gemm_f32 / gemm_m16_f32(M, Nc, K, A, a_bs, a_i, a_k, B, b_bs, b_k, b_j, C, c_bs, ldc,
         // k_split, c_ps, mode, alpha, beta, bias, bias_bs, aux); the callers below pass strides that
         // stay inside each buffer (shapes documented in sae.cu), C holds k_split parts of c_ps
-        // floats (checked above), bias/aux are non-NULL for the modes that read them.
-        // the grid's rows follow the kernel's tile (gemm_grid uses gemm_tile_rows(m)).
-        unsafe { b.launch(cfg(grid, 256, 0)) }.cuda("gemm_f32")?;
+        // floats (checked above), bias/aux are non-NULL for the modes that read them; the
+        // grid's rows follow the kernel's tile (gemm_grid uses gemm_tile_rows(m)).
+        unsafe { b.launch(cfg(grid, 256, 0)) }.cuda(name)?;
         Ok(())
     }
 
@@ -1298,6 +1302,8 @@ impl GpuContext {
             t_dev: self.upload(&[1u32])?,
             done: self.upload(&[0u32])?,
             adam: self.adam_table(tc)?,
+            split_we,
+            split_wd,
         };
         self.sample_mem();
         if tc.steps > 0 {
@@ -1479,7 +1485,10 @@ impl GpuContext {
             t_dev,
             done,
             adam,
+            split_we,
+            split_wd,
         } = wb;
+        let (split_we, split_wd) = (*split_we, *split_wd);
         // 1. renormalise: done by the previous step's Adam row kernels (and once before step 1
         //    by train_batched), so the step reads and writes the weights one time fewer
         // 2. centre
@@ -1589,7 +1598,6 @@ impl GpuContext {
         )?;
         mark("gemm_dpre")?;
         let fused = r <= launch::OUTER_MAX_ROWS;
-        let (split_wd, split_we) = self.grad_splits(imp, c, r, d, n);
         if !fused {
             // g_W_dec = s1 diff^T f                    [c, d, n], in split_wd K parts
             self.gemm(
@@ -1788,8 +1796,9 @@ impl GpuContext {
                     .arg(&*adam);
                 // SAFETY: matches sae_adam_radial_rows_f32(float* w, const float* g, g_parts, g_ps,
                 // float* m, float* v, rows, len, u32* t_dev, u32* done, finish, steps, const float*
-                // adam[steps*ADAM_K]); w, m, v hold rows*len = g_ps floats and g holds g_parts such parts (sized by
-                // grad_splits in train_batched); t_dev and done one u32 each; 1-D grid.
+                // adam[steps*ADAM_K]); w, m, v hold rows*len = g_ps floats and g holds g_parts
+                // such parts (Work's split_we/split_wd, which sized it and split the GEMMs above);
+                // t_dev and done one u32 each; 1-D grid.
                 unsafe { b.launch(cfg(grid, launch::ROW_BLOCK, 0)) }
                     .cuda("sae_adam_radial_rows_f32")?;
                 mark(label)?;

@@ -132,6 +132,30 @@ pub struct ForwardDims {
     pub logit_rows: usize,
 }
 
+impl ForwardDims {
+    /// A model's dimensions, for `prompts` prompts of `tokens` tokens with last-position
+    /// logits (one row a prompt).
+    pub fn for_config(c: &crate::model::ModelConfig, prompts: usize, tokens: usize) -> Self {
+        ForwardDims {
+            layers: c.n_layers,
+            d_model: c.d_model,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            d_head: c.d_head,
+            d_mlp: c.d_mlp,
+            mlp_mats: match (c.attn_only, c.act) {
+                (true, _) => 0,
+                (false, crate::model::Activation::SwiGlu) => 3,
+                (false, _) => 2,
+            },
+            vocab: c.d_vocab,
+            prompts,
+            tokens,
+            logit_rows: prompts,
+        }
+    }
+}
+
 /// FP32 floor of a forward pass: per token and layer the Q, K, V and O projections and the
 /// MLP's matrices (2 FLOPs a multiply-add), per prompt and layer the causal attention scores
 /// and weighted sums, and the logits rows; norms, softmax and activations are left out.
@@ -257,6 +281,32 @@ mod tests {
         );
         let per_token_layer_delta = -2.0 * 2.0 * 768.0 * 8.0 * 64.0 + 2.0 * 768.0 * 3072.0;
         assert!((g.flops - f.flops - 12.0 * 9000.0 * per_token_layer_delta).abs() < 1.0);
+    }
+
+    #[test]
+    fn forward_dims_follow_the_model_config() {
+        let mut c = crate::model::random::gpt2_shape("gpt2-small-shape").unwrap();
+        let f = ForwardDims::for_config(&c, 500, 18);
+        assert_eq!(
+            (
+                f.layers,
+                f.d_model,
+                f.n_heads,
+                f.n_kv_heads,
+                f.d_head,
+                f.d_mlp,
+                f.mlp_mats
+            ),
+            (12, 768, 12, 12, 64, 3072, 2)
+        );
+        assert_eq!(
+            (f.vocab, f.prompts, f.tokens, f.logit_rows),
+            (50_257, 500, 18, 500)
+        );
+        c.act = crate::model::Activation::SwiGlu;
+        assert_eq!(ForwardDims::for_config(&c, 1, 1).mlp_mats, 3);
+        c.attn_only = true;
+        assert_eq!(ForwardDims::for_config(&c, 1, 1).mlp_mats, 0);
     }
 
     #[test]

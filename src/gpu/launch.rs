@@ -513,6 +513,8 @@ mod source_tests {
         assert!(source("hook.cu").contains("#define HOOK_BT 16"));
         assert!(src.contains("#define COLSUM_G 32"));
         assert!(src.contains("#define ADAM_K 6"));
+        assert!(src.contains("#define GBK 16") && src.contains("#define GBN 64"));
+        assert_eq!((super::GEMM_K_TILE, super::GEMM_TILE), (16, 64));
         assert_eq!(super::ADAM_K, 6);
         assert_eq!(super::COLSUM_G, 32);
         assert_eq!(super::HOOK_BT, 16);
