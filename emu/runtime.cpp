@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <ucontext.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -216,6 +217,18 @@ thread_local Fiber *g_cur = nullptr;
 thread_local uint3 g_bidx;
 thread_local dim3 g_bdim, g_gdim;
 thread_local char *g_smem = nullptr;
+thread_local long long g_block_ticks = 0;  // clock_now's count in the running block
+
+// HEADCODE_EMU_CLOCK=count: the device clocks count reads within the block (1, 2, ...)
+// instead of telling the host's time, so a phase-clock record is the same in every
+// schedule and run (scripts/emu-selftest.sh compares all read-backs across schedules).
+bool clock_counts() {
+    static const bool c = [] {
+        const char *v = std::getenv("HEADCODE_EMU_CLOCK");
+        return v != nullptr && std::strcmp(v, "count") == 0;
+    }();
+    return c;
+}
 
 // fiber -> scheduler
 void yield_to_sched(Fiber *f) {
@@ -369,6 +382,12 @@ const uint3 &block_idx() { return g_bidx; }
 const dim3 &block_dim() { return g_bdim; }
 const dim3 &grid_dim() { return g_gdim; }
 void *dyn_smem() { return g_smem; }
+long long clock_now() {
+    if (clock_counts()) return ++g_block_ticks;
+    return (long long)std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
 unsigned lane_id() { return g_cur->lin & 31u; }
 
 void sync_threads() {
@@ -440,6 +459,7 @@ std::string run_grid(const Kernel &k, const Bound &body, dim3 grid, dim3 block, 
         const unsigned x = (unsigned)(lin % grid.x), y = (unsigned)(lin / grid.x % grid.y),
                        z = (unsigned)(lin / ((unsigned long long)grid.x * grid.y));
         g_bidx = uint3{x, y, z};
+        g_block_ticks = 0;
         if (smem) std::memset(g_smem, 0xFF, smem);
         err = run_block(run, nthreads);
         if (!err.empty()) {

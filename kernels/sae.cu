@@ -786,18 +786,92 @@ __device__ __forceinline__ void persist_loss_store(const float *red, unsigned nw
 //   | diff [R][d] | dpre [R][n] | gbe [n] | red [64]
 // total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64  (persistent_smem_floats in launch.rs)
 // m_* / v_* are zero-initialised by the caller; loss may be 0 (NULL) or [N, steps].
-extern "C" __global__ void __launch_bounds__(512, 1)
-sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
-                         float *__restrict__ b_enc, float *__restrict__ W_dec,
-                         float *__restrict__ b_tied, float *__restrict__ m_we,
-                         float *__restrict__ v_we, float *__restrict__ m_be,
-                         float *__restrict__ v_be, float *__restrict__ m_wd,
-                         float *__restrict__ v_wd, float *__restrict__ m_b,
-                         float *__restrict__ v_b, unsigned R, unsigned d, unsigned n,
-                         unsigned steps, const float *__restrict__ adam, float lambda,
-                         float *__restrict__ loss) {
+// ------------------------------------------------------------------------------------------
+// Phase clocks of the persistent trainers (the *_clocks_f32 twins, run by `bench` to show
+// where a step's time goes inside the one launch; the plain kernels record nothing and are
+// compiled from the same body with the clock calls removed).
+// Thread 0 stores clock64() after each phase's closing barrier, so a phase's time is
+// barrier to barrier: that of its slowest warp. Block s's record is CLOCK_HEAD + steps*P
+// u64 at clocks + s*(CLOCK_HEAD + steps*P):
+//   [0] %smid   [1] %globaltimer (ns) at entry   [2] %globaltimer after the params are stored
+//   [3] clock64 before step 1   [CLOCK_HEAD + (t-1)*P + p] clock64 after phase p of step t
+// P = TILED_PHASES or PERSIST_PHASES (phase names: src/gpu/clocks.rs). The stores are never
+// read back by the kernel, so thread 0 does not wait on them; the arithmetic is the plain
+// kernel's (the self-test holds the trained params bit-identical).
+#define CLOCK_HEAD 4
+#define PERSIST_PHASES 8
+#define TILED_PHASES 6
+
+// %smid and %globaltimer have no CUDA intrinsic; the emulation, which runs no PTX, gives
+// its own (emu/include/cuda_runtime.h).
+__device__ __forceinline__ unsigned long long clock_sm_id() {
+#ifdef HEADCODE_EMU
+    return emu_sm_id();
+#else
+    unsigned id;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+    return id;
+#endif
+}
+__device__ __forceinline__ unsigned long long clock_global_ns() {
+#ifdef HEADCODE_EMU
+    return emu_global_ns();
+#else
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+#endif
+}
+
+template <bool ON>
+struct PhaseClocks {
+    unsigned long long *rec = nullptr;  // this block's record (thread 0 only), else null
+    unsigned phases = 0;
+    __device__ __forceinline__ PhaseClocks(unsigned long long *clocks, unsigned steps,
+                                           unsigned P) {
+        if constexpr (ON) {
+            if (threadIdx.x == 0) {
+                phases = P;
+                rec = clocks + (size_t)blockIdx.x * (CLOCK_HEAD + (size_t)steps * P);
+                rec[0] = clock_sm_id();
+                rec[1] = clock_global_ns();
+            }
+        }
+    }
+    __device__ __forceinline__ void loop_start() const {
+        if constexpr (ON) {
+            if (rec) rec[3] = (unsigned long long)clock64();
+        }
+    }
+    __device__ __forceinline__ void mark(unsigned t, unsigned p) const {
+        if constexpr (ON) {
+            if (rec) rec[CLOCK_HEAD + (size_t)(t - 1u) * phases + p] = (unsigned long long)clock64();
+        }
+    }
+    __device__ __forceinline__ void finish() const {
+        if constexpr (ON) {
+            if (rec) rec[2] = clock_global_ns();
+        }
+    }
+};
+
+// The persistent trainers' parameters (one signature for both kernels and their twins).
+#define PERSIST_PARAMS                                                                      \
+    const float *__restrict__ X, float *__restrict__ W_enc, float *__restrict__ b_enc,     \
+        float *__restrict__ W_dec, float *__restrict__ b_tied, float *__restrict__ m_we,    \
+        float *__restrict__ v_we, float *__restrict__ m_be, float *__restrict__ v_be,       \
+        float *__restrict__ m_wd, float *__restrict__ v_wd, float *__restrict__ m_b,        \
+        float *__restrict__ v_b, unsigned R, unsigned d, unsigned n, unsigned steps,        \
+        const float *__restrict__ adam, float lambda, float *__restrict__ loss
+#define PERSIST_ARGS                                                                        \
+    X, W_enc, b_enc, W_dec, b_tied, m_we, v_we, m_be, v_be, m_wd, v_wd, m_b, v_b, R, d, n,  \
+        steps, adam, lambda, loss
+
+template <bool CLOCKS>
+__device__ __forceinline__ void persistent_body(PERSIST_PARAMS, unsigned long long *clocks) {
     extern __shared__ float sm[];
     if (d > PERSIST_MAX_ROW || n > PERSIST_MAX_ROW) return;  // the host never launches this
+    const PhaseClocks<CLOCKS> clk(clocks, steps, PERSIST_PHASES);
     const unsigned s = blockIdx.x;
     const unsigned tid = threadIdx.x, nt = blockDim.x;
     const unsigned lane = tid & 31u, warp = tid >> 5, nwarps = nt >> 5;
@@ -822,13 +896,16 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
     const float s1 = 2.0f / (float)((size_t)R * d);
     const float lam_r = lambda / (float)R;
 
+    clk.loop_start();
     for (unsigned t = 1; t <= steps; ++t) {
         // 1. renormalise rows (warp per row)
         persist_renorm_all(We, ldwe, Wd, ldwd, d, n, warp, nwarps, lane);
         __syncthreads();
+        clk.mark(t, 0);
         // 2a. centre
         for (unsigned i = tid; i < R * d; i += nt) xc[i] = xs[i] - bb[i % d];
         __syncthreads();
+        clk.mark(t, 1);
         // 2b. encode
         for (unsigned i = tid; i < R * n; i += nt) {
             const unsigned r = i / n, j = i % n;
@@ -839,6 +916,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             f[i] = fmaxf(acc + be[j], 0.f);
         }
         __syncthreads();
+        clk.mark(t, 2);
         // 2c. decode residual
         for (unsigned i = tid; i < R * d; i += nt) {
             const unsigned r = i / d, k = i % d;
@@ -849,6 +927,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             diff[i] = (acc + bb[k]) - xs[i];
         }
         __syncthreads();
+        clk.mark(t, 3);
         // 2d. loss (optional; uniform branch)
         if (loss != nullptr) {
             persist_loss_partials(diff, d, f, n, R, d, n, red, tid, nt, lane, warp);
@@ -868,6 +947,7 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             dpre[i] = out;
         }
         __syncthreads();
+        clk.mark(t, 4);
         // 3b. g_b_enc
         for (unsigned j = tid; j < n; j += nt) {
             float acc = 0.f;
@@ -875,10 +955,12 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             gbe[j] = acc;
         }
         __syncthreads();
+        clk.mark(t, 5);
         const AdamK ad = adam_of(adam, t);
         // 3c. g_b and Adam on b (reads We before it is updated)
         persist_grad_b_adam(bb, diff, d, gbe, We, ldwe, R, d, n, s1, m_b, v_b, s, ad, tid, nt);
         __syncthreads();
+        clk.mark(t, 6);
         // 4+5. W_enc rows, W_dec rows (warp per row, gradients and moments in registers),
         //      b_enc (thread per feature)
         for (unsigned row = warp; row < n + d; row += nwarps) {
@@ -899,8 +981,19 @@ sae_train_persistent_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             be[j] = adam_update(be[j], gbe[j], &m_be[gi], &v_be[gi], ad);
         }
         __syncthreads();
+        clk.mark(t, 7);
     }
     persist_store_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
+    clk.finish();
+}
+
+extern "C" __global__ void __launch_bounds__(512, 1) sae_train_persistent_f32(PERSIST_PARAMS) {
+    persistent_body<false>(PERSIST_ARGS, nullptr);
+}
+// The twin with phase clocks: clocks [N][CLOCK_HEAD + steps * PERSIST_PHASES].
+extern "C" __global__ void __launch_bounds__(512, 1)
+sae_train_persistent_clocks_f32(PERSIST_PARAMS, unsigned long long *__restrict__ clocks) {
+    persistent_body<true>(PERSIST_ARGS, clocks);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1113,19 +1206,12 @@ __device__ __forceinline__ void tiled_weight_dispatch(float *W, unsigned ldw, un
                                   renorm, warp, nwarps, lane);
 }
 
-extern "C" __global__ void __launch_bounds__(512, 1)
-sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
-                    float *__restrict__ b_enc, float *__restrict__ W_dec,
-                    float *__restrict__ b_tied, float *__restrict__ m_we,
-                    float *__restrict__ v_we, float *__restrict__ m_be,
-                    float *__restrict__ v_be, float *__restrict__ m_wd,
-                    float *__restrict__ v_wd, float *__restrict__ m_b,
-                    float *__restrict__ v_b, unsigned R, unsigned d, unsigned n,
-                    unsigned steps, const float *__restrict__ adam, float lambda,
-                    float *__restrict__ loss) {
+template <bool CLOCKS>
+__device__ __forceinline__ void tiled_body(PERSIST_PARAMS, unsigned long long *clocks) {
     extern __shared__ float4 sm4[];  // float4: 16-byte aligned base
     float *sm = reinterpret_cast<float *>(sm4);
     if (d > PERSIST_MAX_ROW || n > PERSIST_MAX_ROW || R == 0) return;  // the host never launches this
+    const PhaseClocks<CLOCKS> clk(clocks, steps, TILED_PHASES);
     const unsigned s = blockIdx.x;
     const unsigned tid = threadIdx.x, nt = blockDim.x;
     const unsigned lane = tid & 31u, warp = tid >> 5, nwarps = nt >> 5;
@@ -1161,6 +1247,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
     const float lam_r = lambda / (float)R;
     const unsigned gn = nt / n, gd = nt / d;  // row groups (>= 2: n, d <= 256)
 
+    clk.loop_start();
     for (unsigned t = 1; t <= steps; ++t) {
         float *xc = xcb + (size_t)((t - 1u) & 1u) * R * ldx;
         float *xc_next = xcb + (size_t)(t & 1u) * R * ldx;
@@ -1176,6 +1263,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             }
         }
         __syncthreads();
+        clk.mark(t, 0);
         // P2. decode residual: diff = f Wd^T + bb - xs
         if (tid < gd * d) {
             const unsigned k = tid % d, grp = tid / d;
@@ -1191,6 +1279,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
             }
         }
         __syncthreads();
+        clk.mark(t, 1);
         // P3. dpre = [f>0] (s1 diff Wd + lambda/R); loss partials (uniform branch)
         if (tid < gn * n) {
             const unsigned j = tid % n, grp = tid / n;
@@ -1208,6 +1297,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         if (loss != nullptr)
             persist_loss_partials(diff, ldx, f, ldf, R, d, n, red, tid, nt, lane, warp);
         __syncthreads();
+        clk.mark(t, 2);
         // P4. g_b_enc = colsum(dpre); the loss of this step
         for (unsigned j = tid; j < n; j += nt) {
             float acc = 0.f;
@@ -1217,6 +1307,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         if (loss != nullptr && tid == 0)
             persist_loss_store(red, nwarps, R, d, lambda, loss, s, steps, t);
         __syncthreads();
+        clk.mark(t, 3);
         const AdamK ad = adam_of(adam, t);
         const bool renorm = t < steps;  // the stored params are those after the last Adam step
         // P5. g_b and Adam on b (reads We before P6 updates it), beside the W_dec rows
@@ -1226,6 +1317,7 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
         tiled_weight_dispatch(Wd, ldwd, d, n, diff, ldx, f, ldf, R, s1, m_wd + wd_off,
                               v_wd + wd_off, ad, renorm, nwarps - 1u - warp, nwarps, lane);
         __syncthreads();
+        clk.mark(t, 4);
         // P6. W_enc rows (g = sum_r dpre[r][j] xc[r][e]), b_enc, and xc of the next step
         tiled_weight_dispatch(We, ldwe, n, d, dpre, ldf, xc, ldx, R, 1.0f, m_we + we_off,
                               v_we + we_off, ad, renorm, warp, nwarps, lane);
@@ -1239,6 +1331,17 @@ sae_train_tiled_f32(const float *__restrict__ X, float *__restrict__ W_enc,
                 xc_next[r * ldx + k] = xs[r * ldx + k] - bb[k];
             }
         __syncthreads();
+        clk.mark(t, 5);
     }
     persist_store_params(W_enc, b_enc, W_dec, b_tied, We, ldwe, Wd, ldwd, be, bb, s, d, n, tid, nt);
+    clk.finish();
+}
+
+extern "C" __global__ void __launch_bounds__(512, 1) sae_train_tiled_f32(PERSIST_PARAMS) {
+    tiled_body<false>(PERSIST_ARGS, nullptr);
+}
+// The twin with phase clocks: clocks [N][CLOCK_HEAD + steps * TILED_PHASES].
+extern "C" __global__ void __launch_bounds__(512, 1)
+sae_train_tiled_clocks_f32(PERSIST_PARAMS, unsigned long long *__restrict__ clocks) {
+    tiled_body<true>(PERSIST_ARGS, clocks);
 }

@@ -54,7 +54,7 @@ echo "== bench --device cuda under headcode-emu (smoke run: tiny fixture model, 
 bench_json=$(mktemp)
 LD_LIBRARY_PATH="$emu" "$bin" bench --device cuda --model tests/fixtures/gpt2_tiny --reps 1 \
     --steps 20 --prompts 16 --json "$bench_json"
-for key in '"floors"' '"sae_per_head_z_untiled"' '"forward_hooks_candle_cuda"' '"tf32_parity_z"' '"gemm_grad_w_enc"' '"adam_w_dec"'; do
+for key in '"floors"' '"sae_per_head_z_untiled"' '"forward_hooks_candle_cuda"' '"tf32_parity_z"' '"gemm_grad_w_enc"' '"adam_w_dec"' '"phase_clocks"' '"W_enc rows + b_enc + next xc"' '"W_enc + W_dec rows + b_enc"'; do
     grep -q "$key" "$bench_json" || { echo "bench JSON lacks $key" >&2; exit 1; }
 done
 if grep -q '"error": "' "$bench_json"; then
@@ -68,7 +68,9 @@ if [ "${EMU_SCHEDULES:-1}" = 1 ]; then
     digests=$(mktemp -d)
     for sched in forward reverse warps warps-reverse random:1; do
         log=$digests/${sched/:/-}
-        if ! HEADCODE_EMU_SCHEDULE=$sched HEADCODE_EMU_DIGEST=$log.digest LD_LIBRARY_PATH="$emu" \
+        # HEADCODE_EMU_CLOCK=count: the trainers' phase clocks count instead of telling the
+        # time, so their records are read-backs like any other
+        if ! HEADCODE_EMU_CLOCK=count HEADCODE_EMU_SCHEDULE=$sched HEADCODE_EMU_DIGEST=$log.digest LD_LIBRARY_PATH="$emu" \
             "$bin" selftest --device cuda --quick --kernels-only "$@" >"$log.out" 2>&1; then
             cat "$log.out" >&2
             echo "selftest FAILED under schedule $sched" >&2

@@ -181,5 +181,15 @@ for name, rep in (("gpt2-small-shape", small), ("gpt2-xl-shape", xl)):
         top = sorted(b["kernels"], key=lambda k: -k["median_us"])[:6]
         print(f"  step breakdown {b['stage']} ({b['path']}): {b['step_us']:.1f} us/step; "
               + ", ".join(f"{k['kernel']} {k['median_us']:.1f}" for k in top))
+    # Where a persistent trainer's step goes (thread 0's clock64 after each phase barrier).
+    for c in rep.get("phase_clocks", []):
+        p = c.get("profile")
+        if not p:
+            print(f"  phase clocks {c['stage']}: failed: {c.get('error')}")
+            continue
+        top = sorted(p["phases"], key=lambda x: -x["mean_cycles"])
+        print(f"  phase clocks {c['stage']} ({p['kernel']}, {p['blocks']} blocks, {p['waves']} wave(s), "
+              f"{p['cycles_per_ns']:.2f} GHz): {p['step_us']:.2f} us/step; "
+              + ", ".join(f"{x['phase']} {x['mean_us']:.2f}" for x in top))
 PYEOF
 exit "$selftest_rc"

@@ -109,6 +109,20 @@ inline T atomicMax(T *p, U v) {
     return old;
 }
 
+// Clocks for the trainers' phase-clock twins (sae.cu). clock64 counts nanoseconds of the
+// host's steady clock, which only increases, like the SM's cycle counter; under
+// HEADCODE_EMU_CLOCK=count it counts reads within the block instead (emu::clock_now), so
+// read-backs stay comparable across schedules. There is one "SM" here (blocks run one after
+// another), and %smid / %globaltimer, which sae.cu reads with inline PTX on a GPU, come
+// from these when HEADCODE_EMU is defined.
+#define HEADCODE_EMU 1
+namespace emu {
+long long clock_now();
+}
+inline long long clock64() { return emu::clock_now(); }
+inline unsigned long long emu_global_ns() { return (unsigned long long)emu::clock_now(); }
+inline unsigned emu_sm_id() { return 0; }
+
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }

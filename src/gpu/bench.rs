@@ -165,6 +165,21 @@ pub struct BenchReport {
     /// Where a batched training step's time goes, kernel by kernel (`step_breakdown`).
     #[serde(default)]
     pub step_breakdown: Vec<StepBreakdown>,
+    /// Where a persistent trainer's step goes, phase by phase (`gpu::clocks`).
+    #[serde(default)]
+    pub phase_clocks: Vec<PhaseClocksEntry>,
+}
+
+/// One persistent trainer's phase profile: its phase-clock twin run once, all steps, on the
+/// bench stage's SAE shape (fresh random SAEs and rows).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseClocksEntry {
+    /// The bench stage whose trainer this is (e.g. `sae_per_head_z_untiled`).
+    pub stage: String,
+    pub profile: Option<crate::gpu::clocks::PhaseProfile>,
+    /// Set instead of `profile` when the run failed (the stages above still stand).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// One batched training step taken apart: the trainer's steps launched one at a time (no
@@ -520,6 +535,7 @@ mod imp {
             .max()
             .unwrap_or(0);
         let step_breakdown = breakdowns(&gpu, &sh);
+        let phase_clocks = phase_clock_runs(&gpu, &sh);
         let report = BenchReport {
             device: gpu.device_name().to_string(),
             shape: sh,
@@ -535,6 +551,7 @@ mod imp {
             device_limits: Some(lim),
             floors,
             step_breakdown,
+            phase_clocks,
         };
         if opts.print {
             println!(
@@ -601,8 +618,68 @@ mod imp {
                     }
                 }
             }
+            for c in &report.phase_clocks {
+                match (&c.profile, &c.error) {
+                    (Some(p), _) => {
+                        let stage = report.stage_ms(&c.stage).map_or(String::new(), |ms| {
+                            format!(
+                                " (the stage: {:.3} ms, {:.1} us a step for all its waves)",
+                                ms,
+                                ms * 1e3 / f64::from(report.shape.steps.max(1))
+                            )
+                        });
+                        println!("{}{stage}:", c.stage);
+                        print!("{}", p.table());
+                    }
+                    (None, e) => println!(
+                        "phase clocks {}: failed: {}",
+                        c.stage,
+                        e.as_deref().unwrap_or("no profile")
+                    ),
+                }
+            }
         }
         Ok(report)
+    }
+
+    /// The persistent trainers' phase profiles on the per-head-z stage's shape: the path
+    /// `Auto` picks (stage `sae_per_head_z`) and the untiled kernel beside it where the
+    /// tiled one ran (`sae_per_head_z_untiled`). A shape neither fits gives no entry.
+    fn phase_clock_runs(gpu: &GpuContext, sh: &ShapeDims) -> Vec<PhaseClocksEntry> {
+        let (h, dh, n, ex) = (sh.heads, sh.d_head, sh.features, sh.sae_examples);
+        let auto = gpu.auto_train_path(ex, dh, n);
+        let mut runs = vec![("sae_per_head_z", auto)];
+        if auto == TrainPath::PersistentTiled {
+            runs.push(("sae_per_head_z_untiled", TrainPath::Persistent));
+        }
+        runs.into_iter()
+            .filter(|(_, p)| matches!(p, TrainPath::Persistent | TrainPath::PersistentTiled))
+            .enumerate()
+            .map(|(i, (stage, path))| {
+                let run = || -> Result<crate::gpu::clocks::PhaseProfile> {
+                    let x = filled(gpu, h * ex * dh, 600 + i as u64)?;
+                    let mut saes = rand_saes(gpu, h, dh, n, 700 + i as u64)?;
+                    let cfg = TrainConfig {
+                        steps: sh.steps,
+                        path,
+                        ..TrainConfig::default()
+                    };
+                    gpu.d_phase_clocks(&x, ex, &mut saes, &cfg)
+                };
+                match run() {
+                    Ok(p) => PhaseClocksEntry {
+                        stage: stage.into(),
+                        profile: Some(p),
+                        error: None,
+                    },
+                    Err(e) => PhaseClocksEntry {
+                        stage: stage.into(),
+                        profile: None,
+                        error: Some(e.to_string()),
+                    },
+                }
+            })
+            .collect()
     }
 
     /// Every stage, in order, on fresh device-resident random inputs.

@@ -16,6 +16,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::clocks;
 use super::launch::{self, EdgeAlgo};
 use super::{
     checks, HookDims, HookReduce, OverlapCounts, SaeParams, TrainConfig, TrainOutput, TrainPath,
@@ -80,8 +81,27 @@ struct Kernels {
     adam_outer: [CudaFunction; 5],
     persistent: CudaFunction,
     tiled: CudaFunction,
+    /// The persistent trainers' twins with phase clocks (`gpu::clocks`).
+    persistent_clocks: CudaFunction,
+    tiled_clocks: CudaFunction,
     epilogue: CudaFunction,
     fill: CudaFunction,
+}
+
+/// Which persistent trainer runs: the tiled kernel or the untiled one, plain or as its
+/// phase-clock twin recording into `clock_buf` (`gpu::clocks`).
+struct Persistent<'a> {
+    tiled: bool,
+    clock_buf: Option<&'a mut CudaSlice<u64>>,
+}
+
+impl Persistent<'_> {
+    fn plain(tiled: bool) -> Self {
+        Persistent {
+            tiled,
+            clock_buf: None,
+        }
+    }
 }
 
 /// The GEMM behind the batched trainer's step.
@@ -267,6 +287,8 @@ impl GpuContext {
             ],
             persistent: f(&sae, "sae_train_persistent_f32")?,
             tiled: f(&sae, "sae_train_tiled_f32")?,
+            persistent_clocks: f(&sae, "sae_train_persistent_clocks_f32")?,
+            tiled_clocks: f(&sae, "sae_train_tiled_clocks_f32")?,
             epilogue: f(&sae, "sae_epilogue_f32")?,
             fill: f(&util, "fill_uniform_f32")?,
         };
@@ -947,8 +969,12 @@ impl GpuContext {
             return Ok(path);
         }
         match path {
-            TrainPath::Persistent => self.train_persistent(x, rows, s, tc, loss, false)?,
-            TrainPath::PersistentTiled => self.train_persistent(x, rows, s, tc, loss, true)?,
+            TrainPath::Persistent => {
+                self.train_persistent(x, rows, s, tc, loss, Persistent::plain(false))?
+            }
+            TrainPath::PersistentTiled => {
+                self.train_persistent(x, rows, s, tc, loss, Persistent::plain(true))?
+            }
             TrainPath::Cublas => self.train_batched(
                 x,
                 rows,
@@ -990,6 +1016,81 @@ impl GpuContext {
         Ok(out)
     }
 
+    /// Train the device-resident SAEs in place, as `d_train` on a persistent path (`Auto`
+    /// resolved as there), with the kernel's phase-clock twin: the same arithmetic, plus
+    /// thread 0's clock after every phase (`gpu::clocks`). For `bench` and the self-test.
+    pub(crate) fn d_phase_clocks(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        s: &mut DevSaes,
+        tc: &TrainConfig,
+    ) -> Result<clocks::PhaseProfile> {
+        let (c, d, n) = (s.count, s.d, s.n);
+        if x.len() < c * rows * d {
+            return Err(Error::InvalidInput("train: x buffer too small".into()));
+        }
+        let tiled = match tc.path {
+            TrainPath::Auto => self.auto_train_path(rows, d, n),
+            p => p,
+        };
+        let (tiled, kernel, names): (bool, &str, &[&str]) = match tiled {
+            TrainPath::PersistentTiled => (true, "sae_train_tiled_clocks_f32", &clocks::TILED_PHASES),
+            TrainPath::Persistent => (
+                false,
+                "sae_train_persistent_clocks_f32",
+                &clocks::PERSIST_PHASES,
+            ),
+            p => {
+                return Err(Error::InvalidInput(format!(
+                    "phase clocks need a persistent trainer ({p:?} launches kernels per step: its step breakdown times them with events)"
+                )))
+            }
+        };
+        if tc.steps == 0 {
+            return Err(Error::InvalidInput(
+                "phase clocks need at least one step".into(),
+            ));
+        }
+        let len = c * clocks::record_len(tc.steps, names.len());
+        let mut buf = self.zeros::<u64>(len)?;
+        let run = Persistent {
+            tiled,
+            clock_buf: Some(&mut buf),
+        };
+        self.train_persistent(x, rows, s, tc, None, run)?;
+        let raw = self.download(&buf, len)?;
+        clocks::profile(kernel, &raw, c, tc.steps, names)
+    }
+
+    /// [`Self::train_saes`] by a persistent trainer's phase-clock twin: the trained SAEs (the
+    /// same, bit for bit, as the plain kernel's) and where each step's time went.
+    pub fn train_saes_clocked(
+        &self,
+        x: &[f32],
+        rows: usize,
+        init: &[SaeParams],
+        cfg_t: &TrainConfig,
+    ) -> Result<(TrainOutput, clocks::PhaseProfile)> {
+        checks::train_inputs(x.len(), rows, init)?;
+        let xd = self.upload(x)?;
+        let mut saes = self.upload_saes(init)?;
+        let prof = self.d_phase_clocks(&xd, rows, &mut saes, cfg_t)?;
+        let path = match cfg_t.path {
+            TrainPath::Auto => self.auto_train_path(rows, saes.d, saes.n),
+            p => p,
+        };
+        let params = self.download_saes(&saes)?;
+        Ok((
+            TrainOutput {
+                params,
+                loss: None,
+                path,
+            },
+            prof,
+        ))
+    }
+
     /// A new event, recorded on the stream now.
     fn event(&self) -> Result<CudaEvent> {
         let ev = self
@@ -1007,23 +1108,53 @@ impl GpuContext {
         s: &mut DevSaes,
         tc: &TrainConfig,
         loss: Option<&mut CudaSlice<f32>>,
-        tiled: bool,
+        kernel: Persistent<'_>,
     ) -> Result<()> {
+        let Persistent { tiled, clock_buf } = kernel;
         let (c, d, n) = (s.count, s.d, s.n);
         let limit = self.smem_optin as u64;
-        let (kernel, name, smem, fits) = if tiled {
-            let fits = launch::tiled_fits(rows, d, n, limit);
-            (
-                &self.k.tiled,
-                "sae_train_tiled_f32",
+        let (kernel, name, smem, fits) = match (tiled, clock_buf.is_some()) {
+            (true, clocked) => (
+                if clocked {
+                    &self.k.tiled_clocks
+                } else {
+                    &self.k.tiled
+                },
+                if clocked {
+                    "sae_train_tiled_clocks_f32"
+                } else {
+                    "sae_train_tiled_f32"
+                },
                 launch::tiled_smem_bytes(rows, d, n),
-                fits,
-            )
-        } else {
-            let fits = launch::persistent_fits(rows, d, n, limit);
-            let smem = launch::persistent_smem_bytes(rows, d, n);
-            (&self.k.persistent, "sae_train_persistent_f32", smem, fits)
+                launch::tiled_fits(rows, d, n, limit),
+            ),
+            (false, clocked) => (
+                if clocked {
+                    &self.k.persistent_clocks
+                } else {
+                    &self.k.persistent
+                },
+                if clocked {
+                    "sae_train_persistent_clocks_f32"
+                } else {
+                    "sae_train_persistent_f32"
+                },
+                launch::persistent_smem_bytes(rows, d, n),
+                launch::persistent_fits(rows, d, n, limit),
+            ),
         };
+        let phases = if tiled {
+            clocks::TILED_PHASES.len()
+        } else {
+            clocks::PERSIST_PHASES.len()
+        };
+        if let Some(cl) = &clock_buf {
+            if cl.len() < c * clocks::record_len(tc.steps, phases) {
+                return Err(Error::InvalidInput(
+                    "train: phase-clock buffer too small".into(),
+                ));
+            }
+        }
         if !fits {
             return Err(Error::InvalidInput(format!(
                 "{name}: rows={rows}, d={d}, n={n} need {smem} B of shared memory (limit {}) and d, n <= {}",
@@ -1072,10 +1203,14 @@ impl GpuContext {
             Some(l) => b.arg(l),
             None => b.arg(&null),
         };
+        if let Some(cl) = clock_buf {
+            b.arg(cl);
+        }
         // SAFETY: matches sae_train_persistent_f32 / sae_train_tiled_f32 (same signature:
         // const float* X[c*R*d], W_enc, b_enc, W_dec, b, 8 moment buffers (same sizes as their
         // params), R, d, n, steps, const float* adam[steps*ADAM_K] (adam_table), lambda,
-        // float* loss[c*steps] or NULL);
+        // float* loss[c*steps] or NULL), and their *_clocks_f32 twins, which take one more
+        // argument, u64* clocks[c * clocks::record_len(steps, phases)] (checked above);
         // grid = one block per SAE, smem = that kernel's launch::*_smem_bytes, checked above.
         unsafe { b.launch(cfg((c_u, 1, 1), launch::PERSIST_THREADS, smem_u)) }.cuda(name)?;
         Ok(())

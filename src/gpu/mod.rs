@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub mod bench;
+pub mod clocks;
 pub mod end_to_end;
 pub mod floor;
 pub mod launch;

@@ -68,6 +68,15 @@ impl GpuContext {
     ) -> Result<TrainOutput> {
         match self.never {}
     }
+    pub fn train_saes_clocked(
+        &self,
+        _x: &[f32],
+        _rows: usize,
+        _init: &[SaeParams],
+        _cfg: &TrainConfig,
+    ) -> Result<(TrainOutput, super::clocks::PhaseProfile)> {
+        match self.never {}
+    }
     pub fn train_saes_tensor(
         &self,
         _x: &candle_core::Tensor,

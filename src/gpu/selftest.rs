@@ -178,6 +178,7 @@ pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
     check_encode(&gpu, &mut run, seed);
     check_train_steps(&gpu, &mut run, seed);
     check_train_batched_equals_separate(&gpu, &mut run, seed);
+    check_train_clocks(&gpu, &mut run, seed);
     check_train_full(&gpu, &mut run, seed, opts.quick);
     if !opts.kernels_only {
         let (n, steps) = if opts.quick { (12, 100) } else { (32, 500) };
@@ -601,6 +602,71 @@ fn check_train_batched_equals_separate(gpu: &GpuContext, run: &mut Run, seed: u6
                 note: "one launch of N SAEs against N launches of one: bitwise".into(),
             }),
             Err(e) => run.err(&name, shape, e),
+        }
+    }
+}
+
+/// The persistent trainers' phase-clock twins (`bench`'s phase profile) must train exactly
+/// as the plain kernels do, and leave a well-formed record (`clocks::profile` checks that
+/// every block wrote one and that its clock never runs backwards).
+fn check_train_clocks(gpu: &GpuContext, run: &mut Run, seed: u64) {
+    // (count, rows, d, n, steps)
+    for (i, &(count, rows, d, n, steps)) in [
+        (3usize, 10usize, 64usize, 200usize, 4u32),
+        (2, 7, 40, 96, 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (x, init) = sae_inputs(count, rows, d, n, seed + 1800 + i as u64);
+        for path in [TrainPath::PersistentTiled, TrainPath::Persistent] {
+            if !path_fits(gpu, path, rows, d, n) {
+                continue;
+            }
+            let name = format!("sae_train {path:?} clocks");
+            let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
+            let cfg = TrainConfig {
+                steps,
+                path,
+                ..TrainConfig::default()
+            };
+            let res = gpu.train_saes(&x, rows, &init, &cfg).and_then(|plain| {
+                let (clocked, prof) = gpu.train_saes_clocked(&x, rows, &init, &cfg)?;
+                let (mut diff, mut total) = (0usize, 0usize);
+                for (a, b) in plain.params.iter().zip(&clocked.params) {
+                    let (a, b) = (flat(a), flat(b));
+                    total += a.len();
+                    diff += a
+                        .iter()
+                        .zip(&b)
+                        .filter(|(p, q)| p.to_bits() != q.to_bits())
+                        .count();
+                }
+                let well_formed = prof.blocks == count
+                    && prof.steps == steps
+                    && prof.step_cycles > 0.0
+                    && prof.waves >= 1;
+                Ok((diff, total, well_formed, prof.phases.len()))
+            });
+            match res {
+                Ok((diff, total, well_formed, phases)) => run.push(CheckResult {
+                    kernel: name,
+                    shape,
+                    pass: diff == 0 && well_formed,
+                    max_abs_err: 0.0,
+                    mismatches: diff,
+                    total,
+                    note: format!(
+                        "params against the plain kernel: bitwise; {phases} phases a step{}",
+                        if well_formed {
+                            ""
+                        } else {
+                            ", record NOT well formed"
+                        }
+                    ),
+                }),
+                Err(e) => run.err(&name, shape, e),
+            }
         }
     }
 }
