@@ -409,6 +409,8 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "sae_epilogue_f32",
             "sae_train_persistent_f32",
             "sae_train_tiled_f32",
+            "sae_train_persistent_clocks_f32",
+            "sae_train_tiled_clocks_f32",
         ],
     ),
     ("util.cu", &["fill_uniform_f32"]),
@@ -506,8 +508,19 @@ mod source_tests {
     fn persistent_layout_matches_kernel_comment() {
         let src = source("sae.cu");
         assert!(src.contains("total = n(d+1) + d(n+1) + 2n + d + 3Rd + 2Rn + 64"));
-        assert!(src.contains("__launch_bounds__(512, 1)\nsae_train_persistent_f32"));
-        assert!(src.contains("__launch_bounds__(512, 1)\nsae_train_tiled_f32"));
+        for k in ["persistent", "tiled"] {
+            assert!(src.contains(&format!(
+                "__launch_bounds__(512, 1) sae_train_{k}_f32(PERSIST_PARAMS)"
+            )));
+            assert!(src.contains(&format!(
+                "__launch_bounds__(512, 1)\nsae_train_{k}_clocks_f32(PERSIST_PARAMS"
+            )));
+        }
+        assert!(src.contains("#define PERSIST_PHASES 8") && src.contains("#define TILED_PHASES 6"));
+        assert!(src.contains("#define CLOCK_HEAD 4"));
+        assert_eq!(super::super::clocks::CLOCK_HEAD, 4);
+        assert_eq!(super::super::clocks::PERSIST_PHASES.len(), 8);
+        assert_eq!(super::super::clocks::TILED_PHASES.len(), 6);
         assert!(src.contains("#define PERSIST_MAXQ 8"));
         assert_eq!(super::PERSIST_MAX_ROW, 32 * 8);
         assert!(source("hook.cu").contains("#define HOOK_BT 16"));
