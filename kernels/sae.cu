@@ -75,6 +75,28 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;  // all lanes
 }
 
+// warp_sum of every a[i] (and b[i]), the butterflies interleaved: each value sees exactly
+// warp_sum's sequence of adds, so the sums are bit-identical to N (2N) warp_sum calls, but a
+// warp issues N (2N) independent shuffles per level and waits once per level, not once per
+// shuffle chain.
+template <int N>
+__device__ __forceinline__ void warp_sums(float (&a)[N]) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+        for (int i = 0; i < N; ++i) a[i] += __shfl_xor_sync(0xffffffffu, a[i], off);
+}
+template <int N>
+__device__ __forceinline__ void warp_sums(float (&a)[N], float (&b)[N]) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            a[i] += __shfl_xor_sync(0xffffffffu, a[i], off);
+            b[i] += __shfl_xor_sync(0xffffffffu, b[i], off);
+        }
+}
+
 // The library's gradient hook: g - (sum g*w) * w/||w|| (a zero row keeps its gradient).
 __device__ __forceinline__ float radial(float g, float dot, float w, float nrm) {
     return nrm == 0.f ? g : g - dot * (w / nrm);
@@ -1123,39 +1145,59 @@ __device__ __forceinline__ void tiled_rows_update(float *W, unsigned ldw, unsign
             for (int jj = 0; jj < TJ; ++jj) g[jj][q] = fmaf(a[jj], b, g[jj][q]);
         }
     }
+    // The TJ rows' warp reductions run interleaved (warp_sums): 3 rounds of TJ- or
+    // 2TJ-wide independent shuffles instead of 3 TJ dependent warp_sum calls, so a warp waits
+    // on one shuffle latency per butterfly level, not one per row. Each value goes through
+    // warp_sum's butterfly unchanged, so every result is bit-identical to one row at a time.
+    // Rows past rows_total (the last task of a weight) reduce zeros and write nothing.
+    float dot[TJ], ss[TJ];
 #pragma unroll
     for (int jj = 0; jj < TJ; ++jj) {
         const unsigned row = row0 + jj;
-        if (row >= rows_total) break;  // warp-uniform
-        float *wr = W + (size_t)row * ldw;
-        float dot = 0.f, ss = 0.f;
+        const float *wr = W + (size_t)min(row, rows_total - 1u) * ldw;
+        dot[jj] = 0.f;
+        ss[jj] = 0.f;
 #pragma unroll
         for (int q = 0; q < Q; ++q) {
             const unsigned e = lane + 32u * q;
-            if (e < len) {
+            if (row < rows_total && e < len) {
                 g[jj][q] = scale * g[jj][q];
-                dot += g[jj][q] * wr[e];
-                ss += wr[e] * wr[e];
+                dot[jj] += g[jj][q] * wr[e];
+                ss[jj] += wr[e] * wr[e];
             }
         }
-        dot = warp_sum(dot);
-        const float nrm = sqrtf(warp_sum(ss));
-        float ss2 = 0.f;
+    }
+    warp_sums<TJ>(dot, ss);
+    float ss2[TJ];
+#pragma unroll
+    for (int jj = 0; jj < TJ; ++jj) {
+        const unsigned row = row0 + jj;
+        ss2[jj] = 0.f;
+        if (row >= rows_total) continue;  // warp-uniform
+        const float *wr = W + (size_t)row * ldw;
+        const float nrm = sqrtf(ss[jj]);
 #pragma unroll
         for (int q = 0; q < Q; ++q) {
             const unsigned e = lane + 32u * q;
             if (e < len) {
                 const float w = wr[e];
-                const float gr = radial(g[jj][q], dot, w, nrm);
+                const float gr = radial(g[jj][q], dot[jj], w, nrm);
                 const float wn = adam_update(w, gr, &mq[jj][q], &vq[jj][q], ad);
                 m[(size_t)row * len + e] = mq[jj][q];
                 v[(size_t)row * len + e] = vq[jj][q];
                 g[jj][q] = wn;  // the register now holds the new weight
-                ss2 += wn * wn;
+                ss2[jj] += wn * wn;
             }
         }
+    }
+    if (renorm) warp_sums<TJ>(ss2);  // block-uniform
+#pragma unroll
+    for (int jj = 0; jj < TJ; ++jj) {
+        const unsigned row = row0 + jj;
+        if (row >= rows_total) break;  // warp-uniform
+        float *wr = W + (size_t)row * ldw;
         if (renorm) {  // block-uniform
-            const float nrm2 = fmaxf(sqrtf(warp_sum(ss2)), 1e-12f);
+            const float nrm2 = fmaxf(sqrtf(ss2[jj]), 1e-12f);
 #pragma unroll
             for (int q = 0; q < Q; ++q) {
                 const unsigned e = lane + 32u * q;
