@@ -1113,35 +1113,22 @@ impl GpuContext {
         let Persistent { tiled, clock_buf } = kernel;
         let (c, d, n) = (s.count, s.d, s.n);
         let limit = self.smem_optin as u64;
-        let (kernel, name, smem, fits) = match (tiled, clock_buf.is_some()) {
-            (true, clocked) => (
-                if clocked {
-                    &self.k.tiled_clocks
-                } else {
-                    &self.k.tiled
-                },
-                if clocked {
-                    "sae_train_tiled_clocks_f32"
-                } else {
-                    "sae_train_tiled_f32"
-                },
+        let (kernel, name) = match (tiled, clock_buf.is_some()) {
+            (true, false) => (&self.k.tiled, "sae_train_tiled_f32"),
+            (true, true) => (&self.k.tiled_clocks, "sae_train_tiled_clocks_f32"),
+            (false, false) => (&self.k.persistent, "sae_train_persistent_f32"),
+            (false, true) => (&self.k.persistent_clocks, "sae_train_persistent_clocks_f32"),
+        };
+        let (smem, fits) = if tiled {
+            (
                 launch::tiled_smem_bytes(rows, d, n),
                 launch::tiled_fits(rows, d, n, limit),
-            ),
-            (false, clocked) => (
-                if clocked {
-                    &self.k.persistent_clocks
-                } else {
-                    &self.k.persistent
-                },
-                if clocked {
-                    "sae_train_persistent_clocks_f32"
-                } else {
-                    "sae_train_persistent_f32"
-                },
+            )
+        } else {
+            (
                 launch::persistent_smem_bytes(rows, d, n),
                 launch::persistent_fits(rows, d, n, limit),
-            ),
+            )
         };
         let phases = if tiled {
             clocks::TILED_PHASES.len()

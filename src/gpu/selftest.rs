@@ -536,6 +536,17 @@ fn sae_inputs(
     (x, params)
 }
 
+/// Elements whose bits differ (every element of the longer side counts when the lengths do).
+fn bit_mismatches(a: &[f32], b: &[f32]) -> usize {
+    if a.len() != b.len() {
+        return a.len().max(b.len());
+    }
+    a.iter()
+        .zip(b)
+        .filter(|(p, q)| p.to_bits() != q.to_bits())
+        .count()
+}
+
 fn flat(p: &SaeParams) -> Vec<f32> {
     [&p.w_enc[..], &p.b_enc[..], &p.w_dec[..], &p.b[..]].concat()
 }
@@ -583,11 +594,7 @@ fn check_train_batched_equals_separate(gpu: &GpuContext, run: &mut Run, seed: u6
                 ]
                 .concat();
                 total += a.len();
-                diff += a
-                    .iter()
-                    .zip(&b)
-                    .filter(|(p, q)| p.to_bits() != q.to_bits())
-                    .count();
+                diff += bit_mismatches(&a, &b);
             }
             Ok((diff, total))
         });
@@ -636,11 +643,7 @@ fn check_train_clocks(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 for (a, b) in plain.params.iter().zip(&clocked.params) {
                     let (a, b) = (flat(a), flat(b));
                     total += a.len();
-                    diff += a
-                        .iter()
-                        .zip(&b)
-                        .filter(|(p, q)| p.to_bits() != q.to_bits())
-                        .count();
+                    diff += bit_mismatches(&a, &b);
                 }
                 let well_formed = prof.blocks == count
                     && prof.steps == steps
