@@ -1,6 +1,7 @@
 // headcode-emu's own test: the fiber runtime runs correct kernels correctly and reports
 // the faults a GPU would hang or misbehave on. Built and run by emu/build.sh --test.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -87,6 +88,15 @@ void shuffle_from_exited(float *y) {
     y[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.f, 16);
 }
 
+// Thread 0 reads the device clock three times, with barriers between (the phase-clock
+// twins' pattern).
+void clock_reads(long long *out) {
+    for (int i = 0; i < 3; ++i) {
+        if (threadIdx.x == 0) out[blockIdx.x * 3 + i] = clock64();
+        __syncthreads();
+    }
+}
+
 int failures = 0;
 void expect(bool ok, const char *what) {
     std::printf("%s %s\n", ok ? "ok  " : "FAIL", what);
@@ -103,8 +113,11 @@ EMU_REGISTER(shift_no_barrier, 0);
 EMU_REGISTER(chain_blocks, 0);
 EMU_REGISTER(cross_warp_after_shuffle, 0);
 EMU_REGISTER(shuffle_from_exited, 0);
+EMU_REGISTER(clock_reads, 0);
 
 int main() {
+    // Read once, at the first clock read: the counting clock (the schedule digests' setting).
+    setenv("HEADCODE_EMU_CLOCK", "count", 1);
     auto launch = [](const char *name, std::vector<void *> args, dim3 g, dim3 b, std::size_t smem) {
         const emu::Kernel *k = emu::find_kernel(name);
         if (!k) return std::string("no kernel ") + name;
@@ -215,6 +228,17 @@ int main() {
     expect(!emu::set_schedule("random:-3").empty() && !emu::set_schedule("random:").empty() &&
                !emu::set_schedule("random:1x").empty() && emu::set_schedule("random:0").empty(),
            "random:SEED needs a decimal seed");
+    // HEADCODE_EMU_CLOCK=count: each block's clock counts its reads from 1, whatever order
+    // the blocks and threads run in.
+    bool counts = true;
+    for (const char *sched : {"forward", "random:3", "warps-reverse"}) {
+        emu::set_schedule(sched);
+        std::vector<long long> c(4 * 3, 0);
+        long long *cp = c.data();
+        err = launch("clock_reads", {&cp}, dim3{4, 1, 1}, dim3{64, 1, 1}, 0);
+        for (unsigned i = 0; i < c.size(); ++i) counts = counts && err.empty() && c[i] == (long long)(i % 3 + 1);
+    }
+    expect(counts, "HEADCODE_EMU_CLOCK=count: a block's clock counts its reads, in every schedule");
     emu::set_schedule("forward");
     return failures ? 1 : 0;
 }
