@@ -19,6 +19,9 @@ set -uo pipefail
 OUT=${OUT:-out/gpu-check}
 STAGES=" ${STAGES:-selftest small xl baselines peer} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
+# Seconds each step took, so the next device call can be planned within its time limit
+# (also in $OUT/durations.txt).
+took() { echo "--- $1 took $(($SECONDS - $2)) s (exit status $3)" | tee -a "$OUT/durations.txt"; }
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 PY=/opt/torch/.venv/bin/python
@@ -36,8 +39,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 selftest_rc=0
 if want selftest; then
     echo "=== selftest ==="
+    t0=$SECONDS
     timeout ${SELFTEST_TIMEOUT:-210} "$BIN" selftest --device cuda 2>&1 | tee "$OUT/selftest.log"
     selftest_rc=${PIPESTATUS[0]}
+    took selftest $t0 $selftest_rc
     echo "selftest exit status: $selftest_rc"
 fi
 
@@ -52,14 +57,20 @@ fi
 
 echo "=== bench (ours) ==="
 if want small; then
+    t0=$SECONDS
     timeout 150 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
+    took "bench small" $t0 ${PIPESTATUS[0]}
 fi
 if want xl; then
+    t0=$SECONDS
     timeout 130 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
+    took "bench xl" $t0 ${PIPESTATUS[0]}
 fi
 # The baselines' unit costs (ACDC head / edge test, EAP batch) with a CUDA-vs-CPU check.
 if want baselines; then
+    t0=$SECONDS
     timeout 150 "$BIN" bench --device cuda --baselines --reps 5 --json "$OUT/bench_baselines.json" 2>&1 | tee "$OUT/bench_baselines.log"
+    took "bench baselines" $t0 ${PIPESTATUS[0]}
 fi
 
 if want peer; then
@@ -69,7 +80,9 @@ if want peer; then
         if [ -f "$p" ]; then PEER=$p; break; fi
     done
     if [ -n "$PEER" ]; then
+        t0=$SECONDS
         PYTHONUNBUFFERED=1 timeout 170 "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
+        took peer $t0 ${PIPESTATUS[0]}
     else
         echo "peer_bench.py not found (looked in shared/bench and ../shared/bench)" | tee "$OUT/peer.log"
     fi
