@@ -236,7 +236,8 @@ int main() {
         std::vector<long long> c(4 * 3, 0);
         long long *cp = c.data();
         err = launch("clock_reads", {&cp}, dim3{4, 1, 1}, dim3{64, 1, 1}, 0);
-        for (unsigned i = 0; i < c.size(); ++i) counts = counts && err.empty() && c[i] == (long long)(i % 3 + 1);
+        for (unsigned i = 0; i < c.size(); ++i)
+            counts = counts && err.empty() && c[i] == (long long)(i % 3 + 1);
     }
     expect(counts, "HEADCODE_EMU_CLOCK=count: a block's clock counts its reads, in every schedule");
     emu::set_schedule("forward");

@@ -647,13 +647,15 @@ mod imp {
     /// tiled one ran (`sae_per_head_z_untiled`). A shape neither fits gives no entry.
     fn phase_clock_runs(gpu: &GpuContext, sh: &ShapeDims) -> Vec<PhaseClocksEntry> {
         let (h, dh, n, ex) = (sh.heads, sh.d_head, sh.features, sh.sae_examples);
-        let auto = gpu.auto_train_path(ex, dh, n);
-        let mut runs = vec![("sae_per_head_z", auto)];
-        if auto == TrainPath::PersistentTiled {
-            runs.push(("sae_per_head_z_untiled", TrainPath::Persistent));
-        }
+        let runs = match gpu.auto_train_path(ex, dh, n) {
+            TrainPath::PersistentTiled => vec![
+                ("sae_per_head_z", TrainPath::PersistentTiled),
+                ("sae_per_head_z_untiled", TrainPath::Persistent),
+            ],
+            TrainPath::Persistent => vec![("sae_per_head_z", TrainPath::Persistent)],
+            _ => Vec::new(),
+        };
         runs.into_iter()
-            .filter(|(_, p)| matches!(p, TrainPath::Persistent | TrainPath::PersistentTiled))
             .enumerate()
             .map(|(i, (stage, path))| {
                 let run = || -> Result<crate::gpu::clocks::PhaseProfile> {

@@ -119,7 +119,7 @@ pub fn profile(
         )));
     }
     let mut per_phase: Vec<Vec<f64>> = vec![Vec::with_capacity(blocks * steps as usize); p];
-    let (mut spans_ns, mut loop_cycles, mut loop_ns) = (Vec::with_capacity(blocks), 0f64, 0f64);
+    let (mut spans_ns, mut loop_cycles) = (Vec::with_capacity(blocks), 0f64);
     let (mut first_ns, mut last_ns) = (u64::MAX, 0u64);
     let mut per_sm: std::collections::BTreeMap<u64, usize> = Default::default();
     for (b, rec) in raw.chunks_exact(len).enumerate() {
@@ -147,12 +147,12 @@ pub fn profile(
             prev = stamp;
         }
         loop_cycles += (prev - loop_start) as f64;
-        loop_ns += (end - start) as f64;
         spans_ns.push((end - start) as f64);
         first_ns = first_ns.min(start);
         last_ns = last_ns.max(end);
         *per_sm.entry(sm).or_default() += 1;
     }
+    let loop_ns: f64 = spans_ns.iter().sum();
     let cycles_per_ns = if loop_ns > 0.0 {
         loop_cycles / loop_ns
     } else {

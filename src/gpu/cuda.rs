@@ -102,6 +102,16 @@ impl Persistent<'_> {
             clock_buf: None,
         }
     }
+
+    /// The kernel this runs (sae.cu).
+    fn name(&self) -> &'static str {
+        match (self.tiled, self.clock_buf.is_some()) {
+            (true, false) => "sae_train_tiled_f32",
+            (true, true) => "sae_train_tiled_clocks_f32",
+            (false, false) => "sae_train_persistent_f32",
+            (false, true) => "sae_train_persistent_clocks_f32",
+        }
+    }
 }
 
 /// The GEMM behind the batched trainer's step.
@@ -931,6 +941,14 @@ impl GpuContext {
         })
     }
 
+    /// `path`, with `Auto` resolved for these sizes.
+    fn resolve_path(&self, path: TrainPath, rows: usize, d: usize, n: usize) -> TrainPath {
+        match path {
+            TrainPath::Auto => self.auto_train_path(rows, d, n),
+            p => p,
+        }
+    }
+
     /// Which path `Auto` picks for these sizes.
     pub fn auto_train_path(&self, rows: usize, d: usize, n: usize) -> TrainPath {
         if launch::tiled_fits(rows, d, n, self.smem_optin as u64) {
@@ -961,10 +979,7 @@ impl GpuContext {
                 return Err(Error::InvalidInput("train: loss buffer too small".into()));
             }
         }
-        let path = match tc.path {
-            TrainPath::Auto => self.auto_train_path(rows, d, n),
-            p => p,
-        };
+        let path = self.resolve_path(tc.path, rows, d, n);
         if tc.steps == 0 {
             return Ok(path);
         }
@@ -1030,17 +1045,9 @@ impl GpuContext {
         if x.len() < c * rows * d {
             return Err(Error::InvalidInput("train: x buffer too small".into()));
         }
-        let tiled = match tc.path {
-            TrainPath::Auto => self.auto_train_path(rows, d, n),
-            p => p,
-        };
-        let (tiled, kernel, names): (bool, &str, &[&str]) = match tiled {
-            TrainPath::PersistentTiled => (true, "sae_train_tiled_clocks_f32", &clocks::TILED_PHASES),
-            TrainPath::Persistent => (
-                false,
-                "sae_train_persistent_clocks_f32",
-                &clocks::PERSIST_PHASES,
-            ),
+        let (tiled, names): (bool, &[&str]) = match self.resolve_path(tc.path, rows, d, n) {
+            TrainPath::PersistentTiled => (true, &clocks::TILED_PHASES),
+            TrainPath::Persistent => (false, &clocks::PERSIST_PHASES),
             p => {
                 return Err(Error::InvalidInput(format!(
                     "phase clocks need a persistent trainer ({p:?} launches kernels per step: its step breakdown times them with events)"
@@ -1058,6 +1065,7 @@ impl GpuContext {
             tiled,
             clock_buf: Some(&mut buf),
         };
+        let kernel = run.name();
         self.train_persistent(x, rows, s, tc, None, run)?;
         let raw = self.download(&buf, len)?;
         clocks::profile(kernel, &raw, c, tc.steps, names)
@@ -1075,11 +1083,9 @@ impl GpuContext {
         checks::train_inputs(x.len(), rows, init)?;
         let xd = self.upload(x)?;
         let mut saes = self.upload_saes(init)?;
-        let prof = self.d_phase_clocks(&xd, rows, &mut saes, cfg_t)?;
-        let path = match cfg_t.path {
-            TrainPath::Auto => self.auto_train_path(rows, saes.d, saes.n),
-            p => p,
-        };
+        let path = self.resolve_path(cfg_t.path, rows, saes.d, saes.n);
+        let cfg = TrainConfig { path, ..*cfg_t };
+        let prof = self.d_phase_clocks(&xd, rows, &mut saes, &cfg)?;
         let params = self.download_saes(&saes)?;
         Ok((
             TrainOutput {
@@ -1110,14 +1116,15 @@ impl GpuContext {
         loss: Option<&mut CudaSlice<f32>>,
         kernel: Persistent<'_>,
     ) -> Result<()> {
+        let name = kernel.name();
         let Persistent { tiled, clock_buf } = kernel;
         let (c, d, n) = (s.count, s.d, s.n);
         let limit = self.smem_optin as u64;
-        let (kernel, name) = match (tiled, clock_buf.is_some()) {
-            (true, false) => (&self.k.tiled, "sae_train_tiled_f32"),
-            (true, true) => (&self.k.tiled_clocks, "sae_train_tiled_clocks_f32"),
-            (false, false) => (&self.k.persistent, "sae_train_persistent_f32"),
-            (false, true) => (&self.k.persistent_clocks, "sae_train_persistent_clocks_f32"),
+        let kernel = match (tiled, clock_buf.is_some()) {
+            (true, false) => &self.k.tiled,
+            (true, true) => &self.k.tiled_clocks,
+            (false, false) => &self.k.persistent,
+            (false, true) => &self.k.persistent_clocks,
         };
         let (smem, fits) = if tiled {
             (

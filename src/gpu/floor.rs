@@ -1,5 +1,6 @@
-//! Hardware floors of the SAE training stages and of the model's forward pass: the least time the device's peak FP32 rate
-//! and DRAM bandwidth allow, from the device's own attributes. `bench` prints them beside
+//! Hardware floors of the SAE training stages and of the model's forward pass: the least
+//! time the device's peak FP32 rate and DRAM bandwidth allow, from the device's own
+//! attributes. `bench` prints them beside
 //! each measured stage, so a target can be judged against what the hardware permits (the
 //! issue's per-head-on-result target is stated as a multiple of such a floor).
 //!
@@ -80,13 +81,6 @@ pub fn sae_floor(
     let (c, r, d, n, t) = (count as f64, rows as f64, d as f64, n as f64, steps as f64);
     let per_sae_step = 5.0 * 2.0 * r * n * d;
     let gemm_flops = c * t * per_sae_step;
-    let ms = |flops: f64, rate: f64| {
-        if rate > 0.0 {
-            1e3 * flops / rate
-        } else {
-            f64::NAN
-        }
-    };
     let waves = (count as u64).div_ceil(lim.sms.max(1) as u64) as f64;
     let state_bytes = count as u64 * 3 * (2 * d as u64 * n as u64 + n as u64 + d as u64) * 4;
     let bw = lim.dram_bytes_per_s();
@@ -95,9 +89,9 @@ pub fn sae_floor(
     SaeFloor {
         stage: stage.into(),
         gemm_flops,
-        compute_ms: ms(gemm_flops, lim.peak_flops()),
+        compute_ms: ms_at(gemm_flops, lim.peak_flops()),
         compute_one_block_per_sae_ms: (count > 1)
-            .then(|| ms(waves * t * per_sae_step, lim.sm_flops())),
+            .then(|| ms_at(waves * t * per_sae_step, lim.sm_flops())),
         state_bytes,
         dram_ms,
     }
@@ -175,14 +169,18 @@ pub fn forward_floor(f: &ForwardDims, lim: &DeviceLimits) -> ForwardFloor {
     let prompts = f.prompts as f64;
     let flops = layers * (prompts * t * per_token_layer + prompts * attn_per_prompt_layer)
         + 2.0 * d * f.vocab as f64 * f.logit_rows as f64;
-    let peak = lim.peak_flops();
     ForwardFloor {
         flops,
-        compute_ms: if peak > 0.0 {
-            1e3 * flops / peak
-        } else {
-            f64::NAN
-        },
+        compute_ms: ms_at(flops, lim.peak_flops()),
+    }
+}
+
+/// Milliseconds for `flops` at `rate` FLOP/s; NaN for an unknown (zero) rate.
+fn ms_at(flops: f64, rate: f64) -> f64 {
+    if rate > 0.0 {
+        1e3 * flops / rate
+    } else {
+        f64::NAN
     }
 }
 

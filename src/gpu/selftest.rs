@@ -902,21 +902,22 @@ fn check_end_to_end(run: &mut Run, (n, steps): (usize, usize)) {
     ] {
         let name = format!("discover end to end, {mode:?} SAE on {on:?}");
         let check = |kernel: String, a: &super::end_to_end::Agreement| {
-            CheckResult {
-            kernel,
-            shape: shape.clone(),
-            pass: a.passes(),
-            max_abs_err: a.max_auc_diff,
-            mismatches: ((1.0 - a.code_agreement) * a.codes as f64).round() as usize,
-            total: a.codes,
-            note: format!(
+            let note = format!(
                 "codes equal on {:.2}% (>= 99%), largest AUC difference {:.4} ({}; <= 0.01), task accuracy/metric difference {:.2e} (<= 0.01)",
                 100.0 * a.code_agreement,
                 a.max_auc_diff,
                 a.worst_scorer,
                 a.max_task_diff
-            ),
-        }
+            );
+            CheckResult {
+                kernel,
+                shape: shape.clone(),
+                pass: a.passes(),
+                max_abs_err: a.max_auc_diff,
+                mismatches: ((1.0 - a.code_agreement) * a.codes as f64).round() as usize,
+                total: a.codes,
+                note,
+            }
         };
         // The same run again with TF32 forward GEMMs (off by default), reported, not counted.
         match discover_agreement(
