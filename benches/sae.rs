@@ -3,7 +3,10 @@
 //! - `shared_step`: one full-batch training step of the shared SAE, rows × d → 200
 //!   (GPT-2 small: 10 examples × 144 heads = 1440 rows, d 768; SmolLM2-135M: 10 × 270 =
 //!   2700 rows, d 576). Throughput in rows/s.
-//! - `per_head_step`: one step of 144 per-head SAEs on 10 examples each (d 64 and 768).
+//! - `per_head_step`: one lockstep step of 144 per-head SAEs on 10 examples each (d 64 and
+//!   768), `step_per_head`.
+//! - `per_head_train_50_steps`: `train_per_head` (what `discover` runs) for 50 steps, each
+//!   worker training its heads one after another.
 //! - `encode_codes_node`: encode 500 examples × 144 heads (d 768) with a shared SAE, argmax,
 //!   node score. Throughput in (example, head) vectors/s.
 //! - `baselines`: class-mean distance, Fisher ratio and mean norm, host and tensor-op forms.
@@ -56,6 +59,26 @@ fn per_head_step(c: &mut Criterion) {
                     sae::step_per_head(&mut saes, &mut adams, &xs, batch, cfg.lambda).unwrap(),
                 )
             })
+        });
+    }
+    g.finish();
+}
+
+/// What `discover` runs: `train_per_head`, each worker training its heads one after another
+/// for all steps. 50 steps here (initialisation included); a step costs about the time / 50.
+fn per_head_train(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per_head_train_50_steps");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let (batch, heads) = (10, 144);
+    for d in [64, 768] {
+        let cfg = SaeConfig {
+            steps: 50,
+            ..SaeConfig::default()
+        };
+        let x = data(batch * heads * d, 2);
+        g.throughput(Throughput::Elements((batch * heads * cfg.steps) as u64));
+        g.bench_function(BenchmarkId::new("144heads_10ex", d), |b| {
+            b.iter(|| black_box(sae::train_per_head(&x, batch, heads, d, &cfg).unwrap()))
         });
     }
     g.finish();
@@ -136,6 +159,7 @@ criterion_group!(
     benches,
     shared_step,
     per_head_step,
+    per_head_train,
     encode_codes_node,
     baselines
 );

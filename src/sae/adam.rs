@@ -68,21 +68,61 @@ impl Adam {
         let bc2 = 1.0 - (self.beta2 as f64).powf(t);
         let step_size = (self.lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
-        let w1 = 1.0 - self.beta1;
-        let w2 = 1.0 - self.beta2;
-        let (beta2, eps) = (self.beta2, self.eps);
+        let c = Consts {
+            w1: 1.0 - self.beta1,
+            w2: 1.0 - self.beta2,
+            beta2: self.beta2,
+            eps: self.eps,
+            step_size,
+            bc2_sqrt,
+        };
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            // Zipped iterators (no bounds checks) so the loop vectorises; same arithmetic.
-            let mv = self.m[i].iter_mut().zip(self.v[i].iter_mut());
-            for ((pj, &gj), (mj, vj)) in p.iter_mut().zip(g.iter()).zip(mv) {
-                *mj += w1 * (gj - *mj);
-                *vj = *vj * beta2 + w2 * gj * gj;
-                let denom = vj.sqrt() / bc2_sqrt + eps;
-                *pj -= step_size * (*mj / denom);
-            }
+            update(p, g, &mut self.m[i], &mut self.v[i], &c);
         }
         Ok(())
     }
+}
+
+/// One step's scalars, shared by every element.
+struct Consts {
+    w1: f32,
+    w2: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+/// The per-element update, on whatever vector width the caller was compiled for. Zipped
+/// iterators (no bounds checks) so the loop vectorises. Rust never fuses a multiply and an
+/// add and sqrt and division are correctly rounded, so every width gives the same bits.
+#[inline(always)]
+fn update_body(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Consts) {
+    let mv = m.iter_mut().zip(v.iter_mut());
+    for ((pj, &gj), (mj, vj)) in p.iter_mut().zip(g.iter()).zip(mv) {
+        *mj += c.w1 * (gj - *mj);
+        *vj = *vj * c.beta2 + c.w2 * gj * gj;
+        let denom = vj.sqrt() / c.bc2_sqrt + c.eps;
+        *pj -= c.step_size * (*mj / denom);
+    }
+}
+
+/// The same loop compiled for AVX2: eight lanes of sqrt and division instead of the
+/// baseline's four, half the time of a per-head SAE's Adam step on the 2-core VM.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Consts) {
+    update_body(p, g, m, v, c)
+}
+
+fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Consts) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU has AVX2 (checked on the line above), the only requirement of a
+        // `target_feature(enable = "avx2")` function; its body is safe Rust.
+        return unsafe { update_avx2(p, g, m, v, c) };
+    }
+    update_body(p, g, m, v, c)
 }
 
 #[cfg(test)]
@@ -118,6 +158,39 @@ mod tests {
             pr -= lr * mh / (vh.sqrt() + eps);
         }
         assert!((p[0] as f64 - pr).abs() < 1e-6, "{} vs {pr}", p[0]);
+    }
+
+    /// The dispatched update (AVX2 where the CPU has it) gives the bits of the baseline
+    /// loop, over lengths that leave vector remainders.
+    #[test]
+    fn vector_widths_give_the_same_bits() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for len in [1, 7, 8, 9, 64, 1000, 12_803] {
+            let mut r =
+                |s: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(-s..s)).collect() };
+            let (p, g, m) = (r(1.0), r(3.0), r(0.1));
+            let v: Vec<f32> = r(0.01).iter().map(|x| x.abs()).collect();
+            let c = Consts {
+                w1: 0.1,
+                w2: 0.001,
+                beta2: 0.999,
+                eps: 1e-8,
+                step_size: 1e-3 / 0.271,
+                bc2_sqrt: 0.0447,
+            };
+            let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
+            let (mut p2, mut m2, mut v2) = (p, m, v);
+            update(&mut p1, &g, &mut m1, &mut v1, &c);
+            update_body(&mut p2, &g, &mut m2, &mut v2, &c);
+            for (a, b) in [(&p1, &p2), (&m1, &m2), (&v1, &v2)] {
+                let diff = a
+                    .iter()
+                    .zip(b.iter())
+                    .filter(|(x, y)| x.to_bits() != y.to_bits());
+                assert_eq!(diff.count(), 0, "length {len}");
+            }
+        }
     }
 
     #[test]

@@ -1,11 +1,30 @@
-//! Dense f32 matrix products for the SAE, done by candle's CPU backend (the `gemm` crate).
+//! Dense f32 matrix products for the SAE, by the `gemm` crate (the kernel candle's CPU
+//! backend calls), called directly.
 //!
-//! Why candle and not a loop: the shared SAE does five (rows × d × n) products per step,
-//! about 3 GFLOP at SmolLM2 sizes, 500 times. `gemm` splits work between threads over
-//! output blocks only and sums each output's k terms in a fixed order, so the result does
-//! not depend on the thread count or on the run: training stays bitwise deterministic.
+//! Why `gemm`: the shared SAE does five (rows × d × n) products per step, about 3 GFLOP at
+//! SmolLM2 sizes, 500 times. `gemm` splits work between threads over output blocks only
+//! and sums each output's k terms in a fixed order, so the result does not depend on the
+//! thread count or on the run: training stays bitwise deterministic.
+//!
+//! Why directly and not through a candle `Tensor`: the per-head SAEs do products of
+//! 10 × 64 × 200, where building tensors, copying the operands in and the product out, and
+//! handing the call to rayon cost five times the arithmetic (57 µs against 10 µs a product
+//! on the 2-core VM). The call is the one candle makes, so the products are bitwise the same
+//! (`matches_candle_bitwise`).
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use std::sync::OnceLock;
+
+/// Products with fewer multiply-adds than this run on the calling thread: below it, handing
+/// work to rayon costs more than it saves, and the per-head trainers already run one SAE per
+/// thread. (The threading never changes a result, see the module comment.)
+const PARALLEL_MIN_FMAS: usize = 1 << 23;
+
+/// candle's CPU thread count, asked once: `candle_core::utils::get_num_threads` reads
+/// `/proc/cpuinfo` on every call, which cost more than a per-head product itself.
+fn threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+}
 
 /// `op(A) · op(B)` for row-major `A` [a_rows, a_cols] and `B` [b_rows, b_cols], where
 /// `op` transposes when the flag is set. Returns the row-major product.
@@ -42,20 +61,47 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return Ok(Vec::new());
     }
+    let mut c = vec![0.0f32; m * n];
     if k == 0 {
-        return Ok(vec![0.0; m * n]);
+        return Ok(c);
     }
-    let dev = Device::Cpu;
-    let mut ta_t = Tensor::from_slice(a, (a_rows, a_cols), &dev)?;
-    if ta {
-        ta_t = ta_t.t()?;
+    // Strides of op(A) and op(B) in elements: (column stride, row stride).
+    let (a_cs, a_rs) = if ta { (a_cols, 1) } else { (1, a_cols) };
+    let (b_cs, b_rs) = if tb { (b_cols, 1) } else { (1, b_cols) };
+    let threads = threads();
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_FMAS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `c` holds m·n floats written at row stride n, column stride 1; `a` and `b` were
+    // checked above to hold a_rows·a_cols and b_rows·b_cols floats, and every (i, l) < (m, k)
+    // of op(A) and (l, j) < (k, n) of op(B) maps inside them with these strides. The three
+    // buffers do not overlap (`c` is a fresh Vec). read_dst = false: `c` is only written.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
-    let mut tb_t = Tensor::from_slice(b, (b_rows, b_cols), &dev)?;
-    if tb {
-        tb_t = tb_t.t()?;
-    }
-    let c = ta_t.matmul(&tb_t)?;
-    Ok(c.flatten_all()?.to_vec1::<f32>()?)
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -102,6 +148,84 @@ mod tests {
                 assert!((g - w).abs() < 1e-5, "{ta} {tb}: {g} vs {w}");
             }
         }
+    }
+
+    /// candle's CPU matmul (what this module called before): the direct call must give the
+    /// same bits, so results and seeds recorded before it stay reproducible.
+    #[allow(clippy::too_many_arguments)]
+    fn candle_matmul(
+        a: &[f32],
+        a_rows: usize,
+        a_cols: usize,
+        ta: bool,
+        b: &[f32],
+        b_rows: usize,
+        b_cols: usize,
+        tb: bool,
+    ) -> Vec<f32> {
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        let mut at = Tensor::from_slice(a, (a_rows, a_cols), &dev).unwrap();
+        if ta {
+            at = at.t().unwrap();
+        }
+        let mut bt = Tensor::from_slice(b, (b_rows, b_cols), &dev).unwrap();
+        if tb {
+            bt = bt.t().unwrap();
+        }
+        at.matmul(&bt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn matches_candle_bitwise() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // The SAE's products: per-head z (10 × 64 → 200), per-head result (768), a shared
+        // SAE large enough to go through the threaded path, and odd sizes.
+        for (m, k, n) in [
+            (10, 64, 200),
+            (200, 10, 64),
+            (10, 200, 768),
+            (768, 10, 200),
+            (10, 768, 200),
+            (300, 768, 200),
+            (7, 13, 5),
+            (1, 1, 1),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let at = transpose(&a, m, k);
+            let bt = transpose(&b, k, n);
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let (aa, ar, ac) = if ta { (&at, k, m) } else { (&a, m, k) };
+                let (bb, br, bc) = if tb { (&bt, n, k) } else { (&b, k, n) };
+                let got = matmul(aa, ar, ac, ta, bb, br, bc, tb).unwrap();
+                let want = candle_matmul(aa, ar, ac, ta, bb, br, bc, tb);
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != w.to_bits())
+                    .count();
+                assert_eq!(got.len(), want.len());
+                assert_eq!(diff, 0, "{m}x{k}x{n} ta={ta} tb={tb}: {diff} differ");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension_gives_zeros() {
+        assert_eq!(
+            matmul(&[], 2, 0, false, &[], 0, 3, false).unwrap(),
+            vec![0.0; 6]
+        );
+        assert!(matmul(&[], 0, 4, false, &[1.0; 8], 4, 2, false)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

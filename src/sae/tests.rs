@@ -298,6 +298,15 @@ fn per_head_equals_each_head_trained_alone_bitwise() {
         assert_eq!(&alone, sae, "head {h}");
         assert_eq!(l.loss, log.head_loss[h]);
     }
+    // Stepping all heads in lockstep gives the same bits and the same mean loss per step.
+    let (mut lock, mut adams) = init_per_head(heads, d, &cfg).unwrap();
+    let xs = split_heads(&x, batch, heads, d).unwrap();
+    for t in 0..cfg.steps {
+        let l = step_per_head(&mut lock, &mut adams, &xs, batch, cfg.lambda).unwrap();
+        let mean = (l.iter().map(|&v| v as f64).sum::<f64>() / heads as f64) as f32;
+        assert_eq!(mean.to_bits(), log.loss[t].to_bits(), "step {t}");
+    }
+    assert_eq!(lock, saes);
     // Heads got different initialisations.
     assert_ne!(saes[0].b_enc, saes[1].b_enc);
     // And the per-head encode lays features out as [example, head, n].
@@ -362,6 +371,69 @@ fn encode_shared_is_relu_of_the_normalised_encoder() {
                 p += sn.w_enc[j * s.d + i] as f64 * (x[r * s.d + i] - s.b[i]) as f64;
             }
             assert!((f[r * s.n + j] as f64 - p.max(0.0)).abs() < 1e-5);
+        }
+    }
+}
+
+/// The one-row-at-a-time loops `normalise_rows` and `remove_radial` were written as; the
+/// row-blocked versions must give the same bits (seeded SAEs and results depend on them).
+fn normalise_rows_one_by_one(w: &mut [f32], rows: usize, cols: usize) {
+    for row in w.chunks_exact_mut(cols).take(rows) {
+        let mut ss = 0.0f32;
+        for &v in row.iter() {
+            ss += v * v;
+        }
+        let denom = ss.sqrt().max(NORM_EPS);
+        for v in row.iter_mut() {
+            *v /= denom;
+        }
+    }
+}
+
+fn remove_radial_one_by_one(grad: &mut [f32], w: &[f32], rows: usize, cols: usize) {
+    for r in 0..rows {
+        let wr = &w[r * cols..(r + 1) * cols];
+        let gr = &mut grad[r * cols..(r + 1) * cols];
+        let (mut dot, mut ss) = (0.0f32, 0.0f32);
+        for (g, w) in gr.iter().zip(wr) {
+            dot += g * w;
+            ss += w * w;
+        }
+        let norm = ss.sqrt();
+        if norm == 0.0 {
+            continue;
+        }
+        for (g, w) in gr.iter_mut().zip(wr) {
+            *g -= dot * (w / norm);
+        }
+    }
+}
+
+#[test]
+fn row_blocked_norms_are_bitwise_the_row_loops() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    // Row counts below, at and past the block of 8, with a remainder; one zero row.
+    for (rows, cols) in [(1, 5), (7, 64), (8, 3), (17, 200), (200, 64), (64, 200)] {
+        let mut w: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-3.0f32..3.0))
+            .collect();
+        w[(rows / 2) * cols..(rows / 2 + 1) * cols].fill(0.0);
+        let g: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let (mut got_w, mut want_w) = (w.clone(), w.clone());
+        normalise_rows(&mut got_w, rows, cols);
+        normalise_rows_one_by_one(&mut want_w, rows, cols);
+        let (mut got_g, mut want_g) = (g.clone(), g.clone());
+        remove_radial(&mut got_g, &w, rows, cols);
+        remove_radial_one_by_one(&mut want_g, &w, rows, cols);
+        for (what, got, want) in [("norm", &got_w, &want_w), ("radial", &got_g, &want_g)] {
+            let diff = got
+                .iter()
+                .zip(want.iter())
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(diff, 0, "{what} {rows}x{cols}: {diff} elements differ");
         }
     }
 }
