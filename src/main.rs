@@ -1298,7 +1298,7 @@ fn score(
         ])?;
     }
     w.flush()?;
-    if !aucs.is_empty() {
+    if let (false, Some(m)) = (aucs.is_empty(), &mask) {
         let ms = headcode::eval::roc::mean_std(&aucs)?;
         println!(
             "{name}: AUC {:.3} ± {:.3} over {} trial(s)",
@@ -1306,6 +1306,17 @@ fn score(
             ms.std,
             aucs.len()
         );
+        match headcode::report::run::rescore_baselines(dir, m)? {
+            Some(base) => {
+                println!("beside it, the run's baselines against the same circuit:");
+                let mut rows: Vec<_> = base.iter().collect();
+                rows.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
+                for (n, ms) in rows {
+                    println!("  {:<16} {:.3} ± {:.3}", n, ms.mean, ms.std);
+                }
+            }
+            None => println!("(no scores.json in {}: baselines not shown)", dir.display()),
+        }
     }
     println!("wrote {}", p.display());
     Ok(())

@@ -79,6 +79,34 @@ fn discover_writes_consistent_outputs() {
     assert!(out
         .join("saes/all_heads.attn.hook_result/cfg.json")
         .is_file());
+    // The saved baselines re-score to discover's AUCs bit for bit against the run's own
+    // circuit (random redrawn from each trial's seed), and against another circuit to the
+    // AUC of the saved scores.
+    let mask = r.circuit.as_ref().unwrap().mask(2, 4);
+    let base = headcode::report::run::rescore_baselines(&out, &mask)
+        .unwrap()
+        .unwrap();
+    assert!(base.len() >= 6, "{base:?}");
+    for (name, ms) in &base {
+        assert_eq!(ms.mean.to_bits(), r.auc[name].mean.to_bits(), "{name}");
+        assert_eq!(ms.std.to_bits(), r.auc[name].std.to_bits(), "{name}");
+    }
+    let other = [true, false, false, false, false, true, false, true];
+    let base2 = headcode::report::run::rescore_baselines(&out, &other)
+        .unwrap()
+        .unwrap();
+    let want = headcode::eval::roc::auc(&r.scores["class-means"], &other).unwrap();
+    assert!((base2["class-means"].mean - want).abs() < 1e-12);
+    // A wrong head count, a malformed file and a missing one.
+    assert!(headcode::report::run::rescore_baselines(&out, &other[..5]).is_err());
+    let junk = dir.path().join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    assert!(headcode::report::run::rescore_baselines(&junk, &other)
+        .unwrap()
+        .is_none());
+    std::fs::write(junk.join("scores.json"), "{\"trials\": 3}").unwrap();
+    let e = headcode::report::run::rescore_baselines(&junk, &other).unwrap_err();
+    assert!(e.to_string().contains("trials"), "{e}");
     // Saved codes re-score to the same node scores.
     let saved = headcode::report::run::read_codes(&out).unwrap();
     let again = headcode::score::node_scores(&saved.trials[0], false).unwrap();

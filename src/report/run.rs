@@ -333,6 +333,74 @@ fn save_saes(
     Ok(())
 }
 
+/// The AUC of every baseline a `discover` run saved in `dir/scores.json`, against `mask`
+/// (one flag per head, layer-major): what `headcode score DIR --circuit C` prints beside the
+/// re-scored SAE, so the method is never reported alone.
+///
+/// The baselines computed from the hooked vectors (class means, Fisher ratios, mean norm) do
+/// not depend on the trial seed, so their saved scores are re-evaluated as they are. The
+/// random scores do; they are redrawn from each trial's saved seed, exactly as `discover`
+/// drew them. Mean ± std over the run's trials, as `discover` reports them (against the run's
+/// own circuit this gives `discover`'s numbers bit for bit). `Ok(None)` when the folder has no
+/// `scores.json` (codes saved without it); a malformed one is an error.
+pub fn rescore_baselines(
+    dir: &Path,
+    mask: &[bool],
+) -> Result<Option<BTreeMap<String, crate::eval::roc::MeanStd>>> {
+    use crate::eval::roc::{evaluate, mean_std};
+    use crate::pipeline::discover::ScorerKind;
+    let p = dir.join("scores.json");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = crate::error::read_text(&p)?;
+    let bad = |why: String| Error::format(&p, why);
+    let j: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let seeds: Vec<u64> = j["trials"]
+        .as_array()
+        .ok_or_else(|| bad("no `trials` list".into()))?
+        .iter()
+        .map(|t| t["seed"].as_u64())
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("a trial without an integer `seed`".into()))?;
+    if seeds.is_empty() {
+        return Err(bad("`trials` is empty".into()));
+    }
+    let mut out = BTreeMap::new();
+    for kind in [
+        ScorerKind::ClassMeans,
+        ScorerKind::ClassMeansZ,
+        ScorerKind::Fisher,
+        ScorerKind::FisherZ,
+        ScorerKind::MeanNorm,
+    ] {
+        let Some(v) = j["scores"].get(kind.name()) else {
+            continue;
+        };
+        let v: Vec<f64> = serde_json::from_value(v.clone())
+            .map_err(|e| bad(format!("scores.{}: {e}", kind.name())))?;
+        if v.len() != mask.len() {
+            return Err(Error::shape(
+                format!("{} scores.{}", p.display(), kind.name()),
+                mask.len(),
+                v.len(),
+            ));
+        }
+        let auc = evaluate(&v, mask)?.auc;
+        out.insert(kind.name().to_string(), mean_std(&vec![auc; seeds.len()])?);
+    }
+    let random: Vec<f64> = seeds
+        .iter()
+        .map(|&seed| {
+            let v = crate::score::baseline::random_scores(mask.len(), seed);
+            Ok(evaluate(&v, mask)?.auc)
+        })
+        .collect::<Result<_>>()?;
+    out.insert(ScorerKind::Random.name().to_string(), mean_std(&random)?);
+    Ok(Some(out))
+}
+
 pub fn read_codes(dir: &Path) -> Result<SavedCodes> {
     let p = dir.join("codes.json");
     let text = crate::error::read_text(&p)?;
