@@ -5,6 +5,16 @@
 //! tasks → tokenize → model (forward) → hooks → sae → codes → score → eval → report.
 //! Every arrow is a plain value (tensors, code tables, score grids), so each stage can be
 //! run, tested or replaced alone. `gpu` holds the CUDA path of the same stages.
+/// `println!` that ignores a closed stdout (`headcode discover ... | head`): a report line
+/// nobody reads is not worth a panic, and the run goes on to write its files.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod error;
 pub use error::{Error, Result};
 

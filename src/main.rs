@@ -7,6 +7,7 @@ use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use headcode::hooks::{collect, HookPoint, Reduce};
 use headcode::model::{self, LoadOptions, Model, ModelSpec, Processing};
+use headcode::say;
 use headcode::tokenize::Tokenizer;
 
 #[derive(Parser)]
@@ -466,9 +467,11 @@ fn selftest(opts: &headcode::gpu::selftest::SelfTestOptions, device: DeviceArg) 
         bail!("selftest compares GPU kernels with their CPU references: use --device cuda (CPU parity is covered by `cargo test`)");
     }
     let r = headcode::gpu::selftest::selftest(opts)?;
-    println!(
+    say!(
         "selftest: {} passed, {} failed on {}",
-        r.passed, r.failed, r.device
+        r.passed,
+        r.failed,
+        r.device
     );
     if !r.all_passed {
         bail!("selftest FAILED");
@@ -492,23 +495,23 @@ fn bench_baselines(a: &BenchArgs) -> Result<()> {
     let mut j = serde_json::to_value(&c)?;
     j["device"] = if gpu { "cuda:0" } else { "cpu" }.into();
     j["model"] = a.model.clone().into();
-    println!(
+    say!(
         "baselines, {} (random weights), {}, {} pairs x {} tokens, resumed at layer {}, median of {reps}",
         a.model, if gpu { "CUDA" } else { "CPU" }, c.pairs, c.tokens_per_prompt, c.start_layer
     );
-    println!(
+    say!(
         "  ACDC head test      {:>10.2} ms  ({} heads: ~{:.1} s per threshold)",
         c.acdc_head_test_ms,
         c.n_heads,
         c.acdc_head_test_ms * c.n_heads as f64 / 1e3
     );
-    println!(
+    say!(
         "  ACDC edge test      {:>10.2} ms  ({} q/k/v-split edges: at most ~{:.0} s per threshold)",
         c.acdc_edge_test_ms,
         c.n_edges_qkv,
         c.acdc_edge_test_ms * c.n_edges_qkv as f64 / 1e3
     );
-    println!("  EAP batch           {:>10.2} ms", c.eap_batch_ms);
+    say!("  EAP batch           {:>10.2} ms", c.eap_batch_ms);
     if gpu {
         // The same edge test on the CPU, for parity.
         let cpu = headcode::baselines::bench::unit_costs(&build(&Device::Cpu)?, a.pairs.min(4), 1)?;
@@ -525,7 +528,7 @@ fn bench_baselines(a: &BenchArgs) -> Result<()> {
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
             / scale;
         let ok = err <= 1e-4;
-        println!(
+        say!(
             "  edge test logits, CUDA vs CPU (4 pairs): max |diff| / max |ref| {err:.2e} {}",
             if ok { "PASS" } else { "FAIL" }
         );
@@ -635,24 +638,24 @@ fn gpu_forward_bench(
             &lim,
         )
     });
-    println!(
+    say!(
         "forward + hooks (candle CUDA, {shape}, {n_prompts} x 18 tokens, mean over positions; median of {reps}, wall clock to a device synchronise):"
     );
-    println!("  activations left on the device (as discover)  {device_ms:>9.2} ms");
-    println!("  the same + compact logits rows (as discover)  {discover_ms:>9.2} ms");
-    println!("  the same + full logits rows to the host       {full_logits_ms:>9.2} ms");
-    println!("  everything copied to the host (collect)       {host_ms:>9.2} ms");
-    println!("  bare forward / with last-position logits      {bare_ms:>9.2} / {logits_ms:.2} ms");
-    println!("  on the device with TF32 GEMMs                 {tf32_ms:>9.2} ms (vs CPU f32: z {tz:.2e}, result {tr:.2e})");
+    say!("  activations left on the device (as discover)  {device_ms:>9.2} ms");
+    say!("  the same + compact logits rows (as discover)  {discover_ms:>9.2} ms");
+    say!("  the same + full logits rows to the host       {full_logits_ms:>9.2} ms");
+    say!("  everything copied to the host (collect)       {host_ms:>9.2} ms");
+    say!("  bare forward / with last-position logits      {bare_ms:>9.2} / {logits_ms:.2} ms");
+    say!("  on the device with TF32 GEMMs                 {tf32_ms:>9.2} ms (vs CPU f32: z {tz:.2e}, result {tr:.2e})");
     if let Some(f) = &floor {
-        println!(
+        say!(
             "  FP32 floor of the pass ({:.1} GFLOP at peak)   {:>9.2} ms (the bare forward is {:.1}x it)",
             f.flops / 1e9,
             f.compute_ms,
             bare_ms / f.compute_ms
         );
     }
-    println!(
+    say!(
         "  parity vs CPU on 8 prompts, f32: z {ez:.2e}, result {er:.2e} (max |diff| / max |ref|) {}",
         if ok { "PASS" } else { "FAIL" }
     );
@@ -686,7 +689,7 @@ fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
     use headcode::pipeline::discover::SaeMode;
     let model = random_gpt2_small(&cuda_device()?)?;
     let mut out = serde_json::Map::new();
-    println!("discover --device cuda, random gpt2-small-shape, 250 IOI pairs, 500 steps (median of {reps}, wall clock):");
+    say!("discover --device cuda, random gpt2-small-shape, 250 IOI pairs, 500 steps (median of {reps}, wall clock):");
     for (name, mode, on) in [
         ("per_head_z", SaeMode::PerHead, HookPoint::Z),
         ("shared_result", SaeMode::Shared, HookPoint::Result),
@@ -701,7 +704,7 @@ fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (ms, stages) = runs.swap_remove(runs.len() / 2);
         let split: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
-        println!("  {name:<14} {ms:>9.1} ms  ({})", split.join(", "));
+        say!("  {name:<14} {ms:>9.1} ms  ({})", split.join(", "));
         out.insert(
             name.into(),
             serde_json::json!({"median_ms": ms, "stages_ms": stages, "reps": reps}),
@@ -886,13 +889,13 @@ fn bench(a: BenchArgs) -> Result<()> {
         ms,
         String::new(),
     ));
-    println!(
+    say!(
         "CPU bench, {}, {} threads, median of {reps}",
         model.source,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     for (name, ms, note) in &rows {
-        println!("  {name:<55} {ms:>10.1} ms  {note}");
+        say!("  {name:<55} {ms:>10.1} ms  {note}");
     }
     if let Some(p) = &a.json {
         let j: Vec<_> = rows
@@ -976,16 +979,19 @@ fn patch(
             serde_json::to_string_pretty(&labels)?,
         )?;
     }
-    println!(
+    say!(
         "patched {} heads over {} pairs in {secs:.1} s; metric clean {:.3}, corrupt {:.3}",
-        heads, r.n_prompts, r.metric_clean, r.metric_corrupt
+        heads,
+        r.n_prompts,
+        r.metric_clean,
+        r.metric_corrupt
     );
     let mut order: Vec<usize> = (0..heads).collect();
     order.sort_by(|&a, &b| r.effect[b].total_cmp(&r.effect[a]).then(a.cmp(&b)));
     for &i in order.iter().take(10) {
-        println!("  {:<8} {:>8.4}", r.labels[i], r.effect[i]);
+        say!("  {:<8} {:>8.4}", r.labels[i], r.effect[i]);
     }
-    println!(
+    say!(
         "wrote patching.csv, patching.json, patching.svg{} in {}",
         if circuit.is_some() {
             ", circuit.json"
@@ -1128,8 +1134,8 @@ fn compare(a: CompareArgs) -> Result<()> {
             .with_context(|| format!("{}: not a compare result", path.display()))?;
         let r = saved.rescore(headcode::tasks::Circuit::load(&a.circuit)?)?;
         let files = headcode::report::compare::write_compare(&a.out, &r)?;
-        println!("{}", r.markdown());
-        println!("wrote {} in {}", files.join(", "), a.out.display());
+        say!("{}", r.markdown());
+        say!("wrote {} in {}", files.join(", "), a.out.display());
         return Ok(());
     }
     if a.task.is_empty() {
@@ -1174,8 +1180,8 @@ fn compare(a: CompareArgs) -> Result<()> {
         bars.update(s, d, t)
     })?;
     let files = headcode::report::compare::write_compare(&a.out, &r)?;
-    println!("{}", r.markdown());
-    println!(
+    say!("{}", r.markdown());
+    say!(
         "total {:.1} s; wrote {} in {}",
         t0.elapsed().as_secs_f64(),
         files.join(", "),
@@ -1191,7 +1197,7 @@ fn print_summary(
     total_s: f64,
 ) {
     let t = &r.task;
-    println!(
+    say!(
         "task {}: {} pairs, {} positives / {} negatives; top-1 accuracy clean {:.3}, corrupt {:.3}; mean metric clean {:.3}, corrupt {:.3}",
         r.config.task.name(), t.pairs, t.positives, t.negatives, t.clean_top1_acc, t.corrupt_top1_acc, t.clean_metric_mean, t.corrupt_metric_mean
     );
@@ -1199,15 +1205,15 @@ fn print_summary(
     let mut order: Vec<usize> = (0..primary.len()).collect();
     order.sort_by(|&a, &b| primary[b].total_cmp(&primary[a]).then(a.cmp(&b)));
     let mask = r.circuit.as_ref().map(|c| c.mask(r.n_layers, r.n_heads));
-    println!("top heads by {}:", r.config.scorer.name());
+    say!("top heads by {}:", r.config.scorer.name());
     for &i in order.iter().take(10) {
         let inc = mask
             .as_ref()
             .map_or("", |m| if m[i] { "  (in circuit)" } else { "" });
-        println!("  {:<8} {:>10.4}{inc}", r.labels[i], primary[i]);
+        say!("  {:<8} {:>10.4}{inc}", r.labels[i], primary[i]);
     }
     if let Some(c) = &r.circuit {
-        println!(
+        say!(
             "ROC AUC against circuit {} ({} heads), mean ± std over {} trial(s):",
             c.name,
             c.heads.len(),
@@ -1221,7 +1227,7 @@ fn print_summary(
             } else {
                 ""
             };
-            println!("  {:<16} {:.3} ± {:.3}{mark}", name, ms.mean, ms.std);
+            say!("  {:<16} {:.3} ± {:.3}{mark}", name, ms.mean, ms.std);
         }
     }
     if let Some(f) = &r.faithfulness {
@@ -1230,7 +1236,7 @@ fn print_summary(
                 .zip(f.ours.iter().zip(&f.random))
                 .map(|(k, (o, rn))| format!("k={k}: {o:.2} (random {rn:.2})"))
                 .collect();
-        println!(
+        say!(
             "faithfulness ({:?} ablation): {}",
             f.ablation,
             show.join(", ")
@@ -1242,8 +1248,8 @@ fn print_summary(
         .map(|(k, v)| format!("{k} {:.0} ms", v))
         .collect();
     st.push(format!("total {:.1} s", total_s));
-    println!("time: {}", st.join(", "));
-    println!("wrote {} in {}", files.join(", "), out.display());
+    say!("time: {}", st.join(", "));
+    say!("wrote {} in {}", files.join(", "), out.display());
 }
 
 fn score(
@@ -1300,7 +1306,7 @@ fn score(
     w.flush()?;
     if let (false, Some(m)) = (aucs.is_empty(), &mask) {
         let ms = headcode::eval::roc::mean_std(&aucs)?;
-        println!(
+        say!(
             "{name}: AUC {:.3} ± {:.3} over {} trial(s)",
             ms.mean,
             ms.std,
@@ -1308,17 +1314,17 @@ fn score(
         );
         match headcode::report::run::rescore_baselines(dir, m)? {
             Some(base) => {
-                println!("beside it, the run's baselines against the same circuit:");
+                say!("beside it, the run's baselines against the same circuit:");
                 let mut rows: Vec<_> = base.iter().collect();
                 rows.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
                 for (n, ms) in rows {
-                    println!("  {:<16} {:.3} ± {:.3}", n, ms.mean, ms.std);
+                    say!("  {:<16} {:.3} ± {:.3}", n, ms.mean, ms.std);
                 }
             }
-            None => println!("(no scores.json in {}: baselines not shown)", dir.display()),
+            None => say!("(no scores.json in {}: baselines not shown)", dir.display()),
         }
     }
-    println!("wrote {}", p.display());
+    say!("wrote {}", p.display());
     Ok(())
 }
 
@@ -1334,12 +1340,14 @@ fn task_cmd(
     let (m, tok) = load_named(model)?;
     let set = headcode::tasks::generate(kind, tok.as_ref(), n, seed)?;
     for wl in &set.stats.word_lists {
-        println!(
+        say!(
             "{}: {} of {} are single tokens",
-            wl.list, wl.kept, wl.available
+            wl.list,
+            wl.kept,
+            wl.available
         );
     }
-    println!(
+    say!(
         "pairs regenerated for unequal token length: {}",
         set.stats.pairs_regenerated
     );
@@ -1356,14 +1364,14 @@ fn task_cmd(
             headcode::tasks::FilterRule::TopRank,
             1,
         )?;
-        println!(
+        say!(
             "filter: clean accuracy {:.3} → {:.3}, corrupt accuracy {:.3} → {:.3}; {} of {} pairs kept",
             rep.clean_acc_before, rep.clean_acc_after, rep.corrupt_acc_before, rep.corrupt_acc_after, rep.kept_pairs.len(), rep.n_pairs
         );
         pairs = rep.kept_pairs.iter().map(|&i| pairs[i].clone()).collect();
     }
     headcode::tasks::write_jsonl(out, &pairs)?;
-    println!("wrote {} pairs to {}", pairs.len(), out.display());
+    say!("wrote {} pairs to {}", pairs.len(), out.display());
     Ok(())
 }
 
@@ -1375,32 +1383,32 @@ fn task_stats(model: &str, task: &str, n: usize, seed: u64) -> Result<()> {
     rows.extend(m.last_logits(&prep.corrupt, 32)?);
     let s = headcode::pipeline::prompts::logit_summary(&rows, &prep, None, 0)?;
     let (ca, cm, xa, xm) = (s.clean_acc, s.clean_metric, s.corrupt_acc, s.corrupt_metric);
-    println!(
+    say!(
         "task {} on {} ({} pairs)",
         prep.name,
         m.source,
         prep.pairs.len()
     );
-    println!("  positives (clean):   top-1 accuracy {ca:.3}, mean metric {cm:.3}");
-    println!("  negatives (corrupt): top-1 accuracy {xa:.3}, mean metric {xm:.3}");
+    say!("  positives (clean):   top-1 accuracy {ca:.3}, mean metric {cm:.3}");
+    say!("  negatives (corrupt): top-1 accuracy {xa:.3}, mean metric {xm:.3}");
     Ok(())
 }
 
 fn inspect(m: &ModelArgs) -> Result<()> {
     let (model, tok) = m.load()?;
     let c = &model.cfg;
-    println!("source        {}", model.source);
-    println!("architecture  {}", c.architecture);
-    println!("layers        {}", c.n_layers);
-    println!(
+    say!("source        {}", model.source);
+    say!("architecture  {}", c.architecture);
+    say!("layers        {}", c.n_layers);
+    say!(
         "heads         {} per layer ({} key/value), {} in all",
         c.n_heads,
         c.n_kv_heads,
         c.n_heads_total()
     );
-    println!("d_model       {}", c.d_model);
-    println!("d_head        {}", c.d_head);
-    println!(
+    say!("d_model       {}", c.d_model);
+    say!("d_head        {}", c.d_head);
+    say!(
         "d_mlp         {}",
         if c.attn_only {
             "none (attention-only)".to_string()
@@ -1408,21 +1416,24 @@ fn inspect(m: &ModelArgs) -> Result<()> {
             c.d_mlp.to_string()
         }
     );
-    println!("vocab         {}", c.d_vocab);
-    println!("context       {}", c.n_ctx);
-    println!("norm          {:?}, eps {}", c.norm, c.eps);
-    println!("positions     {:?}", c.pos);
-    println!("activation    {:?}", c.act);
-    println!(
+    say!("vocab         {}", c.d_vocab);
+    say!("context       {}", c.n_ctx);
+    say!("norm          {:?}, eps {}", c.norm, c.eps);
+    say!("positions     {:?}", c.pos);
+    say!("activation    {:?}", c.act);
+    say!(
         "parameters    {} (after processing: folded norm weights are not counted)",
         model.weights.n_params()
     );
     let p = model.processing;
-    println!(
+    say!(
         "processing    fold_ln={} center_writing_weights={} center_unembed={} fold_value_biases={}",
-        p.fold_ln, p.center_writing_weights, p.center_unembed, p.fold_value_biases
+        p.fold_ln,
+        p.center_writing_weights,
+        p.center_unembed,
+        p.fold_value_biases
     );
-    println!("tokenizer     {} (vocab {})", tok.name(), tok.vocab_size());
+    say!("tokenizer     {} (vocab {})", tok.name(), tok.vocab_size());
     Ok(())
 }
 
@@ -1440,9 +1451,9 @@ fn predict(m: &ModelArgs, prompt: &str, top: usize, bos: bool) -> Result<()> {
     let probs = model::softmax(&logits);
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    println!("{prompt:?}");
+    say!("{prompt:?}");
     for &i in order.iter().take(top.max(1)) {
-        println!(
+        say!(
             "  {:>8.4}  {:>6}  {:?}",
             probs[i],
             i,
@@ -1484,7 +1495,7 @@ fn hooks(
         HookPoint::Result => c.result,
     };
     headcode::report::write_head_acts(out, &acts, &ids, &c.last_logits, &model)?;
-    println!(
+    say!(
         "wrote {} [{}] ({} heads, hook {:?}, reduce {:?})",
         out.display(),
         acts.shape

@@ -307,3 +307,24 @@ fn bench_steps_and_prompts_reach_the_cpu_stages() {
         "{err}"
     );
 }
+
+/// `headcode ... | head` closes the pipe early: the report lines that no longer fit are
+/// dropped, and the command still succeeds instead of panicking on the failed write.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    // A pipe whose only reader has already exited, so every write to it fails (EPIPE).
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let dead = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    let model = fixture("gpt2_tiny");
+    let out = Command::new(env!("CARGO_BIN_EXE_headcode"))
+        .args(["inspect", model.to_str().unwrap()])
+        .stdout(Stdio::from(dead))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}

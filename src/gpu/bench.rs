@@ -341,9 +341,14 @@ mod imp {
                 peak_mem_bytes: peak,
             };
             if self.opts.print {
-                println!(
+                crate::say!(
                     "{:>10.3} ms  (min {:.3}, max {:.3}, n={})  {:<32} {}",
-                    t.median_ms, t.min_ms, t.max_ms, t.reps, t.stage, t.detail
+                    t.median_ms,
+                    t.min_ms,
+                    t.max_ms,
+                    t.reps,
+                    t.stage,
+                    t.detail
                 );
             }
             let m = t.median_ms;
@@ -500,7 +505,7 @@ mod imp {
         let gpu = GpuContext::new()?;
         let sh = shape(opts);
         if opts.print {
-            println!(
+            crate::say!(
                 "bench {} on {} (CUDA events, median of {} after {} warm-up)",
                 sh.name,
                 gpu.device_name(),
@@ -554,19 +559,19 @@ mod imp {
             phase_clocks,
         };
         if opts.print {
-            println!(
+            crate::say!(
                 "{:>10.3} ms  pipeline (hook_result + sae_shared + encode_argmax_score)",
                 report.pipeline_shared_ms
             );
-            println!(
+            crate::say!(
                 "{:>10.3} ms  pipeline (hook_z + sae_per_head_z + encode_argmax_score_per_head_z)",
                 report.pipeline_per_head_z_ms
             );
-            println!(
+            crate::say!(
                 "peak device memory above baseline: {:.1} MiB",
                 peak as f64 / (1 << 20) as f64
             );
-            println!(
+            crate::say!(
                 "hardware floors ({} SMs, {:.1} TFLOP/s FP32, {:.2} TB/s DRAM; GEMM FLOPs only, see gpu::floor):",
                 lim.sms,
                 lim.peak_flops() / 1e12,
@@ -580,9 +585,10 @@ mod imp {
                 let waves = f
                     .compute_one_block_per_sae_ms
                     .map_or(String::new(), |m| format!(" (one block per SAE {m:.3} ms)"));
-                println!(
+                crate::say!(
                     "  {:<22} compute {:>8.3} ms{waves}, {dram}; measured {measured:.3} ms",
-                    f.stage, f.compute_ms
+                    f.stage,
+                    f.compute_ms
                 );
             }
             for b in &report.step_breakdown {
@@ -601,14 +607,16 @@ mod imp {
                         )
                     });
                 match &b.error {
-                    Some(e) => println!("step breakdown {} ({}): failed: {e}", b.stage, b.path),
+                    Some(e) => crate::say!("step breakdown {} ({}): failed: {e}", b.stage, b.path),
                     None => {
-                        println!(
+                        crate::say!(
                             "step breakdown {} ({}): {:.1} us a step without a graph{per_step}",
-                            b.stage, b.path, b.step_us
+                            b.stage,
+                            b.path,
+                            b.step_us
                         );
                         for k in &b.kernels {
-                            println!(
+                            crate::say!(
                                 "  {:<18} {:>9.1} us  {:>5.1} %",
                                 k.kernel,
                                 k.median_us,
@@ -628,10 +636,14 @@ mod imp {
                                 ms * 1e3 / f64::from(report.shape.steps.max(1))
                             )
                         });
-                        println!("{}{stage}:", c.stage);
-                        print!("{}", p.table());
+                        crate::say!("{}{stage}:", c.stage);
+                        // The table ends its own lines; a closed stdout is ignored as by `say!`.
+                        let _ = std::io::Write::write_all(
+                            &mut std::io::stdout(),
+                            p.table().as_bytes(),
+                        );
                     }
-                    (None, e) => println!(
+                    (None, e) => crate::say!(
                         "phase clocks {}: failed: {}",
                         c.stage,
                         e.as_deref().unwrap_or("no profile")

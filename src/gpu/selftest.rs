@@ -112,7 +112,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn push(&mut self, c: CheckResult) {
         if self.print {
-            println!(
+            crate::say!(
                 "{} {:<26} {:<34} max_err {:.3e}  mismatches {}/{}{}",
                 if c.pass { "PASS" } else { "FAIL" },
                 c.kernel,
@@ -132,7 +132,7 @@ impl Run<'_> {
     /// A measurement that is reported, not counted ("INFO ... criterion met / not met").
     fn info(&mut self, c: CheckResult) {
         if self.print {
-            println!(
+            crate::say!(
                 "INFO {:<26} {:<34} {}: {}",
                 c.kernel,
                 c.shape,
@@ -163,7 +163,7 @@ impl Run<'_> {
 pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
     let gpu = GpuContext::new()?;
     if opts.print {
-        println!("selftest on {}", gpu.device_name());
+        crate::say!("selftest on {}", gpu.device_name());
     }
     let mut run = Run {
         out: Vec::new(),
@@ -190,7 +190,7 @@ pub fn selftest(opts: &SelfTestOptions) -> Result<SelfTestReport> {
     let passed = run.out.iter().filter(|c| c.pass).count();
     let failed = run.out.len() - passed;
     if opts.print {
-        println!("selftest: {passed} passed, {failed} failed");
+        crate::say!("selftest: {passed} passed, {failed} failed");
     }
     Ok(SelfTestReport {
         device: gpu.device_name().to_string(),
