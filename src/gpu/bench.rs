@@ -638,10 +638,8 @@ mod imp {
                         });
                         crate::say!("{}{stage}:", c.stage);
                         // The table ends its own lines; a closed stdout is ignored as by `say!`.
-                        let _ = std::io::Write::write_all(
-                            &mut std::io::stdout(),
-                            p.table().as_bytes(),
-                        );
+                        let _ =
+                            std::io::Write::write_all(&mut std::io::stdout(), p.table().as_bytes());
                     }
                     (None, e) => crate::say!(
                         "phase clocks {}: failed: {}",
