@@ -115,8 +115,12 @@ enum Cmd {
         #[arg(long)]
         normalise: bool,
         /// Edge variant with `k` list entries (default heads²/2).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "normalise")]
         edge: bool,
+        /// Mutual information between each head's code and the class: counts how often
+        /// each code occurs, where the paper's score asks only whether it occurs.
+        #[arg(long, conflicts_with_all = ["normalise", "edge"])]
+        mi: bool,
         #[arg(long)]
         k: Option<usize>,
         /// Circuit to evaluate against (default: the one saved with the run).
@@ -401,9 +405,19 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             normalise,
             edge,
+            mi,
             k,
             circuit,
-        } => score(&dir, normalise, edge, k, circuit),
+        } => {
+            let method = if mi {
+                headcode::score::ScoreMethod::MutualInformation
+            } else if edge {
+                headcode::score::ScoreMethod::Edge { k }
+            } else {
+                headcode::score::ScoreMethod::Node { normalise }
+            };
+            score(&dir, &method, circuit)
+        }
         Cmd::Task {
             task,
             model,
@@ -1254,9 +1268,7 @@ fn print_summary(
 
 fn score(
     dir: &std::path::Path,
-    normalise: bool,
-    edge: bool,
-    k: Option<usize>,
+    method: &headcode::score::ScoreMethod,
     circuit: Option<String>,
 ) -> Result<()> {
     let saved = headcode::report::run::read_codes(dir)?;
@@ -1272,11 +1284,11 @@ fn score(
     let mut mean = vec![0f64; heads];
     let mut aucs = Vec::new();
     for t in &saved.trials {
-        let s = if edge {
-            headcode::score::edge_scores(t, k)?.score
-        } else {
-            headcode::score::node_scores(t, normalise)?.score
+        let inp = headcode::score::ScoreInputs {
+            codes: Some(t),
+            ..Default::default()
         };
+        let s = method.score(&inp, saved.n_layers, saved.n_heads)?.values;
         if let Some(m) = &mask {
             aucs.push(headcode::eval::roc::evaluate(&s, m)?.auc);
         }
@@ -1284,12 +1296,12 @@ fn score(
             *a += b / saved.trials.len() as f64;
         }
     }
-    let name = if edge {
-        "sae-edge"
-    } else if normalise {
-        "sae-normalised"
-    } else {
-        "sae"
+    // The names `discover` gives these scorers in scores.json.
+    let name = match method {
+        headcode::score::ScoreMethod::Edge { .. } => "sae-edge",
+        headcode::score::ScoreMethod::Node { normalise: true } => "sae-normalised",
+        headcode::score::ScoreMethod::MutualInformation => "sae-mi",
+        _ => "sae",
     };
     let p = dir.join(format!("rescore-{name}.csv"));
     let mut w = csv::Writer::from_path(&p)?;

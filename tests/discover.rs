@@ -32,6 +32,7 @@ fn discover_writes_consistent_outputs() {
     for name in [
         "sae",
         "sae-normalised",
+        "sae-mi",
         "sae-edge",
         "class-means",
         "class-means-z",
@@ -111,6 +112,35 @@ fn discover_writes_consistent_outputs() {
     let saved = headcode::report::run::read_codes(&out).unwrap();
     let again = headcode::score::node_scores(&saved.trials[0], false).unwrap();
     assert_eq!(again.score, r.trials[0].node.score);
+    // `headcode score --mi` re-scores the saved codes to discover's `sae-mi`.
+    let bin = env!("CARGO_BIN_EXE_headcode");
+    let o = std::process::Command::new(bin)
+        .args(["score", out.to_str().unwrap(), "--mi"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let want = format!(
+        "sae-mi: AUC {:.3} ± {:.3}",
+        r.auc["sae-mi"].mean, r.auc["sae-mi"].std
+    );
+    assert!(stdout.contains(&want), "{stdout}");
+    let mut rd = csv::Reader::from_path(out.join("rescore-sae-mi.csv")).unwrap();
+    let mi = &r.scores["sae-mi"];
+    for (i, rec) in rd.records().enumerate() {
+        let s: f64 = rec.unwrap()[3].parse().unwrap();
+        assert!((s - mi[i]).abs() < 1e-12, "head {i}: {s} vs {}", mi[i]);
+    }
+    let o = std::process::Command::new(bin)
+        .args(["score", out.to_str().unwrap(), "--mi", "--edge"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }
 
 #[test]
@@ -156,4 +186,49 @@ fn discover_rejects_bad_input() {
     let mut cfg = config(dir.path());
     cfg.trials = 0;
     assert!(discover(&m, &tok, &cfg, &mut |_, _, _| {}).is_err());
+}
+
+/// `headcode score --mi` on a hand-made code table whose mutual information is known.
+#[test]
+fn score_mi_on_hand_made_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 layer × 3 heads, 2 positives then 2 negatives. Head 0 separates the classes
+    // (ln 2), head 1 has one code everywhere (0), head 2 shares one code (0.2158).
+    let codes = [0, 7, 0, 1, 7, 0, 2, 7, 0, 3, 7, 1];
+    let table = serde_json::json!({
+        "n_layers": 1, "n_heads": 3, "labels": ["L0H0", "L0H1", "L0H2"],
+        "circuit": {"name": "c", "heads": [[0, 0]]},
+        "trials": [{"codes": codes, "examples": 4, "heads": 3, "n_codes": 8,
+                    "is_pos": [true, true, false, false]}]
+    });
+    std::fs::write(dir.path().join("codes.json"), table.to_string()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
+        .args(["score", dir.path().to_str().unwrap(), "--mi"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Head 0 (the circuit) ranks above both others.
+    assert!(
+        stdout.contains("sae-mi: AUC 1.000 ± 0.000 over 1 trial"),
+        "{stdout}"
+    );
+    let want = [
+        2f64.ln(),
+        0.0,
+        0.5 * (4.0f64 / 3.0).ln() + 0.25 * (2.0f64 / 3.0).ln() + 0.25 * 2f64.ln(),
+    ];
+    let mut rd = csv::Reader::from_path(dir.path().join("rescore-sae-mi.csv")).unwrap();
+    let got: Vec<f64> = rd
+        .records()
+        .map(|r| r.unwrap()[3].parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), 3);
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+    }
 }

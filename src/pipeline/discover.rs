@@ -18,7 +18,8 @@ use crate::hooks::{collect_on_device, HookPoint, Reduce};
 use crate::model::Model;
 use crate::sae::{train_per_head, train_shared, Sae, SaeConfig};
 use crate::score::{
-    baseline, edge_scores, edge_scores_from_u, node_scores, EdgeScores, NodeScores,
+    baseline, edge_scores, edge_scores_from_u, mutual_information, node_scores, EdgeScores,
+    NodeScores,
 };
 use crate::tasks::{self, Circuit, FilterReport, FilterRule};
 use crate::tokenize::Tokenizer;
@@ -45,6 +46,8 @@ pub enum ScorerKind {
     SaeNormalised,
     /// The paper's edge variant (head pairs), counted per head.
     SaeEdge,
+    /// Mutual information between the SAE code and the class (ours).
+    SaeMi,
     /// ‖mean_pos − mean_neg‖ of `result`.
     ClassMeans,
     /// ‖mean_pos − mean_neg‖ of `z`.
@@ -65,6 +68,7 @@ impl ScorerKind {
             ScorerKind::Sae => "sae",
             ScorerKind::SaeNormalised => "sae-normalised",
             ScorerKind::SaeEdge => "sae-edge",
+            ScorerKind::SaeMi => "sae-mi",
             ScorerKind::ClassMeans => "class-means",
             ScorerKind::ClassMeansZ => "class-means-z",
             ScorerKind::Fisher => "fisher",
@@ -594,6 +598,7 @@ pub fn discover(
             ScorerKind::SaeNormalised.name().into(),
             node_norm.score.clone(),
         );
+        this.insert(ScorerKind::SaeMi.name().into(), mutual_information(&codes)?);
         if let Some(e) = &edge {
             this.insert(ScorerKind::SaeEdge.name().into(), e.score.clone());
         }

@@ -10,7 +10,7 @@ pub mod edge;
 pub mod node;
 
 pub use edge::{edge_scores, edge_scores_from_u, top_pair_counts, unique_pair_counts, EdgeScores};
-pub use node::{node_scores, NodeScores};
+pub use node::{mutual_information, node_scores, NodeScores};
 
 use crate::codes::CodeTable;
 use crate::error::{Error, Result};
@@ -81,6 +81,8 @@ pub struct ScoreInputs<'a> {
 pub enum ScoreMethod {
     /// `|P_h \ N_h|` (the paper's default) or, with `normalise`, `/ |P_h ∪ N_h|`.
     Node { normalise: bool },
+    /// Mutual information between a head's code and the class.
+    MutualInformation,
     /// Top-pair counting over `U`; `k = None` means `H²/2` list entries.
     Edge { k: Option<usize> },
     /// `‖mean_pos − mean_neg‖` of the hooked vectors.
@@ -97,6 +99,7 @@ impl ScoreMethod {
         match self {
             ScoreMethod::Node { normalise: false } => "node",
             ScoreMethod::Node { normalise: true } => "node_normalised",
+            ScoreMethod::MutualInformation => "node_mutual_information",
             ScoreMethod::Edge { .. } => "edge",
             ScoreMethod::ClassMeanDistance => "class_mean_distance",
             ScoreMethod::MeanNorm => "mean_norm",
@@ -128,6 +131,7 @@ impl ScoreMethod {
         };
         let values = match self {
             ScoreMethod::Node { normalise } => node_scores(codes()?, *normalise)?.score,
+            ScoreMethod::MutualInformation => mutual_information(codes()?)?,
             ScoreMethod::Edge { k } => edge_scores(codes()?, *k)?.score,
             ScoreMethod::ClassMeanDistance => {
                 let (x, d, y, ex) = acts()?;
@@ -175,6 +179,9 @@ mod tests {
             .unwrap();
         assert_eq!(s.values, vec![1.0, 1.0]);
         assert_eq!(s.method, "node");
+        let s = ScoreMethod::MutualInformation.score(&inp, 1, 2).unwrap();
+        assert_eq!(s.values, vec![2f64.ln(); 2]);
+        assert_eq!(s.method, "node_mutual_information");
         assert!(ScoreMethod::MeanNorm.score(&inp, 1, 2).is_err());
         assert!(ScoreMethod::Node { normalise: false }
             .score(&inp, 1, 3)
