@@ -113,17 +113,7 @@ fn discover_writes_consistent_outputs() {
     let again = headcode::score::node_scores(&saved.trials[0], false).unwrap();
     assert_eq!(again.score, r.trials[0].node.score);
     // `headcode score --mi` re-scores the saved codes to discover's `sae-mi`.
-    let bin = env!("CARGO_BIN_EXE_headcode");
-    let o = std::process::Command::new(bin)
-        .args(["score", out.to_str().unwrap(), "--mi"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = score_mi(&out);
     let want = format!(
         "sae-mi: AUC {:.3} ± {:.3}",
         r.auc["sae-mi"].mean, r.auc["sae-mi"].std
@@ -135,7 +125,7 @@ fn discover_writes_consistent_outputs() {
         let s: f64 = rec.unwrap()[3].parse().unwrap();
         assert!((s - mi[i]).abs() < 1e-12, "head {i}: {s} vs {}", mi[i]);
     }
-    let o = std::process::Command::new(bin)
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
         .args(["score", out.to_str().unwrap(), "--mi", "--edge"])
         .output()
         .unwrap();
@@ -188,6 +178,21 @@ fn discover_rejects_bad_input() {
     assert!(discover(&m, &tok, &cfg, &mut |_, _, _| {}).is_err());
 }
 
+/// Runs `headcode score DIR --mi`, which must succeed; its stdout.
+fn score_mi(dir: &std::path::Path) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
+        .args(["score", dir.to_str().unwrap(), "--mi"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
 /// `headcode score --mi` on a hand-made code table whose mutual information is known.
 #[test]
 fn score_mi_on_hand_made_codes() {
@@ -202,16 +207,7 @@ fn score_mi_on_hand_made_codes() {
                     "is_pos": [true, true, false, false]}]
     });
     std::fs::write(dir.path().join("codes.json"), table.to_string()).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
-        .args(["score", dir.path().to_str().unwrap(), "--mi"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = score_mi(dir.path());
     // Head 0 (the circuit) ranks above both others.
     assert!(
         stdout.contains("sae-mi: AUC 1.000 ± 0.000 over 1 trial"),
