@@ -297,6 +297,10 @@ struct DiscoverArgs {
     tf32: bool,
     #[arg(long)]
     save_sae: bool,
+    /// Also write the hooked vectors every scorer read (`z` and `result` per example and
+    /// head, with labels and pair indices) to activations.safetensors.
+    #[arg(long)]
+    save_activations: bool,
     #[arg(long)]
     quiet: bool,
     #[arg(long)]
@@ -1118,6 +1122,7 @@ fn discover(a: DiscoverArgs) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     cfg.gpu = gpu;
+    cfg.keep_activations = a.save_activations;
     if a.tf32 {
         if !cfg.gpu {
             bail!("--tf32 applies to the CUDA forward: use it with --device cuda (or auto on a GPU machine)");

@@ -1,6 +1,7 @@
 //! `discover` end to end on a small random-weight model with GPT-2's vocabulary, and the
 //! consistency of every file it writes.
 mod common;
+use candle_core::Device;
 use common::tiny_gpt2_vocab as tiny;
 use headcode::pipeline::discover::CircuitSpec;
 use headcode::pipeline::{discover, DiscoverConfig, SaeMode, TaskSource};
@@ -25,7 +26,8 @@ fn discover_writes_consistent_outputs() {
     let m = tiny();
     let tok = Gpt2Tokenizer::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.keep_activations = true;
     let r = discover(&m, &tok, &cfg, &mut |_, _, _| {}).unwrap();
     assert_eq!(r.trials.len(), 2);
     assert_eq!(r.task.positives, 24);
@@ -52,8 +54,33 @@ fn discover_writes_consistent_outputs() {
         "roc.svg",
         "faithfulness.svg",
         "codes.json",
+        "activations.safetensors",
     ] {
         assert!(files.iter().any(|x| x == f) && out.join(f).is_file(), "{f}");
+    }
+    // The saved activations are the vectors the baselines read, in codes.json's order.
+    let st =
+        candle_core::safetensors::load(out.join("activations.safetensors"), &Device::Cpu).unwrap();
+    let z = &st["z"];
+    assert_eq!(z.dims(), &[48, 8, m.cfg.d_head]);
+    assert_eq!(st["result"].dims(), &[48, 8, m.cfg.d_model]);
+    let is_pos: Vec<bool> = st["is_pos"]
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&p| p == 1)
+        .collect();
+    assert_eq!(is_pos, r.trials[0].codes.is_pos);
+    let pair = st["pair"].to_vec1::<i64>().unwrap();
+    let want: Vec<i64> = (0..24).chain(0..24).collect();
+    assert_eq!(pair, want);
+    for (name, t, d) in [
+        ("class-means-z", z, m.cfg.d_head),
+        ("class-means", &st["result"], m.cfg.d_model),
+    ] {
+        let x = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let cm = headcode::score::baseline::class_mean_distance(&x, 48, 8, d, &is_pos).unwrap();
+        assert_eq!(cm, r.scores[name], "{name}");
     }
     // The CSV agrees with the JSON.
     let j: serde_json::Value =

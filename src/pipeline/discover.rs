@@ -156,6 +156,10 @@ pub struct DiscoverConfig {
     pub faithfulness: Option<Ablation>,
     /// Train SAEs and discretise on the GPU (the forward runs where the model lives).
     pub gpu: bool,
+    /// Keep the hooked vectors in [`DiscoverResult::activations`] (for
+    /// `--save-activations`; `result` alone is examples × heads × d_model floats).
+    #[serde(default)]
+    pub keep_activations: bool,
 }
 
 impl DiscoverConfig {
@@ -187,6 +191,7 @@ impl DiscoverConfig {
             patch_pairs: 32,
             faithfulness: Some(Ablation::Mean),
             gpu: false,
+            keep_activations: false,
         }
     }
 }
@@ -238,6 +243,26 @@ pub struct DiscoverResult {
     pub timings_ms: BTreeMap<String, f64>,
     #[serde(skip)]
     pub saes: Vec<Sae>,
+    /// The vectors every scorer read, with `keep_activations`.
+    #[serde(skip)]
+    pub activations: Option<Activations>,
+}
+
+/// The pooled hooked vectors of a run, in example order (the kept positives, then the
+/// kept negatives): what the baselines, the SAE training rows and the codes came from.
+#[derive(Debug, Clone)]
+pub struct Activations {
+    /// `z` [examples, heads, d_head].
+    pub z: Vec<f32>,
+    /// `result` [examples, heads, d_model].
+    pub result: Vec<f32>,
+    pub examples: usize,
+    pub heads: usize,
+    pub d_head: usize,
+    pub d_model: usize,
+    pub is_pos: Vec<bool>,
+    /// The prompt pair each example came from (a positive and its negative share one).
+    pub pair: Vec<usize>,
 }
 
 impl DiscoverResult {
@@ -516,6 +541,20 @@ pub fn discover(
     };
     let mut trials = Vec::with_capacity(cfg.trials);
     let mut per_trial: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    let activations = if cfg.keep_activations {
+        Some(Activations {
+            z: x_z.host()?.into_owned(),
+            result: x_result.host()?.into_owned(),
+            examples,
+            heads,
+            d_head,
+            d_model,
+            is_pos: is_pos.clone(),
+            pair: pool.iter().map(|&i| i % n_pairs).collect(),
+        })
+    } else {
+        None
+    };
     let mut saes_out = Vec::new();
     let (mut t_sae, mut t_codes, mut t_score) = (0f64, 0f64, 0f64);
     for trial in 0..cfg.trials {
@@ -696,6 +735,7 @@ pub fn discover(
         faithfulness: faith,
         timings_ms: timings,
         saes: saes_out,
+        activations,
     })
 }
 

@@ -252,7 +252,46 @@ pub fn write_discover(
         save_saes(&dir.join("saes"), &r.saes, r.config.sae_mode, r, model)?;
         written.push("saes/".into());
     }
+    if let Some(a) = &r.activations {
+        write_activations(&dir.join("activations.safetensors"), a, r, model)?;
+        written.push("activations.safetensors".into());
+    }
     Ok(written)
+}
+
+/// The run's hooked vectors, for scorers of one's own: `z` [examples, heads, d_head],
+/// `result` [examples, heads, d_model], `is_pos` and `pair` [examples] (i64), in the
+/// example order of `codes.json`; metadata holds the head labels (JSON), the reduction
+/// over positions, the model and its processing.
+fn write_activations(
+    path: &Path,
+    a: &crate::pipeline::discover::Activations,
+    r: &DiscoverResult,
+    model: &Model,
+) -> Result<()> {
+    let is_pos: Vec<i64> = a.is_pos.iter().map(|&p| p as i64).collect();
+    let pair: Vec<i64> = a.pair.iter().map(|&p| p as i64).collect();
+    let mut meta = HashMap::new();
+    meta.insert("labels".into(), serde_json::to_string(&r.labels)?);
+    meta.insert("reduce".into(), serde_json::to_string(&r.config.reduce)?);
+    meta.insert("model".into(), model.source.clone());
+    meta.insert(
+        "processing".into(),
+        serde_json::to_string(&model.processing)?,
+    );
+    meta.insert("headcode_version".into(), env!("CARGO_PKG_VERSION").into());
+    super::write_safetensors(
+        path,
+        &[
+            ("z", &a.z, vec![a.examples, a.heads, a.d_head]),
+            ("result", &a.result, vec![a.examples, a.heads, a.d_model]),
+        ],
+        &[
+            ("is_pos", &is_pos, vec![a.examples]),
+            ("pair", &pair, vec![a.examples]),
+        ],
+        meta,
+    )
 }
 
 /// SAELens layout: `cfg.json` + `sae_weights.safetensors` with W_enc [d_in, d_sae],
