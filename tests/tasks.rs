@@ -791,3 +791,31 @@ fn user_circuits_from_json() {
     assert_eq!(Circuit::load("ioi").unwrap().heads.len(), 26);
     assert!(Circuit::load("no-such-circuit").is_err());
 }
+
+/// Every circuit shipped in data/circuits loads, fits SmolLM2-135M (30 layers × 9 heads),
+/// has no repeated head, and holds as many heads as its name says (`top27`, `core5`, …).
+#[test]
+fn shipped_circuits_fit_smollm2() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/circuits");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let c = Circuit::load(p.to_str().unwrap()).unwrap();
+        c.validate(30, 9).unwrap();
+        let mut heads = c.heads.clone();
+        heads.sort();
+        heads.dedup();
+        assert_eq!(heads.len(), c.heads.len(), "{}", p.display());
+        let stem = p.file_stem().unwrap().to_str().unwrap();
+        let count: usize = stem
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .trim_start_matches(|ch: char| ch.is_ascii_alphabetic())
+            .parse()
+            .unwrap();
+        assert_eq!(c.heads.len(), count, "{}", p.display());
+        n += 1;
+    }
+    assert!(n >= 6, "{n} circuits in {}", dir.display());
+}
