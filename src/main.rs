@@ -121,7 +121,7 @@ enum Cmd {
         /// each code occurs, where the paper's score asks only whether it occurs.
         #[arg(long, conflicts_with_all = ["normalise", "edge"])]
         mi: bool,
-        #[arg(long)]
+        #[arg(long, requires = "edge")]
         k: Option<usize>,
         /// Circuit to evaluate against (default: the one saved with the run).
         #[arg(long)]

@@ -152,12 +152,20 @@ fn discover_writes_consistent_outputs() {
         let s: f64 = rec.unwrap()[3].parse().unwrap();
         assert!((s - mi[i]).abs() < 1e-12, "head {i}: {s} vs {}", mi[i]);
     }
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
-        .args(["score", out.to_str().unwrap(), "--mi", "--edge"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+    // Options that mean nothing together are refused, not ignored.
+    for (args, says) in [
+        (&["--mi", "--edge"][..], "cannot be used with"),
+        (&["--k", "3"][..], "--edge"),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_headcode"))
+            .arg("score")
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
 }
 
 #[test]
