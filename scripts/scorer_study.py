@@ -20,6 +20,7 @@ reproduces discover's `class-means(-z)` AUCs; the others are candidates to beat 
 Needs numpy only.
 """
 import json
+import signal
 import struct
 import sys
 
@@ -85,12 +86,23 @@ def statistics(acts):
 
 
 def main():
+    # `| head` closes stdout early; end quietly as other command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    acts, labels = load_safetensors(f"{sys.argv[1]}/activations.safetensors")
+    path = f"{sys.argv[1]}/activations.safetensors"
+    try:
+        acts, labels = load_safetensors(path)
+    except (OSError, ValueError, KeyError, struct.error) as e:
+        sys.exit(f"{path}: not a discover --save-activations file ({e})")
+    if labels is None or not {"z", "result", "is_pos", "pair"} <= acts.keys():
+        sys.exit(f"{path}: needs z, result, is_pos, pair and head labels (discover --save-activations)")
     circuits = []
     for p in sys.argv[2:]:
-        c = json.load(open(p))
+        try:
+            c = json.load(open(p))
+        except (OSError, ValueError) as e:
+            sys.exit(f"{p}: not a circuit file ({e})")
         heads = set(c["heads"] if isinstance(c, dict) else c)
         if not heads <= set(labels):
             sys.exit(f"{p}: heads not in the run's model: {sorted(heads - set(labels))}")
