@@ -113,6 +113,22 @@ fn keeping_every_head_is_fully_faithful() {
         assert!((f.random[2] - 1.0).abs() < 1e-4);
         // With nothing kept the two rankings ablate the same heads.
         assert!((f.ours[0] - f.random[0]).abs() < 1e-5);
+        // The random curve depends on the seed alone, not on the scores it sits beside.
+        let reversed: Vec<f32> = scores.iter().rev().copied().collect();
+        let g = faithfulness(
+            &m,
+            &clean,
+            &corrupt,
+            &reversed,
+            &[0, 5, 15],
+            ab,
+            &metric,
+            2,
+            0,
+        )
+        .unwrap();
+        assert_eq!(f.random, g.random, "{ab:?}");
+        assert_ne!(f.ours, g.ours, "{ab:?}");
     }
     let _ = Device::Cpu;
 }

@@ -176,7 +176,9 @@ pub fn faithfulness(
     let full = metric_with(model, clean, corrupt, None, None, metric, batch)?;
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let mut rnd = order.clone();
+    // Shuffled from head order, not from `order`: the random baseline must not depend on
+    // the scores, so rankings compared under one seed share the same random curve.
+    let mut rnd: Vec<usize> = (0..scores.len()).collect();
     rnd.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let denom = if full.abs() > 1e-9 { full } else { 1.0 };
     let mut ours = Vec::new();
