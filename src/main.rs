@@ -413,14 +413,19 @@ fn run(cli: Cli) -> Result<()> {
             k,
             circuit,
         } => {
-            let method = if mi {
-                headcode::score::ScoreMethod::MutualInformation
+            use headcode::pipeline::ScorerKind;
+            use headcode::score::ScoreMethod;
+            // Named as `discover` names these scorers in scores.json.
+            let (method, kind) = if mi {
+                (ScoreMethod::MutualInformation, ScorerKind::SaeMi)
             } else if edge {
-                headcode::score::ScoreMethod::Edge { k }
+                (ScoreMethod::Edge { k }, ScorerKind::SaeEdge)
+            } else if normalise {
+                (ScoreMethod::Node { normalise }, ScorerKind::SaeNormalised)
             } else {
-                headcode::score::ScoreMethod::Node { normalise }
+                (ScoreMethod::Node { normalise }, ScorerKind::Sae)
             };
-            score(&dir, &method, circuit)
+            score(&dir, &method, kind.name(), circuit)
         }
         Cmd::Task {
             task,
@@ -1274,6 +1279,7 @@ fn print_summary(
 fn score(
     dir: &std::path::Path,
     method: &headcode::score::ScoreMethod,
+    name: &str,
     circuit: Option<String>,
 ) -> Result<()> {
     let saved = headcode::report::run::read_codes(dir)?;
@@ -1301,13 +1307,6 @@ fn score(
             *a += b / saved.trials.len() as f64;
         }
     }
-    // The names `discover` gives these scorers in scores.json.
-    let name = match method {
-        headcode::score::ScoreMethod::Edge { .. } => "sae-edge",
-        headcode::score::ScoreMethod::Node { normalise: true } => "sae-normalised",
-        headcode::score::ScoreMethod::MutualInformation => "sae-mi",
-        _ => "sae",
-    };
     let p = dir.join(format!("rescore-{name}.csv"));
     let mut w = csv::Writer::from_path(&p)?;
     w.write_record(["layer", "head", "label", "score", "in_circuit"])?;

@@ -637,9 +637,8 @@ mod imp {
                             )
                         });
                         crate::say!("{}{stage}:", c.stage);
-                        // The table ends its own lines; a closed stdout is ignored as by `say!`.
-                        let _ =
-                            std::io::Write::write_all(&mut std::io::stdout(), p.table().as_bytes());
+                        // The table ends its own last line; `say!` adds it back.
+                        crate::say!("{}", p.table().trim_end_matches('\n'));
                     }
                     (None, e) => crate::say!(
                         "phase clocks {}: failed: {}",
