@@ -452,7 +452,8 @@ extern "C" __global__ void sae_loss_f32(const float *__restrict__ part, unsigned
 // so the batched step launches no renorm kernel: the host renormalises once before step 1).
 // Warp per row; lane handles elements lane, lane + 32, ..., summed in that order, which is
 // sae_renorm_rows_f32's order, so the fused renormalisation is bit-identical to launching it.
-// grad(e) is the row's gradient at element e.
+// grad(k, e) is the row's gradient at element e = lane + 32 k (k = 0 where PL == 0); a
+// caller with PL > 0 may hand in values it formed for each k beforehand.
 // PL > 0 (len <= 32 PL): the gradient and the weights stay in registers, so each element of
 // w, m and v is read once and written once and the gradient is formed once. By arithmetic
 // this cuts the per-head SAEs on result (144 x 768 -> 200: 177 MB of weights) from ~1.95 GB
@@ -474,7 +475,7 @@ __device__ __forceinline__ void adam_radial_row(float *__restrict__ w, float *__
             gc[k] = 0.f;
             wc[k] = 0.f;
             if (e < len) {
-                gc[k] = grad(e);
+                gc[k] = grad(k, e);
                 wc[k] = w[base + e];
                 dot += gc[k] * wc[k];
                 ss += wc[k] * wc[k];
@@ -482,7 +483,7 @@ __device__ __forceinline__ void adam_radial_row(float *__restrict__ w, float *__
         }
     } else {
         for (unsigned e = lane; e < len; e += 32) {
-            const float g = grad(e), wi = w[base + e];
+            const float g = grad(0u, e), wi = w[base + e];
             dot += g * wi;
             ss += wi * wi;
         }
@@ -504,7 +505,7 @@ __device__ __forceinline__ void adam_radial_row(float *__restrict__ w, float *__
         for (unsigned e = lane; e < len; e += 32) {
             const size_t i = base + e;
             const float wi = w[i];
-            const float wn = adam_update(wi, radial(grad(e), dot, wi, nrm), &m[i], &v[i], a);
+            const float wn = adam_update(wi, radial(grad(0u, e), dot, wi, nrm), &m[i], &v[i], a);
             w[i] = wn;
             ss2 += wn * wn;
         }
@@ -558,7 +559,7 @@ extern "C" __global__ void sae_adam_radial_rows_f32(float *__restrict__ w, const
     if (row < rows) {  // warp-uniform
         const AdamK a = adam_of(adam, t);
         const size_t base = (size_t)row * len;
-        adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps, [&](unsigned e) {
+        adam_radial_row<0>(w, m, v, base, len, lane, a, t < steps, [&](unsigned, unsigned e) {
             float acc = g[base + e];
             for (unsigned p = 1; p < g_parts; ++p) acc += g[(size_t)p * g_ps + base + e];
             return acc;
@@ -597,12 +598,36 @@ __device__ __forceinline__ void adam_radial_outer(float *__restrict__ w, float *
         const unsigned s = row / rows_per, p = row % rows_per;
         const float *Ab = A + (size_t)s * R * rows_per + p;
         const float *Bb = B + (size_t)s * R * len;
-        adam_radial_row<PL>(w, m, v, (size_t)row * len, len, lane, a, t < steps, [&](unsigned e) {
-            float g = 0.f;
-            for (unsigned r = 0; r < R; ++r)
-                g = fmaf(Ab[(size_t)r * rows_per], Bb[(size_t)r * len + e], g);
-            return scale * g;
-        });
+        if constexpr (PL > 0) {
+            // The PL elements' sums advance together, r outer: each r issues PL independent
+            // loads of B. Element by element (r inner), every load waited for the previous
+            // one: R x PL dependent round trips a row (240 for the per-head SAEs on result's
+            // W_enc), and the H200 measured the kernel at 7x the DRAM time of the state it
+            // streams. Each element's fmaf chain and order are unchanged.
+            float gp[PL];
+#pragma unroll
+            for (int k = 0; k < PL; ++k) gp[k] = 0.f;
+            for (unsigned r = 0; r < R; ++r) {
+                const float ar = Ab[(size_t)r * rows_per];
+                const float *Br = Bb + (size_t)r * len;
+#pragma unroll
+                for (int k = 0; k < PL; ++k) {
+                    const unsigned e = lane + 32u * k;
+                    if (e < len) gp[k] = fmaf(ar, Br[e], gp[k]);
+                }
+            }
+            adam_radial_row<PL>(w, m, v, (size_t)row * len, len, lane, a, t < steps,
+                                [&](unsigned k, unsigned) { return scale * gp[k]; });
+        } else {
+            adam_radial_row<0>(w, m, v, (size_t)row * len, len, lane, a, t < steps,
+                               [&](unsigned, unsigned e) {
+                                   float g = 0.f;
+                                   for (unsigned r = 0; r < R; ++r)
+                                       g = fmaf(Ab[(size_t)r * rows_per],
+                                                Bb[(size_t)r * len + e], g);
+                                   return scale * g;
+                               });
+        }
     }
     if (finish) step_done(t_dev, done);
 }

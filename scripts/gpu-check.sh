@@ -15,6 +15,9 @@
 # STAGES picks what runs (default: all of "selftest small xl baselines peer"). Their time
 # limits add up to more than one 600 s device call, so split them, e.g.
 # STAGES="selftest small peer" in one call and STAGES="xl baselines" in the next.
+# SELFTEST_TIMEOUT, SMALL_TIMEOUT, XL_TIMEOUT and PEER_TIMEOUT (seconds) override each
+# step's limit, so a caller can give the last step whatever its device call has left;
+# XL_ARGS adds bench options to the XL step (e.g. "--reps 3").
 set -uo pipefail
 OUT=${OUT:-out/gpu-check}
 STAGES=" ${STAGES:-selftest small xl baselines peer} "
@@ -58,12 +61,12 @@ fi
 echo "=== bench (ours) ==="
 if want small; then
     t0=$SECONDS
-    timeout 150 "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
+    timeout ${SMALL_TIMEOUT:-150} "$BIN" bench --device cuda --model gpt2-small-shape --json "$OUT/bench_small.json" 2>&1 | tee "$OUT/bench_small.log"
     took "bench small" $t0 ${PIPESTATUS[0]}
 fi
 if want xl; then
     t0=$SECONDS
-    timeout 130 "$BIN" bench --device cuda --model gpt2-xl-shape --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
+    timeout ${XL_TIMEOUT:-130} "$BIN" bench --device cuda --model gpt2-xl-shape ${XL_ARGS:-} --json "$OUT/bench_xl.json" 2>&1 | tee "$OUT/bench_xl.log"
     took "bench xl" $t0 ${PIPESTATUS[0]}
 fi
 # The baselines' unit costs (ACDC head / edge test, EAP batch) with a CUDA-vs-CPU check.
@@ -81,7 +84,7 @@ if want peer; then
     done
     if [ -n "$PEER" ]; then
         t0=$SECONDS
-        PYTHONUNBUFFERED=1 timeout 170 "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
+        PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-170} "$PY" "$PEER" 2>&1 | tee "$OUT/peer.log"
         took peer $t0 ${PIPESTATUS[0]}
     else
         echo "peer_bench.py not found (looked in shared/bench and ../shared/bench)" | tee "$OUT/peer.log"
@@ -126,8 +129,9 @@ def S(rep, stage):
     return None
 rows = [
     ("hook (ours: reduce+W_O only; torch: incl. GPT-2 forward)", "hook_result", "hook 500 prompts, one batch"),
-    ("shared SAE 768->200, 500 steps", "sae_shared", "shared SAE 768->200, 10x144"),
+    ("shared SAE 768->200, 500 steps (Auto's path)", "sae_shared", "shared SAE 768->200, 10x144"),
     ("shared SAE, torch CUDA graph", "sae_shared", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
+    ("shared SAE, ours tiled GEMMs vs torch CUDA graph", "sae_shared_tiled", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
     ("shared SAE, ours cuBLAS FP32 vs torch CUDA graph", "sae_shared_cublas", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
     ("shared SAE, ours cuBLAS TF32 vs torch CUDA graph", "sae_shared_cublas_tf32", "shared SAE 768->200 (1 SAE, 1440 vectors), CUDA graph"),
     ("144 per-head SAEs on z 64->200", "sae_per_head_z", "144 per-head SAEs on z 64->200 (bmm)"),

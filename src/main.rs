@@ -287,8 +287,10 @@ struct DiscoverArgs {
     /// Ablation for faithfulness (or `none` to skip it).
     #[arg(long, default_value = "mean")]
     faithfulness: String,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Prompts per forward chunk (default: 32 on the CPU; 500 on CUDA, where 32-prompt
+    /// chunks leave the GPU waiting on launches).
+    #[arg(long)]
+    batch_size: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
     /// On CUDA, let the forward pass's f32 GEMMs use TF32 tensor cores (faster; about 1e-3
@@ -357,8 +359,9 @@ struct CompareArgs {
     /// EAP on one input per head instead of separate q/k/v inputs.
     #[arg(long)]
     eap_no_split: bool,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Prompts per forward chunk (default: 32 on the CPU, 500 on CUDA).
+    #[arg(long)]
+    batch_size: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
     #[arg(long)]
@@ -1078,6 +1081,16 @@ impl Bars {
 
 /// Whether a run uses the GPU: `cuda` needs one (an error without), `auto` falls back to
 /// the CPU with a one-line note.
+/// Prompts per forward chunk: the user's, or the library's default for the device.
+fn batch_size_for(arg: Option<usize>, gpu: bool) -> Result<usize> {
+    match arg {
+        Some(0) => bail!("--batch-size must be at least 1"),
+        Some(b) => Ok(b),
+        None if gpu => Ok(headcode::pipeline::discover::GPU_BATCH_SIZE),
+        None => Ok(headcode::pipeline::discover::CPU_BATCH_SIZE),
+    }
+}
+
 fn use_gpu(device: DeviceArg) -> Result<bool> {
     Ok(match device {
         DeviceArg::Cpu => false,
@@ -1118,7 +1131,7 @@ fn discover(a: DiscoverArgs) -> Result<()> {
     cfg.filter = a.filter.then_some(headcode::tasks::FilterRule::TopRank);
     cfg.edge = !a.no_edge;
     cfg.patch_pairs = a.patch_pairs;
-    cfg.batch_size = a.batch_size;
+    cfg.batch_size = batch_size_for(a.batch_size, gpu)?;
     cfg.faithfulness = match a.faithfulness.as_str() {
         "none" => None,
         "mean" => Some(headcode::eval::faithfulness::Ablation::Mean),
@@ -1176,7 +1189,7 @@ fn compare(a: CompareArgs) -> Result<()> {
     if let Some(l) = a.lambda {
         d.sae.lambda = l;
     }
-    d.batch_size = a.batch_size;
+    d.batch_size = batch_size_for(a.batch_size, gpu)?;
     d.faithfulness = None;
     d.gpu = gpu;
     let mut acdc = headcode::baselines::AcdcConfig {

@@ -328,3 +328,30 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{:?}: {err}", out.status);
 }
+
+#[test]
+fn zero_batch_size_is_refused() {
+    let model = fixture("gpt2_tiny");
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    for cmd in ["discover", "compare"] {
+        assert_one_line_error(
+            &[
+                cmd,
+                m,
+                "--task",
+                "ioi",
+                "--circuit",
+                "ioi",
+                "--out",
+                o,
+                "--batch-size",
+                "0",
+            ],
+            &["--batch-size"],
+        );
+    }
+    assert!(!out.exists(), "a refused run wrote {out:?}");
+}

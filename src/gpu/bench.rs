@@ -456,7 +456,7 @@ mod imp {
     fn breakdowns(gpu: &GpuContext, sh: &ShapeDims) -> Vec<StepBreakdown> {
         let (h, dm, n, ex) = (sh.heads, sh.d_model, sh.features, sh.sae_examples);
         let cases = [
-            ("sae_shared", 1, ex * h, TrainPath::Batched, false),
+            ("sae_shared_tiled", 1, ex * h, TrainPath::Batched, false),
             ("sae_shared_cublas_tf32", 1, ex * h, TrainPath::Cublas, true),
             ("sae_per_head_result", h, ex, TrainPath::Batched, false),
         ];
@@ -774,6 +774,30 @@ mod imp {
                 },
             )?
         };
+        // Our tiled GEMMs (`Batched`), which `Auto` picked here before cuBLAS FP32 measured
+        // faster; timed where `Auto` now picks another path.
+        if path_sh != TrainPath::Batched {
+            let cfg_t = TrainConfig {
+                path: TrainPath::Batched,
+                ..cfg
+            };
+            let mut t_sae = clone_saes(gpu, &init_sh)?;
+            let sae = std::cell::RefCell::new(&mut t_sae);
+            tm.stage(
+                "sae_shared_tiled",
+                format!(
+                    "1 SAE {dm}->{n}, {} rows, {} steps, Batched",
+                    ex * h,
+                    sh.steps
+                ),
+                u64::from(sh.steps),
+                &mut || restore(gpu, &mut sae.borrow_mut(), &init_sh),
+                &mut || {
+                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg_t, None)
+                        .map(|_| ())
+                },
+            )?;
+        }
         // The same SAE through the cuBLAS path (path C), FP32 and TF32 GEMMs.
         for (stage, tf32) in [
             ("sae_shared_cublas", false),

@@ -949,12 +949,18 @@ impl GpuContext {
         }
     }
 
-    /// Which path `Auto` picks for these sizes.
+    /// Which path `Auto` picks for these sizes. Above [`launch::OUTER_MAX_ROWS`] rows per SAE
+    /// (the shared SAE) the weight gradients are real GEMMs, and cuBLAS FP32 ran them faster
+    /// than our tiled `gemm_f32` on an H200 (2026-11-27, 500 steps): 91.5 vs 154.1 ms for
+    /// 1440 x 768 -> 200, 760 vs 1568 ms for 12,000 x 1600 -> 200, with the same codes after
+    /// 500 steps as the CPU reference in the self-test.
     pub fn auto_train_path(&self, rows: usize, d: usize, n: usize) -> TrainPath {
         if launch::tiled_fits(rows, d, n, self.smem_optin as u64) {
             TrainPath::PersistentTiled
         } else if launch::persistent_fits(rows, d, n, self.smem_optin as u64) {
             TrainPath::Persistent
+        } else if rows > launch::OUTER_MAX_ROWS {
+            TrainPath::Cublas
         } else {
             TrainPath::Batched
         }

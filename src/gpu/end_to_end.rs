@@ -125,6 +125,10 @@ pub fn discover_ioi(
     cfg.faithfulness = None;
     cfg.circuit = CircuitSpec::Named("ioi".into());
     cfg.gpu = gpu;
+    // As the CLI: one chunk per 500 prompts on CUDA.
+    if gpu {
+        cfg.batch_size = crate::pipeline::discover::GPU_BATCH_SIZE;
+    }
     discover(model, tok, &cfg, &mut |_, _, _| {})
 }
 

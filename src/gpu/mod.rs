@@ -42,8 +42,9 @@ pub type SaeParams = crate::sae::Sae;
 /// Which trainer implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrainPath {
-    /// The register-tiled persistent kernel when one SAE's state fits in shared memory,
-    /// else batched.
+    /// The register-tiled persistent kernel when one SAE's state fits in shared memory;
+    /// else `Cublas` (FP32 unless `TrainConfig::tf32`) above 64 rows per SAE, `Batched` at
+    /// most 64 (its fused outer-product Adam kernels).
     Auto,
     /// One launch for all steps, one block per SAE, params in shared memory.
     Persistent,

@@ -437,3 +437,24 @@ fn row_blocked_norms_are_bitwise_the_row_loops() {
         }
     }
 }
+
+#[test]
+fn per_head_init_on_threads_equals_one_head_at_a_time() {
+    let cfg = SaeConfig {
+        n_features: 12,
+        seed: 7,
+        ..SaeConfig::default()
+    };
+    // More heads than this machine has threads, and a count that splits unevenly.
+    let heads = 4 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 3;
+    let d = 9;
+    let par = init_per_head_saes(heads, d, &cfg).unwrap();
+    assert_eq!(par.len(), heads);
+    for (h, s) in par.iter().enumerate() {
+        let one = Sae::init(d, 12, &mut StdRng::seed_from_u64(head_seed(7, h))).unwrap();
+        assert_eq!(&one, s, "head {h}");
+    }
+    assert_eq!(init_per_head(heads, d, &cfg).unwrap().0, par);
+    assert!(init_per_head_saes(0, d, &cfg).unwrap().is_empty());
+    assert!(init_per_head_saes(3, 0, &cfg).is_err());
+}
