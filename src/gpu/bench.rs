@@ -384,6 +384,33 @@ mod imp {
             };
             self.sink.stage(name, &detail, elements, &mut run)
         }
+
+        /// Times training `saes` on `x` with `cfg`, restored from `init` before every run.
+        #[allow(clippy::too_many_arguments)]
+        fn train(
+            &mut self,
+            name: &str,
+            detail: String,
+            elements: u64,
+            x: &CudaSlice<f32>,
+            rows: usize,
+            saes: &mut DevSaes,
+            init: &DevSaes,
+            cfg: &TrainConfig,
+        ) -> Result<f64> {
+            let gpu = self.gpu;
+            let sae = std::cell::RefCell::new(saes);
+            self.stage(
+                name,
+                detail,
+                elements,
+                &mut || restore(gpu, &mut sae.borrow_mut(), init),
+                &mut || {
+                    gpu.d_train(x, rows, &mut sae.borrow_mut(), cfg, None)
+                        .map(|_| ())
+                },
+            )
+        }
     }
 
     /// The pipeline sums of `bench`'s report, from the sink's per-stage times.
@@ -757,23 +784,20 @@ mod imp {
         let init_sh = rand_saes(gpu, 1, dm, n, 100)?;
         let mut sh_sae = clone_saes(gpu, &init_sh)?;
         let path_sh = gpu.auto_train_path(ex * h, dm, n);
-        let t_sae = {
-            let sae = std::cell::RefCell::new(&mut sh_sae);
-            tm.stage(
-                "sae_shared",
-                format!(
-                    "1 SAE {dm}->{n}, {} rows, {} steps, {path_sh:?}",
-                    ex * h,
-                    sh.steps
-                ),
-                u64::from(sh.steps),
-                &mut || restore(gpu, &mut sae.borrow_mut(), &init_sh),
-                &mut || {
-                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg, None)
-                        .map(|_| ())
-                },
-            )?
-        };
+        let t_sae = tm.train(
+            "sae_shared",
+            format!(
+                "1 SAE {dm}->{n}, {} rows, {} steps, {path_sh:?}",
+                ex * h,
+                sh.steps
+            ),
+            u64::from(sh.steps),
+            &x_sh,
+            ex * h,
+            &mut sh_sae,
+            &init_sh,
+            &cfg,
+        )?;
         // Our tiled GEMMs (`Batched`), which `Auto` picked here before cuBLAS FP32 measured
         // faster; timed where `Auto` now picks another path.
         if path_sh != TrainPath::Batched {
@@ -781,9 +805,7 @@ mod imp {
                 path: TrainPath::Batched,
                 ..cfg
             };
-            let mut t_sae = clone_saes(gpu, &init_sh)?;
-            let sae = std::cell::RefCell::new(&mut t_sae);
-            tm.stage(
+            tm.train(
                 "sae_shared_tiled",
                 format!(
                     "1 SAE {dm}->{n}, {} rows, {} steps, Batched",
@@ -791,11 +813,11 @@ mod imp {
                     sh.steps
                 ),
                 u64::from(sh.steps),
-                &mut || restore(gpu, &mut sae.borrow_mut(), &init_sh),
-                &mut || {
-                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg_t, None)
-                        .map(|_| ())
-                },
+                &x_sh,
+                ex * h,
+                &mut clone_saes(gpu, &init_sh)?,
+                &init_sh,
+                &cfg_t,
             )?;
         }
         // The same SAE through the cuBLAS path (path C), FP32 and TF32 GEMMs.
@@ -808,9 +830,7 @@ mod imp {
                 tf32,
                 ..cfg
             };
-            let mut c_sae = clone_saes(gpu, &init_sh)?;
-            let sae = std::cell::RefCell::new(&mut c_sae);
-            tm.stage(
+            tm.train(
                 stage,
                 format!(
                     "1 SAE {dm}->{n}, {} rows, {} steps, cuBLAS {}",
@@ -819,11 +839,11 @@ mod imp {
                     if tf32 { "TF32" } else { "FP32" }
                 ),
                 u64::from(sh.steps),
-                &mut || restore(gpu, &mut sae.borrow_mut(), &init_sh),
-                &mut || {
-                    gpu.d_train(&x_sh, ex * h, &mut sae.borrow_mut(), &cfg_c, None)
-                        .map(|_| ())
-                },
+                &x_sh,
+                ex * h,
+                &mut clone_saes(gpu, &init_sh)?,
+                &init_sh,
+                &cfg_c,
             )?;
         }
         drop(x_sh);
@@ -833,22 +853,19 @@ mod imp {
         let init_z = rand_saes(gpu, h, dh, n, 200)?;
         let mut z_sae = clone_saes(gpu, &init_z)?;
         let path_z = gpu.auto_train_path(ex, dh, n);
-        let t_sae_z = {
-            let sae = std::cell::RefCell::new(&mut z_sae);
-            tm.stage(
-                "sae_per_head_z",
-                format!(
-                    "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, {path_z:?}",
-                    sh.steps
-                ),
-                u64::from(sh.steps) * h as u64,
-                &mut || restore(gpu, &mut sae.borrow_mut(), &init_z),
-                &mut || {
-                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg, None)
-                        .map(|_| ())
-                },
-            )?
-        };
+        let t_sae_z = tm.train(
+            "sae_per_head_z",
+            format!(
+                "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, {path_z:?}",
+                sh.steps
+            ),
+            u64::from(sh.steps) * h as u64,
+            &x_phz,
+            ex,
+            &mut z_sae,
+            &init_z,
+            &cfg,
+        )?;
         // The untiled persistent kernel on the same SAEs, for comparison (Auto picks the
         // tiled one where both fit).
         if path_z == TrainPath::PersistentTiled {
@@ -856,20 +873,18 @@ mod imp {
                 path: TrainPath::Persistent,
                 ..cfg
             };
-            let mut p_sae = clone_saes(gpu, &init_z)?;
-            let sae = std::cell::RefCell::new(&mut p_sae);
-            tm.stage(
+            tm.train(
                 "sae_per_head_z_untiled",
                 format!(
                     "{h} SAEs {dh}->{n}, {ex} rows each, {} steps, Persistent",
                     sh.steps
                 ),
                 u64::from(sh.steps) * h as u64,
-                &mut || restore(gpu, &mut sae.borrow_mut(), &init_z),
-                &mut || {
-                    gpu.d_train(&x_phz, ex, &mut sae.borrow_mut(), &cfg_p, None)
-                        .map(|_| ())
-                },
+                &x_phz,
+                ex,
+                &mut clone_saes(gpu, &init_z)?,
+                &init_z,
+                &cfg_p,
             )?;
         }
         drop(x_phz);
@@ -881,19 +896,18 @@ mod imp {
             let init_r = rand_saes(gpu, h, dm, n, 300)?;
             let mut r_sae = clone_saes(gpu, &init_r)?;
             let path_r = gpu.auto_train_path(ex, dm, n);
-            let sae = std::cell::RefCell::new(&mut r_sae);
-            tm.stage(
+            tm.train(
                 "sae_per_head_result",
                 format!(
                     "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, {path_r:?}",
                     sh.steps
                 ),
                 u64::from(sh.steps) * h as u64,
-                &mut || restore(gpu, &mut sae.borrow_mut(), &init_r),
-                &mut || {
-                    gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg, None)
-                        .map(|_| ())
-                },
+                &x_phr,
+                ex,
+                &mut r_sae,
+                &init_r,
+                &cfg,
             )?;
             // The cuBLAS path up to the small shape's size (at XL one run takes ~15 s).
             if h * dm <= 144 * 768 {
@@ -902,18 +916,18 @@ mod imp {
                     tf32: true,
                     ..cfg
                 };
-                tm.stage(
+                tm.train(
                     "sae_per_head_result_cublas_tf32",
                     format!(
                         "{h} SAEs {dm}->{n}, {ex} rows each, {} steps, cuBLAS TF32",
                         sh.steps
                     ),
                     u64::from(sh.steps) * h as u64,
-                    &mut || restore(gpu, &mut sae.borrow_mut(), &init_r),
-                    &mut || {
-                        gpu.d_train(&x_phr, ex, &mut sae.borrow_mut(), &cfg_c, None)
-                            .map(|_| ())
-                    },
+                    &x_phr,
+                    ex,
+                    &mut r_sae,
+                    &init_r,
+                    &cfg_c,
                 )?;
             }
         }

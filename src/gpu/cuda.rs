@@ -192,6 +192,9 @@ struct StepMarks {
 }
 
 /// SAE parameters of `count` SAEs stacked on the device.
+/// Trained SAEs left on the device ([`GpuContext::train_saes_tensor_kept`]).
+pub struct DeviceSaes(DevSaes);
+
 pub(crate) struct DevSaes {
     pub count: usize,
     pub d: usize,
@@ -860,6 +863,46 @@ impl GpuContext {
         self.train_uploaded(&xd, rows, init, cfg_t)
     }
 
+    /// [`train_saes_tensor`](Self::train_saes_tensor), also keeping the trained SAEs on the
+    /// device for [`encode_argmax_kept`](Self::encode_argmax_kept): `discover` encodes with
+    /// them instead of uploading the parameters it just downloaded (15 MB for 144 per-head
+    /// SAEs).
+    pub fn train_saes_tensor_kept(
+        &self,
+        x: &Tensor,
+        rows: usize,
+        init: &[SaeParams],
+        cfg_t: &TrainConfig,
+    ) -> Result<(TrainOutput, DeviceSaes)> {
+        checks::train_inputs(x.elem_count(), rows, init)?;
+        let xd = self.tensor_slice(x)?;
+        let (out, saes) = self.train_uploaded_kept(&xd, rows, init, cfg_t)?;
+        Ok((out, DeviceSaes(saes)))
+    }
+
+    /// [`encode_argmax_tensor`](Self::encode_argmax_tensor) with SAEs already on the device.
+    pub fn encode_argmax_kept(
+        &self,
+        saes: &DeviceSaes,
+        x: &Tensor,
+        examples: usize,
+    ) -> Result<Vec<u32>> {
+        let s = &saes.0;
+        let per_ex = examples * s.d;
+        if per_ex == 0 || x.elem_count() % per_ex != 0 {
+            return Err(Error::shape(
+                "encode_argmax x [examples, heads, d]",
+                format!("a non-zero multiple of {per_ex}"),
+                x.elem_count(),
+            ));
+        }
+        let heads = x.elem_count() / per_ex;
+        let xd = self.tensor_slice(x)?;
+        let mut out = self.zeros::<u32>(examples * heads)?;
+        self.d_encode_argmax(s, &xd, examples, heads, &mut out)?;
+        self.download(&out, examples * heads)
+    }
+
     fn train_uploaded(
         &self,
         xd: &CudaSlice<f32>,
@@ -867,6 +910,16 @@ impl GpuContext {
         init: &[SaeParams],
         cfg_t: &TrainConfig,
     ) -> Result<TrainOutput> {
+        Ok(self.train_uploaded_kept(xd, rows, init, cfg_t)?.0)
+    }
+
+    fn train_uploaded_kept(
+        &self,
+        xd: &CudaSlice<f32>,
+        rows: usize,
+        init: &[SaeParams],
+        cfg_t: &TrainConfig,
+    ) -> Result<(TrainOutput, DevSaes)> {
         let count = init.len();
         let mut saes = self.upload_saes(init)?;
         let mut loss = if cfg_t.record_loss {
@@ -887,17 +940,21 @@ impl GpuContext {
             }
             None => None,
         };
-        Ok(TrainOutput { params, loss, path })
+        Ok((TrainOutput { params, loss, path }, saes))
     }
 
     pub(crate) fn upload_saes(&self, p: &[SaeParams]) -> Result<DevSaes> {
         let first = p
             .first()
             .ok_or_else(|| Error::InvalidInput("no SAEs to upload".into()))?;
+        // One allocation and a memcpy per SAE (144 per-head SAEs are 15 MB of weights),
+        // rather than growing the Vec element by element.
         let cat = |f: &dyn Fn(&SaeParams) -> &Vec<f32>| {
-            p.iter()
-                .flat_map(|s| f(s).iter().copied())
-                .collect::<Vec<f32>>()
+            let mut out = Vec::with_capacity(p.iter().map(|s| f(s).len()).sum());
+            for s in p {
+                out.extend_from_slice(f(s));
+            }
+            out
         };
         Ok(DevSaes {
             count: p.len(),

@@ -26,12 +26,12 @@ pub mod selftest;
 #[cfg(feature = "cuda")]
 mod cuda;
 #[cfg(feature = "cuda")]
-pub use cuda::GpuContext;
+pub use cuda::{DeviceSaes, GpuContext};
 
 #[cfg(not(feature = "cuda"))]
 mod nocuda;
 #[cfg(not(feature = "cuda"))]
-pub use nocuda::GpuContext;
+pub use nocuda::{DeviceSaes, GpuContext};
 
 pub use launch::EdgeAlgo;
 

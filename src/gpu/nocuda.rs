@@ -4,6 +4,11 @@ use crate::error::{Error, Result};
 
 use super::{EdgeAlgo, HookDims, HookReduce, OverlapCounts, SaeParams, TrainConfig, TrainOutput};
 
+/// Trained SAEs on the device (not constructible in this build).
+pub struct DeviceSaes {
+    _never: std::convert::Infallible,
+}
+
 /// The GPU context (not constructible in this build).
 pub struct GpuContext {
     never: std::convert::Infallible,
@@ -84,6 +89,23 @@ impl GpuContext {
         _init: &[SaeParams],
         _cfg: &TrainConfig,
     ) -> Result<TrainOutput> {
+        match self.never {}
+    }
+    pub fn train_saes_tensor_kept(
+        &self,
+        _x: &candle_core::Tensor,
+        _rows: usize,
+        _init: &[SaeParams],
+        _cfg: &TrainConfig,
+    ) -> Result<(TrainOutput, DeviceSaes)> {
+        match self.never {}
+    }
+    pub fn encode_argmax_kept(
+        &self,
+        _saes: &DeviceSaes,
+        _x: &candle_core::Tensor,
+        _examples: usize,
+    ) -> Result<Vec<u32>> {
         match self.never {}
     }
     pub fn encode_argmax_tensor(

@@ -578,9 +578,13 @@ pub fn discover(
         let mut sae_cfg = cfg.sae.clone();
         sae_cfg.seed = seed;
         progress("sae", trial, cfg.trials);
+        // The GPU path keeps the trained SAEs on the device for the codes below.
+        let mut kept = None;
         let (saes, log) = match (&gpu, x_sae) {
             (Some(g), Pooled::Device(x)) => {
-                gpu_train(g, &select_rows(x, &train_idx)?, cfg.sae_mode, &sae_cfg)?
+                let (s, l, k) = gpu_train(g, &select_rows(x, &train_idx)?, cfg.sae_mode, &sae_cfg)?;
+                kept = Some(k);
+                (s, l)
             }
             _ => {
                 let xs = x_sae.host()?;
@@ -608,7 +612,10 @@ pub fn discover(
         };
         let codes = match (&gpu, x_sae, cfg.sae_mode) {
             (Some(g), Pooled::Device(x), _) if opts.top_k == 1 => {
-                let c = g.encode_argmax_tensor(&saes, x, examples)?;
+                let c = match &kept {
+                    Some(k) => g.encode_argmax_kept(k, x, examples)?,
+                    None => g.encode_argmax_tensor(&saes, x, examples)?,
+                };
                 CodeTable::new(c, examples, heads, cfg.sae.n_features, is_pos.clone())?
             }
             (_, _, SaeMode::Shared) => CodeTable::from_shared(
@@ -755,7 +762,7 @@ fn gpu_train(
     xtrain: &Tensor,
     mode: SaeMode,
     cfg: &SaeConfig,
-) -> Result<(Vec<Sae>, crate::sae::TrainLog)> {
+) -> Result<(Vec<Sae>, crate::sae::TrainLog, crate::gpu::DeviceSaes)> {
     let (k, heads, d) = xtrain.dims3()?;
     let tc = crate::gpu::TrainConfig {
         steps: cfg.steps as u32,
@@ -783,7 +790,7 @@ fn gpu_train(
             (init, xtrain.transpose(0, 1)?.contiguous()?, k)
         }
     };
-    let out = g.train_saes_tensor(&x, rows, &init, &tc)?;
+    let (out, kept) = g.train_saes_tensor_kept(&x, rows, &init, &tc)?;
     let loss = out.loss.map(|l| {
         let steps = l.first().map_or(0, Vec::len);
         (0..steps)
@@ -796,6 +803,7 @@ fn gpu_train(
             loss: loss.unwrap_or_default(),
             ..Default::default()
         },
+        kept,
     ))
 }
 
