@@ -858,9 +858,7 @@ impl GpuContext {
         init: &[SaeParams],
         cfg_t: &TrainConfig,
     ) -> Result<TrainOutput> {
-        checks::train_inputs(x.elem_count(), rows, init)?;
-        let xd = self.tensor_slice(x)?;
-        self.train_uploaded(&xd, rows, init, cfg_t)
+        Ok(self.train_saes_tensor_kept(x, rows, init, cfg_t)?.0)
     }
 
     /// [`train_saes_tensor`](Self::train_saes_tensor), also keeping the trained SAEs on the
@@ -888,15 +886,7 @@ impl GpuContext {
         examples: usize,
     ) -> Result<Vec<u32>> {
         let s = &saes.0;
-        let per_ex = examples * s.d;
-        if per_ex == 0 || x.elem_count() % per_ex != 0 {
-            return Err(Error::shape(
-                "encode_argmax x [examples, heads, d]",
-                format!("a non-zero multiple of {per_ex}"),
-                x.elem_count(),
-            ));
-        }
-        let heads = x.elem_count() / per_ex;
+        let heads = checks::encode_heads(s.count, s.d, x.elem_count(), examples)?;
         let xd = self.tensor_slice(x)?;
         let mut out = self.zeros::<u32>(examples * heads)?;
         self.d_encode_argmax(s, &xd, examples, heads, &mut out)?;

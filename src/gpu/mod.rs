@@ -200,8 +200,14 @@ pub(crate) mod checks {
                 ));
             }
         }
-        let per_ex = examples * first.d;
-        if examples == 0 || x_len % per_ex != 0 {
+        encode_heads(params.len(), first.d, x_len, examples)
+    }
+
+    /// Returns heads for x [examples, heads, d] (x_len floats) encoded by `count` SAEs of
+    /// input size d: one shared SAE or one per head.
+    pub fn encode_heads(count: usize, d: usize, x_len: usize, examples: usize) -> Result<usize> {
+        let per_ex = examples * d;
+        if per_ex == 0 || x_len % per_ex != 0 {
             return Err(Error::shape(
                 "encode_argmax x [examples, heads, d]",
                 format!("multiple of {per_ex}"),
@@ -209,11 +215,11 @@ pub(crate) mod checks {
             ));
         }
         let heads = x_len / per_ex;
-        if params.len() != 1 && params.len() != heads {
+        if count != 1 && count != heads {
             return Err(Error::shape(
                 "encode_argmax SAE count (1 or heads)",
                 heads,
-                params.len(),
+                count,
             ));
         }
         Ok(heads)

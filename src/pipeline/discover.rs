@@ -132,7 +132,7 @@ impl CircuitSpec {
 pub const CPU_BATCH_SIZE: usize = 32;
 /// Prompts per forward chunk on CUDA. On an H200 (2026-11-27), forward + hooks over 500
 /// GPT-2-small-shape prompts took 135.6 ms in 32-prompt chunks (`discover`'s stage clock)
-/// and 78.1 ms in one chunk (`bench`), at 1.1 GiB of device memory.
+/// and 78.1 ms in one chunk (`bench`).
 pub const GPU_BATCH_SIZE: usize = 500;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -610,15 +610,12 @@ pub fn discover(
         let opts = CodeOptions {
             top_k: cfg.top_k_codes.max(1),
         };
-        let codes = match (&gpu, x_sae, cfg.sae_mode) {
-            (Some(g), Pooled::Device(x), _) if opts.top_k == 1 => {
-                let c = match &kept {
-                    Some(k) => g.encode_argmax_kept(k, x, examples)?,
-                    None => g.encode_argmax_tensor(&saes, x, examples)?,
-                };
+        let codes = match (&gpu, &kept, x_sae, cfg.sae_mode) {
+            (Some(g), Some(k), Pooled::Device(x), _) if opts.top_k == 1 => {
+                let c = g.encode_argmax_kept(k, x, examples)?;
                 CodeTable::new(c, examples, heads, cfg.sae.n_features, is_pos.clone())?
             }
-            (_, _, SaeMode::Shared) => CodeTable::from_shared(
+            (_, _, _, SaeMode::Shared) => CodeTable::from_shared(
                 &saes[0],
                 &x_sae.host()?,
                 examples,
@@ -626,7 +623,7 @@ pub fn discover(
                 is_pos.clone(),
                 opts,
             )?,
-            (_, _, SaeMode::PerHead) => {
+            (_, _, _, SaeMode::PerHead) => {
                 CodeTable::from_per_head(&saes, &x_sae.host()?, examples, is_pos.clone(), opts)?
             }
         };
