@@ -6,8 +6,8 @@
 //! and SmolLM2-135M (fetched on first use) with 32 pairs, 18 tokens each.
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use headcode::baselines::bench::{sample_cut_mask, synthetic_pairs};
 use headcode::baselines::eap::eap;
+use headcode::bench::baselines::{sample_cut_mask, synthetic_pairs};
 use headcode::model::graph::{GraphModel, GraphRunOptions};
 use headcode::model::random::random_model;
 use headcode::model::{ForwardOptions, Model};

@@ -6,7 +6,7 @@
 //!   sizes a CPU finishes in seconds. Throughput per (prompt, head), per SAE step, or per head
 //!   pair.
 //! - `kernels_cuda_gpt2-small-shape`, `kernels_cuda_gpt2-xl-shape` (with `--features cuda`
-//!   on a GPU): every stage of `headcode bench --device cuda` (`gpu::bench::visit_stages`),
+//!   on a GPU): every stage of `headcode bench --device cuda` (`bench::stages::visit_stages`),
 //!   each timed by CUDA events around every run with the device synchronised, untimed
 //!   preparation (restoring the initial SAE parameters) between runs. Without CUDA or a GPU
 //!   the group says why in one line and is skipped, so `cargo bench` works everywhere.
@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use headcode::gpu::bench::{visit_stages, BenchOptions, ModelShape, StageSink};
+use headcode::bench::stages::{visit_stages, BenchOptions, ModelShape, StageSink};
 use headcode::gpu::{reference, HookReduce, TrainConfig};
 use headcode::Result;
 
@@ -67,10 +67,7 @@ fn cpu_reference(c: &mut Criterion) {
     let steps = 20u32;
     let x = reference::randn(10 * d_head, 1.0, 5);
     let init = reference::init_params(d_head, n_codes, 6);
-    let cfg = TrainConfig {
-        steps,
-        ..TrainConfig::default()
-    };
+    let cfg = TrainConfig::with_steps(steps);
     g.throughput(Throughput::Elements(u64::from(steps)));
     g.bench_function("train_sae_10x64x200_20_steps", |bn| {
         bn.iter(|| black_box(reference::train_sae(&x, &init, &cfg)))

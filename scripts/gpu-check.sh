@@ -160,7 +160,7 @@ rows2 = [
     ("forward + hooks, TF32 GEMMs", fwd.get("tf32_device_resident_ms"), P("hook 500 prompts, one batch")),
     ("forward + hooks, all copied to host (collect)", fwd.get("host_copy_ms"), P("hook 500 prompts, one batch")),
     ("bare forward (no logits, nothing captured)", fwd.get("forward_only_ms"), None),
-    ("  its FP32 floor (GEMM FLOPs at peak; gpu::floor)", (fwd.get("fp32_floor") or {}).get("compute_ms"), None),
+    ("  its FP32 floor (GEMM FLOPs at peak; bench::floor)", (fwd.get("fp32_floor") or {}).get("compute_ms"), None),
     ("whole: fwd+hooks (as discover) + shared SAE + codes", whole, P("TOTAL batched PyTorch")),
     ("discover --device cuda, shared SAE on result (paper)", ((small or {}).get("discover_cuda") or {}).get("shared_result", {}).get("median_ms"), P("TOTAL batched PyTorch")),
     ("discover --device cuda, per-head SAEs on z (default)", ((small or {}).get("discover_cuda") or {}).get("per_head_z", {}).get("median_ms"), P("TOTAL batched PyTorch")),

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """The replicated core of two activation-patching runs, and how well they agree.
 
-Usage: scripts/replicated_core.py RUN_A RUN_B [--top 5] [--circuit-top 27] [--name NAME]
+Usage: scripts/replicated_core.py RUN_A RUN_B [--top 5] [--circuit-top 27] [--signed]
 
 RUN_A and RUN_B are `headcode discover ... --circuit patching:top=K` output folders made
 with different `--seed`s (so on different prompt pairs). Each `scores.json` holds the
 patching effect of every head. The core is the heads that rank in the top `--top` by
-effect in both runs (ranked as `headcode` ranks them: effect descending, then head index).
-It is printed as a circuit file (JSON list of labels) on stdout; the agreement of the two
-runs goes to stderr: Spearman's rho over all heads, and the ROC AUC of B's effects against
-A's top `--circuit-top`, which says how much of A's circuit B reproduces.
+|effect| in both runs (ranked as `headcode` ranks them: |effect| descending, then head
+index; `--signed` ranks by the signed effect, as headcode did before 2026-12-06). It is
+printed as a circuit file (JSON list of labels) on stdout; the agreement of the two runs
+goes to stderr: Spearman's rho of the ranking key (|effect|) over all heads, and the ROC
+AUC of B's key against A's top `--circuit-top`, which says how much of A's circuit B
+reproduces. `--top-circuit FILE` also writes A's top `--circuit-top` as a circuit file.
 
 Standard library only, so it runs wherever `discover` does.
 """
@@ -24,9 +26,12 @@ def effects(run):
     try:
         j = json.loads(p.read_text())
         pat = j["patching"]
-        return pat["labels"], [float(x) for x in pat["effect"]]
+        labels, eff = pat["labels"], [float(x) for x in pat["effect"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         sys.exit(f"{p}: not a discover run with patching ({e})")
+    if len(labels) != len(eff) or not eff:
+        sys.exit(f"{p}: patching.labels and patching.effect differ in length or are empty")
+    return labels, eff
 
 
 def order(eff):
@@ -70,9 +75,13 @@ def main():
     ap.add_argument("run_b")
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--circuit-top", type=int, default=27)
+    ap.add_argument("--signed", action="store_true", help="rank by the signed effect")
+    ap.add_argument("--top-circuit", help="also write A's top --circuit-top to this file")
     a = ap.parse_args()
     la, ea = effects(a.run_a)
     lb, eb = effects(a.run_b)
+    if not a.signed:
+        ea, eb = [abs(x) for x in ea], [abs(x) for x in eb]
     if la != lb:
         sys.exit("the two runs have different heads")
     top_a, top_b = order(ea)[: a.top], order(eb)[: a.top]
@@ -88,6 +97,9 @@ def main():
         f"AUC of B's effects against A's top-{a.circuit_top}: {rep:.3f}",
         file=sys.stderr,
     )
+    if a.top_circuit:
+        top = sorted(order(ea)[: a.circuit_top])
+        Path(a.top_circuit).write_text(json.dumps([la[i] for i in top], indent=1) + "\n")
     print(json.dumps([la[i] for i in core], indent=1))
 
 

@@ -57,6 +57,9 @@ pub enum Error {
     NoCuda,
     #[error("cuda: {0}")]
     Cuda(String),
+    /// A check or bench that ran to the end and failed (`selftest FAILED`).
+    #[error("{0}")]
+    Failed(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error("json: {0}")]
@@ -92,6 +95,11 @@ impl Error {
 /// Read a whole file, naming it in the error.
 pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Write a whole file, naming it in the error.
+pub fn write_file(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Read a whole text file, naming it in the error.

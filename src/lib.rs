@@ -19,6 +19,8 @@ pub mod error;
 pub use error::{Error, Result};
 
 pub mod baselines;
+pub mod bench;
+pub mod check;
 pub mod codes;
 pub mod eval;
 pub mod gpu;

@@ -427,7 +427,7 @@ fn eap_bad_input() {
 #[test]
 fn unit_costs_run_on_the_fixture() {
     let m = fixture("gpt2_tiny");
-    let c = headcode::baselines::bench::unit_costs(&m, 2, 1).unwrap();
+    let c = headcode::bench::baselines::unit_costs(&m, 2, 1).unwrap();
     assert_eq!(
         c.n_edges_qkv,
         GraphModel::new(&m, true).unwrap().graph.n_edges()

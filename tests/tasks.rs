@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use headcode::tasks::{
-    self, circuits, filter, generate, kl_divergence, metric_value, paper_split, parse_auto_circuit,
+    circuits, filter, generate, kl_divergence, metric_value, paper_split, parse_auto_circuit,
     parse_jsonl, read_jsonl, resolve_tokens, to_jsonl_string, write_jsonl, Circuit, FilterRule,
     MetricKind, PairTokens, PromptPair, TaskKind,
 };
@@ -339,7 +339,7 @@ fn task_kind_names() {
 
 #[test]
 fn paper_split_pool_layout() {
-    let s = paper_split(250, tasks::DEFAULT_SAE_EXAMPLES, false, 0).unwrap();
+    let s = paper_split(250, headcode::sae::SaeConfig::default().examples, false, 0).unwrap();
     assert_eq!(s.len(), 500);
     assert_eq!(s.is_pos.iter().filter(|&&p| p).count(), 250);
     assert!(s.is_pos[..250].iter().all(|&p| p));

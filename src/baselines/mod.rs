@@ -2,7 +2,6 @@
 //! forward code as the SAE method: ACDC ([`acdc`]) and edge attribution patching ([`eap`]).
 //! Both work on the computational graph of [`crate::model::graph`].
 pub mod acdc;
-pub mod bench;
 pub mod eap;
 
 pub use acdc::{acdc, AcdcConfig, AcdcMetric, AcdcResult, Granularity};

@@ -19,6 +19,16 @@ pub enum Ablation {
     Corrupt,
 }
 
+impl Ablation {
+    /// What happens to the heads outside the circuit, for titles.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ablation::Mean => "mean-ablated",
+            Ablation::Corrupt => "patched from the corrupted prompt",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaithfulnessCurve {
     pub ablation: Ablation,

@@ -187,17 +187,72 @@ pub(crate) fn logits_rows(t: &Option<Tensor>) -> Result<Vec<Vec<f32>>> {
 }
 
 impl PatchingResult {
-    /// Heads as a circuit: the top `k` by effect, or those with effect ≥ `threshold`.
-    pub fn circuit(&self, top: Option<usize>, threshold: Option<f32>) -> Vec<(usize, usize)> {
-        let mut order: Vec<usize> = (0..self.effect.len()).collect();
-        order.sort_by(|&a, &b| self.effect[b].total_cmp(&self.effect[a]).then(a.cmp(&b)));
-        order
+    /// Heads as a circuit: the top `top` by |effect|, or those with |effect| ≥ `threshold`
+    /// (both when both are given). A head that works against the task (IOI's negative name
+    /// movers) belongs to the circuit as much as one that works for it, so the size of the
+    /// effect ranks, not its sign; `signed` ranks by the signed effect instead (the order
+    /// before 2026-12-06). Ties go to the lower head index.
+    pub fn circuit(
+        &self,
+        top: Option<usize>,
+        threshold: Option<f32>,
+        signed: bool,
+    ) -> Vec<(usize, usize)> {
+        let key = |i: usize| rank_key(self.effect[i], signed);
+        self.ranking(signed)
             .into_iter()
             .enumerate()
             .filter(|&(rank, i)| {
-                top.is_none_or(|k| rank < k) && threshold.is_none_or(|t| self.effect[i] >= t)
+                top.is_none_or(|k| rank < k) && threshold.is_none_or(|t| key(i) >= t)
             })
             .map(|(_, i)| (i / self.n_heads, i % self.n_heads))
             .collect()
+    }
+
+    /// Head indices (layer-major) in circuit order: |effect| descending unless `signed`.
+    pub fn ranking(&self, signed: bool) -> Vec<usize> {
+        let key = |i: usize| rank_key(self.effect[i], signed);
+        let mut order: Vec<usize> = (0..self.effect.len()).collect();
+        order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+        order
+    }
+}
+
+/// What a head is ranked by: the size of its effect, or the effect itself if `signed`.
+pub fn rank_key(effect: f32, signed: bool) -> f32 {
+    if signed {
+        effect
+    } else {
+        effect.abs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(effect: Vec<f32>) -> PatchingResult {
+        PatchingResult {
+            n_layers: 2,
+            n_heads: 2,
+            labels: vec!["L0H0".into(), "L0H1".into(), "L1H0".into(), "L1H1".into()],
+            effect,
+            metric_clean: 1.0,
+            metric_corrupt: 0.0,
+            n_prompts: 1,
+        }
+    }
+
+    #[test]
+    fn a_negative_head_ranks_by_its_size() {
+        let r = result(vec![0.1, -0.6, 0.4, 0.02]);
+        assert_eq!(r.circuit(Some(2), None, false), vec![(0, 1), (1, 0)]);
+        assert_eq!(r.circuit(Some(2), None, true), vec![(1, 0), (0, 0)]);
+        assert_eq!(
+            r.circuit(None, Some(0.05), false),
+            vec![(0, 1), (1, 0), (0, 0)]
+        );
+        assert_eq!(r.circuit(None, Some(0.05), true), vec![(1, 0), (0, 0)]);
+        assert_eq!(r.ranking(false), vec![1, 2, 0, 3]);
     }
 }

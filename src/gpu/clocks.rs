@@ -82,16 +82,17 @@ pub struct PhaseProfile {
     pub waves: usize,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
+/// Median of a list (NaN when empty); the one the benches and clocks all use.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
     } else {
-        0.5 * (v[m - 1] + v[m])
+        0.5 * (s[n / 2 - 1] + s[n / 2])
     }
 }
 
@@ -188,7 +189,7 @@ pub fn profile(
         step_cycles,
         step_us: us(step_cycles),
         cycles_per_ns,
-        block_ms: median(&mut spans_ns) / 1e6,
+        block_ms: median(&spans_ns) / 1e6,
         span_ms: (last_ns - first_ns) as f64 / 1e6,
         sms_used: per_sm.len(),
         waves: per_sm.values().copied().max().unwrap_or(0),

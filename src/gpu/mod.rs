@@ -15,16 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-pub mod bench;
 pub mod clocks;
-pub mod end_to_end;
-pub mod floor;
+pub mod device;
 pub mod launch;
 pub mod reference;
-pub mod selftest;
 
 #[cfg(feature = "cuda")]
-mod cuda;
+pub(crate) mod cuda;
 #[cfg(feature = "cuda")]
 pub use cuda::{DeviceSaes, GpuContext};
 
@@ -57,15 +54,12 @@ pub enum TrainPath {
     Cublas,
 }
 
-/// Training hyper-parameters (defaults = the paper's: 500 steps, Adam lr 1e-3, λ 0.02).
+/// How the GPU trainer runs: the SAE's hyperparameters ([`crate::sae::SaeConfig`], the one
+/// definition the CPU trainer uses too; the trainer reads steps, lr, λ and Adam's betas and
+/// eps) and the choices that only the GPU has.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    pub steps: u32,
-    pub lr: f32,
-    pub lambda: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
+    pub sae: crate::sae::SaeConfig,
     /// Record the loss of every step (costs one small reduction per step).
     pub record_loss: bool,
     pub path: TrainPath,
@@ -77,16 +71,29 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            steps: 500,
-            lr: 1e-3,
-            lambda: 0.02,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
+            sae: crate::sae::SaeConfig::default(),
             record_loss: false,
             path: TrainPath::Auto,
             tf32: false,
         }
+    }
+}
+
+impl TrainConfig {
+    /// The default hyperparameters with `steps` steps.
+    pub fn with_steps(steps: u32) -> Self {
+        TrainConfig {
+            sae: crate::sae::SaeConfig {
+                steps: steps as usize,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Steps as the kernels count them (saturating: no run takes 2³² steps).
+    pub fn steps(&self) -> u32 {
+        u32::try_from(self.sae.steps).unwrap_or(u32::MAX)
     }
 }
 
@@ -281,6 +288,12 @@ pub fn require_gpu() -> Result<()> {
     GpuContext::new().map(|_| ())
 }
 
+/// candle's CUDA device 0, where the model and its forward pass live on the GPU path.
+pub fn cuda_device() -> Result<candle_core::Device> {
+    candle_core::Device::new_cuda(0)
+        .map_err(|e| Error::Cuda(format!("opening CUDA device 0 for the forward pass: {e}")))
+}
+
 /// Let candle's f32 GEMMs (the forward pass on CUDA) use TF32 tensor cores. Off by default:
 /// the self-test's forward parity (1e-4) is stated for full f32; `bench` reports the TF32
 /// forward's error beside its time. Without the `cuda` feature this is an error.
@@ -329,7 +342,7 @@ pub fn step_breakdown(steps: &[Vec<(&str, f64)>]) -> Vec<KernelTime> {
                 .iter()
                 .map(|s| s.iter().filter(|(k, _)| k == l).map(|(_, ms)| ms).sum())
                 .collect();
-            bench::median(&per_step) * 1e3
+            clocks::median(&per_step) * 1e3
         })
         .collect();
     let total: f64 = medians.iter().sum();
@@ -380,14 +393,6 @@ mod tests {
             return;
         }
         assert!(matches!(GpuContext::new(), Err(Error::NoCuda)));
-        assert!(matches!(
-            selftest::selftest(&selftest::SelfTestOptions::default()),
-            Err(Error::NoCuda)
-        ));
-        assert!(matches!(
-            bench::bench(&bench::BenchOptions::default()),
-            Err(Error::NoCuda)
-        ));
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl GpuContext {
     pub fn shared_mem_optin(&self) -> usize {
         match self.never {}
     }
-    pub fn device_limits(&self) -> super::floor::DeviceLimits {
+    pub fn device_limits(&self) -> super::device::DeviceLimits {
         match self.never {}
     }
     pub fn auto_train_path(&self, _rows: usize, _d: usize, _n: usize) -> super::TrainPath {

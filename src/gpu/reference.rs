@@ -302,8 +302,12 @@ fn remove_radial(g: &mut [f64], w: &[f64], len: usize) {
 }
 
 fn adam(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], cfg: &TrainConfig, t: u32) {
-    let (b1, b2, eps) = (cfg.beta1 as f64, cfg.beta2 as f64, cfg.eps as f64);
-    let step = cfg.lr as f64 / (1.0 - b1.powi(t as i32));
+    let (b1, b2, eps) = (
+        cfg.sae.beta1 as f64,
+        cfg.sae.beta2 as f64,
+        cfg.sae.eps as f64,
+    );
+    let step = cfg.sae.lr as f64 / (1.0 - b1.powi(t as i32));
     let bc2s = (1.0 - b2.powi(t as i32)).sqrt();
     for i in 0..p.len() {
         m[i] += (1.0 - b1) * (g[i] - m[i]);
@@ -326,11 +330,11 @@ pub fn train_sae(x: &[f32], init: &SaeParams, cfg: &TrainConfig) -> (SaeParams, 
     };
     let mut m = zeros(&s);
     let mut v = zeros(&s);
-    let mut losses = Vec::with_capacity(cfg.steps as usize);
-    for t in 1..=cfg.steps {
+    let mut losses = Vec::with_capacity(cfg.steps() as usize);
+    for t in 1..=cfg.steps() {
         renorm_rows(&mut s.w_enc, s.d);
         renorm_rows(&mut s.w_dec, s.n);
-        let (loss, mut g) = loss_and_grads(&s, x, cfg.lambda as f64);
+        let (loss, mut g) = loss_and_grads(&s, x, cfg.sae.lambda as f64);
         losses.push(loss as f32);
         remove_radial(&mut g.w_enc, &s.w_enc, s.d);
         remove_radial(&mut g.w_dec, &s.w_dec, s.n);
@@ -438,10 +442,7 @@ mod tests {
         let (d, n, rows) = (8, 16, 32);
         let p = init_params(d, n, 1);
         let x = randn(rows * d, 1.0, 2);
-        let cfg = TrainConfig {
-            steps: 200,
-            ..TrainConfig::default()
-        };
+        let cfg = TrainConfig::with_steps(200);
         let (_, loss) = train_sae(&x, &p, &cfg);
         assert!(loss[199] < loss[0], "{} !< {}", loss[199], loss[0]);
     }

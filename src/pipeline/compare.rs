@@ -249,7 +249,9 @@ pub fn compare(
                     progress("patching", x, nl * nh)
                 })?;
                 let s = t0.elapsed().as_secs_f64();
-                let scores = p.effect.iter().map(|&x| x as f64).collect();
+                // Ranked by the size of the shift: a head that works against the task is
+                // as much part of the circuit as one that works for it.
+                let scores = p.effect.iter().map(|&x| x.abs() as f64).collect();
                 add(
                     &mut rows,
                     "patching".into(),
@@ -257,7 +259,7 @@ pub fn compare(
                     None,
                     s,
                     np,
-                    "each head's z patched from the corrupted run; score = metric shift".into(),
+                    "each head's z patched from the corrupted run; score = |metric shift|".into(),
                 )?;
                 patch_res = Some(p);
             }

@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::prompts::{prepare, TaskSource};
+use super::prompts::{prepare, PreparedTask, TaskSource};
 use crate::codes::{CodeOptions, CodeTable};
 use crate::error::{Error, Result};
 use crate::eval::faithfulness::{faithfulness, Ablation, FaithfulnessCurve};
@@ -85,10 +85,12 @@ pub enum CircuitSpec {
     None,
     /// A built-in name (`ioi`, `ioi-sae-repo`, `gt`, `docstring`, …) or a JSON file.
     Named(String),
-    /// Heads found by activation patching: the top `top`, or effect ≥ `threshold`.
+    /// Heads found by activation patching: the top `top` by |effect|, or |effect| ≥
+    /// `threshold`; by the signed effect with `signed` (`patching:top=27,signed`).
     Patching {
         top: Option<usize>,
         threshold: Option<f32>,
+        signed: bool,
     },
 }
 
@@ -99,8 +101,12 @@ impl CircuitSpec {
         }
         if let Some(rest) = s.strip_prefix("patching") {
             let rest = rest.trim_start_matches(':');
-            let (mut top, mut threshold) = (None, None);
+            let (mut top, mut threshold, mut signed) = (None, None, false);
             for part in rest.split(',').filter(|p| !p.is_empty()) {
+                if part == "signed" {
+                    signed = true;
+                    continue;
+                }
                 let (k, v) = part.split_once('=').ok_or_else(|| {
                     Error::InvalidInput(format!("circuit `{s}`: expected key=value, got `{part}`"))
                 })?;
@@ -117,12 +123,16 @@ impl CircuitSpec {
                     }
                     _ => {
                         return Err(Error::InvalidInput(format!(
-                            "circuit `{s}`: unknown key `{k}` (top, threshold)"
+                            "circuit `{s}`: unknown key `{k}` (top, threshold, signed)"
                         )))
                     }
                 }
             }
-            return Ok(CircuitSpec::Patching { top, threshold });
+            return Ok(CircuitSpec::Patching {
+                top,
+                threshold,
+                signed,
+            });
         }
         Ok(CircuitSpec::Named(s.to_string()))
     }
@@ -145,8 +155,8 @@ pub struct DiscoverConfig {
     pub sae_mode: SaeMode,
     /// The vectors the SAEs see: `result` (d_model, the paper) or `z` (d_head).
     pub on: HookPoint,
+    /// Features, λ, Adam, steps and training examples.
     pub sae: SaeConfig,
-    pub n_sae_examples: usize,
     pub balanced: bool,
     pub reduce: Reduce,
     /// Prompts per forward chunk ([`CPU_BATCH_SIZE`] by default; [`GPU_BATCH_SIZE`] is the
@@ -186,7 +196,6 @@ impl DiscoverConfig {
             sae_mode: SaeMode::Shared,
             on: HookPoint::Result,
             sae,
-            n_sae_examples: tasks::DEFAULT_SAE_EXAMPLES,
             balanced: false,
             reduce: Reduce::Mean,
             batch_size: CPU_BATCH_SIZE,
@@ -371,12 +380,121 @@ pub fn sae_subset(is_pos: &[bool], k: usize, balanced: bool, seed: u64) -> Resul
     Ok(idx)
 }
 
+/// `discover`, stage by stage, each a function of plain values from the stages before:
+/// [`prepare_task`] → [`forward_and_hooks`] → [`reference_circuit`] → [`baselines`] →
+/// per trial [`train_saes`] → [`encode`] → [`score_codes`] → [`evaluate_trials`] →
+/// [`faithfulness_of`]. Files are the report stage's (`report::run::write_discover`).
 pub fn discover(
     model: &Model,
     tok: &dyn Tokenizer,
     cfg: &DiscoverConfig,
     progress: &mut Progress<'_>,
 ) -> Result<DiscoverResult> {
+    check_config(cfg)?;
+    let mut clock = StageClock::default();
+    let t0 = Instant::now();
+    let prepared = prepare_task(model, tok, cfg)?;
+    clock.set("tokenize", t0);
+    let t0 = Instant::now();
+    let hooked = forward_and_hooks(model, &prepared.task, cfg, progress)?;
+    clock.set("forward_hooks", t0);
+    let hooked = hooked.pooled(cfg.gpu)?;
+    let t0 = Instant::now();
+    let (patching, circuit) = reference_circuit(model, &prepared, cfg, progress)?;
+    if patching.is_some() {
+        clock.set("patching", t0);
+    }
+    let t0 = Instant::now();
+    let mut scores = baselines(&hooked)?;
+    clock.set("baselines", t0);
+
+    let gpu = if cfg.gpu {
+        Some(crate::gpu::GpuContext::new()?)
+    } else {
+        None
+    };
+    let activations = if cfg.keep_activations {
+        Some(hooked.activations()?)
+    } else {
+        None
+    };
+    let mask = circuit
+        .as_ref()
+        .map(|c| c.mask(model.cfg.n_layers, model.cfg.n_heads));
+    let mut trials = Vec::with_capacity(cfg.trials);
+    let mut saes_out = Vec::new();
+    for trial in 0..cfg.trials {
+        let seed = cfg.seed.wrapping_add(trial as u64);
+        let t0 = Instant::now();
+        progress("sae", trial, cfg.trials);
+        let trained = train_saes(&hooked, cfg, seed, gpu.as_ref())?;
+        clock.add("sae_train", t0);
+        let t0 = Instant::now();
+        let codes = encode(&hooked, &trained, cfg, gpu.as_ref())?;
+        clock.add("codes", t0);
+        let t0 = Instant::now();
+        let scored = score_codes(&codes, cfg, seed, gpu.as_ref())?;
+        clock.add("scores", t0);
+        let evals = match &mask {
+            Some(m) => evaluate_scores(scored.scores.iter().chain(scores.iter()), m)?,
+            None => BTreeMap::new(),
+        };
+        trials.push((
+            TrialResult {
+                seed,
+                sae_train: trained.train_idx,
+                loss_first: trained.log.loss.first().copied().unwrap_or(f32::NAN),
+                loss_last: trained.log.loss.last().copied().unwrap_or(f32::NAN),
+                codes,
+                node: scored.node,
+                edge: scored.edge,
+                evals,
+            },
+            scored.scores,
+        ));
+        if trial == 0 {
+            saes_out = trained.saes;
+        }
+    }
+    progress("sae", cfg.trials, cfg.trials);
+    let (trials, auc) = evaluate_trials(trials, &mut scores, hooked.heads)?;
+    let faith = faithfulness_of(model, &prepared, &scores, cfg, progress, &mut clock)?;
+    Ok(DiscoverResult {
+        config: cfg.clone(),
+        n_layers: model.cfg.n_layers,
+        n_heads: model.cfg.n_heads,
+        labels: model.cfg.head_labels(),
+        task: hooked.counts,
+        circuit,
+        scores,
+        trials,
+        auc,
+        patching,
+        faithfulness: faith,
+        timings_ms: clock.ms,
+        saes: saes_out,
+        activations,
+    })
+}
+
+/// Wall time of each stage, in milliseconds (`DiscoverResult::timings_ms`).
+#[derive(Default)]
+struct StageClock {
+    ms: BTreeMap<String, f64>,
+}
+
+impl StageClock {
+    fn set(&mut self, stage: &str, t0: Instant) {
+        self.ms
+            .insert(stage.to_string(), t0.elapsed().as_secs_f64() * 1e3);
+    }
+    fn add(&mut self, stage: &str, t0: Instant) {
+        *self.ms.entry(stage.to_string()).or_default() += t0.elapsed().as_secs_f64() * 1e3;
+    }
+}
+
+/// Settings that no stage can run with, refused before any work.
+pub fn check_config(cfg: &DiscoverConfig) -> Result<()> {
     if cfg.trials == 0 {
         return Err(Error::InvalidInput("--trials must be at least 1".into()));
     }
@@ -385,28 +503,57 @@ pub fn discover(
             "discover needs one vector per (prompt, head): use --reduce mean or last".into(),
         ));
     }
-    let (nl, nh) = (model.cfg.n_layers, model.cfg.n_heads);
-    let heads = nl * nh;
-    let mut timings = BTreeMap::new();
-    let mut tick = |name: &str, t: Instant| {
-        timings.insert(name.to_string(), t.elapsed().as_secs_f64() * 1e3);
-    };
+    Ok(())
+}
 
-    // Task and circuit first: a bad circuit should fail before any compute.
-    let t0 = Instant::now();
+/// The prepare stage's output: the tokenised task and the named circuit, if any.
+pub struct Prepared {
+    pub task: PreparedTask,
+    /// A built-in or file circuit, loaded and checked against the model.
+    pub named_circuit: Option<Circuit>,
+}
+
+/// Stage 1, prepare: tokenise the task and load the circuit, so a bad circuit fails
+/// before any compute.
+pub fn prepare_task(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig) -> Result<Prepared> {
     let task = prepare(&cfg.task, tok, cfg.n, cfg.seed, cfg.bos)?;
     let named_circuit = match &cfg.circuit {
         CircuitSpec::Named(s) => {
             let c = Circuit::load(s)?;
-            c.validate(nl, nh)?;
+            c.validate(model.cfg.n_layers, model.cfg.n_heads)?;
             Some(c)
         }
         _ => None,
     };
-    tick("tokenize", t0);
+    Ok(Prepared {
+        task,
+        named_circuit,
+    })
+}
 
-    // Forward + hooks on positives (clean) then negatives (corrupt).
-    let t0 = Instant::now();
+/// The forward stage's output: every prompt's hooked vectors (positives, then negatives)
+/// where the model lives, and which examples the scorers see.
+pub struct Hooked {
+    /// `z` [prompts, heads, d_head] and `result` [prompts, heads, d_model].
+    pub z: Tensor,
+    pub result: Tensor,
+    /// The examples kept (indices into the prompts: kept positives, then kept negatives).
+    pub pool: Vec<usize>,
+    pub n_pairs: usize,
+    pub counts: TaskCounts,
+    /// Which vectors the SAEs see.
+    pub on: HookPoint,
+}
+
+/// Stage 2, forward and hooks: run the model on the positives (clean) then the negatives
+/// (corrupt), hook every head, and read the task metric and the optional filter from the
+/// last-position logits.
+pub fn forward_and_hooks(
+    model: &Model,
+    task: &PreparedTask,
+    cfg: &DiscoverConfig,
+    progress: &mut Progress<'_>,
+) -> Result<Hooked> {
     let n_pairs = task.pairs.len();
     let mut all_tokens = task.clean.clone();
     all_tokens.extend(task.corrupt.iter().cloned());
@@ -422,19 +569,18 @@ pub fn discover(
             .collect();
         super::prompts::logit_summary(
             &tasks::compact_logits(&col.last_logits, &keep)?,
-            &task,
+            task,
             cfg.filter,
             cfg.min_survivors,
         )?
     } else {
         super::prompts::logit_summary(
             &col.last_logits.to_vec2::<f32>()?,
-            &task,
+            task,
             cfg.filter,
             cfg.min_survivors,
         )?
     };
-    tick("forward_hooks", t0);
     let filter = summary.filter;
     let (pos_idx, neg_idx): (Vec<usize>, Vec<usize>) = match &filter {
         Some(f) => (
@@ -452,10 +598,6 @@ pub fn discover(
             neg_idx.len()
         )));
     }
-    let mut pool = pos_idx.clone();
-    pool.extend(&neg_idx);
-    let is_pos: Vec<bool> = pool.iter().map(|&i| i < n_pairs).collect();
-    let examples = pool.len();
     let counts = TaskCounts {
         pairs: n_pairs,
         positives: pos_idx.len(),
@@ -467,71 +609,146 @@ pub fn discover(
         filter,
         generation: task.notes.clone(),
     };
-    let x_result = Pooled::gather(&col.result, &pool, cfg.gpu)?;
-    let x_z = Pooled::gather(&col.z, &pool, cfg.gpu)?;
-    drop(col);
-    let d_model = model.cfg.d_model;
-    let d_head = model.cfg.d_head;
-    let (x_sae, d_sae) = match cfg.on {
-        HookPoint::Result => (&x_result, d_model),
-        HookPoint::Z => (&x_z, d_head),
-    };
+    let mut pool = pos_idx;
+    pool.extend(&neg_idx);
+    Ok(Hooked {
+        z: col.z,
+        result: col.result,
+        pool,
+        n_pairs,
+        counts,
+        on: cfg.on,
+    })
+}
 
-    // Reference circuit by patching when asked.
-    let t0 = Instant::now();
-    let patch_n = cfg.patch_pairs.min(n_pairs);
-    let needs_patching = matches!(cfg.circuit, CircuitSpec::Patching { .. });
-    let patching = if needs_patching {
-        let metric = |i: usize, l: &[f32]| task.metric(i, l);
-        Some(patch_heads(
-            model,
-            &task.clean[..patch_n],
-            &task.corrupt[..patch_n],
-            &metric,
-            cfg.batch_size,
-            |d| progress("patching", d, heads),
-        )?)
-    } else {
-        None
-    };
-    if needs_patching {
-        tick("patching", t0);
+/// The kept examples' vectors, on the host (CPU path) or on the device (GPU path).
+pub struct PooledActs {
+    x_result: Pooled,
+    x_z: Pooled,
+    pub is_pos: Vec<bool>,
+    /// The prompt pair of each example.
+    pub pair: Vec<usize>,
+    pub examples: usize,
+    pub heads: usize,
+    pub d_head: usize,
+    pub d_model: usize,
+    pub on: HookPoint,
+    pub counts: TaskCounts,
+}
+
+impl Hooked {
+    /// The kept examples' rows, gathered where the scorers will read them.
+    fn pooled(self, on_device: bool) -> Result<PooledActs> {
+        let (_, heads, d_model) = self.result.dims3()?;
+        let d_head = self.z.dim(2)?;
+        let n_pairs = self.n_pairs;
+        Ok(PooledActs {
+            x_result: Pooled::gather(&self.result, &self.pool, on_device)?,
+            x_z: Pooled::gather(&self.z, &self.pool, on_device)?,
+            is_pos: self.pool.iter().map(|&i| i < n_pairs).collect(),
+            pair: self.pool.iter().map(|&i| i % n_pairs).collect(),
+            examples: self.pool.len(),
+            heads,
+            d_head,
+            d_model,
+            on: self.on,
+            counts: self.counts,
+        })
     }
-    let circuit = match (&cfg.circuit, &patching) {
-        (CircuitSpec::Patching { top, threshold }, Some(p)) => {
+}
+
+impl PooledActs {
+    /// The vectors the SAEs train on and encode, and their width.
+    fn sae_input(&self) -> (&Pooled, usize) {
+        match self.on {
+            HookPoint::Result => (&self.x_result, self.d_model),
+            HookPoint::Z => (&self.x_z, self.d_head),
+        }
+    }
+
+    /// A host copy of everything the scorers read (`--save-activations`).
+    fn activations(&self) -> Result<Activations> {
+        Ok(Activations {
+            z: self.x_z.host()?.into_owned(),
+            result: self.x_result.host()?.into_owned(),
+            examples: self.examples,
+            heads: self.heads,
+            d_head: self.d_head,
+            d_model: self.d_model,
+            is_pos: self.is_pos.clone(),
+            pair: self.pair.clone(),
+        })
+    }
+}
+
+/// Stage 3, the evaluation's reference: the named circuit, or the heads activation
+/// patching finds (on the first `patch_pairs` pairs) when the config asks for that.
+/// A circuit that holds no head or every head is refused: ROC needs both classes.
+pub fn reference_circuit(
+    model: &Model,
+    prepared: &Prepared,
+    cfg: &DiscoverConfig,
+    progress: &mut Progress<'_>,
+) -> Result<(Option<PatchingResult>, Option<Circuit>)> {
+    let (nl, nh) = (model.cfg.n_layers, model.cfg.n_heads);
+    let heads = nl * nh;
+    let task = &prepared.task;
+    let patch_n = cfg.patch_pairs.min(task.pairs.len());
+    let (patching, circuit) = match &cfg.circuit {
+        CircuitSpec::Patching {
+            top,
+            threshold,
+            signed,
+        } => {
+            let metric = |i: usize, l: &[f32]| task.metric(i, l);
+            let p = patch_heads(
+                model,
+                &task.clean[..patch_n],
+                &task.corrupt[..patch_n],
+                &metric,
+                cfg.batch_size,
+                |d| progress("patching", d, heads),
+            )?;
             let top = if top.is_none() && threshold.is_none() {
                 Some(heads.div_ceil(10))
             } else {
                 *top
             };
             let name = format!(
-                "patching:{}",
+                "patching:{}{}",
                 match (top, threshold) {
                     (Some(k), None) => format!("top={k}"),
                     (None, Some(t)) => format!("threshold={t}"),
                     (Some(k), Some(t)) => format!("top={k},threshold={t}"),
                     _ => String::new(),
-                }
+                },
+                if *signed { ",signed" } else { "" }
             );
-            Some(Circuit::new(name, p.circuit(top, *threshold)))
+            let c = Circuit::new(name, p.circuit(top, *threshold, *signed));
+            (Some(p), Some(c))
         }
-        _ => named_circuit,
+        _ => (None, prepared.named_circuit.clone()),
     };
-    let labels_mask = circuit.as_ref().map(|c| c.mask(nl, nh));
-    if let Some(m) = &labels_mask {
-        let k = m.iter().filter(|&&x| x).count();
+    if let Some(c) = &circuit {
+        let k = c.mask(nl, nh).iter().filter(|&&x| x).count();
         if k == 0 || k == heads {
             return Err(Error::Circuit(format!(
                 "the circuit has {k} of {heads} heads: ROC needs both classes"
             )));
         }
     }
+    Ok((patching, circuit))
+}
 
-    // Baselines: once, from the same vectors.
-    let t0 = Instant::now();
+/// Stage 4, baselines: the class-mean distance, Fisher ratio and mean norm of every head,
+/// once, from the same vectors the SAEs see.
+pub fn baselines(acts: &PooledActs) -> Result<BTreeMap<String, Vec<f64>>> {
     let mut scores: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let br = x_result.baselines(examples, heads, d_model, &is_pos)?;
-    let bz = x_z.baselines(examples, heads, d_head, &is_pos)?;
+    let (n, heads) = (acts.examples, acts.heads);
+    let br = acts
+        .x_result
+        .baselines(n, heads, acts.d_model, &acts.is_pos)?;
+    let bz = acts.x_z.baselines(n, heads, acts.d_head, &acts.is_pos)?;
     scores.insert(ScorerKind::ClassMeans.name().into(), br.class_mean_distance);
     scores.insert(
         ScorerKind::ClassMeansZ.name().into(),
@@ -540,152 +757,175 @@ pub fn discover(
     scores.insert(ScorerKind::Fisher.name().into(), br.fisher_ratio);
     scores.insert(ScorerKind::FisherZ.name().into(), bz.fisher_ratio);
     scores.insert(ScorerKind::MeanNorm.name().into(), br.mean_norm);
-    tick("baselines", t0);
+    Ok(scores)
+}
 
-    // SAE trials.
-    let gpu = if cfg.gpu {
-        Some(crate::gpu::GpuContext::new()?)
-    } else {
-        None
+/// One trial's trained SAEs.
+pub struct TrainedSaes {
+    /// The examples they trained on.
+    pub train_idx: Vec<usize>,
+    pub saes: Vec<Sae>,
+    pub log: crate::sae::TrainLog,
+    /// The GPU path keeps them on the device for the codes.
+    kept: Option<crate::gpu::DeviceSaes>,
+}
+
+/// Stage 5, SAE training: draw the trial's training examples (seeded) and train one
+/// shared SAE or one per head on them, on the GPU when there is one.
+pub fn train_saes(
+    acts: &PooledActs,
+    cfg: &DiscoverConfig,
+    seed: u64,
+    gpu: Option<&crate::gpu::GpuContext>,
+) -> Result<TrainedSaes> {
+    let train_idx = sae_subset(
+        &acts.is_pos,
+        cfg.sae.examples.min(acts.examples),
+        cfg.balanced,
+        seed,
+    )?;
+    let mut sae_cfg = cfg.sae;
+    sae_cfg.seed = seed;
+    let (x_sae, d_sae) = acts.sae_input();
+    let heads = acts.heads;
+    let (saes, log, kept) = match (gpu, x_sae) {
+        (Some(g), Pooled::Device(x)) => {
+            let (s, l, k) = gpu_train(g, &select_rows(x, &train_idx)?, cfg.sae_mode, &sae_cfg)?;
+            (s, l, Some(k))
+        }
+        _ => {
+            let xs = x_sae.host()?;
+            let w = heads * d_sae;
+            let mut xtrain = Vec::with_capacity(train_idx.len() * w);
+            for &i in &train_idx {
+                xtrain.extend_from_slice(&xs[i * w..(i + 1) * w]);
+            }
+            let (s, l) = match cfg.sae_mode {
+                SaeMode::Shared => {
+                    let (s, log) = train_shared(&xtrain, train_idx.len() * heads, d_sae, &sae_cfg)?;
+                    (vec![s], log)
+                }
+                SaeMode::PerHead => {
+                    train_per_head(&xtrain, train_idx.len(), heads, d_sae, &sae_cfg)?
+                }
+            };
+            (s, l, None)
+        }
     };
-    let mut trials = Vec::with_capacity(cfg.trials);
-    let mut per_trial: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
-    let activations = if cfg.keep_activations {
-        Some(Activations {
-            z: x_z.host()?.into_owned(),
-            result: x_result.host()?.into_owned(),
+    Ok(TrainedSaes {
+        train_idx,
+        saes,
+        log,
+        kept,
+    })
+}
+
+/// Stage 6, codes: every example's argmax feature per head, from the trained SAEs.
+pub fn encode(
+    acts: &PooledActs,
+    trained: &TrainedSaes,
+    cfg: &DiscoverConfig,
+    gpu: Option<&crate::gpu::GpuContext>,
+) -> Result<CodeTable> {
+    let opts = CodeOptions {
+        top_k: cfg.top_k_codes.max(1),
+    };
+    let (x_sae, _) = acts.sae_input();
+    let (examples, heads) = (acts.examples, acts.heads);
+    let is_pos = acts.is_pos.clone();
+    match (gpu, &trained.kept, x_sae, cfg.sae_mode) {
+        (Some(g), Some(k), Pooled::Device(x), _) if opts.top_k == 1 => {
+            let c = g.encode_argmax_kept(k, x, examples)?;
+            CodeTable::new(c, examples, heads, cfg.sae.n_features, is_pos)
+        }
+        (_, _, _, SaeMode::Shared) => CodeTable::from_shared(
+            &trained.saes[0],
+            &x_sae.host()?,
             examples,
             heads,
-            d_head,
-            d_model,
-            is_pos: is_pos.clone(),
-            pair: pool.iter().map(|&i| i % n_pairs).collect(),
-        })
-    } else {
-        None
-    };
-    let mut saes_out = Vec::new();
-    let (mut t_sae, mut t_codes, mut t_score) = (0f64, 0f64, 0f64);
-    for trial in 0..cfg.trials {
-        let seed = cfg.seed.wrapping_add(trial as u64);
-        let train_idx = sae_subset(
-            &is_pos,
-            cfg.n_sae_examples.min(examples),
-            cfg.balanced,
-            seed,
-        )?;
-        let t0 = Instant::now();
-        let mut sae_cfg = cfg.sae.clone();
-        sae_cfg.seed = seed;
-        progress("sae", trial, cfg.trials);
-        // The GPU path keeps the trained SAEs on the device for the codes below.
-        let mut kept = None;
-        let (saes, log) = match (&gpu, x_sae) {
-            (Some(g), Pooled::Device(x)) => {
-                let (s, l, k) = gpu_train(g, &select_rows(x, &train_idx)?, cfg.sae_mode, &sae_cfg)?;
-                kept = Some(k);
-                (s, l)
-            }
-            _ => {
-                let xs = x_sae.host()?;
-                let w = heads * d_sae;
-                let mut xtrain = Vec::with_capacity(train_idx.len() * w);
-                for &i in &train_idx {
-                    xtrain.extend_from_slice(&xs[i * w..(i + 1) * w]);
-                }
-                match cfg.sae_mode {
-                    SaeMode::Shared => {
-                        let (s, log) =
-                            train_shared(&xtrain, train_idx.len() * heads, d_sae, &sae_cfg)?;
-                        (vec![s], log)
-                    }
-                    SaeMode::PerHead => {
-                        train_per_head(&xtrain, train_idx.len(), heads, d_sae, &sae_cfg)?
-                    }
-                }
-            }
-        };
-        t_sae += t0.elapsed().as_secs_f64() * 1e3;
-        let t0 = Instant::now();
-        let opts = CodeOptions {
-            top_k: cfg.top_k_codes.max(1),
-        };
-        let codes = match (&gpu, &kept, x_sae, cfg.sae_mode) {
-            (Some(g), Some(k), Pooled::Device(x), _) if opts.top_k == 1 => {
-                let c = g.encode_argmax_kept(k, x, examples)?;
-                CodeTable::new(c, examples, heads, cfg.sae.n_features, is_pos.clone())?
-            }
-            (_, _, _, SaeMode::Shared) => CodeTable::from_shared(
-                &saes[0],
-                &x_sae.host()?,
-                examples,
-                heads,
-                is_pos.clone(),
-                opts,
-            )?,
-            (_, _, _, SaeMode::PerHead) => {
-                CodeTable::from_per_head(&saes, &x_sae.host()?, examples, is_pos.clone(), opts)?
-            }
-        };
-        t_codes += t0.elapsed().as_secs_f64() * 1e3;
-        let t0 = Instant::now();
-        let node = node_scores(&codes, false)?;
-        let node_norm = node_scores(&codes, true)?;
-        let edge = match (cfg.edge, &gpu) {
-            (false, _) => None,
-            // O(heads² · examples) on the host; the GPU's pair counts are exact.
-            (true, Some(g)) => {
-                let u = g.edge_overlap_counts(&codes.codes, &codes.is_pos, heads, codes.n_codes)?;
-                Some(edge_scores_from_u(
-                    u.into_iter().map(|c| c as usize).collect(),
-                    heads,
-                    None,
-                )?)
-            }
-            (true, None) => Some(edge_scores(&codes, None)?),
-        };
-        let mut this: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        this.insert(ScorerKind::Sae.name().into(), node.score.clone());
-        this.insert(
-            ScorerKind::SaeNormalised.name().into(),
-            node_norm.score.clone(),
-        );
-        this.insert(ScorerKind::SaeMi.name().into(), mutual_information(&codes)?);
-        if let Some(e) = &edge {
-            this.insert(ScorerKind::SaeEdge.name().into(), e.score.clone());
-        }
-        this.insert(
-            ScorerKind::Random.name().into(),
-            baseline::random_scores(heads, seed),
-        );
-        t_score += t0.elapsed().as_secs_f64() * 1e3;
-        let mut evals = BTreeMap::new();
-        if let Some(m) = &labels_mask {
-            for (k, v) in this.iter().chain(scores.iter()) {
-                evals.insert(k.clone(), evaluate(v, m)?);
-            }
-        }
-        for (k, v) in this {
-            per_trial.entry(k).or_default().push(v);
-        }
-        trials.push(TrialResult {
-            seed,
-            sae_train: train_idx,
-            loss_first: log.loss.first().copied().unwrap_or(f32::NAN),
-            loss_last: log.loss.last().copied().unwrap_or(f32::NAN),
-            codes,
-            node,
-            edge,
-            evals,
-        });
-        if trial == 0 {
-            saes_out = saes;
+            is_pos,
+            opts,
+        ),
+        (_, _, _, SaeMode::PerHead) => {
+            CodeTable::from_per_head(&trained.saes, &x_sae.host()?, examples, is_pos, opts)
         }
     }
-    progress("sae", cfg.trials, cfg.trials);
-    timings.insert("sae_train".into(), t_sae);
-    timings.insert("codes".into(), t_codes);
-    timings.insert("scores".into(), t_score);
+}
+
+/// One trial's code scores.
+pub struct TrialScores {
+    pub node: NodeScores,
+    pub edge: Option<EdgeScores>,
+    /// Per scorer (the SAE scores and the trial's random draw): a score per head.
+    pub scores: BTreeMap<String, Vec<f64>>,
+}
+
+/// Stage 7, scores: the paper's node score (and its normalised form), the edge variant,
+/// the mutual information, and the trial's seeded random scores.
+pub fn score_codes(
+    codes: &CodeTable,
+    cfg: &DiscoverConfig,
+    seed: u64,
+    gpu: Option<&crate::gpu::GpuContext>,
+) -> Result<TrialScores> {
+    let heads = codes.heads;
+    let node = node_scores(codes, false)?;
+    let node_norm = node_scores(codes, true)?;
+    let edge = match (cfg.edge, gpu) {
+        (false, _) => None,
+        // O(heads² · examples) on the host; the GPU's pair counts are exact.
+        (true, Some(g)) => {
+            let u = g.edge_overlap_counts(&codes.codes, &codes.is_pos, heads, codes.n_codes)?;
+            Some(edge_scores_from_u(
+                u.into_iter().map(|c| c as usize).collect(),
+                heads,
+                None,
+            )?)
+        }
+        (true, None) => Some(edge_scores(codes, None)?),
+    };
+    let mut scores: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    scores.insert(ScorerKind::Sae.name().into(), node.score.clone());
+    scores.insert(
+        ScorerKind::SaeNormalised.name().into(),
+        node_norm.score.clone(),
+    );
+    scores.insert(ScorerKind::SaeMi.name().into(), mutual_information(codes)?);
+    if let Some(e) = &edge {
+        scores.insert(ScorerKind::SaeEdge.name().into(), e.score.clone());
+    }
+    scores.insert(
+        ScorerKind::Random.name().into(),
+        baseline::random_scores(heads, seed),
+    );
+    Ok(TrialScores { node, edge, scores })
+}
+
+/// ROC of each named score against the circuit's head mask.
+fn evaluate_scores<'a>(
+    scores: impl Iterator<Item = (&'a String, &'a Vec<f64>)>,
+    mask: &[bool],
+) -> Result<BTreeMap<String, CircuitEval>> {
+    scores
+        .map(|(k, v)| Ok((k.clone(), evaluate(v, mask)?)))
+        .collect()
+}
+
+/// Stage 8, evaluation over trials: each per-trial scorer's mean over trials joins
+/// `scores`, and every scorer's AUC is averaged over the trials (mean ± std).
+pub fn evaluate_trials(
+    trials: Vec<(TrialResult, BTreeMap<String, Vec<f64>>)>,
+    scores: &mut BTreeMap<String, Vec<f64>>,
+    heads: usize,
+) -> Result<(Vec<TrialResult>, BTreeMap<String, MeanStd>)> {
+    let mut per_trial: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    let mut results = Vec::with_capacity(trials.len());
+    for (t, s) in trials {
+        for (k, v) in s {
+            per_trial.entry(k).or_default().push(v);
+        }
+        results.push(t);
+    }
     for (k, runs) in &per_trial {
         let mean: Vec<f64> = (0..heads)
             .map(|h| runs.iter().map(|r| r[h]).sum::<f64>() / runs.len() as f64)
@@ -693,63 +933,55 @@ pub fn discover(
         scores.insert(k.clone(), mean);
     }
     let mut auc = BTreeMap::new();
-    if labels_mask.is_some() {
-        let names: Vec<String> = scores.keys().cloned().collect();
-        for name in names {
-            let v: Vec<f64> = trials
-                .iter()
-                .filter_map(|t| t.evals.get(&name).map(|e| e.auc))
-                .collect();
-            if !v.is_empty() {
-                auc.insert(name, mean_std(&v)?);
-            }
+    for name in scores.keys() {
+        let v: Vec<f64> = results
+            .iter()
+            .filter_map(|t| t.evals.get(name).map(|e| e.auc))
+            .collect();
+        if !v.is_empty() {
+            auc.insert(name.clone(), mean_std(&v)?);
         }
     }
+    Ok((results, auc))
+}
 
-    // Faithfulness of the primary scorer's ranking.
-    let faith = match cfg.faithfulness {
-        Some(ab) if patch_n > 0 => {
-            let t0 = Instant::now();
-            let primary = scores.get(cfg.scorer.name()).ok_or_else(|| {
-                Error::InvalidInput(format!("scorer `{}` was not computed", cfg.scorer.name()))
-            })?;
-            let sc: Vec<f32> = primary.iter().map(|&x| x as f32).collect();
-            let ks = faithfulness_grid(heads);
-            progress("faithfulness", 0, 1);
-            let metric = |i: usize, l: &[f32]| task.metric(i, l);
-            let f = faithfulness(
-                model,
-                &task.clean[..patch_n],
-                &task.corrupt[..patch_n],
-                &sc,
-                &ks,
-                ab,
-                &metric,
-                cfg.batch_size,
-                cfg.seed,
-            )?;
-            progress("faithfulness", 1, 1);
-            timings.insert("faithfulness".into(), t0.elapsed().as_secs_f64() * 1e3);
-            Some(f)
-        }
-        _ => None,
+/// Stage 9, faithfulness of the primary scorer's ranking: keep the top-k heads, ablate
+/// the rest, on the first `patch_pairs` pairs (skipped when not asked for).
+fn faithfulness_of(
+    model: &Model,
+    prepared: &Prepared,
+    scores: &BTreeMap<String, Vec<f64>>,
+    cfg: &DiscoverConfig,
+    progress: &mut Progress<'_>,
+    clock: &mut StageClock,
+) -> Result<Option<FaithfulnessCurve>> {
+    let task = &prepared.task;
+    let patch_n = cfg.patch_pairs.min(task.pairs.len());
+    let Some(ab) = cfg.faithfulness.filter(|_| patch_n > 0) else {
+        return Ok(None);
     };
-    Ok(DiscoverResult {
-        config: cfg.clone(),
-        n_layers: nl,
-        n_heads: nh,
-        labels: model.cfg.head_labels(),
-        task: counts,
-        circuit,
-        scores,
-        trials,
-        auc,
-        patching,
-        faithfulness: faith,
-        timings_ms: timings,
-        saes: saes_out,
-        activations,
-    })
+    let t0 = Instant::now();
+    let primary = scores.get(cfg.scorer.name()).ok_or_else(|| {
+        Error::InvalidInput(format!("scorer `{}` was not computed", cfg.scorer.name()))
+    })?;
+    let sc: Vec<f32> = primary.iter().map(|&x| x as f32).collect();
+    let ks = faithfulness_grid(model.cfg.n_heads_total());
+    progress("faithfulness", 0, 1);
+    let metric = |i: usize, l: &[f32]| task.metric(i, l);
+    let f = faithfulness(
+        model,
+        &task.clean[..patch_n],
+        &task.corrupt[..patch_n],
+        &sc,
+        &ks,
+        ab,
+        &metric,
+        cfg.batch_size,
+        cfg.seed,
+    )?;
+    progress("faithfulness", 1, 1);
+    clock.set("faithfulness", t0);
+    Ok(Some(f))
 }
 
 /// The same SAEs as the CPU path (same initialisation), trained by the CUDA trainer on
@@ -762,12 +994,7 @@ fn gpu_train(
 ) -> Result<(Vec<Sae>, crate::sae::TrainLog, crate::gpu::DeviceSaes)> {
     let (k, heads, d) = xtrain.dims3()?;
     let tc = crate::gpu::TrainConfig {
-        steps: cfg.steps as u32,
-        lr: cfg.lr,
-        lambda: cfg.lambda,
-        beta1: cfg.beta1,
-        beta2: cfg.beta2,
-        eps: cfg.eps,
+        sae: *cfg,
         record_loss: true,
         path: crate::gpu::TrainPath::Auto,
         tf32: false,

@@ -200,3 +200,22 @@ pub fn logit_summary<R: tasks::LogitRow>(
         filter,
     })
 }
+
+/// The pairs of a built-in task that `model` answers right on the clean prompt and wrong
+/// on the corrupted one (`headcode task --filter`), with the filter's report.
+pub fn filter_pairs(
+    model: &crate::model::Model,
+    tok: &dyn Tokenizer,
+    kind: TaskKind,
+    n: usize,
+    seed: u64,
+    pairs: Vec<PromptPair>,
+) -> Result<(Vec<PromptPair>, tasks::FilterReport)> {
+    // The same n and seed regenerate `pairs`, tokenised with BOS.
+    let prep = prepare(&TaskSource::Builtin(kind), tok, n, seed, true)?;
+    let lc = model.last_logits(&prep.clean, 32)?;
+    let lx = model.last_logits(&prep.corrupt, 32)?;
+    let rep = tasks::filter(&prep.tokens, &lc, &lx, tasks::FilterRule::TopRank, 1)?;
+    let kept = rep.kept_pairs.iter().map(|&i| pairs[i].clone()).collect();
+    Ok((kept, rep))
+}

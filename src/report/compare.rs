@@ -42,7 +42,10 @@ pub fn write_compare(dir: &Path, r: &CompareResult) -> Result<Vec<String>> {
     write(
         &dir.join("roc.svg"),
         &svg::lines(
-            &format!("ROC over heads against {}", r.circuit.name),
+            &format!(
+                "ROC over heads against {}",
+                super::short_name(&r.circuit.name)
+            ),
             "false positive rate",
             "true positive rate",
             &series,

@@ -1,7 +1,9 @@
 //! Files a run leaves behind: hooked tensors (safetensors with head labels), run
 //! manifests, CSV and SVG plots. Never touches the GPU.
 pub mod compare;
+pub mod patch;
 pub mod run;
+pub mod summary;
 pub mod svg;
 
 use std::collections::HashMap;
@@ -12,6 +14,21 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::hooks::HeadActs;
 use crate::model::Model;
+
+/// A short name for a model's source or a circuit's name in titles: the file's stem for a
+/// checkpoint or circuit file (`SmolLM2-135M-Instruct.Q4_1`, `smollm2-135m-ioi-patching-top27`),
+/// the folder's name for a checkpoint folder, and anything else up to its first " (".
+pub fn short_name(source: &str) -> String {
+    let s = source.split(" (").next().unwrap_or(source).trim();
+    let p = Path::new(s);
+    let known = ["gguf", "safetensors", "pth", "pt", "bin", "json"];
+    let name = if p.extension().is_some_and(|e| known.iter().any(|k| e == *k)) {
+        p.file_stem()
+    } else {
+        p.file_name()
+    };
+    name.and_then(|n| n.to_str()).unwrap_or(s).to_string()
+}
 
 /// Write f32/i64 tensors plus string metadata to a safetensors file.
 pub fn write_safetensors(

@@ -117,8 +117,8 @@ pub fn write_discover(
     let vals: Vec<f32> = scores.iter().map(|&x| x as f32).collect();
     let title = format!(
         "{primary} score per head ({} on {})",
-        r.config.task.name(),
-        model.source
+        super::short_name(&r.config.task.name()),
+        super::short_name(&model.source)
     );
     write(
         &dir.join("heatmap.svg"),
@@ -163,11 +163,14 @@ pub fn write_discover(
             "all": all,
         });
         write(&dir.join("roc.json"), &serde_json::to_string_pretty(&j)?)?;
-        let cname = r.circuit.as_ref().map_or("", |c| c.name.as_str());
+        let cname = r
+            .circuit
+            .as_ref()
+            .map_or(String::new(), |c| super::short_name(&c.name));
         write(
             &dir.join("roc.svg"),
             &svg::lines(
-                &format!("ROC against circuit {cname} (mean scores over trials)"),
+                &format!("ROC against {cname}, mean scores over trials"),
                 "false positive rate",
                 "true positive rate",
                 &series,
@@ -199,7 +202,7 @@ pub fn write_discover(
         write(
             &dir.join("faithfulness.svg"),
             &svg::lines(
-                &format!("metric recovered, other heads {:?}-ablated", f.ablation),
+                &format!("metric recovered, other heads {}", f.ablation.describe()),
                 "heads kept",
                 "metric / full model",
                 &ser,

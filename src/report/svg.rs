@@ -8,6 +8,79 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Average glyph width of the sans-serif text, as a fraction of the font size: enough to
+/// keep a title inside the picture without measuring fonts.
+const GLYPH: f32 = 0.6;
+
+/// `text` broken at spaces into lines no wider than `width` pixels at `size` px; a word
+/// longer than a line is cut with an ellipsis.
+fn wrap(text: &str, width: f32, size: f32) -> Vec<String> {
+    let max = ((width / (GLYPH * size)).floor() as usize).max(8);
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        let word: String = if word.chars().count() > max {
+            word.chars().take(max - 1).chain(['…']).collect()
+        } else {
+            word.to_string()
+        };
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > max {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&word);
+    }
+    if !cur.is_empty() || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// The title as `<text>` lines from baseline `y`, 14 px, wrapped to `width`; returns the
+/// height it takes.
+fn title(s: &mut String, text: &str, x: f32, y: f32, width: f32) -> f32 {
+    let size = 14.0;
+    let lines = wrap(text, width, size);
+    for (i, line) in lines.iter().enumerate() {
+        let _ = write!(
+            s,
+            r#"<text x="{x}" y="{}" font-size="{size}">{}</text>"#,
+            y + i as f32 * (size + 3.0),
+            esc(line)
+        );
+    }
+    lines.len() as f32 * (size + 3.0)
+}
+
+/// Round tick values covering [lo, hi]: steps of 1, 2 or 5 × 10^k, about `n` of them.
+/// Returns the ticks; the first and last bound the axis.
+fn nice_ticks(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo, lo + 1.0) };
+    let raw = (hi - lo) / n.max(1) as f32;
+    let mag = 10f32.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|&st| st >= raw * 0.999)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).floor() as i64;
+    let last = (hi / step).ceil() as i64;
+    (first..=last).map(|i| i as f32 * step).collect()
+}
+
+/// A tick label with no more decimals than the step needs.
+fn tick_label(v: f32, step: f32) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    let v = if v.abs() < step * 1e-3 { 0.0 } else { v };
+    format!("{v:.decimals$}")
+}
+
 /// Sequential colour ramp (white → dark blue) for t in [0, 1].
 fn ramp(t: f32) -> String {
     let t = t.clamp(0.0, 1.0);
@@ -27,8 +100,11 @@ pub fn heatmap(
     outlined: &[bool],
 ) -> String {
     let cell = (560.0 / n_heads.max(1) as f32).clamp(10.0, 40.0);
-    let (ml, mt) = (50.0, 40.0);
-    let w = ml + cell * n_heads as f32 + 90.0;
+    let ml = 50.0;
+    let w = (ml + cell * n_heads as f32 + 90.0).max(300.0);
+    // The title wraps to the picture's width; the grid starts below it.
+    let title_lines = wrap(title, w - ml - 10.0, 14.0).len() as f32;
+    let mt = 23.0 + title_lines * 17.0;
     let h = mt + cell * n_layers as f32 + 40.0;
     let (lo, hi) = values
         .iter()
@@ -41,11 +117,7 @@ pub fn heatmap(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
-    let _ = write!(
-        s,
-        r#"<text x="{ml}" y="20" font-size="14">{}</text>"#,
-        esc(title)
-    );
+    self::title(&mut s, title, ml, 20.0, w - ml - 10.0);
     for l in 0..n_layers {
         let y = mt + l as f32 * cell;
         let _ = write!(
@@ -115,9 +187,21 @@ pub fn heatmap(
     s
 }
 
-const COLOURS: [&str; 8] = [
+/// Ten distinct colours (matplotlib's tab10); past ten, the colours repeat with a dash
+/// pattern, so no two curves look alike.
+const COLOURS: [&str; 10] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
 ];
+const DASHES: [&str; 3] = ["", "7 3", "2 2"];
+
+/// Colour and dash pattern of series `k`.
+fn style(k: usize) -> (&'static str, &'static str) {
+    (
+        COLOURS[k % COLOURS.len()],
+        DASHES[(k / COLOURS.len()) % DASHES.len()],
+    )
+}
 
 /// Line plot of several named series of (x, y) points.
 pub fn lines(
@@ -127,7 +211,10 @@ pub fn lines(
     series: &[(String, Vec<(f32, f32)>)],
     diagonal: bool,
 ) -> String {
-    let (w, h, ml, mr, mt, mb) = (560.0f32, 420.0f32, 60.0f32, 170.0f32, 40.0f32, 50.0f32);
+    let (w, ml, mr, mb) = (560.0f32, 60.0f32, 170.0f32, 50.0f32);
+    let title_h = wrap(title, w - ml - 10.0, 14.0).len() as f32 * 17.0;
+    let mt = 23.0 + title_h;
+    let h = 380.0 + title_h;
     let pts = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (
         f32::INFINITY,
@@ -156,6 +243,11 @@ pub fn lines(
     if y1 <= y0 {
         y1 = y0 + 1.0;
     }
+    // Axes end on round ticks.
+    let xt = nice_ticks(x0, x1, 5);
+    let yt = nice_ticks(y0, y1, 5);
+    let (x0, x1) = (xt[0], xt[xt.len() - 1]);
+    let (y0, y1) = (yt[0], yt[yt.len() - 1]);
     let pw = w - ml - mr;
     let ph = h - mt - mb;
     let sx = |x: f32| ml + (x - x0) / (x1 - x0) * pw;
@@ -165,30 +257,38 @@ pub fn lines(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
-    let _ = write!(
-        s,
-        r#"<text x="{ml}" y="22" font-size="14">{}</text>"#,
-        esc(title)
-    );
+    self::title(&mut s, title, ml, 22.0, w - ml - 10.0);
     let _ = write!(
         s,
         r##"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
     );
-    for k in 0..=4 {
-        let fx = x0 + (x1 - x0) * k as f32 / 4.0;
-        let fy = y0 + (y1 - y0) * k as f32 / 4.0;
+    let xstep = xt.get(1).map_or(1.0, |v| v - xt[0]);
+    for &fx in &xt {
         let _ = write!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{fx:.2}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
             sx(fx),
-            mt + ph + 15.0
+            mt + ph + 15.0,
+            tick_label(fx, xstep)
         );
+    }
+    let ystep = yt.get(1).map_or(1.0, |v| v - yt[0]);
+    for &fy in &yt {
         let _ = write!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="end">{fy:.2}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
             ml - 4.0,
-            sy(fy) + 4.0
+            sy(fy) + 4.0,
+            tick_label(fy, ystep)
         );
+        if y0 < 0.0 && fy == 0.0 {
+            let _ = write!(
+                s,
+                r##"<line x1="{ml}" y1="{0}" x2="{1}" y2="{0}" stroke="#ccc"/>"##,
+                sy(0.0),
+                ml + pw
+            );
+        }
     }
     let _ = write!(
         s,
@@ -215,7 +315,12 @@ pub fn lines(
         );
     }
     for (k, (name, p)) in series.iter().enumerate() {
-        let c = COLOURS[k % COLOURS.len()];
+        let (c, dash) = style(k);
+        let dash = if dash.is_empty() {
+            String::new()
+        } else {
+            format!(r#" stroke-dasharray="{dash}""#)
+        };
         let path: Vec<String> = p
             .iter()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
@@ -223,13 +328,13 @@ pub fn lines(
             .collect();
         let _ = write!(
             s,
-            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2"{dash} points="{}"/>"#,
             path.join(" ")
         );
         let ly = mt + 14.0 + k as f32 * 16.0;
         let _ = write!(
             s,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="2"/>"#,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="2"{dash}/>"#,
             w - mr + 10.0,
             w - mr + 30.0
         );
@@ -273,5 +378,52 @@ mod tests {
             true,
         );
         assert_eq!(s.matches("<polyline").count(), 2);
+    }
+
+    #[test]
+    fn every_curve_of_twelve_looks_different() {
+        let styles: Vec<_> = (0..12).map(style).collect();
+        for i in 0..12 {
+            for j in 0..i {
+                assert_ne!(styles[i], styles[j], "series {i} and {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        // the faithfulness curve that was ticked at -0.68, -0.26, 0.16, 0.58
+        let t = nice_ticks(-0.68, 1.0, 5);
+        let step = t[1] - t[0];
+        let labels: Vec<String> = t.iter().map(|&v| tick_label(v, step)).collect();
+        assert_eq!(labels, ["-1.0", "-0.5", "0.0", "0.5", "1.0"]);
+        let t = nice_ticks(-0.68, 1.0, 10);
+        let labels: Vec<String> = t.iter().map(|&v| tick_label(v, t[1] - t[0])).collect();
+        assert_eq!(
+            labels,
+            ["-0.8", "-0.6", "-0.4", "-0.2", "0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+        );
+        assert_eq!(nice_ticks(0.0, 270.0, 5), [0.0, 100.0, 200.0, 300.0]);
+        assert_eq!(nice_ticks(0.0, 1.0, 5), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+    }
+
+    #[test]
+    fn long_titles_wrap_inside_the_picture() {
+        let long = "sae score per head (ioi on SmolLM2-135M-Instruct.Q4_1, a name that goes on and on and on)";
+        let s = heatmap(long, &[0.0; 270], 30, 9, &[false; 270]);
+        let width: f32 = s
+            .split("width=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        for line in wrap(long, width - 60.0, 14.0) {
+            assert!(
+                line.chars().count() as f32 * GLYPH * 14.0 <= width - 50.0,
+                "{line}"
+            );
+        }
+        assert!(wrap(long, width - 60.0, 14.0).len() >= 2);
+        assert!(s.contains("and on)"));
     }
 }

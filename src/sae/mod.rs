@@ -22,8 +22,11 @@ use crate::error::{Error, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-/// Training settings; `Default` is the paper's main setting (§3.3).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The SAE's hyperparameters, one definition for the CPU trainer, the GPU trainer
+/// (`gpu::TrainConfig::sae`), `discover`, `compare`, `bench` and the CLI; `Default` is the
+/// paper's main setting (§3.3). A task's own λ (0.05 for Docstring) is set where the task
+/// is defined (`TaskSource::default_lambda`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SaeConfig {
     /// Learned features n (paper: 200).
     pub n_features: usize,
@@ -35,7 +38,14 @@ pub struct SaeConfig {
     pub eps: f32,
     /// Full-batch steps (paper: 500).
     pub steps: usize,
+    /// Training examples (prompts) an SAE sees (paper: 10); every example is encoded.
+    #[serde(default = "default_examples")]
+    pub examples: usize,
     pub seed: u64,
+}
+
+fn default_examples() -> usize {
+    SaeConfig::default().examples
 }
 
 impl Default for SaeConfig {
@@ -48,6 +58,7 @@ impl Default for SaeConfig {
             beta2: 0.999,
             eps: 1e-8,
             steps: 500,
+            examples: 10,
             seed: 0,
         }
     }

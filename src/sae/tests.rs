@@ -292,7 +292,7 @@ fn per_head_equals_each_head_trained_alone_bitwise() {
         let xh = head_rows(&x, batch, heads, d, h);
         let hcfg = SaeConfig {
             seed: head_seed(cfg.seed, h),
-            ..cfg.clone()
+            ..cfg
         };
         let (alone, l) = train_shared(&xh, batch, d, &hcfg).unwrap();
         assert_eq!(&alone, sae, "head {h}");
@@ -345,7 +345,7 @@ fn bad_inputs_are_errors_not_panics() {
         4,
         &SaeConfig {
             n_features: 0,
-            ..cfg.clone()
+            ..cfg
         }
     )
     .is_err());

@@ -38,7 +38,7 @@ pub use metrics::{
     compact_logits, kl_divergence, metric_value, resolve_tokens, top_token, year_prob_diff,
     year_token_sets, CompactLogits, LogitRow, MetricKind, PairTokens,
 };
-pub use split::{paper_split, PaperSplit, DEFAULT_SAE_EXAMPLES};
+pub use split::{paper_split, PaperSplit};
 
 /// One clean prompt and its corrupted counterpart. The model is scored on the token that
 /// follows the prompt; `answer` is that token's text (with its leading space, e.g. `" Mary"`).

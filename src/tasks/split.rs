@@ -2,7 +2,7 @@
 //!
 //! The pool holds `2 n` prompts: the n clean prompts (positives) first, then the n corrupt
 //! prompts (negatives); the paper's code relies on exactly this order ("first half is
-//! positive"). Codes are counted over the whole pool; only `n_sae_examples` prompts (10 by
+//! positive"). Codes are counted over the whole pool; only `n_sae_examples` prompts (`SaeConfig::examples`, 10 by
 //! default) train the SAE. The paper draws them from the mixed pool (`randperm(500)[:10]`,
 //! about half positive on average); `balanced` draws exactly half from each class instead.
 use rand::rngs::StdRng;
@@ -12,9 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::PromptPair;
 use crate::error::{Error, Result};
-
-/// The paper's default number of SAE training examples.
-pub const DEFAULT_SAE_EXAMPLES: usize = 10;
 
 /// Pool layout plus the SAE training subset (indices into the pool).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,13 +10,13 @@
 //! Adam normalises each gradient element, so an element whose true gradient is ~0 can take
 //! a ±lr step on one side and not the other; such outliers (at most 1 in 10^4 elements and
 //! each within 2·lr·steps) are reported but tolerated. Full training: codes on held-out rows
-//! must agree on >= 99%. End to end (`discover`, CPU against CUDA, `gpu::end_to_end`): codes
+//! must agree on >= 99%. End to end (`discover`, CPU against CUDA, `check::end_to_end`): codes
 //! equal on >= 99% of (example, head) pairs and every AUC within 0.01.
 use serde::Serialize;
 
-use super::reference as cpu;
-use super::{EdgeAlgo, GpuContext, HookDims, HookReduce, SaeParams, TrainConfig, TrainPath};
 use crate::error::Result;
+use crate::gpu::reference as cpu;
+use crate::gpu::{EdgeAlgo, GpuContext, HookDims, HookReduce, SaeParams, TrainConfig, TrainPath};
 
 /// One comparison.
 #[derive(Debug, Clone, Serialize)]
@@ -386,7 +386,7 @@ fn check_hook(gpu: &GpuContext, run: &mut Run, seed: u64) {
         let w = cpu::randn(h * dh * dm, 0.1, seed + 500 + i as u64);
         let lens = cpu::random_codes(b, p as u32 + 1, seed + 600 + i as u64);
         let mut mask =
-            super::mask_from_lengths(&lens.iter().map(|&l| l as usize).collect::<Vec<_>>(), p);
+            crate::gpu::mask_from_lengths(&lens.iter().map(|&l| l as usize).collect::<Vec<_>>(), p);
         if b > 1 && p > 2 {
             // one left-padded row
             for (pi, m) in mask[..p].iter_mut().enumerate() {
@@ -568,10 +568,9 @@ fn check_train_batched_equals_separate(gpu: &GpuContext, run: &mut Run, seed: u6
         let name = format!("sae_train {path:?} N=1 x{count}");
         let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
         let cfg = TrainConfig {
-            steps,
             path,
             record_loss: true,
-            ..TrainConfig::default()
+            ..TrainConfig::with_steps(steps)
         };
         let res = gpu.train_saes(&x, rows, &init, &cfg).and_then(|all| {
             let mut diff = 0usize;
@@ -633,9 +632,8 @@ fn check_train_clocks(gpu: &GpuContext, run: &mut Run, seed: u64) {
             let name = format!("sae_train {path:?} clocks");
             let shape = format!("N={count} R={rows} d={d} n={n} steps={steps}");
             let cfg = TrainConfig {
-                steps,
                 path,
-                ..TrainConfig::default()
+                ..TrainConfig::with_steps(steps)
             };
             let res = gpu.train_saes(&x, rows, &init, &cfg).and_then(|plain| {
                 let (clocked, prof) = gpu.train_saes_clocked(&x, rows, &init, &cfg)?;
@@ -707,9 +705,8 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
     for (i, &(count, rows, d, n, steps)) in shapes.iter().enumerate() {
         let (x, init) = sae_inputs(count, rows, d, n, seed + 900 + 10 * i as u64);
         let cfg = TrainConfig {
-            steps,
             record_loss: true,
-            ..TrainConfig::default()
+            ..TrainConfig::with_steps(steps)
         };
         let refs: Vec<(SaeParams, Vec<f32>)> = (0..count)
             .map(|s| cpu::train_sae(&x[s * rows * d..(s + 1) * rows * d], &init[s], &cfg))
@@ -718,13 +715,7 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
         {
             let sae_cfg = crate::sae::SaeConfig {
                 n_features: n,
-                lambda: cfg.lambda,
-                lr: cfg.lr,
-                beta1: cfg.beta1,
-                beta2: cfg.beta2,
-                eps: cfg.eps,
-                steps: steps as usize,
-                seed: 0,
+                ..cfg.sae
             };
             let mut worst = 0f64;
             let mut bad = 0usize;
@@ -734,7 +725,7 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 let mut adam = sae_cfg.adam(d);
                 let xs = &x[s * rows * d..(s + 1) * rows * d];
                 for _ in 0..steps {
-                    if sae.train_step(&mut adam, xs, rows, cfg.lambda).is_err() {
+                    if sae.train_step(&mut adam, xs, rows, cfg.sae.lambda).is_err() {
                         bad += 1;
                     }
                 }
@@ -743,8 +734,8 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
                 bad += b;
                 total += flat(&sae).len();
             }
-            let tolerated =
-                bad * 10_000 <= total && worst <= 2.0 * cfg.lr as f64 * steps as f64 * 1.05 + 1e-4;
+            let tolerated = bad * 10_000 <= total
+                && worst <= 2.0 * cfg.sae.lr as f64 * steps as f64 * 1.05 + 1e-4;
             run.push(CheckResult {
                 kernel: "cpu crate::sae vs f64 ref".into(),
                 shape: format!("N={count} R={rows} d={d} n={n} steps={steps}"),
@@ -772,7 +763,7 @@ fn check_train_steps(gpu: &GpuContext, run: &mut Run, seed: u64) {
                     let g: Vec<f32> = out.params.iter().flat_map(flat).collect();
                     let r: Vec<f32> = refs.iter().flat_map(|(p, _)| flat(p)).collect();
                     let (max, bad) = compare_f32(&g, &r, 1e-4, 1e-4);
-                    let sign_flip_bound = 2.0 * cfg.lr as f64 * steps as f64 * 1.05 + 1e-4;
+                    let sign_flip_bound = 2.0 * cfg.sae.lr as f64 * steps as f64 * 1.05 + 1e-4;
                     let tolerated = bad * 10_000 <= g.len() && max <= sign_flip_bound;
                     let gl: Vec<f32> = out.loss.unwrap_or_default().concat();
                     let rl: Vec<f32> = refs.iter().flat_map(|(_, l)| l.iter().copied()).collect();
@@ -811,10 +802,7 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
     };
     for (i, &(count, rows, d, n)) in shapes.iter().enumerate() {
         let (x, init) = sae_inputs(count, rows, d, n, seed + 2000 + 10 * i as u64);
-        let cfg = TrainConfig {
-            steps,
-            ..TrainConfig::default()
-        };
+        let cfg = TrainConfig::with_steps(steps);
         let held = 200usize;
         let xh = cpu::randn(count * held * d, 1.0, seed + 3000 + i as u64);
         let refs: Vec<SaeParams> = (0..count)
@@ -888,7 +876,7 @@ fn check_train_full(gpu: &GpuContext, run: &mut Run, seed: u64, quick: bool) {
 /// The whole `discover` pipeline, CPU against CUDA, on a random GPT-2-small-shape model:
 /// per-head SAEs on z (the default) and the paper's shared SAE on result.
 fn check_end_to_end(run: &mut Run, (n, steps): (usize, usize)) {
-    use super::end_to_end::discover_agreement;
+    use crate::check::end_to_end::discover_agreement;
     use crate::hooks::HookPoint;
     use crate::pipeline::discover::SaeMode;
     let shape = format!("random gpt2-small-shape, IOI {n} pairs, {steps} steps, CPU vs CUDA");
@@ -901,7 +889,7 @@ fn check_end_to_end(run: &mut Run, (n, steps): (usize, usize)) {
         (SaeMode::Shared, HookPoint::Result),
     ] {
         let name = format!("discover end to end, {mode:?} SAE on {on:?}");
-        let check = |kernel: String, a: &super::end_to_end::Agreement| {
+        let check = |kernel: String, a: &crate::check::end_to_end::Agreement| {
             let note = format!(
                 "codes equal on {:.2}% (>= 99%), largest AUC difference {:.4} ({}; <= 0.01), task accuracy/metric difference {:.2e} (<= 0.01)",
                 100.0 * a.code_agreement,

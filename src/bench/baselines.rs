@@ -2,13 +2,17 @@
 //! one ACDC edge test (q/k/v-split graph) and one EAP batch, each on `pairs` prompt pairs
 //! of 18 tokens, resumed at the middle layer (a sweep's average). Every timed call ends
 //! by copying a value to the host, so the device is synchronised. With these and a graph's
-//! size, a whole ACDC run's cost can be estimated before starting it.
+//! size, a whole ACDC run's cost can be estimated before starting it. [`run`] is
+//! `headcode bench --baselines`.
 use std::time::Instant;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::eap::eap;
+use candle_core::Device;
+
+use super::BenchRequest;
+use crate::baselines::eap::eap;
 use crate::error::Result;
 use crate::model::graph::{CircuitGraph, GraphModel, GraphRunOptions};
 use crate::model::{ForwardOptions, Model};
@@ -149,4 +153,69 @@ pub fn unit_costs(model: &Model, pairs: usize, reps: usize) -> Result<UnitCosts>
         n_heads: model.cfg.n_heads_total(),
         edge_test_logits: logits,
     })
+}
+
+/// The baselines' unit costs (ACDC head and edge tests, one EAP batch) at a random-weight
+/// shape; on CUDA also the edge test's logits against the CPU.
+pub fn run(a: &BenchRequest) -> Result<()> {
+    let build =
+        |dev: &Device| -> Result<Model> { crate::model::random::random_model(&a.model, 0, dev) };
+    let gpu = a.gpu;
+    if gpu {
+        crate::gpu::require_gpu()?;
+    }
+    let dev = if gpu {
+        crate::gpu::cuda_device()?
+    } else {
+        Device::Cpu
+    };
+    let reps = a.reps.max(1);
+    let c = unit_costs(&build(&dev)?, a.pairs, reps)?;
+    let mut j = serde_json::to_value(&c)?;
+    j["device"] = if gpu { "cuda:0" } else { "cpu" }.into();
+    j["model"] = a.model.clone().into();
+    say!(
+        "baselines, {} (random weights), {}, {} pairs x {} tokens, resumed at layer {}, median of {reps}",
+        a.model, if gpu { "CUDA" } else { "CPU" }, c.pairs, c.tokens_per_prompt, c.start_layer
+    );
+    say!(
+        "  ACDC head test      {:>10.2} ms  ({} heads: ~{:.1} s per threshold)",
+        c.acdc_head_test_ms,
+        c.n_heads,
+        c.acdc_head_test_ms * c.n_heads as f64 / 1e3
+    );
+    say!(
+        "  ACDC edge test      {:>10.2} ms  ({} q/k/v-split edges: at most ~{:.0} s per threshold)",
+        c.acdc_edge_test_ms,
+        c.n_edges_qkv,
+        c.acdc_edge_test_ms * c.n_edges_qkv as f64 / 1e3
+    );
+    say!("  EAP batch           {:>10.2} ms", c.eap_batch_ms);
+    if gpu {
+        // The same edge test on the CPU, for parity.
+        let cpu = unit_costs(&build(&Device::Cpu)?, a.pairs.min(4), 1)?;
+        let g = unit_costs(&build(&dev)?, a.pairs.min(4), 1)?;
+        let scale = cpu
+            .edge_test_logits
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()))
+            .max(1e-12);
+        let err = g
+            .edge_test_logits
+            .iter()
+            .zip(&cpu.edge_test_logits)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
+        let ok = err <= 1e-4;
+        say!(
+            "  edge test logits, CUDA vs CPU (4 pairs): max |diff| / max |ref| {err:.2e} {}",
+            if ok { "PASS" } else { "FAIL" }
+        );
+        j["edge_test_parity"] = err.into();
+        j["edge_test_parity_pass"] = ok.into();
+    }
+    if let Some(p) = &a.json {
+        crate::error::write_file(p, serde_json::to_string_pretty(&j)?)?;
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@
 //!
 //! `pipeline_shared_ms` = hook_result + sae_shared + encode_argmax_score (the paper's method);
 //! `pipeline_per_head_z_ms` = hook_z + sae_per_head_z + encode_argmax_score_per_head_z.
-//! The report also gives each SAE stage's hardware floor (`gpu::floor`), and a kernel-by-kernel
+//! The report also gives each SAE stage's hardware floor (`bench::floor`), and a kernel-by-kernel
 //! breakdown of one batched training step for the shared SAE and the per-head SAEs on result
 //! (`step_breakdown`).
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,7 @@ impl ModelShape {
     }
 
     pub fn dims(self) -> ShapeDims {
+        let sae = crate::sae::SaeConfig::default();
         let (name, layers, heads_per_layer, d_model) = match self {
             ModelShape::Gpt2Small => ("gpt2-small-shape", 12, 12, 768),
             ModelShape::Gpt2Xl => ("gpt2-xl-shape", 48, 25, 1600),
@@ -58,9 +59,9 @@ impl ModelShape {
             heads: layers * heads_per_layer,
             d_head: 64,
             d_model,
-            features: 200,
-            sae_examples: 10,
-            steps: 500,
+            features: sae.n_features,
+            sae_examples: sae.examples,
+            steps: sae.steps as u32,
         }
     }
 }
@@ -157,11 +158,11 @@ pub struct BenchReport {
     /// Device memory in use right after the context was created (bytes).
     pub baseline_mem_bytes: u64,
     /// The device's peak rates, and the floors they set for each SAE stage
-    /// (`gpu::floor`; counting rule there).
+    /// (`bench::floor`; counting rule there).
     #[serde(default)]
-    pub device_limits: Option<crate::gpu::floor::DeviceLimits>,
+    pub device_limits: Option<crate::bench::floor::DeviceLimits>,
     #[serde(default)]
-    pub floors: Vec<crate::gpu::floor::SaeFloor>,
+    pub floors: Vec<crate::bench::floor::SaeFloor>,
     /// Where a batched training step's time goes, kernel by kernel (`step_breakdown`).
     #[serde(default)]
     pub step_breakdown: Vec<StepBreakdown>,
@@ -211,19 +212,7 @@ impl BenchReport {
     }
 }
 
-/// Median of a non-empty list.
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        0.5 * (s[n / 2 - 1] + s[n / 2])
-    }
-}
+pub use crate::gpu::clocks::median;
 
 /// Run the benchmark (requires `--features cuda` and a GPU).
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
@@ -277,8 +266,9 @@ mod imp {
     use cudarc::driver::CudaSlice;
 
     use super::*;
+    use crate::bench::floor;
     use crate::gpu::cuda::{CudaResultExt, DevSaes};
-    use crate::gpu::{floor, GpuContext, HookDims, HookReduce, TrainConfig, TrainPath};
+    use crate::gpu::{GpuContext, HookDims, HookReduce, TrainConfig, TrainPath};
 
     /// CUDA-event time of one run of `f` on the context's stream.
     fn time_once(gpu: &GpuContext, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
@@ -500,10 +490,9 @@ mod imp {
                     let x = filled(gpu, count * rows * dm, 400 + i as u64)?;
                     let mut saes = rand_saes(gpu, count, dm, n, 500 + i as u64)?;
                     let cfg = TrainConfig {
-                        steps: BREAKDOWN_STEPS,
                         path,
                         tf32,
-                        ..TrainConfig::default()
+                        ..TrainConfig::with_steps(BREAKDOWN_STEPS)
                     };
                     let steps = gpu.d_profile_steps(&x, rows, &mut saes, &cfg)?;
                     Ok(crate::gpu::step_breakdown(&steps))
@@ -599,7 +588,7 @@ mod imp {
                 peak as f64 / (1 << 20) as f64
             );
             crate::say!(
-                "hardware floors ({} SMs, {:.1} TFLOP/s FP32, {:.2} TB/s DRAM; GEMM FLOPs only, see gpu::floor):",
+                "hardware floors ({} SMs, {:.1} TFLOP/s FP32, {:.2} TB/s DRAM; GEMM FLOPs only, see bench::floor):",
                 lim.sms,
                 lim.peak_flops() / 1e12,
                 lim.dram_bytes_per_s() / 1e12
@@ -698,9 +687,8 @@ mod imp {
                     let x = filled(gpu, h * ex * dh, 600 + i as u64)?;
                     let mut saes = rand_saes(gpu, h, dh, n, 700 + i as u64)?;
                     let cfg = TrainConfig {
-                        steps: sh.steps,
                         path,
-                        ..TrainConfig::default()
+                        ..TrainConfig::with_steps(sh.steps)
                     };
                     gpu.d_phase_clocks(&x, ex, &mut saes, &cfg)
                 };
@@ -775,10 +763,7 @@ mod imp {
         )?;
         drop(z);
 
-        let cfg = TrainConfig {
-            steps: sh.steps,
-            ..TrainConfig::default()
-        };
+        let cfg = TrainConfig::with_steps(sh.steps);
         // ---- shared SAE
         let x_sh = filled(gpu, ex * h * dm, 13)?;
         let init_sh = rand_saes(gpu, 1, dm, n, 100)?;

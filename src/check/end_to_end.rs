@@ -136,7 +136,7 @@ pub fn discover_ioi(
 /// `candidate`, and their agreement. With `tf32_too`, the candidate runs a second time with
 /// candle's forward GEMMs on TF32 tensor cores (`gpu::set_tf32`, reset afterwards even on an
 /// error), compared with the same reference: whether TF32, which a 10 ms forward needs
-/// (`gpu::floor::forward_floor`), keeps the end-to-end criterion.
+/// (`bench::floor::forward_floor`), keeps the end-to-end criterion.
 #[allow(clippy::too_many_arguments)]
 pub fn discover_agreement(
     reference: &Device,

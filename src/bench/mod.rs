@@ -1,0 +1,131 @@
+//! `headcode bench`: per-stage timings on the CPU or the GPU, with the hardware floors they
+//! are judged against. It sits above the pipeline and the GPU backend because it times
+//! both.
+//! * [`stages`]: the discovery stages' kernels on the GPU at the paper's shapes (CUDA events);
+//! * [`forward`]: the model's forward + hooks on the GPU and the whole `discover --device cuda`;
+//! * [`cpu`]: the same stages through the CPU path;
+//! * [`baselines`]: the unit costs of ACDC and EAP;
+//! * [`floor`]: the least time the device's peak rates allow for a stage.
+use std::path::PathBuf;
+
+use candle_core::Device;
+
+use crate::error::{write_file, Error, Result};
+
+pub mod baselines;
+pub mod cpu;
+pub mod floor;
+pub mod forward;
+pub mod stages;
+
+/// What `headcode bench` was asked to time.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    /// On the GPU (CUDA) instead of the CPU.
+    pub gpu: bool,
+    /// A named shape (`gpt2-small-shape`, `gpt2-xl-shape`; random weights) or a real model
+    /// (a path or a built-in name: its head layout for the kernel stages).
+    pub model: String,
+    /// Timed runs per stage.
+    pub reps: usize,
+    /// Prompts for the forward + hooks stages (default: 64 on the CPU, 500 on CUDA).
+    pub prompts: Option<usize>,
+    /// Time the baselines' unit costs instead, on `pairs` prompt pairs.
+    pub baselines: bool,
+    pub pairs: usize,
+    /// SAE training steps instead of the workload's (CUDA: 500; CPU: 20).
+    pub steps: Option<u32>,
+    /// Where the JSON report goes.
+    pub json: Option<PathBuf>,
+}
+
+impl Default for BenchRequest {
+    fn default() -> Self {
+        BenchRequest {
+            gpu: false,
+            model: "gpt2-small-shape".into(),
+            reps: 10,
+            prompts: None,
+            baselines: false,
+            pairs: 32,
+            steps: None,
+            json: None,
+        }
+    }
+}
+
+/// Run the bench `req` asks for, printing its table and writing its JSON.
+pub fn run(req: &BenchRequest) -> Result<()> {
+    if req.baselines {
+        baselines::run(req)
+    } else if req.gpu {
+        run_gpu(req)
+    } else {
+        cpu::run(req)
+    }
+}
+
+/// The GPU bench: the kernel stages ([`stages::bench`]), then the forward + hooks and, at
+/// the GPT-2-small shape, the whole `discover`. The JSON is rewritten after each section,
+/// so a later failure or a time limit (gpu-check.sh runs this under `timeout`) keeps what
+/// was measured; a failed section is recorded as {"error": ...} and fails the run after
+/// writing.
+fn run_gpu(a: &BenchRequest) -> Result<()> {
+    use stages::{ModelShape, ShapeDims};
+    // A named shape, or a real checkpoint's head layout for the kernel stages.
+    let (model, dims) = match ModelShape::parse(&a.model) {
+        Ok(m) => (m, None),
+        Err(_) => {
+            let c = forward::bench_model(&a.model, &Device::Cpu)?.cfg;
+            let d = ShapeDims::for_model(&a.model, c.n_layers, c.n_heads, c.d_head, c.d_model);
+            (ModelShape::Gpt2Small, Some(d))
+        }
+    };
+    let r = stages::bench(&stages::BenchOptions {
+        model,
+        dims: dims.clone(),
+        reps: a.reps.max(1),
+        steps: a.steps,
+        ..Default::default()
+    })?;
+    let mut j = serde_json::to_value(&r)?;
+    let write = |j: &serde_json::Value| -> Result<()> {
+        if let Some(p) = &a.json {
+            write_file(p, serde_json::to_string_pretty(j)?)?;
+        }
+        Ok(())
+    };
+    write(&j)?;
+    let mut failed = Vec::new();
+    let mut section = |j: &mut serde_json::Value, key: &str, res: Result<serde_json::Value>| {
+        j[key] = res.unwrap_or_else(|e| {
+            eprintln!("bench section {key} failed: {e:#}");
+            failed.push(key.to_string());
+            serde_json::json!({ "error": format!("{e:#}") })
+        });
+    };
+    section(
+        &mut j,
+        "forward_hooks_candle_cuda",
+        forward::gpu_forward_bench(
+            &a.model,
+            a.reps.max(3),
+            a.prompts.unwrap_or(500),
+            r.device_limits,
+        ),
+    );
+    write(&j)?;
+    if dims.is_none() && model == ModelShape::Gpt2Small {
+        section(&mut j, "discover_cuda", forward::gpu_discover_bench(3));
+    } else {
+        j["discover_cuda"] = serde_json::Value::Null;
+    }
+    write(&j)?;
+    if !failed.is_empty() {
+        return Err(Error::Failed(format!(
+            "bench sections failed: {} (the rest is in the JSON)",
+            failed.join(", ")
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `headcode bench`: per-stage timings on the CPU or the GPU.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use headcode::bench::BenchRequest;
+
+use super::DeviceArg;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// gpt2-small-shape | gpt2-xl-shape (random weights; timing does not depend on them), or a real model: a path or a known name such as smollm2-135m (its head layout for the kernel stages)
+    #[arg(long, default_value = "gpt2-small-shape")]
+    model: String,
+    /// Timed runs per stage.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Prompts for the forward + hooks stages (default: 64 on the CPU; 500 on CUDA, the
+    /// workload of the targets).
+    #[arg(long)]
+    prompts: Option<usize>,
+    /// Time the baselines instead (ACDC head and edge tests, one EAP batch) on PAIRS
+    /// prompt pairs; on CUDA also checks the edge test against the CPU.
+    #[arg(long)]
+    baselines: bool,
+    #[arg(long, default_value_t = 32)]
+    pairs: usize,
+    /// SAE training steps: on CUDA instead of the workload's 500 (a quick run; the printed
+    /// hardware floors follow it), on the CPU instead of 20 (its rows report ms per step).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    steps: Option<u32>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    // The GPU paths check for the device themselves; `auto` is the GPU, as before.
+    Ok(headcode::bench::run(&BenchRequest {
+        gpu: a.device != DeviceArg::Cpu,
+        model: a.model.clone(),
+        reps: a.reps,
+        prompts: a.prompts,
+        baselines: a.baselines,
+        pairs: a.pairs,
+        steps: a.steps,
+        json: a.json.clone(),
+    })?)
+}

@@ -1,0 +1,134 @@
+//! `headcode compare`: the SAE method beside patching, ACDC and EAP on the same prompts.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use headcode::hooks::HookPoint;
+use headcode::say;
+
+use super::{batch_size_for, device, use_gpu, Bars, DeviceArg, ModelArgs};
+
+#[derive(Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// ioi | gt | docstring | FILE.jsonl | auto-circuit FILE.json
+    #[arg(long, default_value = "")]
+    task: String,
+    /// Ground truth: a built-in name or a JSON file (`{"heads": [..], "edges": [..]}`;
+    /// edges as `L0H1->L2H3.q`, needed for edge AUCs).
+    #[arg(long)]
+    circuit: String,
+    /// Re-evaluate a finished run's saved scores (`DIR/compare.json`) against `--circuit`
+    /// instead of running anything; writes to `--out`.
+    #[arg(long)]
+    rescore: Option<PathBuf>,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sae,patching,acdc,eap"
+    )]
+    methods: Vec<headcode::pipeline::Method>,
+    /// Prompt pairs for patching, ACDC and EAP: the first PAIRS of the task.
+    #[arg(long, default_value_t = 32)]
+    pairs: usize,
+    /// Prompt pairs for the SAE method (positives = clean, negatives = corrupt).
+    #[arg(long, default_value_t = 250)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "per-head")]
+    sae: headcode::pipeline::SaeMode,
+    #[arg(long, value_enum, default_value = "z")]
+    on: HookPoint,
+    #[arg(long)]
+    lambda: Option<f32>,
+    #[arg(long, default_value_t = 1)]
+    trials: usize,
+    /// ACDC's graph: edges-qkv (the reference), edges (one input per head) or heads
+    /// (prune heads, a head-only mode that is far cheaper on a CPU).
+    #[arg(long, value_enum, default_value = "edges-qkv")]
+    acdc_granularity: headcode::baselines::Granularity,
+    #[arg(long, value_enum, default_value = "kl")]
+    acdc_metric: headcode::baselines::AcdcMetric,
+    /// Comma-separated thresholds τ (default 1e-4, 3e-4, …, 0.3, 1).
+    #[arg(long, value_delimiter = ',')]
+    acdc_thresholds: Vec<f64>,
+    /// EAP on one input per head instead of separate q/k/v inputs.
+    #[arg(long)]
+    eap_no_split: bool,
+    /// Prompts per forward chunk (default: 32 on the CPU, 500 on CUDA).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    #[arg(long)]
+    quiet: bool,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: CompareArgs) -> Result<()> {
+    use headcode::pipeline::{discover::CircuitSpec, CompareConfig, DiscoverConfig, TaskSource};
+    if let Some(dir) = &a.rescore {
+        let path = dir.join("compare.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let saved: headcode::pipeline::CompareResult = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a compare result", path.display()))?;
+        let r = saved.rescore(headcode::tasks::Circuit::load(&a.circuit)?)?;
+        let files = headcode::report::compare::write_compare(&a.out, &r)?;
+        say!("{}", r.markdown());
+        say!("wrote {} in {}", files.join(", "), a.out.display());
+        return Ok(());
+    }
+    if a.task.is_empty() {
+        bail!("--task is required (or --rescore DIR)");
+    }
+    let gpu = use_gpu(a.device)?;
+    let mut d = DiscoverConfig::paper(TaskSource::parse(&a.task)?);
+    d.circuit = CircuitSpec::Named(a.circuit.clone());
+    d.sae_mode = a.sae;
+    d.on = a.on;
+    d.trials = a.trials;
+    d.seed = a.seed;
+    d.n = a.n;
+    if let Some(l) = a.lambda {
+        d.sae.lambda = l;
+    }
+    d.batch_size = batch_size_for(a.batch_size, gpu)?;
+    d.faithfulness = None;
+    d.gpu = gpu;
+    let mut acdc = headcode::baselines::AcdcConfig {
+        granularity: a.acdc_granularity,
+        metric: a.acdc_metric,
+        ..Default::default()
+    };
+    if !a.acdc_thresholds.is_empty() {
+        acdc.thresholds = a.acdc_thresholds.clone();
+    }
+    let cfg = CompareConfig {
+        discover: d,
+        methods: a.methods.clone(),
+        pairs: a.pairs,
+        acdc,
+        eap_split_qkv: !a.eap_no_split,
+    };
+    let (model, tok) = a.model.load_on(device(gpu)?)?;
+    let device = if gpu { "cuda:0" } else { "cpu" };
+    let mut bars = Bars::new(a.quiet);
+    let t0 = std::time::Instant::now();
+    let r = headcode::pipeline::compare(&model, tok.as_ref(), &cfg, device, &mut |s, d, t| {
+        bars.update(s, d, t)
+    })?;
+    let files = headcode::report::compare::write_compare(&a.out, &r)?;
+    say!("{}", r.markdown());
+    say!(
+        "total {:.1} s; wrote {} in {}",
+        t0.elapsed().as_secs_f64(),
+        files.join(", "),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The subcommands, one file each: parse the arguments, call the library, print. Shared
+//! here: the model arguments, the device choice and the progress bars.
+use anyhow::{bail, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use headcode::model::{self, LoadOptions, Model, ModelSpec, Processing};
+use headcode::tokenize::Tokenizer;
+
+pub mod bench;
+pub mod compare;
+pub mod discover;
+pub mod model_cmds;
+pub mod patch;
+pub mod score;
+pub mod selftest;
+pub mod task;
+
+#[derive(Parser)]
+#[command(
+    name = "headcode",
+    version,
+    about = "Find circuits in transformer language models with sparse autoencoders on attention-head outputs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Architecture, sizes, parameter count and the processing applied.
+    Inspect(model_cmds::InspectArgs),
+    /// Next-token candidates with probabilities.
+    Predict(model_cmds::PredictArgs),
+    /// Hook every head's z or result and write them with their labels to safetensors.
+    Hooks(model_cmds::HooksArgs),
+    /// Run the whole method: hooks → SAEs → codes → scores → evaluation, with baselines.
+    Discover(Box<discover::DiscoverArgs>),
+    /// The SAE method beside activation patching, ACDC and edge attribution patching on the
+    /// same model, prompts and device: node (and edge) AUC against one circuit, wall time.
+    Compare(Box<compare::CompareArgs>),
+    /// Re-score the codes saved by `discover` with other options, without retraining.
+    Score(score::ScoreArgs),
+    /// Activation patching per head: each head's z from the corrupted run patched into the
+    /// clean run; the normalised change of the task metric, as CSV, JSON and a heatmap.
+    Patch(patch::PatchArgs),
+    /// Check every CUDA kernel against its CPU reference on seeded random inputs.
+    Selftest(selftest::SelftestArgs),
+    /// Per-stage timings (medians) on CPU or GPU, as a table and JSON.
+    Bench(bench::BenchArgs),
+    /// Generate a task's prompt pairs as JSONL.
+    Task(task::TaskArgs),
+    /// Accuracy and mean metric of the model on a task's positives and negatives.
+    TaskStats(task::TaskStatsArgs),
+}
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Inspect(a) => model_cmds::inspect(&a),
+        Cmd::Predict(a) => model_cmds::predict(&a),
+        Cmd::Hooks(a) => model_cmds::hooks(a),
+        Cmd::Discover(a) => discover::run(*a),
+        Cmd::Compare(a) => compare::run(*a),
+        Cmd::Score(a) => score::run(&a),
+        Cmd::Patch(a) => patch::run(&a),
+        Cmd::Selftest(a) => selftest::run(&a),
+        Cmd::Bench(a) => bench::run(&a),
+        Cmd::Task(a) => task::task(&a),
+        Cmd::TaskStats(a) => task::task_stats(&a),
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model: a folder (HF GPT-2 / Llama, TransformerLens), a .gguf/.safetensors/.pth file,
+    /// or a built-in name (`smollm2-135m`, fetched on first use).
+    pub model: String,
+    /// Skip TransformerLens weight processing (fold LN, centre writing weights and
+    /// unembed, fold value biases).
+    #[arg(long)]
+    pub no_processing: bool,
+    /// Keep LayerNorm/RMSNorm weights unfolded.
+    #[arg(long)]
+    pub no_fold_ln: bool,
+    #[arg(long)]
+    pub no_center_writing_weights: bool,
+    #[arg(long)]
+    pub no_center_unembed: bool,
+    #[arg(long)]
+    pub no_fold_value_biases: bool,
+}
+
+impl ModelArgs {
+    /// A model named on the command line with the default processing.
+    pub fn named(model: &str) -> Self {
+        ModelArgs {
+            model: model.to_string(),
+            no_processing: false,
+            no_fold_ln: false,
+            no_center_writing_weights: false,
+            no_center_unembed: false,
+            no_fold_value_biases: false,
+        }
+    }
+
+    pub fn load(&self) -> Result<(Model, Box<dyn Tokenizer>)> {
+        self.load_on(Device::Cpu)
+    }
+
+    pub fn load_on(&self, device: Device) -> Result<(Model, Box<dyn Tokenizer>)> {
+        let spec = ModelSpec::resolve(&self.model)?;
+        let processing = if self.no_processing {
+            Processing::NONE
+        } else {
+            Processing {
+                fold_ln: !self.no_fold_ln,
+                center_writing_weights: !self.no_center_writing_weights,
+                center_unembed: !self.no_center_unembed,
+                fold_value_biases: !self.no_fold_value_biases,
+            }
+        };
+        Ok(model::load(&spec, &LoadOptions { processing, device })?)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+/// Whether a run uses the GPU: `cuda` needs one (an error without), `auto` falls back to
+/// the CPU with a one-line note.
+pub fn use_gpu(device: DeviceArg) -> Result<bool> {
+    Ok(match device {
+        DeviceArg::Cpu => false,
+        DeviceArg::Cuda => {
+            headcode::gpu::require_gpu()?;
+            true
+        }
+        DeviceArg::Auto => match headcode::gpu::require_gpu() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("note: {e}; running on CPU");
+                false
+            }
+        },
+    })
+}
+
+/// The device the model is loaded on.
+pub fn device(gpu: bool) -> Result<Device> {
+    Ok(if gpu {
+        headcode::gpu::cuda_device()?
+    } else {
+        Device::Cpu
+    })
+}
+
+/// Prompts per forward chunk: the user's, or the library's default for the device.
+pub fn batch_size_for(arg: Option<usize>, gpu: bool) -> Result<usize> {
+    match arg {
+        Some(0) => bail!("--batch-size must be at least 1"),
+        Some(b) => Ok(b),
+        None if gpu => Ok(headcode::pipeline::discover::GPU_BATCH_SIZE),
+        None => Ok(headcode::pipeline::discover::CPU_BATCH_SIZE),
+    }
+}
+
+/// Progress bars, one per stage, hidden when stderr is not a terminal or with --quiet.
+pub struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let target = if quiet || !std::io::stderr().is_terminal() {
+            indicatif::ProgressDrawTarget::hidden()
+        } else {
+            indicatif::ProgressDrawTarget::stderr()
+        };
+        Self {
+            multi: indicatif::MultiProgress::with_draw_target(target),
+            bars: Default::default(),
+        }
+    }
+    pub fn update(&mut self, stage: &str, done: usize, total: usize) {
+        let bar = self.bars.entry(stage.to_string()).or_insert_with(|| {
+            let b = self.multi.add(indicatif::ProgressBar::new(total as u64));
+            if let Ok(st) = indicatif::ProgressStyle::with_template(
+                "{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}",
+            ) {
+                b.set_style(st.progress_chars("=> "));
+            }
+            b.set_prefix(stage.to_string());
+            b
+        });
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if done >= total {
+            bar.finish();
+        }
+    }
+}
