@@ -2,7 +2,7 @@
 # The CUDA path's self-test with no GPU, under headcode-emu (emu/): a stand-in
 # libcuda/libcublas that executes kernels/*.cu and candle's f32/f64/integer kernels compiled
 # as C++, one fiber per CUDA thread. Checks every kernel and the launch code in
-# src/gpu/cuda.rs (argument lists, grids, shared-memory opt-ins, CUDA-graph capture and
+# src/gpu/cuda/ (argument lists, grids, shared-memory opt-ins, CUDA-graph capture and
 # replay, the cuBLAS operand mapping) against the CPU references, and `discover --device
 # cuda` end to end against the CPU (4 IOI pairs, 20 steps: the emulation is slow), as
 # `headcode selftest --device cuda` does on a GPU. It cannot check speed or what only real

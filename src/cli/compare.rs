@@ -3,10 +3,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use headcode::hooks::HookPoint;
 use headcode::say;
 
-use super::{batch_size_for, device, use_gpu, Bars, DeviceArg, ModelArgs};
+use super::{batch_size_for, device, use_gpu, Bars, DeviceArg, ModelArgs, SaeRunArgs};
 
 #[derive(Args)]
 pub struct CompareArgs {
@@ -33,19 +32,8 @@ pub struct CompareArgs {
     /// Prompt pairs for patching, ACDC and EAP: the first PAIRS of the task.
     #[arg(long, default_value_t = 32)]
     pairs: usize,
-    /// Prompt pairs for the SAE method (positives = clean, negatives = corrupt).
-    #[arg(long, default_value_t = 250)]
-    n: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, value_enum, default_value = "per-head")]
-    sae: headcode::pipeline::SaeMode,
-    #[arg(long, value_enum, default_value = "z")]
-    on: HookPoint,
-    #[arg(long)]
-    lambda: Option<f32>,
-    #[arg(long, default_value_t = 1)]
-    trials: usize,
+    #[command(flatten)]
+    run: SaeRunArgs,
     /// ACDC's graph: edges-qkv (the reference), edges (one input per head) or heads
     /// (prune heads, a head-only mode that is far cheaper on a CPU).
     #[arg(long, value_enum, default_value = "edges-qkv")]
@@ -89,14 +77,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let gpu = use_gpu(a.device)?;
     let mut d = DiscoverConfig::paper(TaskSource::parse(&a.task)?);
     d.circuit = CircuitSpec::Named(a.circuit.clone());
-    d.sae_mode = a.sae;
-    d.on = a.on;
-    d.trials = a.trials;
-    d.seed = a.seed;
-    d.n = a.n;
-    if let Some(l) = a.lambda {
-        d.sae.lambda = l;
-    }
+    a.run.apply(&mut d);
     d.batch_size = batch_size_for(a.batch_size, gpu)?;
     d.faithfulness = None;
     d.gpu = gpu;

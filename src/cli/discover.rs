@@ -3,10 +3,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use headcode::hooks::{HookPoint, Reduce};
+use headcode::hooks::Reduce;
 use headcode::sae::SaeConfig;
 
-use super::{batch_size_for, device, use_gpu, Bars, DeviceArg, ModelArgs};
+use super::{batch_size_for, device, use_gpu, Bars, DeviceArg, ModelArgs, SaeRunArgs};
 
 #[derive(Args)]
 pub struct DiscoverArgs {
@@ -20,24 +20,10 @@ pub struct DiscoverArgs {
     /// (heads ranked by |effect|; add `,signed` to rank by the signed effect), or none.
     #[arg(long, default_value = "none")]
     circuit: String,
-    /// Default: one SAE per head on z, which scored better than the paper's shared SAE on
-    /// the real model (README); `--sae shared --on result` is the paper's setting.
-    #[arg(long, value_enum, default_value = "per-head")]
-    sae: headcode::pipeline::SaeMode,
-    #[arg(long, value_enum, default_value = "z")]
-    on: HookPoint,
+    #[command(flatten)]
+    run: SaeRunArgs,
     #[arg(long, value_enum, default_value = "sae")]
     scorer: headcode::pipeline::ScorerKind,
-    #[arg(long, default_value_t = 1)]
-    trials: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Prompt pairs (positives = clean, negatives = corrupt).
-    #[arg(long, default_value_t = 250)]
-    n: usize,
-    /// L1 coefficient (default: the paper's, 0.02; 0.05 for docstring).
-    #[arg(long)]
-    lambda: Option<f32>,
     /// SAE features (dictionary size).
     #[arg(long, default_value_t = SaeConfig::default().n_features)]
     features: usize,
@@ -92,15 +78,8 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     let task = TaskSource::parse(&a.task)?;
     let mut cfg = DiscoverConfig::paper(task);
     cfg.circuit = CircuitSpec::parse(&a.circuit)?;
-    cfg.sae_mode = a.sae;
-    cfg.on = a.on;
+    a.run.apply(&mut cfg);
     cfg.scorer = a.scorer;
-    cfg.trials = a.trials;
-    cfg.seed = a.seed;
-    cfg.n = a.n;
-    if let Some(l) = a.lambda {
-        cfg.sae.lambda = l;
-    }
     cfg.sae.n_features = a.features;
     cfg.sae.steps = a.steps;
     cfg.sae.examples = a.sae_examples;

@@ -124,6 +124,42 @@ impl ModelArgs {
     }
 }
 
+/// The SAE run's settings that `discover` and `compare` share.
+#[derive(Args)]
+pub struct SaeRunArgs {
+    /// Default: one SAE per head on z, which scored better than the paper's shared SAE on
+    /// the real model (docs/method-study.md); `--sae shared --on result` is the paper's
+    /// setting.
+    #[arg(long, value_enum, default_value = "per-head")]
+    pub sae: headcode::pipeline::SaeMode,
+    #[arg(long, value_enum, default_value = "z")]
+    pub on: headcode::hooks::HookPoint,
+    #[arg(long, default_value_t = 1)]
+    pub trials: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prompt pairs for the SAE method (positives = clean, negatives = corrupt).
+    #[arg(long, default_value_t = 250)]
+    pub n: usize,
+    /// L1 coefficient (default: the paper's, 0.02; 0.05 for docstring).
+    #[arg(long)]
+    pub lambda: Option<f32>,
+}
+
+impl SaeRunArgs {
+    /// Write these settings into a run's config.
+    pub fn apply(&self, cfg: &mut headcode::pipeline::DiscoverConfig) {
+        cfg.sae_mode = self.sae;
+        cfg.on = self.on;
+        cfg.trials = self.trials;
+        cfg.seed = self.seed;
+        cfg.n = self.n;
+        if let Some(l) = self.lambda {
+            cfg.sae.lambda = l;
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceArg {
     Cpu,
