@@ -259,7 +259,7 @@ pub fn compare(
                     None,
                     s,
                     np,
-                    "each head's z patched from the corrupted run; score = |metric shift|".into(),
+                    "each head's z patched from the corrupted run; score = the metric shift's size (absolute value)".into(),
                 )?;
                 patch_res = Some(p);
             }
