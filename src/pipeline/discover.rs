@@ -541,8 +541,6 @@ pub struct Hooked {
     pub pool: Vec<usize>,
     pub n_pairs: usize,
     pub counts: TaskCounts,
-    /// Which vectors the SAEs see.
-    pub on: HookPoint,
 }
 
 /// Stage 2, forward and hooks: run the model on the positives (clean) then the negatives
@@ -617,7 +615,6 @@ pub fn forward_and_hooks(
         pool,
         n_pairs,
         counts,
-        on: cfg.on,
     })
 }
 
@@ -632,13 +629,13 @@ pub struct PooledActs {
     pub heads: usize,
     pub d_head: usize,
     pub d_model: usize,
-    pub on: HookPoint,
     pub counts: TaskCounts,
 }
 
 impl Hooked {
-    /// The kept examples' rows, gathered where the scorers will read them.
-    fn pooled(self, on_device: bool) -> Result<PooledActs> {
+    /// The kept examples' rows, gathered where the scorers will read them (on the device
+    /// for the GPU path).
+    pub fn pooled(self, on_device: bool) -> Result<PooledActs> {
         let (_, heads, d_model) = self.result.dims3()?;
         let d_head = self.z.dim(2)?;
         let n_pairs = self.n_pairs;
@@ -651,16 +648,15 @@ impl Hooked {
             heads,
             d_head,
             d_model,
-            on: self.on,
             counts: self.counts,
         })
     }
 }
 
 impl PooledActs {
-    /// The vectors the SAEs train on and encode, and their width.
-    fn sae_input(&self) -> (&Pooled, usize) {
-        match self.on {
+    /// The vectors the SAEs train on and encode (`on`), and their width.
+    fn sae_input(&self, on: HookPoint) -> (&Pooled, usize) {
+        match on {
             HookPoint::Result => (&self.x_result, self.d_model),
             HookPoint::Z => (&self.x_z, self.d_head),
         }
@@ -786,7 +782,7 @@ pub fn train_saes(
     )?;
     let mut sae_cfg = cfg.sae;
     sae_cfg.seed = seed;
-    let (x_sae, d_sae) = acts.sae_input();
+    let (x_sae, d_sae) = acts.sae_input(cfg.on);
     let heads = acts.heads;
     let (saes, log, kept) = match (gpu, x_sae) {
         (Some(g), Pooled::Device(x)) => {
@@ -830,7 +826,7 @@ pub fn encode(
     let opts = CodeOptions {
         top_k: cfg.top_k_codes.max(1),
     };
-    let (x_sae, _) = acts.sae_input();
+    let (x_sae, _) = acts.sae_input(cfg.on);
     let (examples, heads) = (acts.examples, acts.heads);
     let is_pos = acts.is_pos.clone();
     match (gpu, &trained.kept, x_sae, cfg.sae_mode) {
