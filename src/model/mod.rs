@@ -110,11 +110,11 @@ pub enum ModelSpec {
 }
 
 /// Built-in names resolved through the local model cache (fetched on first use).
-pub const BUILTIN_MODELS: &[&str] = &[fetch::SMOLLM2_NAME];
+pub const BUILTIN_MODELS: &[&str] = &[fetch::SMOLLM2_135M.name, fetch::GEMMA3_270M.name];
 
 impl ModelSpec {
-    /// Resolve a path or a built-in name (`smollm2-135m`, fetched on first use; with the
-    /// `hub` feature, a Hugging Face repo id such as `gpt2` or `hub:gpt2`).
+    /// Resolve a path or a built-in name (`smollm2-135m`, `gemma-3-270m`, fetched on first
+    /// use; with the `hub` feature, a Hugging Face repo id such as `gpt2` or `hub:gpt2`).
     pub fn resolve(arg: &str) -> Result<Self> {
         if arg.trim().is_empty() {
             return Err(Error::InvalidInput("empty model argument".into()));
@@ -123,8 +123,8 @@ impl ModelSpec {
         if p.exists() {
             return Self::from_path(p);
         }
-        if arg == fetch::SMOLLM2_NAME || arg == "smollm2" {
-            return Ok(ModelSpec::Gguf(fetch::smollm2_path()?));
+        if let Some(m) = fetch::builtin(arg) {
+            return Ok(ModelSpec::Gguf(m.path()?));
         }
         if let Some(repo) = arg.strip_prefix("hub:") {
             return Self::from_path(&fetch::hub_download(repo)?);
