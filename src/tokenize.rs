@@ -1,5 +1,7 @@
 //! Tokenisers behind one trait: GPT-2 BPE (tiktoken-rs r50k_base), any Hugging Face
-//! `tokenizer.json`, and the byte-level BPE vocabulary stored inside a GGUF file.
+//! `tokenizer.json`, and the vocabularies stored inside a GGUF file (byte-level BPE, and
+//! SentencePiece-style "llama" vocabularies as in Gemma).
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -185,6 +187,400 @@ impl Tokenizer for HfTokenizer {
     }
 }
 
+/// The SentencePiece-style tokenizer of GGUF files whose `tokenizer.ggml.model` is
+/// `"llama"` (Llama 1/2, Gemma 1-3): llama.cpp's `llm_tokenizer_spm_session`, reproduced id
+/// for id, since llama.cpp is the reference runtime for GGUF checkpoints.
+///
+/// Encoding, as llama.cpp's `tokenize(text, add_special=false, parse_special=false)`:
+/// user-defined tokens (GGUF token type 4, e.g. Gemma's `"\n\n"` or `"<table>"`) are cut
+/// out of the raw text first, longest first; each remaining piece gets the optional space
+/// prefix, has its spaces replaced by `▁`, and is merged from single characters upwards,
+/// always taking the adjacent pair whose joined text is the vocabulary token with the
+/// highest score; characters the vocabulary lacks become `<0xXX>` byte tokens.
+pub struct SpmTokenizer {
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    attrs: Vec<u8>,
+    ids: HashMap<String, u32>,
+    /// User-defined tokens split off before merging, longest text first.
+    pre_split: Vec<u32>,
+    /// The token for each byte (`<0xXX>`, else the byte as a one-character token).
+    byte_ids: [Option<u32>; 256],
+    bos: Option<u32>,
+    add_space_prefix: bool,
+    name: String,
+}
+
+// llama.cpp's token attributes (llama_token_attr), as bits.
+const ATTR_NORMAL: u8 = 1;
+const ATTR_UNKNOWN: u8 = 2;
+const ATTR_UNUSED: u8 = 4;
+const ATTR_CONTROL: u8 = 8;
+const ATTR_USER_DEFINED: u8 = 16;
+const ATTR_BYTE: u8 = 32;
+
+/// Token texts that llama.cpp (llama-vocab.cpp, `load`) marks as control whatever their
+/// GGUF type, as end-of-generation or fill-in-the-middle markers. Gemma 3's `</s>` is a
+/// user-defined token that this turns into a control one, so plain text `</s>` is not
+/// split off but spelled out. (llama.cpp marks only the first FIM spelling it meets when
+/// the GGUF names no FIM id; vocabularies with two spellings of one FIM role differ.)
+#[rustfmt::skip]
+const LLAMA_CPP_CONTROL_TEXTS: &[&str] = &[
+    // end of generation
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<｜end▁of▁sentence｜>", "[e~[",
+    // fill in the middle
+    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
+    "<|code_prefix|>", "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
+    "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>",
+    "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>",
+    "<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>",
+    "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+];
+
+/// llama.cpp's per-token attributes: the GGUF type, then its by-name overrides.
+fn llama_cpp_attrs(tokens: &[String], types: &[i32]) -> Vec<u8> {
+    let mut attrs: Vec<u8> = types
+        .iter()
+        .map(|t| match t {
+            1 => ATTR_NORMAL,
+            2 => ATTR_UNKNOWN,
+            3 => ATTR_CONTROL,
+            4 => ATTR_USER_DEFINED,
+            5 => ATTR_UNUSED,
+            6 => ATTR_BYTE,
+            _ => 0, // undefined: neither split off nor decoded
+        })
+        .collect();
+    let has = |t: &str| tokens.iter().any(|x| x == t);
+    for (a, t) in attrs.iter_mut().zip(tokens) {
+        if LLAMA_CPP_CONTROL_TEXTS.contains(&t.as_str()) {
+            *a |= ATTR_CONTROL;
+        }
+        // gpt-oss: always rendered.
+        if ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"].contains(&t.as_str()) {
+            *a = ATTR_USER_DEFINED;
+        }
+    }
+    // o200k_harmony / solar-open: `<|end|>` is not an end marker there.
+    if (has("<|return|>") && has("<|call|>") || has("<|calls|>") && has("<|flush|>"))
+        && has("<|end|>")
+    {
+        for (a, t) in attrs.iter_mut().zip(tokens) {
+            if t == "<|end|>" {
+                *a = ATTR_USER_DEFINED;
+            }
+        }
+    }
+    // gemma4 / plamo: `</s>` is a normal token.
+    if has("<|tool_response>") || has("<|plamo:eos|>") {
+        for (a, t) in attrs.iter_mut().zip(tokens) {
+            if t == "</s>" {
+                *a = ATTR_NORMAL;
+            }
+        }
+    }
+    attrs
+}
+
+impl SpmTokenizer {
+    /// Build from the GGUF keys `tokenizer.ggml.tokens`, `.scores`, `.token_type` (1 normal,
+    /// 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte), the BOS id and
+    /// `tokenizer.ggml.add_space_prefix` (llama.cpp's default when the key is absent: true).
+    pub fn new(
+        mut tokens: Vec<String>,
+        scores: Vec<f32>,
+        token_types: Vec<i32>,
+        bos_id: Option<u32>,
+        add_space_prefix: bool,
+        name: String,
+    ) -> Result<Self> {
+        if tokens.is_empty() {
+            return Err(Error::Tokenizer(format!("{name}: empty vocabulary")));
+        }
+        if scores.len() != tokens.len() || token_types.len() != tokens.len() {
+            return Err(Error::Tokenizer(format!(
+                "{name}: {} tokens but {} scores and {} token types",
+                tokens.len(),
+                scores.len(),
+                token_types.len()
+            )));
+        }
+        if tokens.len() > u32::MAX as usize {
+            return Err(Error::Tokenizer(format!("{name}: vocabulary too large")));
+        }
+        if let Some(b) = bos_id.filter(|&b| b as usize >= tokens.len()) {
+            return Err(Error::Tokenizer(format!(
+                "{name}: BOS id {b} is outside the vocabulary of {}",
+                tokens.len()
+            )));
+        }
+        let mut ids = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter_mut().enumerate() {
+            if t.is_empty() {
+                // llama.cpp's placeholder, so every id keeps a distinct text.
+                *t = format!("[EMPTY_{i}]");
+            }
+            if let Some(j) = ids.insert(t.clone(), i as u32) {
+                return Err(Error::Tokenizer(format!(
+                    "{name}: token {t:?} appears twice (ids {j} and {i})"
+                )));
+            }
+        }
+        let attrs = llama_cpp_attrs(&tokens, &token_types);
+        // llama.cpp splits off user-defined tokens (control and unknown ones only with
+        // parse_special), longest first; ties are unordered there, by id here.
+        let mut pre_split: Vec<u32> = (0..tokens.len() as u32)
+            .filter(|&i| {
+                let a = attrs[i as usize];
+                a & ATTR_USER_DEFINED != 0 && a & (ATTR_CONTROL | ATTR_UNKNOWN) == 0
+            })
+            .collect();
+        pre_split.sort_by_key(|&i| std::cmp::Reverse(tokens[i as usize].len()));
+        let mut byte_ids = [None; 256];
+        for (b, slot) in byte_ids.iter_mut().enumerate() {
+            *slot = ids.get(&format!("<0x{b:02X}>")).copied().or_else(|| {
+                // llama.cpp falls back to the byte itself as a token.
+                (b < 0x80)
+                    .then(|| ids.get(&char::from(b as u8).to_string()).copied())
+                    .flatten()
+            });
+        }
+        Ok(Self {
+            tokens,
+            scores,
+            attrs,
+            ids,
+            pre_split,
+            byte_ids,
+            bos: bos_id,
+            add_space_prefix,
+            name,
+        })
+    }
+
+    /// The raw text is cut at user-defined tokens: `Ok(id)` for a token, `Err(range)` for
+    /// text between them (never empty).
+    fn split_user_defined(&self, text: &str) -> Vec<std::result::Result<u32, (usize, usize)>> {
+        let mut frags = vec![Err((0, text.len()))];
+        for &id in &self.pre_split {
+            let needle = self.tokens[id as usize].as_str();
+            if !frags
+                .iter()
+                .any(|f| matches!(f, Err((a, b)) if text[*a..*b].contains(needle)))
+            {
+                continue;
+            }
+            let mut out = Vec::with_capacity(frags.len() + 2);
+            for f in frags {
+                let (mut a, b) = match f {
+                    Err(r) => r,
+                    tok => {
+                        out.push(tok);
+                        continue;
+                    }
+                };
+                while let Some(m) = text[a..b].find(needle) {
+                    if m > 0 {
+                        out.push(Err((a, a + m)));
+                    }
+                    out.push(Ok(id));
+                    a += m + needle.len();
+                }
+                if a < b {
+                    out.push(Err((a, b)));
+                }
+            }
+            frags = out;
+        }
+        frags
+    }
+
+    /// One piece of plain text (spaces already `▁`): llama.cpp's `llm_tokenizer_spm_session`.
+    fn spm_session(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        struct Sym {
+            start: usize,
+            n: usize,
+            prev: Option<usize>,
+            next: Option<usize>,
+        }
+        #[derive(PartialEq)]
+        struct Bigram {
+            score: f32,
+            left: usize,
+            right: usize,
+            size: usize,
+        }
+        impl Eq for Bigram {}
+        impl Ord for Bigram {
+            // Highest score first; among equal scores the leftmost pair.
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                self.score
+                    .partial_cmp(&o.score)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(o.left.cmp(&self.left))
+            }
+        }
+        impl PartialOrd for Bigram {
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+
+        let n_chars = text.chars().count();
+        if n_chars == 0 {
+            return Ok(());
+        }
+        let mut syms: Vec<Sym> = text
+            .char_indices()
+            .enumerate()
+            .map(|(i, (start, c))| Sym {
+                start,
+                n: c.len_utf8(),
+                prev: i.checked_sub(1),
+                next: (i + 1 < n_chars).then_some(i + 1),
+            })
+            .collect();
+        let mut queue = BinaryHeap::new();
+        let try_add =
+            |syms: &[Sym], queue: &mut BinaryHeap<Bigram>, l: Option<usize>, r: Option<usize>| {
+                let (Some(l), Some(r)) = (l, r) else { return };
+                let (start, size) = (syms[l].start, syms[l].n + syms[r].n);
+                if let Some(&id) = self.ids.get(&text[start..start + size]) {
+                    queue.push(Bigram {
+                        score: self.scores[id as usize],
+                        left: l,
+                        right: r,
+                        size,
+                    });
+                }
+            };
+        for i in 1..syms.len() {
+            try_add(&syms, &mut queue, Some(i - 1), Some(i));
+        }
+        while let Some(bg) = queue.pop() {
+            let (l, r) = (bg.left, bg.right);
+            // Skip pairs whose symbols have since been merged into others.
+            if syms[l].n == 0 || syms[r].n == 0 || syms[l].n + syms[r].n != bg.size {
+                continue;
+            }
+            syms[l].n += syms[r].n;
+            syms[r].n = 0;
+            syms[l].next = syms[r].next;
+            if let Some(nx) = syms[r].next {
+                syms[nx].prev = Some(l);
+            }
+            let (prev, next) = (syms[l].prev, syms[l].next);
+            try_add(&syms, &mut queue, prev, Some(l));
+            try_add(&syms, &mut queue, Some(l), next);
+        }
+        // Resegment. llama.cpp would split a final symbol missing from the vocabulary
+        // back along its recorded merges, but every merge it records forms a vocabulary
+        // token, so such a symbol is always an unmerged character: spell it in bytes.
+        let mut i = Some(0);
+        while let Some(k) = i {
+            let piece = &text[syms[k].start..syms[k].start + syms[k].n];
+            match self.ids.get(piece) {
+                Some(&id) => out.push(id),
+                None => {
+                    for &b in piece.as_bytes() {
+                        out.push(self.byte_ids[b as usize].ok_or_else(|| {
+                            Error::Tokenizer(format!(
+                                "{}: no byte token <0x{b:02X}> for {piece:?}",
+                                self.name
+                            ))
+                        })?);
+                    }
+                }
+            }
+            i = syms[k].next;
+        }
+        Ok(())
+    }
+
+    /// Text of one token as llama.cpp's `token_to_piece(special=false)` renders it.
+    fn piece(&self, id: u32, out: &mut Vec<u8>) {
+        let (a, t) = (self.attrs[id as usize], self.tokens[id as usize].as_str());
+        if a & (ATTR_CONTROL | ATTR_UNKNOWN) != 0 {
+            return;
+        }
+        if a & ATTR_USER_DEFINED != 0 {
+            out.extend_from_slice(t.as_bytes());
+        } else if a & ATTR_NORMAL != 0 {
+            out.extend_from_slice(t.replace('▁', " ").as_bytes());
+        } else if a & ATTR_BYTE != 0 {
+            match t
+                .strip_prefix("<0x")
+                .and_then(|h| h.strip_suffix('>'))
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => out.push(b),
+                None => out.extend_from_slice(t.as_bytes()),
+            }
+        }
+    }
+}
+
+impl Tokenizer for SpmTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        // llama.cpp adds the space prefix at the start and after each split-off token.
+        let mut prev_special = true;
+        for frag in self.split_user_defined(text) {
+            match frag {
+                Ok(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
+                Err((a, b)) => {
+                    let mut piece = String::with_capacity(b - a + 3);
+                    if self.add_space_prefix && prev_special {
+                        piece.push(' ');
+                    }
+                    piece.push_str(&text[a..b]);
+                    self.spm_session(&piece.replace(' ', "▁"), &mut out)?;
+                    prev_special = false;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Control, unknown and unused tokens render as nothing; bytes are gathered before the
+    /// UTF-8 decoding, so a character split over byte tokens survives (a lone part of one
+    /// becomes U+FFFD).
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        let mut bytes = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            if id as usize >= self.tokens.len() {
+                return Err(Error::Tokenizer(format!(
+                    "{}: token id {id} is outside the vocabulary of {}",
+                    self.name,
+                    self.tokens.len()
+                )));
+            }
+            let start = bytes.len();
+            self.piece(id, &mut bytes);
+            // llama.cpp drops the space prefix it would have added.
+            if i == 0 && self.add_space_prefix && bytes.first() == Some(&b' ') {
+                bytes.remove(start);
+            }
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+    fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Stands in for a model folder that ships no tokenizer: the model still runs on token
 /// ids, and any attempt to tokenise text says what is missing.
 pub struct MissingTokenizer {
@@ -252,5 +648,146 @@ mod tests {
         assert_eq!(t.encode("<|endoftext|>ab").unwrap(), vec![0, 4]);
         assert_eq!(t.bos_id(), Some(0));
         assert_eq!(t.decode(&[4, 5]).unwrap(), "ab ab");
+    }
+
+    /// A hand-built SentencePiece vocabulary: (text, score, GGUF token type).
+    fn tiny_spm(extra: &[(&str, f32, i32)], add_space_prefix: bool) -> SpmTokenizer {
+        let mut v: Vec<(&str, f32, i32)> = vec![
+            ("<unk>", 0.0, 2),
+            ("<s>", 0.0, 3),
+            ("</s>", 0.0, 4), // user-defined in the GGUF, control to llama.cpp
+            ("▁", -1.0, 1),
+            ("a", -1.0, 1),
+            ("b", -1.0, 1),
+            ("c", -1.0, 1),
+            ("▁a", -2.0, 1),
+            ("<0xC3>", 0.0, 6),
+            ("<0xA9>", 0.0, 6),
+            ("<0x0A>", 0.0, 6),
+            ("\n\n", 0.0, 4),
+            ("<0x3C>", 0.0, 6),
+            ("<0x2F>", 0.0, 6),
+            ("s", -1.0, 1),
+            ("<0x3E>", 0.0, 6),
+        ];
+        v.extend_from_slice(extra);
+        SpmTokenizer::new(
+            v.iter().map(|t| t.0.to_string()).collect(),
+            v.iter().map(|t| t.1).collect(),
+            v.iter().map(|t| t.2).collect(),
+            Some(1),
+            add_space_prefix,
+            "tiny-spm".into(),
+        )
+        .unwrap()
+    }
+
+    fn id(t: &SpmTokenizer, text: &str) -> u32 {
+        t.ids[text]
+    }
+
+    #[test]
+    fn spm_merges_highest_score_first() {
+        // "bc" outscores "ab": a + (bc).
+        let t = tiny_spm(&[("ab", -5.0, 1), ("bc", -3.0, 1)], false);
+        assert_eq!(t.encode("abc").unwrap(), vec![id(&t, "a"), id(&t, "bc")]);
+        // The other way round: (ab) + c.
+        let t = tiny_spm(&[("ab", -3.0, 1), ("bc", -5.0, 1)], false);
+        assert_eq!(t.encode("abc").unwrap(), vec![id(&t, "ab"), id(&t, "c")]);
+        // A merged pair merges on when the longer text is a token.
+        let t = tiny_spm(&[("ab", -3.0, 1), ("bc", -5.0, 1), ("abc", -9.0, 1)], false);
+        assert_eq!(t.encode("abc").unwrap(), vec![id(&t, "abc")]);
+        // Spaces become ▁ and merge like any character.
+        assert_eq!(
+            t.encode(" a b").unwrap(),
+            vec![id(&t, "▁a"), id(&t, "▁"), id(&t, "b")]
+        );
+        assert_eq!(t.decode(&t.encode(" a b").unwrap()).unwrap(), " a b");
+    }
+
+    #[test]
+    fn spm_equal_scores_merge_leftmost_first() {
+        let t = tiny_spm(&[("ab", -4.0, 1), ("bc", -4.0, 1)], false);
+        assert_eq!(t.encode("abc").unwrap(), vec![id(&t, "ab"), id(&t, "c")]);
+        assert_eq!(
+            t.encode("abcabc").unwrap(),
+            vec![id(&t, "ab"), id(&t, "c"), id(&t, "ab"), id(&t, "c")]
+        );
+    }
+
+    #[test]
+    fn spm_byte_fallback_and_partial_utf8_decode() {
+        let t = tiny_spm(&[], false);
+        let (c3, a9) = (id(&t, "<0xC3>"), id(&t, "<0xA9>"));
+        assert_eq!(t.encode("é").unwrap(), vec![c3, a9]);
+        assert_eq!(
+            t.encode("a\n").unwrap(),
+            vec![id(&t, "a"), id(&t, "<0x0A>")]
+        );
+        assert_eq!(t.decode(&[c3, a9]).unwrap(), "é");
+        // Half a character: no error, a replacement character.
+        assert_eq!(t.decode(&[id(&t, "a"), c3]).unwrap(), "a\u{FFFD}");
+        // A character with no byte token at all is an error naming it.
+        let e = t.encode("ß").unwrap_err().to_string();
+        assert!(e.contains("tiny-spm") && e.contains("ß"), "{e}");
+        assert!(t.decode(&[999]).is_err());
+    }
+
+    #[test]
+    fn spm_user_defined_tokens_split_first() {
+        let t = tiny_spm(&[], false);
+        let nn = id(&t, "\n\n");
+        assert_eq!(
+            t.encode("a\n\nb").unwrap(),
+            vec![id(&t, "a"), nn, id(&t, "b")]
+        );
+        // Three newlines: the pair, then one byte.
+        assert_eq!(t.encode("\n\n\n").unwrap(), vec![nn, id(&t, "<0x0A>")]);
+        assert_eq!(t.decode(&[nn]).unwrap(), "\n\n");
+        // `</s>` is control to llama.cpp: spelled out, and rendered as nothing.
+        let ids = t.encode("</s>").unwrap();
+        assert!(!ids.contains(&id(&t, "</s>")), "{ids:?}");
+        assert_eq!(t.decode(&ids).unwrap(), "</s>");
+        assert_eq!(t.decode(&[id(&t, "</s>"), 1, 0, id(&t, "a")]).unwrap(), "a");
+        assert_eq!(t.encode_with_bos("a", true).unwrap(), vec![1, id(&t, "a")]);
+        assert_eq!(t.encode("").unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn spm_space_prefix() {
+        let t = tiny_spm(&[], true);
+        assert_eq!(t.encode("a").unwrap(), vec![id(&t, "▁a")]);
+        // Again after a split-off token, as in llama.cpp.
+        assert_eq!(
+            t.encode("\n\na").unwrap(),
+            vec![id(&t, "\n\n"), id(&t, "▁a")]
+        );
+        assert_eq!(t.decode(&[id(&t, "▁a"), id(&t, "▁a")]).unwrap(), "a a");
+    }
+
+    #[test]
+    fn spm_rejects_bad_vocabularies() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let e = SpmTokenizer::new(
+            s(&["a", "b"]),
+            vec![0.0],
+            vec![1, 1],
+            None,
+            false,
+            "v".into(),
+        );
+        assert!(e.is_err());
+        assert!(SpmTokenizer::new(vec![], vec![], vec![], None, false, "v".into()).is_err());
+        let e = SpmTokenizer::new(
+            s(&["a", "a"]),
+            vec![0.0; 2],
+            vec![1; 2],
+            None,
+            false,
+            "v".into(),
+        );
+        assert!(e.err().unwrap().to_string().contains("twice"));
+        let e = SpmTokenizer::new(s(&["a"]), vec![0.0], vec![1], Some(5), false, "v".into());
+        assert!(e.is_err());
     }
 }
