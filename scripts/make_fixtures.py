@@ -609,6 +609,179 @@ def smollm2_tokens(gguf_path: Path):
 
 
 # --------------------------------------------------------------------------------------
+# 5. The families: Qwen2, Gemma 2, Gemma 3, GPT-NeoX (Pythia)
+# --------------------------------------------------------------------------------------
+
+def randomize_(model, g):
+    """Non-trivial random values: norms 0.3·N(0,1) around 1 (around 0 for Gemma, whose
+    RMSNorm multiplies by 1 + w), biases 0.2·N(0,1), embeddings N(0,1), matrices
+    N(0, 1/fan_in)."""
+    gemma = "Gemma" in type(model).__name__
+    for name, p in model.named_parameters():
+        if "norm" in name or "layernorm" in name:
+            if name.endswith("bias"):
+                perturb_(p, "bias", g)
+            elif gemma:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+            else:
+                perturb_(p, "norm_weight", g)
+        elif name.endswith("bias"):
+            perturb_(p, "bias", g)
+        elif "embed" in name:
+            p.copy_(torch.randn(p.shape, generator=g))
+        else:  # nn.Linear: [out, in]
+            p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+
+
+def family_fixture(name: str, cls, cfg, seed: int, *, layers, o_proj, v_bias, ln: bool,
+                   softcapped: bool):
+    """Save a random-weight HF checkpoint and the per-head outputs transformers gives.
+
+    z is the o_proj (NeoX: dense) input split into heads, result_h = z_h W_O[h]. The
+    processed file is what TransformerLens's default processing gives from these numbers:
+    fold_value_biases takes b_V out of z (attention rows sum to 1) and out of result; with
+    LayerNorm, centre_writing_weights centres result over d_model; logits change only by a
+    per-position constant (centre_unembed, skipped where the logits are soft-capped).
+    """
+    print(f"== {name}")
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    cfg._attn_implementation = "eager"
+    model = cls(cfg).float().eval()
+    randomize_(model, g)
+    d = fresh_dir(OUT / name)
+    model.save_pretrained(d, safe_serialization=True)
+    keys = sorted(load_file(str(d / "model.safetensors")).keys())
+    print("  checkpoint tensors:", len(keys), keys[:8], "...")
+    model = cls.from_pretrained(d, attn_implementation="eager",
+                                torch_dtype=torch.float32).eval()
+    nh = cfg.num_attention_heads
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // nh
+    ls = layers(model)
+    prompts = make_prompts(seed + 2)
+    raw, proc = [], []
+    for i, toks in enumerate(prompts):
+        zin = {}
+        hooks = [o_proj(layer).register_forward_pre_hook(
+            lambda m, a, l=l: zin.__setitem__(l, a[0][0].clone()))
+            for l, layer in enumerate(ls)]
+        logits = model(toks[None]).logits[0]
+        for h in hooks:
+            h.remove()
+        T = len(toks)
+        z = torch.stack([zin[l].view(T, nh, hd) for l in range(len(ls))])
+
+        def results(z):
+            return torch.stack([torch.stack([
+                z[l, :, h] @ o_proj(ls[l]).weight[:, h * hd:(h + 1) * hd].T
+                for h in range(nh)], dim=1) for l in range(len(ls))])
+        res = results(z)
+        for l in range(len(ls)):
+            full = o_proj(ls[l])(zin[l])
+            if o_proj(ls[l]).bias is not None:
+                full = full - o_proj(ls[l]).bias
+            record(f"{name}.sum_heads_result_vs_o_proj.L{l}.{i}", res[l].sum(1), full, tol=1e-5)
+        raw.append({"logits": logits, "z": z, "result": res})
+        bv = torch.stack([v_bias(layer) for layer in ls])  # [L, H, dh]
+        zp = z - bv[:, None]
+        rp = results(zp)
+        if ln:
+            rp = rp - rp.mean(-1, keepdim=True)
+        proc.append({"logits": logits, "z": zp, "result": rp})
+    save_expected(d / "expected_raw.safetensors", prompts, raw,
+                  {"source": f"HF {cls.__name__} eager; z = o_proj input split into heads; "
+                             "result_h = z_h @ o_proj.weight[:, h*hd:(h+1)*hd].T",
+                   "processing": "none"})
+    save_expected(d / "expected_processed.safetensors", prompts, proc,
+                  {"source": "expected_raw with TL default processing applied: z - b_V, "
+                             "result from that z" + (", centred over d_model" if ln else "")
+                             + "; logits raw (compare centred" +
+                             (", except soft-capped" if softcapped else "") + ")",
+                   "processing": "fold_ln, center_writing_weights, center_unembed, "
+                                 "fold_value_biases"})
+    return {"keys": keys}
+
+
+def gqa_v_bias(attn, nh, nkv, hd):
+    if attn.v_proj.bias is None:
+        return torch.zeros(nh, hd)
+    return attn.v_proj.bias.view(nkv, hd).repeat_interleave(nh // nkv, dim=0)
+
+
+def qwen2_fixture():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(
+        vocab_size=VOCAB, hidden_size=72, intermediate_size=100, num_hidden_layers=3,
+        num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=True, max_position_embeddings=64,
+        use_sliding_window=False, hidden_act="silu", bos_token_id=1, eos_token_id=2,
+        torch_dtype="float32",
+    )
+    return family_fixture(
+        "qwen2_tiny", Qwen2ForCausalLM, cfg, SEED + 40,
+        layers=lambda m: m.model.layers, o_proj=lambda l: l.self_attn.o_proj,
+        v_bias=lambda l: gqa_v_bias(l.self_attn, 6, 2, 12), ln=False, softcapped=False)
+
+
+def gemma2_fixture():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+    # Caps small enough to bind on random weights; a window of 4 masks the 7- and
+    # 9-token prompts on the local layers (0 and 2).
+    cfg = Gemma2Config(
+        vocab_size=VOCAB, hidden_size=56, intermediate_size=88, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=20, rms_norm_eps=1e-6,
+        rope_theta=10000.0, max_position_embeddings=64, hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=24, sliding_window=4, attn_logit_softcapping=3.0,
+        final_logit_softcapping=5.0, tie_word_embeddings=True, pad_token_id=0,
+        bos_token_id=2, eos_token_id=1, torch_dtype="float32",
+    )
+    return family_fixture(
+        "gemma2_tiny", Gemma2ForCausalLM, cfg, SEED + 50,
+        layers=lambda m: m.model.layers, o_proj=lambda l: l.self_attn.o_proj,
+        v_bias=lambda l: torch.zeros(4, 20), ln=False, softcapped=True)
+
+
+def gemma3_fixture():
+    from transformers import Gemma3TextConfig, Gemma3ForCausalLM
+    cfg = Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=48, intermediate_size=76, num_hidden_layers=3,
+        num_attention_heads=3, num_key_value_heads=1, head_dim=24, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, rope_local_base_freq=10000.0,
+        rope_scaling={"rope_type": "linear", "factor": 4.0},
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        sliding_window=4, max_position_embeddings=64, query_pre_attn_scalar=32,
+        hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True, pad_token_id=0,
+        bos_token_id=2, eos_token_id=1, torch_dtype="float32",
+    )
+    return family_fixture(
+        "gemma3_tiny", Gemma3ForCausalLM, cfg, SEED + 60,
+        layers=lambda m: m.model.layers, o_proj=lambda l: l.self_attn.o_proj,
+        v_bias=lambda l: torch.zeros(3, 24), ln=False, softcapped=False)
+
+
+def pythia_fixture():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    def v_bias(layer):
+        # b_V after fold_ln: the fused QKV's v bias (per head [q | k | v]) plus W_V·ln1.b.
+        qkv = layer.attention.query_key_value
+        w_v = qkv.weight.view(5, 3, 16, -1)[:, 2]
+        return qkv.bias.view(5, 3, 16)[:, 2] + w_v @ layer.input_layernorm.bias
+    cfg = GPTNeoXConfig(
+        vocab_size=VOCAB, hidden_size=80, intermediate_size=84, num_hidden_layers=3,
+        num_attention_heads=5, rotary_pct=0.25, rotary_emb_base=10000,
+        max_position_embeddings=64, layer_norm_eps=1e-5, hidden_act="gelu",
+        use_parallel_residual=True, tie_word_embeddings=False, attention_bias=True,
+        hidden_dropout=0.0, attention_dropout=0.0, bos_token_id=0, eos_token_id=0,
+        torch_dtype="float32",
+    )
+    return family_fixture(
+        "pythia_tiny", GPTNeoXForCausalLM, cfg, SEED + 70,
+        layers=lambda m: m.gpt_neox.layers, o_proj=lambda l: l.attention.dense,
+        v_bias=v_bias, ln=True, softcapped=False)
+
+
+# --------------------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser()
@@ -618,7 +791,8 @@ def main():
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     report = {}
-    todo = args.only or ["gpt2", "attn_only", "llama", "smollm2"]
+    todo = args.only or ["gpt2", "attn_only", "llama", "smollm2", "qwen2", "gemma2",
+                         "gemma3", "pythia"]
     if "gpt2" in todo:
         report["gpt2"] = gpt2_fixture()
     if "attn_only" in todo:
@@ -627,6 +801,10 @@ def main():
             "attn_only_shortformer_tiny", "shortformer", SEED + 30)
     if "llama" in todo:
         report["llama"] = llama_fixture()
+    for fam, make in [("qwen2", qwen2_fixture), ("gemma2", gemma2_fixture),
+                      ("gemma3", gemma3_fixture), ("pythia", pythia_fixture)]:
+        if fam in todo:
+            report[fam] = make()
     if "smollm2" in todo:
         gp = Path(args.gguf)
         if gp.exists():

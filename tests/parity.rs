@@ -226,9 +226,72 @@ fn llama_hf_matches_transformers_raw_and_processed() {
     }
 }
 
+/// The families beyond GPT-2 and Llama, against Hugging Face transformers on random
+/// weights of odd sizes: raw, and with TransformerLens's default processing.
+fn family_parity(dir: &str, n_kv: usize) {
+    let m = load_model(dir, Processing::NONE);
+    assert_eq!(m.cfg.n_kv_heads, n_kv, "{dir}");
+    let e = check(&m, &fixture(dir).join("expected_raw.safetensors"), false);
+    eprintln!("{dir} raw worst rel err {e:.2e}");
+    let m = load_model(dir, Processing::TL_DEFAULT);
+    assert!(m.processing.fold_ln && m.processing.fold_value_biases, "{dir}");
+    // Soft-capped logits cannot be centred (TL skips centre_unembed for them), so they
+    // must match as they are.
+    let capped = m.cfg.details.final_softcap.is_some();
+    assert_eq!(m.processing.center_unembed, !capped, "{dir}");
+    let e = check(
+        &m,
+        &fixture(dir).join("expected_processed.safetensors"),
+        !capped,
+    );
+    eprintln!("{dir} processed worst rel err {e:.2e}");
+}
+
+#[test]
+fn qwen2_matches_transformers() {
+    family_parity("qwen2_tiny", 2);
+    let m = load_model("qwen2_tiny", Processing::NONE);
+    assert!(m.cfg.details.sliding_window.is_none());
+}
+
+#[test]
+fn gemma2_matches_transformers() {
+    family_parity("gemma2_tiny", 2);
+    let m = load_model("gemma2_tiny", Processing::NONE);
+    let d = &m.cfg.details;
+    assert_eq!(d.local_layers, vec![true, false, true]);
+    assert_eq!((d.attn_softcap, d.final_softcap), (Some(3.0), Some(5.0)));
+}
+
+#[test]
+fn gemma3_matches_transformers() {
+    family_parity("gemma3_tiny", 1);
+    let m = load_model("gemma3_tiny", Processing::NONE);
+    let d = &m.cfg.details;
+    assert_eq!(d.local_layers, vec![true, false, true]);
+    assert_eq!(d.rope_local_base, Some(10000.0));
+    assert!(d.attn_softcap.is_none());
+}
+
+#[test]
+fn pythia_matches_transformers() {
+    family_parity("pythia_tiny", 5);
+    let m = load_model("pythia_tiny", Processing::NONE);
+    assert!(m.cfg.details.parallel_attn_mlp);
+    assert_eq!(m.cfg.rotary_dim(), 4);
+    assert!(m.processing.center_writing_weights || !m.processing.fold_ln);
+}
+
 #[test]
 fn padding_does_not_change_real_positions() {
-    for dir in ["gpt2_tiny", "llama_tiny", "attn_only_tiny"] {
+    for dir in [
+        "gpt2_tiny",
+        "llama_tiny",
+        "attn_only_tiny",
+        "gemma2_tiny",
+        "gemma3_tiny",
+        "pythia_tiny",
+    ] {
         let m = load_model(dir, Processing::TL_DEFAULT);
         let prompts = vec![vec![5u32, 9, 13], vec![1, 2, 3, 4, 5, 6, 7], vec![42]];
         let batched = collect(&m, &prompts, Reduce::Mean, 8, |_| {}).unwrap();

@@ -105,6 +105,9 @@ pub struct AcdcResult {
     /// Whether the graph has MLP nodes (with `n_layers`, `n_heads` and the granularity it
     /// rebuilds the [`crate::model::graph::CircuitGraph`] that edge ids index).
     pub has_mlp: bool,
+    /// GPT-NeoX's parallel attention and MLP (the graph differs).
+    #[serde(default)]
+    pub parallel: bool,
     /// Edges in the graph (0 in `heads` mode).
     pub n_edges: usize,
     pub n_prompts: usize,
@@ -136,6 +139,7 @@ impl AcdcResult {
             self.n_heads,
             self.has_mlp,
             split,
+            self.parallel,
         ))
     }
 }
@@ -413,6 +417,7 @@ fn acdc_heads(
         n_layers: nl,
         n_heads: nh,
         has_mlp: crate::model::graph::model_has_mlp(&model.cfg),
+        parallel: model.cfg.details.parallel_attn_mlp,
         n_edges: 0,
         n_prompts: clean.len(),
         runs,
@@ -540,6 +545,7 @@ fn acdc_edges(
         n_layers: nl,
         n_heads: nh,
         has_mlp: g.has_mlp,
+        parallel: g.parallel,
         n_edges: ne,
         n_prompts: clean.len(),
         runs,

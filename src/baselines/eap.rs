@@ -22,6 +22,9 @@ pub struct EapResult {
     pub n_layers: usize,
     pub n_heads: usize,
     pub has_mlp: bool,
+    /// GPT-NeoX's parallel attention and MLP (the graph differs).
+    #[serde(default)]
+    pub parallel: bool,
     pub n_edges: usize,
     pub n_prompts: usize,
     /// Per edge id ([`crate::model::graph::CircuitGraph`] order), signed: the predicted
@@ -236,6 +239,7 @@ pub fn eap(
         n_layers: nl,
         n_heads: nh,
         has_mlp: g.has_mlp,
+        parallel: g.parallel,
         n_edges: ne,
         n_prompts: clean.len(),
         edge_scores: scores,

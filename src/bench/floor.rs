@@ -103,7 +103,7 @@ impl ForwardDims {
             d_mlp: c.d_mlp,
             mlp_mats: match (c.attn_only, c.act) {
                 (true, _) => 0,
-                (false, crate::model::Activation::SwiGlu) => 3,
+                (false, a) if a.gated() => 3,
                 (false, _) => 2,
             },
             vocab: c.d_vocab,

@@ -38,8 +38,61 @@ pub enum Activation {
     /// exact erf GELU.
     Gelu,
     Relu,
-    /// SwiGLU: silu(x W_gate) * (x W_in), Llama family.
+    /// SwiGLU: silu(x W_gate) * (x W_in), Llama and Qwen2.
     SwiGlu,
+    /// GeGLU: gelu_tanh(x W_gate) * (x W_in), Gemma 2 and 3.
+    GeGlu,
+}
+
+impl Activation {
+    /// Gated MLPs carry a W_gate beside W_in.
+    pub fn gated(self) -> bool {
+        matches!(self, Activation::SwiGlu | Activation::GeGlu)
+    }
+}
+
+/// Frequency scaling of rotary embeddings (`rope_scaling` in a Hugging Face config).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum RopeScaling {
+    #[default]
+    None,
+    /// Positions divided by `factor` (Gemma 3's global layers).
+    Linear { factor: f32 },
+    /// Llama 3.1's wavelength-dependent scaling of the inverse frequencies.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: f32,
+    },
+}
+
+/// What the families after GPT-2 and Llama change in the block. All off by default, so
+/// a GPT-2 or Llama config carries `ArchDetails::default()`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ArchDetails {
+    /// Attention and MLP both read the block's input (GPT-NeoX `use_parallel_residual`):
+    /// x + attn(ln1(x)) + mlp(ln2(x)).
+    pub parallel_attn_mlp: bool,
+    /// Rotary embeddings on the first `rotary_dim` dimensions of each head only
+    /// (GPT-NeoX `rotary_pct`); `None`: all of them.
+    pub rotary_dim: Option<usize>,
+    /// Scaling of the rotary frequencies on global layers.
+    pub rope_scaling: RopeScaling,
+    /// Rotary base of the local (sliding-window) layers, where it differs (Gemma 3).
+    pub rope_local_base: Option<f32>,
+    /// Attention-logit scale; `None`: 1/√d_head. Gemma: `query_pre_attn_scalar`^-½.
+    pub attn_scale: Option<f64>,
+    /// Attention logits soft-capped as cap·tanh(s/cap) before the mask (Gemma 2).
+    pub attn_softcap: Option<f64>,
+    /// Final logits soft-capped the same way (Gemma 2).
+    pub final_softcap: Option<f64>,
+    /// Keys further back than this from the query are masked on local layers.
+    pub sliding_window: Option<usize>,
+    /// Per layer, `true` for local (sliding-window) attention; empty: all global.
+    pub local_layers: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,9 +115,26 @@ pub struct ModelConfig {
     pub pos: PosEmbedding,
     pub act: Activation,
     pub attn_only: bool,
+    /// Family details beyond GPT-2 and Llama (Gemma, GPT-NeoX).
+    #[serde(default)]
+    pub details: ArchDetails,
 }
 
 impl ModelConfig {
+    /// Whether layer `l` attends within a sliding window only.
+    pub fn is_local(&self, l: usize) -> bool {
+        self.details.local_layers.get(l).copied().unwrap_or(false)
+    }
+    /// The attention-logit scale.
+    pub fn attn_scale(&self) -> f64 {
+        self.details
+            .attn_scale
+            .unwrap_or(1.0 / (self.d_head as f64).sqrt())
+    }
+    /// Rotated dimensions per head (all of them without partial rotary).
+    pub fn rotary_dim(&self) -> usize {
+        self.details.rotary_dim.unwrap_or(self.d_head)
+    }
     pub fn n_heads_total(&self) -> usize {
         self.n_layers * self.n_heads
     }
@@ -94,6 +164,39 @@ impl ModelConfig {
                     "rotary embeddings need an even d_head, got {}",
                     self.d_head
                 ));
+            }
+        }
+        if let Some(r) = self.details.rotary_dim {
+            if r == 0 || r > self.d_head || r % 2 != 0 {
+                return bad(format!(
+                    "rotary dimensions {r} must be even and within d_head {}",
+                    self.d_head
+                ));
+            }
+        }
+        if !self.details.local_layers.is_empty() {
+            if self.details.local_layers.len() != self.n_layers {
+                return bad(format!(
+                    "{} layer types for {} layers",
+                    self.details.local_layers.len(),
+                    self.n_layers
+                ));
+            }
+            if self.details.local_layers.iter().any(|&x| x)
+                && self.details.sliding_window.is_none_or(|w| w == 0)
+            {
+                return bad("local layers without a positive sliding window".into());
+            }
+        }
+        for (k, v) in [
+            ("attention soft-cap", self.details.attn_softcap),
+            ("final soft-cap", self.details.final_softcap),
+            ("attention scale", self.details.attn_scale),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return bad(format!("{k} must be a positive number, got {v}"));
+                }
             }
         }
         if !self.attn_only && self.d_mlp == 0 {

@@ -4,7 +4,7 @@
 //! real token, so no real query attends to them.
 use candle_core::{Device, Tensor, D};
 
-use super::config::{Activation, ModelConfig, Norm, PosEmbedding};
+use super::config::{Activation, ModelConfig, Norm, PosEmbedding, RopeScaling};
 use super::process::repeat_kv;
 use super::weights::{NormWeights, Weights};
 use crate::error::{Error, Result};
@@ -21,8 +21,12 @@ pub(crate) struct LayerRt {
     bv: Tensor,
     wo: Tensor, // [H*dh, d]
     bo: Tensor, // [d]
-    ln2: NormWeights,
+    pub(super) ln2: NormWeights,
     pub(super) mlp: Option<MlpRt>,
+    pub(super) ln1_post: Option<NormWeights>,
+    pub(super) ln2_post: Option<NormWeights>,
+    pub(super) q_norm: Option<NormWeights>,
+    pub(super) k_norm: Option<NormWeights>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +72,10 @@ impl Runtime {
                     w_out: m.w_out.clone(),
                     b_out: m.b_out.clone(),
                 }),
+                ln1_post: l.ln1_post.clone(),
+                ln2_post: l.ln2_post.clone(),
+                q_norm: l.q_norm.clone(),
+                k_norm: l.k_norm.clone(),
             });
         }
         Ok(Self { layers })
@@ -174,17 +182,50 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tenso
     })
 }
 
-/// cos, sin tables [T, dh/2] for rotary position embeddings.
+/// Inverse frequencies of the rotary embedding over `dim` rotated dimensions, as
+/// Transformers computes them (f32), with the frequency scaling applied.
+fn rope_inv_freq(dim: usize, base: f32, scaling: RopeScaling) -> Vec<f32> {
+    let inv = (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32));
+    match scaling {
+        RopeScaling::None => inv.collect(),
+        RopeScaling::Linear { factor } => inv.map(|f| f / factor).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old_ctx,
+        } => {
+            // Long wavelengths are slowed by `factor`, short ones kept, and the band
+            // between interpolated (Transformers' `_compute_llama3_parameters`).
+            let low_wavelen = old_ctx / low_freq_factor;
+            let high_wavelen = old_ctx / high_freq_factor;
+            inv.map(|f| {
+                let wavelen = 2.0 * std::f32::consts::PI / f;
+                if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / factor
+                } else {
+                    let smooth =
+                        (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * f / factor + smooth * f
+                }
+            })
+            .collect()
+        }
+    }
+}
+
+/// cos, sin tables [T, dim/2] for rotary position embeddings over `dim` dimensions.
 pub(super) fn rope_tables(
     t: usize,
-    dh: usize,
+    dim: usize,
     base: f32,
+    scaling: RopeScaling,
     dev: &Device,
 ) -> Result<(Tensor, Tensor)> {
-    let half = dh / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / base.powf((2 * i) as f32 / dh as f32))
-        .collect();
+    let inv = rope_inv_freq(dim, base, scaling);
+    let half = inv.len();
     let mut ang = Vec::with_capacity(t * half);
     for p in 0..t {
         for f in &inv {
@@ -195,7 +236,8 @@ pub(super) fn rope_tables(
     Ok((ang.cos()?, ang.sin()?))
 }
 
-/// x [B, H, T, dh]
+/// x [B, H, T, dh]; rotates the first 2·(cos's width) dimensions, keeps the rest
+/// (partial rotary, GPT-NeoX).
 pub(super) fn apply_rope(
     x: &Tensor,
     cos: &Tensor,
@@ -203,7 +245,12 @@ pub(super) fn apply_rope(
     interleaved: bool,
 ) -> Result<Tensor> {
     let (b, h, t, dh) = x.dims4()?;
-    let half = dh / 2;
+    let half = cos.dim(1)?;
+    let rot = 2 * half;
+    if rot < dh {
+        let head = apply_rope(&x.narrow(3, 0, rot)?.contiguous()?, cos, sin, interleaved)?;
+        return Ok(Tensor::cat(&[head, x.narrow(3, rot, dh - rot)?], 3)?);
+    }
     if interleaved {
         let xr = x.reshape((b, h, t, half, 2))?;
         let x0 = xr.narrow(4, 0, 1)?.squeeze(4)?;
@@ -227,29 +274,160 @@ pub(super) fn softmax_last(x: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
-pub(super) fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
+/// Additive mask [t, t]: −∞ where key j is after query i or, with a window, `window`
+/// or more positions before it.
+pub(super) fn causal_mask(t: usize, window: Option<usize>, dev: &Device) -> Result<Tensor> {
     let v: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j > i || window.is_some_and(|w| i - j >= w) {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Ok(Tensor::from_vec(v, (t, t), dev)?)
 }
 
-/// The MLP's output (with b_out) for residual stream `x` [n, d].
+/// cap·tanh(x/cap), Gemma 2's soft-cap on attention and final logits.
+pub(super) fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
+    Ok(match cap {
+        Some(c) => ((x / c)?.tanh()? * c)?,
+        None => x,
+    })
+}
+
+/// Attention of layer `li` from its projected queries [B, H, T, dh] and keys and values
+/// [B, KV, T, dh] (KV divides H): per-head q/k norms, rotary embeddings, scaled and
+/// soft-capped logits, the layer's mask, softmax. Returns z [B, H, T, dh]. The forward
+/// pass and the computational graph share it, so the two cannot drift apart.
+pub(super) fn attend(
+    cfg: &ModelConfig,
+    l: &LayerRt,
+    tables: &Tables,
+    li: usize,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+) -> Result<Tensor> {
+    let mut q = match &l.q_norm {
+        Some(n) => norm(&q, n, Norm::RmsNorm, cfg.eps)?,
+        None => q,
+    };
+    let mut k = match &l.k_norm {
+        Some(n) => norm(&k, n, Norm::RmsNorm, cfg.eps)?,
+        None => k,
+    };
+    let local = cfg.is_local(li);
+    if let Some((c, s)) = tables.rope(local) {
+        q = apply_rope(&q, c, s, tables.interleaved)?;
+        k = apply_rope(&k, c, s, tables.interleaved)?;
+    }
+    let (h, kv) = (q.dim(1)?, k.dim(1)?);
+    let rep = h / kv;
+    let (k, v) = if rep > 1 {
+        // [B, KV, T, dh] → [B, H, T, dh] (query head i uses kv head i / rep)
+        let r = |x: Tensor| -> Result<Tensor> {
+            let x = x.transpose(0, 1)?.contiguous()?;
+            Ok(repeat_kv(&x, rep)?.transpose(0, 1)?.contiguous()?)
+        };
+        (r(k)?, r(v)?)
+    } else {
+        (k, v)
+    };
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * cfg.attn_scale())?;
+    let scores = softcap(scores, cfg.details.attn_softcap)?;
+    let scores = scores.broadcast_add(tables.mask(local))?;
+    Ok(softmax_last(&scores)?.matmul(&v)?)
+}
+
+/// The MLP's output (with b_out, and through the post-MLP norm where the family has
+/// one) for residual stream `x` [n, d].
 pub(super) fn mlp(cfg: &ModelConfig, l: &LayerRt, m: &MlpRt, x: &Tensor) -> Result<Tensor> {
     let xn = norm(x, &l.ln2, cfg.norm, cfg.eps)?;
     let pre = linear(&xn, &m.w_in, Some(&m.b_in))?;
+    let gate = || {
+        m.w_gate
+            .as_ref()
+            .ok_or_else(|| Error::UnsupportedModel("gated MLP without a gate matrix".into()))
+    };
     let act = match cfg.act {
         Activation::GeluNew => pre.gelu()?,
         Activation::Gelu => pre.gelu_erf()?,
         Activation::Relu => pre.relu()?,
-        Activation::SwiGlu => {
-            let g = m.w_gate.as_ref().ok_or_else(|| {
-                Error::UnsupportedModel("SwiGLU MLP without a gate matrix".into())
-            })?;
-            (linear(&xn, g, None)?.silu()? * pre)?
-        }
+        Activation::SwiGlu => (linear(&xn, gate()?, None)?.silu()? * pre)?,
+        // candle's `gelu` is the tanh form, Gemma's gelu_pytorch_tanh.
+        Activation::GeGlu => (linear(&xn, gate()?, None)?.gelu()? * pre)?,
     };
-    linear(&act, &m.w_out, Some(&m.b_out))
+    let out = linear(&act, &m.w_out, Some(&m.b_out))?;
+    match &l.ln2_post {
+        Some(p) => norm(&out, p, cfg.norm, cfg.eps),
+        None => Ok(out),
+    }
+}
+
+/// The attention output z·W_O + b_O [n, d] joining the residual stream, through the
+/// post-attention norm where the family has one.
+pub(super) fn attn_out(cfg: &ModelConfig, l: &LayerRt, z_flat: &Tensor) -> Result<Tensor> {
+    let a = linear(z_flat, &l.wo, Some(&l.bo))?;
+    match &l.ln1_post {
+        Some(p) => norm(&a, p, cfg.norm, cfg.eps),
+        None => Ok(a),
+    }
+}
+
+/// Per-batch masks and rotary tables, global and (where the model has local layers)
+/// local.
+pub(super) struct Tables {
+    mask: Tensor,
+    local_mask: Option<Tensor>,
+    rope: Option<(Tensor, Tensor)>,
+    local_rope: Option<(Tensor, Tensor)>,
+    pub interleaved: bool,
+}
+
+impl Tables {
+    fn new(cfg: &ModelConfig, t: usize, dev: &Device) -> Result<Self> {
+        let has_local = cfg.details.local_layers.iter().any(|&x| x);
+        let (rope, local_rope, interleaved) = match cfg.pos {
+            PosEmbedding::Rotary { base, interleaved } => {
+                let dim = cfg.rotary_dim();
+                let global = rope_tables(t, dim, base, cfg.details.rope_scaling, dev)?;
+                // Local layers use their own base where one is given, never the scaling.
+                let local = match (has_local, cfg.details.rope_local_base) {
+                    (true, Some(lb)) => Some(rope_tables(t, dim, lb, RopeScaling::None, dev)?),
+                    _ => None,
+                };
+                (Some(global), local, interleaved)
+            }
+            _ => (None, None, false),
+        };
+        Ok(Self {
+            mask: causal_mask(t, None, dev)?,
+            local_mask: if has_local {
+                Some(causal_mask(t, cfg.details.sliding_window, dev)?)
+            } else {
+                None
+            },
+            rope,
+            local_rope,
+            interleaved,
+        })
+    }
+    pub(super) fn mask(&self, local: bool) -> &Tensor {
+        match (&self.local_mask, local) {
+            (Some(m), true) => m,
+            _ => &self.mask,
+        }
+    }
+    pub(super) fn rope(&self, local: bool) -> Option<(&Tensor, &Tensor)> {
+        match (&self.local_rope, local) {
+            (Some((c, s)), true) => Some((c, s)),
+            _ => self.rope.as_ref().map(|(c, s)| (c, s)),
+        }
+    }
 }
 
 /// A padded batch's embeddings and the per-batch tables every forward needs.
@@ -258,10 +436,8 @@ pub(super) struct Embedded {
     pub x: Tensor,
     /// Shortformer positions [b·t, d], added to the query/key inputs only.
     pub short_pos: Option<Tensor>,
-    /// Rotary cos, sin tables and the interleaving flag.
-    pub rope: Option<(Tensor, Tensor, bool)>,
-    /// Causal mask [t, t].
-    pub mask: Tensor,
+    /// Masks and rotary tables.
+    pub tables: Tables,
     pub lengths: Vec<usize>,
     pub b: usize,
     pub t: usize,
@@ -288,7 +464,7 @@ pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Resu
             cfg.d_vocab
         )));
     }
-    let (d, dh) = (cfg.d_model, cfg.d_head);
+    let d = cfg.d_model;
     let n = b * t;
     let mut x = w.w_e.index_select(&ids.flatten_all()?, 0)?; // [n, d]
     let mut short_pos = None;
@@ -311,19 +487,11 @@ pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Resu
         }
         PosEmbedding::Rotary { .. } => {}
     }
-    let rope = match cfg.pos {
-        PosEmbedding::Rotary { base, interleaved } => {
-            let (c, s) = rope_tables(t, dh, base, &dev)?;
-            Some((c, s, interleaved))
-        }
-        _ => None,
-    };
-    let mask = causal_mask(t, &dev)?;
+    let tables = Tables::new(cfg, t, &dev)?;
     Ok(Embedded {
         x,
         short_pos,
-        rope,
-        mask,
+        tables,
         lengths,
         b,
         t,
@@ -346,7 +514,7 @@ pub(super) fn last_logits(
         .collect();
     let idx = Tensor::from_vec(idx, lengths.len(), x.device())?;
     let xl = norm(&x.index_select(&idx, 0)?, &w.ln_final, cfg.norm, cfg.eps)?;
-    linear(&xl, &w.w_u, Some(&w.b_u))
+    softcap(linear(&xl, &w.w_u, Some(&w.b_u))?, cfg.details.final_softcap)
 }
 
 pub(crate) fn forward(
@@ -359,15 +527,13 @@ pub(crate) fn forward(
     let Embedded {
         mut x,
         short_pos,
-        rope,
-        mask,
+        tables,
         lengths,
         b,
         t,
     } = embed(cfg, w, tokens)?;
     let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
     let n = b * t;
-    let scale = 1.0 / (dh as f64).sqrt();
     let mut out = ForwardOutput {
         logits: None,
         z: Vec::new(),
@@ -404,27 +570,12 @@ pub(crate) fn forward(
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let mut q = split(linear(&qk_in, &l.wq, Some(&l.bq))?, h)?;
-        let mut k = split(linear(&qk_in, &l.wk, Some(&l.bk))?, kv)?;
+        let q = split(linear(&qk_in, &l.wq, Some(&l.bq))?, h)?;
+        let k = split(linear(&qk_in, &l.wk, Some(&l.bk))?, kv)?;
         let v = split(linear(&xn, &l.wv, Some(&l.bv))?, kv)?;
-        if let Some((c, s, il)) = &rope {
-            q = apply_rope(&q, c, s, *il)?;
-            k = apply_rope(&k, c, s, *il)?;
-        }
-        let rep = h / kv;
-        let (k, v) = if rep > 1 {
-            // [B, KV, T, dh] → [B, H, T, dh] (query head i uses kv head i / rep)
-            let r = |x: Tensor| -> Result<Tensor> {
-                let x = x.transpose(0, 1)?.contiguous()?;
-                Ok(repeat_kv(&x, rep)?.transpose(0, 1)?.contiguous()?)
-            };
-            (r(k)?, r(v)?)
-        } else {
-            (k, v)
-        };
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-        let pattern = softmax_last(&scores)?;
-        let mut z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [B, T, H, dh]
+        let mut z = attend(cfg, l, &tables, li, q, k, v)?
+            .transpose(1, 2)?
+            .contiguous()?; // [B, T, H, dh]
         if let Some(iv) = opts.intervention.as_deref_mut() {
             if let Some(nz) = iv.on_z(li, &z, &lengths)? {
                 if nz.dims() != z.dims() {
@@ -437,24 +588,32 @@ pub(crate) fn forward(
                 z = nz;
             }
         }
-        let attn = linear(&z.reshape((n, h * dh))?, &l.wo, Some(&l.bo))?;
+        let attn = attn_out(cfg, l, &z.reshape((n, h * dh))?)?;
         if opts.capture_z {
             out.z.push(z);
         }
         if opts.capture_attn_out {
             out.attn_out.push(attn.reshape((b, t, d))?);
         }
+        // GPT-NeoX's parallel block: the MLP reads the block's input, not x + attn.
+        let mlp_out = match &l.mlp {
+            Some(m) if cfg.details.parallel_attn_mlp => Some(mlp(cfg, l, m, &x)?),
+            _ => None,
+        };
         x = (x + attn)?;
-        if let Some(m) = &l.mlp {
-            x = (&x + mlp(cfg, l, m, &x)?)?;
-        }
+        x = match (&l.mlp, mlp_out) {
+            (_, Some(o)) => (x + o)?,
+            (Some(m), None) => (&x + mlp(cfg, l, m, &x)?)?,
+            (None, None) => x,
+        };
     }
     out.logits = match opts.logits {
         LogitsAt::None => None,
         LogitsAt::Last => Some(last_logits(cfg, w, &x, &lengths, t)?),
         LogitsAt::All => {
             let xn = norm(&x, &w.ln_final, cfg.norm, cfg.eps)?;
-            Some(linear(&xn, &w.w_u, Some(&w.b_u))?.reshape((b, t, cfg.d_vocab))?)
+            let logits = softcap(linear(&xn, &w.w_u, Some(&w.b_u))?, cfg.details.final_softcap)?;
+            Some(logits.reshape((b, t, cfg.d_vocab))?)
         }
     };
     Ok(out)

@@ -9,6 +9,16 @@
 //! value from the corrupted run instead of the current one. With every edge kept the pass
 //! equals [`super::Model::forward`].
 //!
+//! Gemma's post-attention RMSNorm normalises the sum of a layer's heads, which is not a
+//! sum of per-head terms. Each head sends `result_h · w / rms(Σ_h result_h + b_O)`, its
+//! share under the scale of the run it came from, so the senders still sum to what joins
+//! the residual stream and every edge stays additive (as in EAP-IG's graphs, which read
+//! per-head outputs before the norm). Cutting all of one head's edges is therefore a
+//! first-order version of patching its `z` on those models, not the same number.
+//!
+//! GPT-NeoX's parallel block: a layer's MLP reads the layer's input, so its upstream
+//! senders end before that layer's heads.
+//!
 //! Grouped-query attention is ungrouped (each query head has its own key and value input,
 //! like EAP-IG's `ungroup_grouped_query_attention`), so a model has `n_heads` nodes per layer.
 //!
@@ -24,7 +34,7 @@
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::forward::{apply_rope, embed, last_logits, mlp, norm, softmax_last};
+use super::forward::{attend, embed, last_logits, mlp, norm};
 use super::process::repeat_kv;
 use super::Model;
 use crate::error::{Error, Result};
@@ -73,6 +83,10 @@ pub struct CircuitGraph {
     pub n_heads: usize,
     pub has_mlp: bool,
     pub split_qkv: bool,
+    /// Each layer's MLP reads the layer's input beside its heads (GPT-NeoX), so the
+    /// heads of the same layer are not upstream of it.
+    #[serde(default)]
+    pub parallel: bool,
     pub senders: Vec<Sender>,
     pub receivers: Vec<Receiver>,
     n_up: Vec<usize>,
@@ -81,7 +95,13 @@ pub struct CircuitGraph {
 }
 
 impl CircuitGraph {
-    pub fn new(n_layers: usize, n_heads: usize, has_mlp: bool, split_qkv: bool) -> Self {
+    pub fn new(
+        n_layers: usize,
+        n_heads: usize,
+        has_mlp: bool,
+        split_qkv: bool,
+        parallel: bool,
+    ) -> Self {
         let m = has_mlp as usize;
         let mut senders = vec![Sender::Input];
         let mut receivers = Vec::new();
@@ -104,7 +124,7 @@ impl CircuitGraph {
             }
             if has_mlp {
                 receivers.push(Receiver::Mlp { layer });
-                n_up.push(up_attn + n_heads);
+                n_up.push(if parallel { up_attn } else { up_attn + n_heads });
                 senders.push(Sender::Mlp { layer });
             }
         }
@@ -122,6 +142,7 @@ impl CircuitGraph {
             n_heads,
             has_mlp,
             split_qkv,
+            parallel,
             senders,
             receivers,
             n_up,
@@ -136,6 +157,7 @@ impl CircuitGraph {
             c.n_heads,
             c.d_mlp > 0 && !c.attn_only,
             split_qkv,
+            c.details.parallel_attn_mlp,
         )
     }
 
@@ -425,8 +447,7 @@ impl<'m> GraphModel<'m> {
         let super::forward::Embedded {
             x: x0,
             short_pos,
-            rope,
-            mask: mask_t,
+            tables,
             lengths,
             b,
             t,
@@ -443,7 +464,6 @@ impl<'m> GraphModel<'m> {
         let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.d_head);
         let n = b * t;
         let ports = g.ports();
-        let scale = 1.0 / (dh as f64).sqrt();
         let blocks_idx = g.blocks();
 
         // Current sender outputs per block ([N, k, d]) and δ = current − corrupt ([N, d, k]).
@@ -636,33 +656,55 @@ impl<'m> GraphModel<'m> {
             let heads_first = |y: Tensor| -> Result<Tensor> {
                 Ok(y.reshape((h, b, t, dh))?.transpose(0, 1)?.contiguous()?)
             };
-            let mut q = heads_first(per_head(&xq, &hw.wq, Some(&hw.bq))?)?;
-            let mut k = heads_first(per_head(&xk, &hw.wk, Some(&hw.bk))?)?;
+            let q = heads_first(per_head(&xq, &hw.wq, Some(&hw.bq))?)?;
+            let k = heads_first(per_head(&xk, &hw.wk, Some(&hw.bk))?)?;
             let v = heads_first(per_head(&xv, &hw.wv, Some(&hw.bv))?)?;
-            if let Some((c, s, il)) = &rope {
-                q = apply_rope(&q, c, s, *il)?;
-                k = apply_rope(&k, c, s, *il)?;
-            }
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask_t)?;
-            let z = softmax_last(&scores)?.matmul(&v)?; // [B, H, T, dh]
+            let z = attend(cfg, l, &tables, li, q, k, v)?; // [B, H, T, dh]
             let z = z.transpose(0, 1)?.contiguous()?.reshape((h, n, dh))?;
-            let result = z.matmul(&hw.wo)?.transpose(0, 1)?.contiguous()?; // [N, H, d]
+            let mut result = z.matmul(&hw.wo)?.transpose(0, 1)?.contiguous()?; // [N, H, d]
+            let mut b_o = wl.b_o.unsqueeze(0)?; // [1 or N, d]
+            if let Some(post) = &l.ln1_post {
+                // The post-attention RMSNorm scales the layer's summed output by
+                // w / rms(Σ_h result_h + b_O). Each head sends its result under that
+                // scale, so the senders still sum to what joins the residual stream.
+                let pw = match (cfg.norm, &post.w, &post.b) {
+                    (crate::model::Norm::RmsNorm, Some(pw), None) => pw,
+                    _ => {
+                        return Err(Error::UnsupportedModel(
+                            "the graph supports a post-attention RMSNorm with weight only".into(),
+                        ))
+                    }
+                };
+                let total = result.sum(1)?.broadcast_add(&b_o)?;
+                let inv = (total.sqr()?.mean_keepdim(1)? + cfg.eps)?.sqrt()?.recip()?;
+                let scale = inv.broadcast_mul(&pw.unsqueeze(0)?)?; // [N, d]
+                result = result.broadcast_mul(&scale.unsqueeze(1)?)?;
+                b_o = b_o.broadcast_mul(&scale)?;
+            }
             let hb = first_block_of_layer(li);
-            base = (base + result.sum(1)?)?.broadcast_add(&wl.b_o)?;
+            let parallel = cfg.details.parallel_attn_mlp;
+            // GPT-NeoX's MLP reads the layer's input, not the heads' output.
+            let (base_in, bias_in) = (base.clone(), bias.clone());
+            base = (base + result.sum(1)?)?.broadcast_add(&b_o)?;
             if let Some(b0) = bias.as_mut() {
                 *b0 = b0.broadcast_add(&wl.b_o.unsqueeze(0)?)?;
             }
+            let (mlp_base, mlp_bias) = if parallel {
+                (base_in, bias_in)
+            } else {
+                (base.clone(), bias.clone())
+            };
             cur[hb] = Some(result);
             if let Some(m) = &l.mlp {
                 if let Some(c) = cache.as_mut() {
-                    c.mlp_base.push(base.clone());
+                    c.mlp_base.push(mlp_base.clone());
                 }
                 let r = g
                     .mlp_receiver(li)
                     .ok_or_else(|| Error::UnsupportedModel("MLP outside the graph".into()))?;
                 let corr_mlp = patch.and_then(|p| p.corrupt.mlp_base.get(li));
-                let x =
-                    mix(r..r + 1, &base, corr_mlp, &cur, &mut delta, bias.as_ref())?.squeeze(1)?;
+                let x = mix(r..r + 1, &mlp_base, corr_mlp, &cur, &mut delta, mlp_bias.as_ref())?
+                    .squeeze(1)?;
                 let x = probe(x, &mut inputs)?;
                 let out = mlp(cfg, l, m, &x)?;
                 base = (base + &out)?;

@@ -209,10 +209,14 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
             let mt = c.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
             let (cfg, w) = match mt {
                 "gpt2" => load::load_gpt2_hf(dir, dev)?,
-                "llama" | "mistral" => load::load_llama_hf(dir, dev)?,
+                "llama" | "mistral" | "qwen2" | "gemma2" | "gemma3_text" | "gemma3" => {
+                    load::load_llama_hf(dir, dev)?
+                }
+                "gpt_neox" => load::load_neox_hf(dir, dev)?,
                 other => {
                     return Err(Error::UnsupportedModel(format!(
-                        "{}: model_type {other:?} (supported: gpt2, llama)",
+                        "{}: model_type {other:?} (supported: gpt2, llama, mistral, qwen2, \
+                         gemma2, gemma3_text, gpt_neox)",
                         cfg_path.display()
                     )))
                 }
@@ -248,15 +252,33 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
         }
         ModelSpec::Gguf(path) => {
             let (cfg, w, vocab) = load::load_gguf(path, dev)?;
-            let tok = HfTokenizer::from_bpe_parts(
-                &vocab.tokens,
-                &vocab.merges,
-                &vocab.pre,
-                vocab.bos_id,
-                format!("{} (GGUF vocab)", path.display()),
-            )?;
+            let name = format!("{} (GGUF vocab)", path.display());
+            let tok: Box<dyn Tokenizer> = match vocab {
+                load::GgufVocab::Bpe {
+                    tokens,
+                    merges,
+                    pre,
+                    bos_id,
+                } => Box::new(HfTokenizer::from_bpe_parts(
+                    &tokens, &merges, &pre, bos_id, name,
+                )?),
+                load::GgufVocab::Spm {
+                    tokens,
+                    scores,
+                    token_types,
+                    bos_id,
+                    add_space_prefix,
+                } => Box::new(crate::tokenize::SpmTokenizer::new(
+                    tokens,
+                    scores,
+                    token_types,
+                    bos_id,
+                    add_space_prefix,
+                    name,
+                )?),
+            };
             let m = Model::from_parts(cfg, w, opts.processing, path.display().to_string())?;
-            Ok((m, Box::new(tok)))
+            Ok((m, tok))
         }
     }
 }

@@ -29,7 +29,8 @@ pub fn process(cfg: &ModelConfig, w: &mut Weights, p: Processing) -> Result<Proc
         center_writing(cfg, w)?;
         applied.center_writing_weights = true;
     }
-    if p.center_unembed {
+    // Soft-capped logits are not shift-invariant, so W_U cannot be centred (Gemma 2).
+    if p.center_unembed && cfg.details.final_softcap.is_none() {
         w.w_u = w.w_u.broadcast_sub(&w.w_u.mean_keepdim(D::Minus1)?)?;
         w.b_u = w.b_u.broadcast_sub(&w.b_u.mean_keepdim(0)?)?;
         applied.center_unembed = true;

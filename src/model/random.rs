@@ -36,6 +36,7 @@ pub fn gpt2_shape(name: &str) -> Result<ModelConfig> {
         pos: PosEmbedding::Standard,
         act: Activation::GeluNew,
         attn_only: false,
+        details: Default::default(),
     })
 }
 
@@ -98,7 +99,7 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Weig
                 Some(MlpWeights {
                     w_in: r(&[d, dm])?,
                     b_in: z(&[dm])?,
-                    w_gate: if cfg.act == Activation::SwiGlu {
+                    w_gate: if cfg.act.gated() {
                         Some(r(&[d, dm])?)
                     } else {
                         None
@@ -107,6 +108,10 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64, dev: &Device) -> Result<Weig
                     b_out: z(&[d])?,
                 })
             },
+            ln1_post: None,
+            ln2_post: None,
+            q_norm: None,
+            k_norm: None,
         });
     }
     let w_e = r(&[v, d])?;

@@ -29,13 +29,29 @@ pub struct LayerWeights {
     pub b_o: Tensor,
     pub ln2: NormWeights,
     pub mlp: Option<MlpWeights>,
+    /// Norms on the attention and MLP outputs before they join the residual stream
+    /// (Gemma 2 and 3; `None` elsewhere).
+    pub ln1_post: Option<NormWeights>,
+    pub ln2_post: Option<NormWeights>,
+    /// RMSNorm over each head's query and key, before the rotary embedding (Gemma 3).
+    pub q_norm: Option<NormWeights>,
+    pub k_norm: Option<NormWeights>,
+}
+
+impl LayerWeights {
+    /// The optional norms of the later families, as (name, weights) pairs.
+    pub fn extra_norms(&self) -> impl Iterator<Item = &NormWeights> {
+        [&self.ln1_post, &self.ln2_post, &self.q_norm, &self.k_norm]
+            .into_iter()
+            .flatten()
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct MlpWeights {
     pub w_in: Tensor,
     pub b_in: Tensor,
-    /// SwiGLU only.
+    /// Gated MLPs only (SwiGLU, GeGLU).
     pub w_gate: Option<Tensor>,
     pub w_out: Tensor,
     pub b_out: Tensor,
@@ -63,6 +79,7 @@ impl Weights {
         total += n(&self.b_u);
         for l in &self.layers {
             total += norm(&l.ln1) + norm(&l.ln2);
+            total += l.extra_norms().map(norm).sum::<usize>();
             total += [
                 &l.w_q, &l.b_q, &l.w_k, &l.b_k, &l.w_v, &l.b_v, &l.w_o, &l.b_o,
             ]

@@ -397,7 +397,13 @@ impl CompareResult {
             } else if row.method == "eap" {
                 match &self.eap {
                     Some(e) => {
-                        let g = CircuitGraph::new(e.n_layers, e.n_heads, e.has_mlp, e.split_qkv);
+                        let g = CircuitGraph::new(
+                            e.n_layers,
+                            e.n_heads,
+                            e.has_mlp,
+                            e.split_qkv,
+                            e.parallel,
+                        );
                         let abs: Vec<f64> = e.edge_scores.iter().map(|x| x.abs()).collect();
                         edge_auc(&circuit, &g, &abs)?
                     }

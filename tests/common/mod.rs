@@ -48,6 +48,7 @@ pub fn tiny_gpt2_vocab() -> Model {
         pos: PosEmbedding::Standard,
         act: Activation::GeluNew,
         attn_only: false,
+        details: Default::default(),
     };
     let w = random_weights(&cfg, 7, &Device::Cpu).unwrap();
     Model::from_parts(cfg, w, Processing::TL_DEFAULT, "tiny".into()).unwrap()
