@@ -93,7 +93,9 @@ fn next_token_distributions_match_llama_cpp() {
         let toks = ids(&c["ids"]);
         assert_eq!(m.tok.encode_with_bos(prompt, true).unwrap(), toks);
         let lp = log_softmax(&m.model.last_logits(&[toks], 1).unwrap()[0]);
-        let argmax = (0..lp.len()).max_by(|&a, &b| lp[a].total_cmp(&lp[b])).unwrap();
+        let argmax = (0..lp.len())
+            .max_by(|&a, &b| lp[a].total_cmp(&lp[b]))
+            .unwrap();
         assert_eq!(argmax as u64, c["argmax"].as_u64().unwrap(), "{prompt:?}");
         for e in c["top"].as_array().unwrap() {
             let id = e["id"].as_u64().unwrap() as usize;
@@ -120,7 +122,10 @@ fn next_token_distributions_match_llama_cpp() {
         "|Δ log p| worst {worst_lp:.3}, mean {mean_lp:.3} over {n_lp} tokens with p > 1e-3; \
          worst |Δp| {worst_p:.4}"
     );
-    assert!(n_lp >= 40 && mean_lp <= 0.15, "mean |Δ log p| {mean_lp} over {n_lp}");
+    assert!(
+        n_lp >= 40 && mean_lp <= 0.15,
+        "mean |Δ log p| {mean_lp} over {n_lp}"
+    );
 }
 
 /// TransformerLens processing leaves predictions as they are (no final soft-cap on
@@ -175,7 +180,15 @@ fn predict_and_discover_from_the_cli() {
     let run = dir.path().join("run");
     let o = std::process::Command::new(bin)
         .args(["discover", "gemma-3-270m", "--task", "ioi", "--n", "16"])
-        .args(["--steps", "50", "--trials", "1", "--faithfulness", "none", "--out"])
+        .args([
+            "--steps",
+            "50",
+            "--trials",
+            "1",
+            "--faithfulness",
+            "none",
+            "--out",
+        ])
         .arg(&run)
         .output()
         .unwrap();

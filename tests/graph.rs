@@ -40,7 +40,10 @@ fn edge_counts_match_acdc() {
         CircuitGraph::new(12, 12, true, true, false).n_edges(),
         32_923 - 432
     );
-    assert_eq!(CircuitGraph::new(4, 8, false, true, false).n_edges(), 1_377 - 96);
+    assert_eq!(
+        CircuitGraph::new(4, 8, false, true, false).n_edges(),
+        1_377 - 96
+    );
     let g = CircuitGraph::new(3, 2, true, false, false);
     for e in 0..g.n_edges() {
         let (s, r) = g.edge(e);

@@ -234,7 +234,10 @@ fn family_parity(dir: &str, n_kv: usize) {
     let e = check(&m, &fixture(dir).join("expected_raw.safetensors"), false);
     eprintln!("{dir} raw worst rel err {e:.2e}");
     let m = load_model(dir, Processing::TL_DEFAULT);
-    assert!(m.processing.fold_ln && m.processing.fold_value_biases, "{dir}");
+    assert!(
+        m.processing.fold_ln && m.processing.fold_value_biases,
+        "{dir}"
+    );
     // Soft-capped logits cannot be centred (TL skips centre_unembed for them), so they
     // must match as they are.
     let capped = m.cfg.details.final_softcap.is_some();

@@ -309,17 +309,52 @@ pub fn concat_verified(parts: &[PathBuf], dest: &Path, bytes: u64, sha256: &str)
     result
 }
 
-/// Download `config.json`, `model.safetensors` (and `tokenizer.json` when present) of a
-/// Hugging Face repo; returns the local folder.
+/// Download a Hugging Face model repo's `config.json`, its weights (`model.safetensors`,
+/// or every shard that `model.safetensors.index.json` lists) and `tokenizer.json` where
+/// there is one, into the hub cache (`HF_HOME`, default `~/.cache/huggingface`); returns
+/// the snapshot folder. `HF_TOKEN` (or the token `huggingface-cli login` saved) opens gated
+/// repos; `HF_ENDPOINT` points at a mirror.
 #[cfg(feature = "hub")]
 pub fn hub_download(repo: &str) -> Result<PathBuf> {
-    let api = hf_hub::api::sync::Api::new().map_err(|e| Error::Hub(e.to_string()))?;
+    let mut b = hf_hub::api::sync::ApiBuilder::from_env();
+    if let Some(t) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        b = b.with_token(Some(t));
+    }
+    let api = b.build().map_err(|e| Error::Hub(format!("{repo}: {e}")))?;
     let r = api.model(repo.to_string());
-    let cfg = r
-        .get("config.json")
-        .map_err(|e| Error::Hub(format!("{repo}: config.json: {e} (offline?)")))?;
-    r.get("model.safetensors")
-        .map_err(|e| Error::Hub(format!("{repo}: model.safetensors: {e}")))?;
+    let fail = |file: &str, e: hf_hub::api::sync::ApiError| {
+        // ureq's transport errors span lines; the user needs one.
+        let why = e.to_string().replace('\n', " ");
+        let hint = if why.contains("401") || why.contains("403") {
+            "a gated or private repo: accept its terms on the hub and set HF_TOKEN"
+        } else if why.contains("404") {
+            "no such repo or file"
+        } else {
+            "no network? Built-in models and local paths work offline"
+        };
+        Error::Hub(format!("{repo}: {file}: {why} ({hint})"))
+    };
+    let cfg = r.get("config.json").map_err(|e| fail("config.json", e))?;
+    if let Err(single) = r.get("model.safetensors") {
+        let index = r
+            .get("model.safetensors.index.json")
+            .map_err(|_| fail("model.safetensors", single))?;
+        let j: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?,
+        )
+        .map_err(|e| Error::format(&index, e.to_string()))?;
+        let map = j
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::format(&index, "no `weight_map` object"))?;
+        let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for s in shards {
+            r.get(s).map_err(|e| fail(s, e))?;
+        }
+    }
+    // Optional: GPT-2 has a built-in tokenizer, and `predict` says so where one is missing.
     let _ = r.get("tokenizer.json");
     Ok(cfg.parent().map(Path::to_path_buf).unwrap_or_default())
 }
@@ -327,8 +362,25 @@ pub fn hub_download(repo: &str) -> Result<PathBuf> {
 #[cfg(not(feature = "hub"))]
 pub fn hub_download(repo: &str) -> Result<PathBuf> {
     Err(Error::Hub(format!(
-        "`{repo}` is not a local path; downloading from the Hugging Face hub needs a build with `--features hub`"
+        "{repo}: not a local path or built-in model, and this build has no hub downloads \
+         (rebuild with the default features)"
     )))
+}
+
+/// Whether a model argument that is no local path reads as a hub repo id: `name` or
+/// `owner/name`, of letters, digits, `-`, `_` and `.`.
+pub fn looks_like_repo(arg: &str) -> bool {
+    let parts: Vec<&str> = arg.split('/').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+        && ![".gguf", ".safetensors", ".pth", ".pt", ".json"]
+            .iter()
+            .any(|e| arg.ends_with(e))
 }
 
 #[cfg(test)]
@@ -349,6 +401,30 @@ mod tests {
                 p
             })
             .collect()
+    }
+
+    #[test]
+    fn repo_ids_are_told_from_paths() {
+        for yes in [
+            "gpt2",
+            "Qwen/Qwen2.5-0.5B",
+            "EleutherAI/pythia-160m",
+            "google/gemma-2-2b",
+        ] {
+            assert!(looks_like_repo(yes), "{yes}");
+        }
+        for no in [
+            "./gpt2",
+            "/models/gpt2",
+            "a/b/c",
+            "model.gguf",
+            "dir/model.safetensors",
+            "x//y",
+            "",
+            "name with space",
+        ] {
+            assert!(!looks_like_repo(no), "{no}");
+        }
     }
 
     #[test]

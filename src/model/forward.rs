@@ -206,8 +206,8 @@ fn rope_inv_freq(dim: usize, base: f32, scaling: RopeScaling) -> Vec<f32> {
                 } else if wavelen > low_wavelen {
                     f / factor
                 } else {
-                    let smooth =
-                        (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    let smooth = (old_ctx / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
                     (1.0 - smooth) * f / factor + smooth * f
                 }
             })
@@ -514,7 +514,10 @@ pub(super) fn last_logits(
         .collect();
     let idx = Tensor::from_vec(idx, lengths.len(), x.device())?;
     let xl = norm(&x.index_select(&idx, 0)?, &w.ln_final, cfg.norm, cfg.eps)?;
-    softcap(linear(&xl, &w.w_u, Some(&w.b_u))?, cfg.details.final_softcap)
+    softcap(
+        linear(&xl, &w.w_u, Some(&w.b_u))?,
+        cfg.details.final_softcap,
+    )
 }
 
 pub(crate) fn forward(
@@ -612,7 +615,10 @@ pub(crate) fn forward(
         LogitsAt::Last => Some(last_logits(cfg, w, &x, &lengths, t)?),
         LogitsAt::All => {
             let xn = norm(&x, &w.ln_final, cfg.norm, cfg.eps)?;
-            let logits = softcap(linear(&xn, &w.w_u, Some(&w.b_u))?, cfg.details.final_softcap)?;
+            let logits = softcap(
+                linear(&xn, &w.w_u, Some(&w.b_u))?,
+                cfg.details.final_softcap,
+            )?;
             Some(logits.reshape((b, t, cfg.d_vocab))?)
         }
     };

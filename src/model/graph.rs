@@ -703,8 +703,15 @@ impl<'m> GraphModel<'m> {
                     .mlp_receiver(li)
                     .ok_or_else(|| Error::UnsupportedModel("MLP outside the graph".into()))?;
                 let corr_mlp = patch.and_then(|p| p.corrupt.mlp_base.get(li));
-                let x = mix(r..r + 1, &mlp_base, corr_mlp, &cur, &mut delta, mlp_bias.as_ref())?
-                    .squeeze(1)?;
+                let x = mix(
+                    r..r + 1,
+                    &mlp_base,
+                    corr_mlp,
+                    &cur,
+                    &mut delta,
+                    mlp_bias.as_ref(),
+                )?
+                .squeeze(1)?;
                 let x = probe(x, &mut inputs)?;
                 let out = mlp(cfg, l, m, &x)?;
                 base = (base + &out)?;

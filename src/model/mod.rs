@@ -113,8 +113,9 @@ pub enum ModelSpec {
 pub const BUILTIN_MODELS: &[&str] = &[fetch::SMOLLM2_135M.name, fetch::GEMMA3_270M.name];
 
 impl ModelSpec {
-    /// Resolve a path or a built-in name (`smollm2-135m`, `gemma-3-270m`, fetched on first
-    /// use; with the `hub` feature, a Hugging Face repo id such as `gpt2` or `hub:gpt2`).
+    /// Resolve a path, a built-in name (`smollm2-135m`, `gemma-3-270m`, fetched on first
+    /// use) or a Hugging Face repo id (`gpt2`, `Qwen/Qwen2.5-0.5B`, `hub:gpt2`; downloaded
+    /// into the hub cache unless built without the default `hub` feature).
     pub fn resolve(arg: &str) -> Result<Self> {
         if arg.trim().is_empty() {
             return Err(Error::InvalidInput("empty model argument".into()));
@@ -129,17 +130,15 @@ impl ModelSpec {
         if let Some(repo) = arg.strip_prefix("hub:") {
             return Self::from_path(&fetch::hub_download(repo)?);
         }
-        if !arg.contains(std::path::MAIN_SEPARATOR) && !arg.ends_with(".gguf") {
-            if let Ok(dir) = fetch::hub_download(arg) {
-                return Self::from_path(&dir);
-            }
+        if fetch::looks_like_repo(arg) {
+            return Self::from_path(&fetch::hub_download(arg)?);
         }
         Err(Error::io(
             p,
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!(
-                    "no such model file or folder (built-in names: {}; Hugging Face repos need the `hub` feature)",
+                    "no such model file or folder, built-in name ({}) or hub repo id",
                     BUILTIN_MODELS.join(", ")
                 ),
             ),

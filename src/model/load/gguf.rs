@@ -17,9 +17,7 @@ use candle_core::Device;
 use super::llama::{llama_weights, Family, LlamaNames};
 use super::neox::{neox_weights, NeoxNames, QkvLayout};
 use crate::error::{Error, Result};
-use crate::model::config::{
-    Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling,
-};
+use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling};
 use crate::model::weights::{TensorSource, Weights};
 
 /// Tokenizer data carried inside a GGUF file.
@@ -147,12 +145,10 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
         "gemma2" => Some(Family::Gemma2),
         "gemma3" => Some(Family::Gemma3),
         "gptneox" => None,
-        other => {
-            return Err(Error::UnsupportedModel(format!(
-                "{}: GGUF architecture {other:?} (supported: llama, qwen2, gemma2, gemma3, gptneox)",
-                path.display()
-            )))
-        }
+        other => return Err(Error::UnsupportedModel(format!(
+            "{}: GGUF architecture {other:?} (supported: llama, qwen2, gemma2, gemma3, gptneox)",
+            path.display()
+        ))),
     };
     let vocab = read_vocab(&m)?;
     let d_vocab = match &vocab {
@@ -176,7 +172,10 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
                 ),
                 _ => Vec::new(),
             };
-            let scaling = match m.string(&format!("{}.rope.scaling.type", m.arch)).as_deref() {
+            let scaling = match m
+                .string(&format!("{}.rope.scaling.type", m.arch))
+                .as_deref()
+            {
                 None | Some("none") => RopeScaling::None,
                 Some("linear") => RopeScaling::Linear {
                     factor: m.arch_f32_opt("rope.scaling.factor")?.unwrap_or(1.0),
@@ -191,7 +190,10 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
             // llama.cpp: Gemma 2 27B (46 layers) and Gemma 3 27B (62 layers) scale by
             // 1/√(d_model / heads), the others by 1/√key_length.
             let attn_scale = gemma.then(|| {
-                let big = matches!((family, n_layers), (Family::Gemma2, 46) | (Family::Gemma3, 62));
+                let big = matches!(
+                    (family, n_layers),
+                    (Family::Gemma2, 46) | (Family::Gemma3, 62)
+                );
                 let q = if big { d as f64 / h as f64 } else { hd as f64 };
                 1.0 / q.sqrt()
             });
@@ -257,7 +259,9 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
                 d_vocab,
                 n_ctx: m.arch_usize("context_length")?,
                 norm: Norm::LayerNorm,
-                eps: m.arch_f32_opt("attention.layer_norm_epsilon")?.unwrap_or(1e-5) as f64,
+                eps: m
+                    .arch_f32_opt("attention.layer_norm_epsilon")?
+                    .unwrap_or(1e-5) as f64,
                 pos: PosEmbedding::Rotary {
                     base,
                     interleaved: false,
@@ -282,10 +286,9 @@ fn read_vocab(m: &Meta<'_>) -> Result<GgufVocab> {
     if tokens.is_empty() {
         return Err(Error::format(m.path, "tokenizer.ggml.tokens is empty"));
     }
-    let bos_id = m
-        .md
-        .get("tokenizer.ggml.bos_token_id")
-        .and_then(|v| v.to_u32().ok());
+    let bos_id =
+        m.md.get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.to_u32().ok());
     let kind = m.string("tokenizer.ggml.model").unwrap_or_default();
     match kind.as_str() {
         "gpt2" => Ok(GgufVocab::Bpe {

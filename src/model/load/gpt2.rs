@@ -126,4 +126,3 @@ pub fn load_gpt2_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> 
     };
     Ok((cfg, w))
 }
-

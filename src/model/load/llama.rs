@@ -16,9 +16,7 @@ use serde_json::Value;
 
 use super::{json_f64, json_usize, linear_to_heads, read_json, zeros};
 use crate::error::{Error, Result};
-use crate::model::config::{
-    Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling,
-};
+use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling};
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// Which member of the family a checkpoint is.
@@ -278,7 +276,11 @@ pub fn load_llama_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)>
         .get("tie_word_embeddings")
         .and_then(Value::as_bool)
         .unwrap_or(gemma);
-    let act_key = if gemma { "hidden_activation" } else { "hidden_act" };
+    let act_key = if gemma {
+        "hidden_activation"
+    } else {
+        "hidden_act"
+    };
     let act = match (gemma, c.get(act_key).and_then(Value::as_str)) {
         (false, Some("silu") | None) => Activation::SwiGlu,
         (true, Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_fast") | None) => Activation::GeGlu,
@@ -342,7 +344,15 @@ pub fn load_llama_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)>
     cfg.validate(&cfg_path)?;
     let src = TensorSource::safetensors(&safetensors_files(dir)?)?;
     // Transformers' Gemma norms compute x̂·(1 + w); llama.cpp's converter stores 1 + w.
-    llama_weights(&cfg, family, &src, &LlamaNames::hf(family), tied, gemma, dev)
+    llama_weights(
+        &cfg,
+        family,
+        &src,
+        &LlamaNames::hf(family),
+        tied,
+        gemma,
+        dev,
+    )
 }
 
 /// `model.safetensors`, or the shards an index lists.

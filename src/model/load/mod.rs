@@ -12,8 +12,8 @@ pub use gguf::{load_gguf, GgufVocab};
 pub use gpt2::load_gpt2_hf;
 pub use llama::load_llama_hf;
 pub use neox::load_neox_hf;
-pub use transformer_lens::load_transformer_lens;
 use std::path::Path;
+pub use transformer_lens::load_transformer_lens;
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
@@ -56,4 +56,3 @@ pub(super) fn linear_to_heads(w: &Tensor, heads: usize, d_head: usize) -> Result
         .transpose(1, 2)?
         .contiguous()?)
 }
-

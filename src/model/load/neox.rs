@@ -163,9 +163,7 @@ pub(super) fn neox_weights(
             QkvLayout::Grouped => (qkv.reshape((3, h, hd, d))?, qkv_b.reshape((3, h, hd))?),
         };
         // [heads, d_head, d] → [heads, d, d_head]
-        let part_w = |j: usize| -> Result<Tensor> {
-            Ok(w3.get(j)?.transpose(1, 2)?.contiguous()?)
-        };
+        let part_w = |j: usize| -> Result<Tensor> { Ok(w3.get(j)?.transpose(1, 2)?.contiguous()?) };
         let o = g(&format!("{}.weight", n("o")), &[d, d])?;
         layers.push(LayerWeights {
             ln1: ln(&n("ln1"))?,

@@ -172,4 +172,3 @@ pub fn load_transformer_lens(
     };
     Ok((cfg, w))
 }
-
