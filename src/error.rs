@@ -78,9 +78,15 @@ impl Error {
         }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        let msg = msg.into();
+        // candle appends a backtrace to its messages under RUST_BACKTRACE; errors are one line.
+        let msg = match msg.split_once('\n') {
+            Some((first, _)) => first.trim_end().to_owned(),
+            None => msg,
+        };
         Error::Format {
             path: path.into(),
-            msg: msg.into(),
+            msg,
         }
     }
     pub fn shape(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {

@@ -205,12 +205,115 @@ fn inspect_and_hooks_work_on_a_fixture() {
     assert_eq!(t["tokens"].dims(), &[2, 2]);
 }
 
+/// Built without `hub`, a repo id says what is missing (with it: tests/hub.rs).
 #[test]
+#[cfg(not(feature = "hub"))]
 fn hub_name_without_hub_feature_says_so() {
-    let (ok, _o, err) = run(&["inspect", "gpt2"]);
-    assert!(!ok);
-    assert!(err.contains("hub"), "{err}");
-    assert!(!err.contains("panicked"));
+    assert_one_line_error(&["inspect", "gpt2"], &["gpt2", "hub downloads"]);
+}
+
+/// A copy of a fixture folder with its tensors and config edited.
+fn broken_family(
+    name: &str,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>),
+    edit_cfg: impl FnOnce(&mut serde_json::Value),
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap())
+            .unwrap();
+    edit_cfg(&mut c);
+    std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+    let mut t =
+        candle_core::safetensors::load(fixture(name).join("model.safetensors"), &Device::Cpu)
+            .unwrap();
+    edit(&mut t);
+    candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
+    dir
+}
+
+#[test]
+fn family_checkpoints_with_missing_or_misshapen_tensors() {
+    let inspect = |d: &tempfile::TempDir, must: &[&str]| {
+        let p = d.path().to_str().unwrap().to_owned();
+        assert_one_line_error(&["inspect", &p], must);
+    };
+    // Qwen2 always has q/k/v biases: one missing is an error, not a zero.
+    let key = "model.layers.1.self_attn.k_proj.bias";
+    let d = broken_family("qwen2_tiny", |t| drop(t.remove(key)), |_| {});
+    inspect(&d, &["model.safetensors", key]);
+    let key = "model.layers.0.self_attn.q_norm.weight";
+    let d = broken_family(
+        "gemma3_tiny",
+        |t| {
+            t.insert(
+                key.into(),
+                Tensor::ones(7, DType::F32, &Device::Cpu).unwrap(),
+            );
+        },
+        |_| {},
+    );
+    inspect(&d, &["model.safetensors", key, "[7]"]);
+    let key = "model.layers.2.post_feedforward_layernorm.weight";
+    let d = broken_family("gemma2_tiny", |t| drop(t.remove(key)), |_| {});
+    inspect(&d, &["model.safetensors", key]);
+    let key = "gpt_neox.layers.0.attention.query_key_value.weight";
+    let d = broken_family(
+        "pythia_tiny",
+        |t| {
+            let w = t[key].narrow(0, 0, 200).unwrap();
+            t.insert(key.into(), w);
+        },
+        |_| {},
+    );
+    inspect(&d, &["model.safetensors", key]);
+}
+
+#[test]
+fn family_configs_asking_for_what_we_do_not_implement() {
+    let cases: [(&str, &str, serde_json::Value, &str); 5] = [
+        (
+            "llama_tiny",
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "yarn",
+        ),
+        (
+            "gemma3_tiny",
+            "rope_scaling",
+            serde_json::json!({"rope_type": "dynamic", "factor": 2.0}),
+            "dynamic",
+        ),
+        (
+            "gemma2_tiny",
+            "layer_types",
+            serde_json::json!(["sliding_attention", "chunked_attention", "full_attention"]),
+            "chunked_attention",
+        ),
+        (
+            "pythia_tiny",
+            "rotary_pct",
+            serde_json::json!(1.5),
+            "rotary_pct",
+        ),
+        (
+            "qwen2_tiny",
+            "hidden_act",
+            serde_json::json!("swiglu_oai"),
+            "swiglu_oai",
+        ),
+    ];
+    for (name, key, value, says) in cases {
+        let d = broken_family(
+            name,
+            |_| {},
+            |c| {
+                c[key] = value.clone();
+            },
+        );
+        let p = d.path().to_str().unwrap().to_owned();
+        assert_one_line_error(&["inspect", &p], &["config.json", says]);
+    }
 }
 
 #[test]
@@ -355,3 +458,39 @@ fn zero_batch_size_is_refused() {
     }
     assert!(!out.exists(), "a refused run wrote {out:?}");
 }
+
+/// A GGUF (v3) with one string key and one 4×4 tensor of ggml type `ty`.
+fn tiny_gguf(path: &Path, ty: u32) {
+    let mut b = Vec::new();
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    };
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(1u64.to_le_bytes()); // metadata
+    s(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes()); // string
+    s(&mut b, "llama");
+    s(&mut b, "token_embd.weight");
+    b.extend(2u32.to_le_bytes());
+    b.extend(4u64.to_le_bytes());
+    b.extend(4u64.to_le_bytes());
+    b.extend(ty.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend([0u8; 64]);
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn unknown_gguf_quant_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("odd-quant.gguf");
+    tiny_gguf(&p, 99);
+    assert_one_line_error(&["inspect", p.to_str().unwrap()], &["odd-quant.gguf", "99"]);
+}
+

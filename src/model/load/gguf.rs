@@ -145,10 +145,12 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
         "gemma2" => Some(Family::Gemma2),
         "gemma3" => Some(Family::Gemma3),
         "gptneox" => None,
-        other => return Err(Error::UnsupportedModel(format!(
+        other => {
+            return Err(Error::UnsupportedModel(format!(
             "{}: GGUF architecture {other:?} (supported: llama, qwen2, gemma2, gemma3, gptneox)",
             path.display()
-        ))),
+        )))
+        }
     };
     let vocab = read_vocab(&m)?;
     let d_vocab = match &vocab {
