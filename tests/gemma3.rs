@@ -147,7 +147,7 @@ fn processing_keeps_predictions() {
         .tok
         .encode_with_bos("One, two, three, four,", true)
         .unwrap();
-    let a = log_softmax(&m.model.last_logits(&[toks.clone()], 1).unwrap()[0]);
+    let a = log_softmax(&m.model.last_logits(std::slice::from_ref(&toks), 1).unwrap()[0]);
     let b = log_softmax(&raw.last_logits(&[toks], 1).unwrap()[0]);
     let worst = a
         .iter()

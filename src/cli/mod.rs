@@ -73,8 +73,10 @@ pub fn run(cli: Cli) -> Result<()> {
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// Model: a folder (HF GPT-2 / Llama, TransformerLens), a .gguf/.safetensors/.pth file,
-    /// or a built-in name (`smollm2-135m`, fetched on first use).
+    /// Model: a built-in name (`smollm2-135m`, `gemma-3-270m`; fetched on first use), a
+    /// Hugging Face repo id (`gpt2`, `Qwen/Qwen2.5-0.5B`, `EleutherAI/pythia-160m`,
+    /// `google/gemma-2-2b` with HF_TOKEN), a local folder (Hugging Face GPT-2, Llama,
+    /// Mistral, Qwen2, Gemma 2/3, GPT-NeoX; TransformerLens) or a .gguf/.safetensors/.pth file.
     pub model: String,
     /// Skip TransformerLens weight processing (fold LN, centre writing weights and
     /// unembed, fold value biases).

@@ -202,6 +202,9 @@ pub fn print_model(model: &Model, tok: &dyn Tokenizer) {
     say!("norm          {:?}, eps {}", c.norm, c.eps);
     say!("positions     {:?}", c.pos);
     say!("activation    {:?}", c.act);
+    for line in arch_details(c) {
+        say!("{line}");
+    }
     say!(
         "parameters    {} (after processing: folded norm weights are not counted)",
         model.weights.n_params()
@@ -215,4 +218,48 @@ pub fn print_model(model: &Model, tok: &dyn Tokenizer) {
         p.fold_value_biases
     );
     say!("tokenizer     {} (vocab {})", tok.name(), tok.vocab_size());
+}
+
+/// The family features beyond the GPT-2/Llama block, one `inspect` line each.
+fn arch_details(c: &crate::model::ModelConfig) -> Vec<String> {
+    use crate::model::config::RopeScaling;
+    let d = &c.details;
+    let mut out = Vec::new();
+    if d.parallel_attn_mlp {
+        out.push("block         attention and MLP in parallel".to_string());
+    }
+    if let Some(r) = d.rotary_dim {
+        out.push(format!(
+            "rotary        first {r} of {} dims per head",
+            c.d_head
+        ));
+    }
+    match d.rope_scaling {
+        RopeScaling::None => {}
+        s => out.push(format!("rope scaling  {s:?}")),
+    }
+    if d.attn_scale.is_some() {
+        out.push(format!("attn scale    {}", c.attn_scale()));
+    }
+    if let Some(cap) = d.attn_softcap {
+        out.push(format!("attn softcap  {cap}"));
+    }
+    if let Some(cap) = d.final_softcap {
+        out.push(format!("final softcap {cap}"));
+    }
+    let local: Vec<String> = (0..c.n_layers)
+        .filter(|&l| c.is_local(l))
+        .map(|l| l.to_string())
+        .collect();
+    if !local.is_empty() {
+        out.push(format!(
+            "local layers  {} (window {}{})",
+            local.join(","),
+            d.sliding_window.unwrap_or(0),
+            d.rope_local_base
+                .map(|b| format!(", rope base {b}"))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
