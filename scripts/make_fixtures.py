@@ -17,6 +17,8 @@ Fixtures:
   llama_tiny/                HF LlamaForCausalLM (GQA) checkpoint
   llama_tiny_sharded/        same weights, two safetensors shards + index
   smollm2_tokens.json        tokenizer golden ids for SmolLM2-135M (GGUF vocab)
+  {qwen2,gemma2,gemma3,pythia}_tiny/model.gguf   the family checkpoints as llama.cpp's
+                             convert_hf_to_gguf.py writes them (step `gguf`)
 """
 
 from __future__ import annotations
@@ -782,6 +784,201 @@ def pythia_fixture():
 
 
 # --------------------------------------------------------------------------------------
+# 6. GGUF copies of the families, as llama.cpp's convert_hf_to_gguf.py writes them
+# --------------------------------------------------------------------------------------
+#
+# Replicates the converter classes Qwen2Model, Gemma2Model, Gemma3Model and GPTNeoXModel
+# (ggml-org/llama.cpp, conversion/{qwen,gemma,gpt_neox,base}.py as of commits 2bbcf7fc /
+# 7bca1fd9) with `--outtype f32`: tensor names from gguf-py's own TensorNameMap, the
+# converter's tensor transformations and the metadata keys each class writes. The vocab
+# is made up (the converter would copy the HF tokenizer, which these fixtures lack); the
+# tests feed token ids directly, so it only has to load.
+
+def _bpe_vocab(gguf):
+    """gpt2-style byte-level BPE: 256 byte tokens (GPT-2's byte→unicode map), 43 merges
+    and `<|endoftext|>` (CONTROL) = 300 tokens."""
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    b2u = bytes_to_unicode()
+    tokens = [b2u[b] for b in range(256)]
+    sp = b2u[ord(" ")]  # "Ġ"
+    pairs = [(sp, c) for c in "abcdefghijklmnopqrstuvwxyz"]
+    pairs += [tuple(p) for p in ["th", "he", "in", "er", "an", "re", "on", "at", "en",
+                                 "nd", "ti", "es", "or", "te", "of", "ed", "is"]]
+    merges = [f"{a} {b}" for a, b in pairs]
+    tokens += [a + b for a, b in pairs]
+    tokens.append("<|endoftext|>")
+    types = [gguf.TokenType.NORMAL] * (len(tokens) - 1) + [gguf.TokenType.CONTROL]
+    assert len(tokens) == VOCAB and len(set(tokens)) == VOCAB
+    return tokens, types, merges
+
+
+def _spm_vocab(g):
+    """SentencePiece (`llama` tokenizer model) in Gemma's layout: <pad> 0, <eos> 1,
+    <bos> 2, <unk> 3, the 256 byte tokens <0x00>…<0xFF>, then 40 scored pieces = 300."""
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    types = [g.TokenType.CONTROL] * 3 + [g.TokenType.UNKNOWN]
+    scores = [0.0] * 4
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [g.TokenType.BYTE] * 256
+    scores += [0.0] * 256
+    pieces = ["▁"] + [f"▁{c}" for c in "abcdefghijklmnopqrst"] + list("abcdefghijklmnopqrs")
+    tokens += pieces
+    types += [g.TokenType.NORMAL] * len(pieces)
+    scores += [-float(i) for i in range(len(pieces))]
+    assert len(tokens) == VOCAB and len(set(tokens)) == VOCAB
+    return tokens, types, scores
+
+
+def gguf_fixture(name: str):
+    """tests/fixtures/NAME/model.gguf from the HF checkpoint in the same folder."""
+    import gguf
+    import numpy as np
+    d = OUT / name
+    hp = json.loads((d / "config.json").read_text())
+    sd = load_file(str(d / "model.safetensors"))
+    mt = hp["model_type"]
+    arch = {"qwen2": gguf.MODEL_ARCH.QWEN2, "gemma2": gguf.MODEL_ARCH.GEMMA2,
+            "gemma3_text": gguf.MODEL_ARCH.GEMMA3, "gpt_neox": gguf.MODEL_ARCH.GPTNEOX}[mt]
+    n_layers = hp["num_hidden_layers"]
+    out = d / "model.gguf"
+    w = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
+    # ModelBase.prepare_metadata: general.* first (architecture is added by the writer).
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name(name)
+
+    # set_gguf_parameters
+    def base_params():  # TextModel.set_gguf_parameters
+        w.add_block_count(n_layers)
+        w.add_context_length(hp["max_position_embeddings"])
+        w.add_embedding_length(hp["hidden_size"])
+        w.add_feed_forward_length(hp["intermediate_size"])
+        w.add_head_count(hp["num_attention_heads"])
+        if "num_key_value_heads" in hp:
+            w.add_head_count_kv(hp["num_key_value_heads"])
+        rs = hp.get("rope_scaling") or {}
+        if rs.get("rope_type") == "linear" and rs.get("factor") is not None:
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(rs["factor"])
+        if hp.get("rope_theta") is not None:
+            w.add_rope_freq_base(hp["rope_theta"])
+        if hp.get("rms_norm_eps") is not None:
+            w.add_layer_norm_rms_eps(hp["rms_norm_eps"])
+        if hp.get("head_dim") is not None:
+            w.add_key_length(hp["head_dim"])
+            w.add_value_length(hp["head_dim"])
+        w.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    if mt == "qwen2":
+        base_params()
+    elif mt == "gemma2":  # Gemma2Model: its own list, no rope base (llama.cpp: 10000)
+        w.add_context_length(hp["max_position_embeddings"])
+        w.add_embedding_length(hp["hidden_size"])
+        w.add_block_count(n_layers)
+        w.add_feed_forward_length(hp["intermediate_size"])
+        w.add_head_count(hp["num_attention_heads"])
+        w.add_head_count_kv(hp.get("num_key_value_heads", hp["num_attention_heads"]))
+        w.add_layer_norm_rms_eps(hp["rms_norm_eps"])
+        w.add_key_length(hp["head_dim"])
+        w.add_value_length(hp["head_dim"])
+        w.add_file_type(gguf.LlamaFileType.ALL_F32)
+        w.add_attn_logit_softcapping(hp["attn_logit_softcapping"])
+        w.add_final_logit_softcapping(hp["final_logit_softcapping"])
+        w.add_sliding_window(hp["sliding_window"])
+        # Not stored, so llama.cpp cannot know them: query_pre_attn_scalar (it scales by
+        # 1/√key_length) and layer_types (it alternates local/global from layer 0).
+    elif mt == "gemma3_text":  # Gemma3Model: the base list, then its overrides
+        base_params()
+        w.add_context_length(hp.get("max_position_embeddings", 131072))
+        w.add_head_count(hp.get("num_attention_heads", 8))
+        w.add_layer_norm_rms_eps(hp.get("rms_norm_eps", 1e-6))
+        w.add_key_length(hp.get("head_dim", 256))
+        w.add_value_length(hp.get("head_dim", 256))
+        w.add_rope_freq_base(hp.get("rope_theta", 1_000_000.0))  # global layers
+        assert hp.get("attn_logit_softcapping") is None
+        if hp.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(hp["final_logit_softcapping"])
+        if hp.get("sliding_window_pattern") != 1:
+            w.add_sliding_window(hp["sliding_window"])
+        w.add_head_count_kv(hp.get("num_key_value_heads", 4))
+        # Not stored: query_pre_attn_scalar, layer_types (llama.cpp: 5 local to 1 global,
+        # by layer index) and rope_local_base_freq (llama.cpp: 10000, unscaled).
+    else:  # GPTNeoXModel: its own list, no rope base (llama.cpp: 10000)
+        w.add_context_length(hp["max_position_embeddings"])
+        w.add_embedding_length(hp["hidden_size"])
+        w.add_block_count(n_layers)
+        w.add_feed_forward_length(hp["intermediate_size"])
+        w.add_rope_dimension_count(
+            int(hp["rotary_pct"] * (hp["hidden_size"] // hp["num_attention_heads"])))
+        w.add_head_count(hp["num_attention_heads"])
+        w.add_parallel_residual(hp.get("use_parallel_residual", True))
+        w.add_layer_norm_eps(hp["layer_norm_eps"])
+
+    # set_vocab
+    if mt in ("qwen2", "gpt_neox"):  # _set_vocab_gpt2
+        tokens, types, merges = _bpe_vocab(gguf)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt2")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        eot = tokens.index("<|endoftext|>")
+        w.add_bos_token_id(eot)
+        w.add_eos_token_id(eot)
+    else:  # _set_vocab_sentencepiece, then add_space_prefix False
+        tokens, types, scores = _spm_vocab(gguf)
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_bos_token_id(2)
+        w.add_eos_token_id(1)
+        w.add_unk_token_id(3)
+        w.add_pad_token_id(0)
+        w.add_add_bos_token(True)
+        w.add_add_eos_token(False)
+        w.add_add_space_prefix(False)
+
+    # Tensors, in the checkpoint's (sorted) order, through the converter's transformations.
+    names = gguf.get_tensor_name_map(arch, n_layers)
+    nh, dm = hp["num_attention_heads"], hp["hidden_size"]
+    written = {}
+    for k in sorted(sd):
+        t = sd[k].float()
+        if mt in ("gemma2", "gemma3_text"):
+            if k == "lm_head.weight":  # Gemma2Model.filter_tensors; tied anyway
+                continue
+            if k.endswith("norm.weight"):  # every Gemma RMSNorm, q/k norms included
+                t = t + 1
+        if mt == "gpt_neox" and k.endswith("attention.query_key_value.weight"):
+            # per head [q; k; v] → [Q; K; V]
+            q = t.reshape(nh, 3, dm // nh, dm)
+            t = torch.cat([q[:, j].reshape(-1, dm) for j in range(3)], dim=0)
+        elif mt == "gpt_neox" and k.endswith("attention.query_key_value.bias"):
+            q = t.reshape(nh, 3, dm // nh)
+            t = torch.cat([q[:, j].reshape(dm) for j in range(3)], dim=0)
+        new = names.get_name(k, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            raise SystemExit(f"{name}: no GGUF name for {k}")
+        written[new] = np.ascontiguousarray(t.numpy().astype(np.float32))
+        w.add_tensor(new, written[new])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    # Read it back with gguf-py: every tensor equals the transformed checkpoint's.
+    r = gguf.GGUFReader(str(out))
+    assert sorted(t.name for t in r.tensors) == sorted(written)
+    for t in r.tensors:
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32, t.name
+        assert np.array_equal(np.asarray(t.data).reshape(written[t.name].shape),
+                              written[t.name]), t.name
+    print(f"== {name}/model.gguf: {len(r.tensors)} tensors, {len(r.fields)} metadata keys, "
+          f"{out.stat().st_size} bytes")
+    return {"tensors": [t.name for t in r.tensors], "keys": list(r.fields)}
+
+
+# --------------------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser()
@@ -792,7 +989,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     report = {}
     todo = args.only or ["gpt2", "attn_only", "llama", "smollm2", "qwen2", "gemma2",
-                         "gemma3", "pythia"]
+                         "gemma3", "pythia", "gguf"]
     if "gpt2" in todo:
         report["gpt2"] = gpt2_fixture()
     if "attn_only" in todo:
@@ -805,6 +1002,9 @@ def main():
                       ("gemma3", gemma3_fixture), ("pythia", pythia_fixture)]:
         if fam in todo:
             report[fam] = make()
+    if "gguf" in todo:  # after the families: it reads their checkpoints
+        report["gguf"] = {n: gguf_fixture(n) for n in
+                          ["qwen2_tiny", "gemma2_tiny", "gemma3_tiny", "pythia_tiny"]}
     if "smollm2" in todo:
         gp = Path(args.gguf)
         if gp.exists():

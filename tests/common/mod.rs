@@ -53,3 +53,91 @@ pub fn tiny_gpt2_vocab() -> Model {
     let w = random_weights(&cfg, 7, &Device::Cpu).unwrap();
     Model::from_parts(cfg, w, Processing::TL_DEFAULT, "tiny".into()).unwrap()
 }
+
+/// max |a − b| / max |b|
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn center_rows(v: &mut [f32], width: usize) {
+    for row in v.chunks_mut(width) {
+        let m = row.iter().sum::<f32>() / width as f32;
+        row.iter_mut().for_each(|x| *x -= m);
+    }
+}
+
+fn flat(t: &candle_core::Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Compares logits, z and result for every prompt of an expected-output file
+/// (tests/fixtures/README.md) within 1e-4 of each tensor's largest value; returns the
+/// worst relative error. `center_logits`: compare logits with each row's mean removed.
+pub fn check_expected(model: &Model, exp_file: &std::path::Path, center_logits: bool) -> f32 {
+    use headcode::hooks::{collect, Reduce};
+    let exp = candle_core::safetensors::load(exp_file, &Device::Cpu).unwrap();
+    let n = exp.keys().filter(|k| k.starts_with("tokens.")).count();
+    assert!(n > 0, "{exp_file:?} holds no prompts");
+    let c = &model.cfg;
+    let (nl, nh, dh, d, v) = (c.n_layers, c.n_heads, c.d_head, c.d_model, c.d_vocab);
+    let mut worst = 0f32;
+    for i in 0..n {
+        let toks: Vec<u32> = exp[&format!("tokens.{i}")]
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
+        let t = toks.len();
+        let out = model
+            .forward(
+                std::slice::from_ref(&toks),
+                headcode::model::ForwardOptions {
+                    logits: headcode::model::LogitsAt::All,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut ours = flat(&out.logits.unwrap());
+        let mut theirs = flat(&exp[&format!("logits.{i}")]);
+        if center_logits {
+            center_rows(&mut ours, v);
+            center_rows(&mut theirs, v);
+        }
+        let e = rel_err(&ours, &theirs);
+        assert!(e <= 1e-4, "{exp_file:?} prompt {i}: logits rel err {e}");
+        worst = worst.max(e);
+
+        let got = collect(model, &[toks], Reduce::All, 8, |_| {}).unwrap();
+        let (ez, er) = (
+            flat(&exp[&format!("z.{i}")]),
+            flat(&exp[&format!("result.{i}")]),
+        );
+        for l in 0..nl {
+            for h in 0..nh {
+                let (mut oz, mut tz, mut or, mut tr) = (vec![], vec![], vec![], vec![]);
+                for p in 0..t {
+                    // ours: [1, T, L*H, dim]; theirs: [L, T, H, dim]
+                    let (oi, ti) = (p * nl * nh + l * nh + h, (l * t + p) * nh + h);
+                    oz.extend_from_slice(&got.z.data[oi * dh..(oi + 1) * dh]);
+                    tz.extend_from_slice(&ez[ti * dh..(ti + 1) * dh]);
+                    or.extend_from_slice(&got.result.data[oi * d..(oi + 1) * d]);
+                    tr.extend_from_slice(&er[ti * d..(ti + 1) * d]);
+                }
+                let (e_z, e_r) = (rel_err(&oz, &tz), rel_err(&or, &tr));
+                assert!(
+                    e_z <= 1e-4,
+                    "{exp_file:?} prompt {i} L{l}H{h}: z rel err {e_z}"
+                );
+                assert!(
+                    e_r <= 1e-4,
+                    "{exp_file:?} prompt {i} L{l}H{h}: result rel err {e_r}"
+                );
+                worst = worst.max(e_z).max(e_r);
+            }
+        }
+    }
+    worst
+}

@@ -5,9 +5,10 @@
 //! What llama.cpp's converter changed on the way, and what undoes it here:
 //! - `llama`: Q and K rows are permuted, so rotary embeddings rotate interleaved pairs;
 //!   the other families keep Hugging Face's rotate-half order.
-//! - `gemma2`/`gemma3`: norm weights are stored as 1 + w already; the embedding scale,
-//!   the local/global layer pattern and the local rotary base are not stored and follow
-//!   llama.cpp's own defaults for these architectures.
+//! - `gemma2`/`gemma3`: norm weights (q/k norms included) are stored as 1 + w already;
+//!   the embedding scale, the attention scale (`query_pre_attn_scalar`), the local/global
+//!   layer pattern and the local rotary base are not stored and follow llama.cpp's own
+//!   defaults for these architectures (tests/gguf_families.rs).
 //! - `gptneox`: the fused QKV rows are regrouped as [q; k; v].
 use std::path::Path;
 
@@ -167,8 +168,16 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
     let (cfg, w) = match family {
         Some(family) => {
             let gemma = family.is_gemma();
+            // llama.cpp: Gemma 2 without the window key uses 4096; Gemma 3 without it
+            // (the converter omits it when sliding_window_pattern is 1), or with 0, has no
+            // local layer.
+            let window = match (family, m.arch_usize_opt("attention.sliding_window")?) {
+                (Family::Gemma2, None) => Some(4096),
+                (_, Some(0)) => None,
+                (_, w) => w,
+            };
             let local = match family {
-                Family::Gemma2 | Family::Gemma3 => family.default_local_layers(
+                Family::Gemma2 | Family::Gemma3 if window.is_some() => family.default_local_layers(
                     n_layers,
                     m.arch_usize_opt("attention.sliding_window_pattern")?,
                 ),
@@ -231,16 +240,16 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
                         .arch_f32_opt("attn_logit_softcapping")?
                         .filter(|_| family == Family::Gemma2)
                         .map(f64::from),
-                    // llama.cpp soft-caps Gemma 2 only, whatever else a file carries.
+                    // llama.cpp soft-caps the final logits of Gemma 2, and of Gemma 3
+                    // only without sliding-window layers, whatever else a file carries.
                     final_softcap: m
                         .arch_f32_opt("final_logit_softcapping")?
-                        .filter(|_| family == Family::Gemma2)
+                        .filter(|_| {
+                            family == Family::Gemma2
+                                || (family == Family::Gemma3 && window.is_none())
+                        })
                         .map(f64::from),
-                    sliding_window: if local.iter().any(|&x| x) {
-                        Some(m.arch_usize("attention.sliding_window")?)
-                    } else {
-                        None
-                    },
+                    sliding_window: window.filter(|_| local.iter().any(|&x| x)),
                     local_layers: local,
                     ..ArchDetails::default()
                 },
