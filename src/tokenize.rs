@@ -125,13 +125,23 @@ impl HfTokenizer {
             .map(|(i, t)| (t.clone(), json!(i)))
             .collect();
         let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        // A regex split (llama.cpp's pattern for `pre`), then bytes without GPT-2's regex.
+        let split = |re: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]})
+        };
         let pre_tokenizer = match pre {
             "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Digits", "individual_digits": true}, byte_level]}),
-            "gpt2" | "default" | "" => byte_level.clone(),
+            // GPT-NeoX/Pythia's and OLMo's tokenizers use GPT-2's regex.
+            "gpt2" | "gpt-2" | "olmo" | "default" | "" => byte_level.clone(),
+            "qwen2" => split(QWEN2_SPLIT),
+            "llama-bpe" | "llama3" => split(LLAMA3_SPLIT),
             other => {
                 return Err(Error::Tokenizer(format!(
-                    "{name}: unsupported GGUF pre-tokenizer {other:?} (supported: smollm, starcoder, gpt2)"
+                    "{name}: unsupported GGUF pre-tokenizer {other:?} (supported: gpt2, olmo, \
+                     smollm, starcoder, refact, qwen2, llama-bpe)"
                 )))
             }
         };
@@ -162,6 +172,12 @@ impl HfTokenizer {
         Self::from_inner(inner, bos_tok.as_deref(), name)
     }
 }
+
+/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2` split (Qwen2 and Qwen2.5's tokenizer.json):
+/// letters with one leading non-letter, single digits, punctuation runs, newlines.
+const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// `LLAMA_VOCAB_PRE_TYPE_LLAMA3` (Llama 3.x): the same with digits in runs of up to three.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl Tokenizer for HfTokenizer {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -614,6 +630,40 @@ impl Tokenizer for MissingTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pre-tokenizers of `qwen2` and `llama-bpe` GGUFs split as those models'
+    /// tokenizer.json files do (digits one by one, or in threes).
+    #[test]
+    fn gguf_pre_tokenizer_splits() {
+        use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+        let pieces = |pre: &str, text: &str| -> Vec<String> {
+            let tokens: Vec<String> = vec!["a".into()];
+            let t = HfTokenizer::from_bpe_parts(&tokens, &[], pre, None, "t".into()).unwrap();
+            let p = t.inner.get_pre_tokenizer().unwrap();
+            let mut s = PreTokenizedString::from(text);
+            p.pre_tokenize(&mut s).unwrap();
+            s.get_splits(OffsetReferential::Original, OffsetType::Char)
+                .into_iter()
+                .map(|(_, (a, b), _)| text.chars().skip(a).take(b - a).collect())
+                .collect()
+        };
+        let text = "It's 12345 apples!\n\nOK";
+        assert_eq!(
+            pieces("qwen2", text),
+            ["It", "'s", " ", "1", "2", "3", "4", "5", " apples", "!\n\n", "OK"]
+        );
+        assert_eq!(
+            pieces("llama-bpe", text),
+            ["It", "'s", " ", "123", "45", " apples", "!\n\n", "OK"]
+        );
+        assert_eq!(
+            pieces("gpt2", text),
+            ["It", "'s", " 12345", " apples", "!", "\n", "\n", "OK"]
+        );
+        assert!(
+            HfTokenizer::from_bpe_parts(&["a".into()], &[], "tekken", None, "t".into()).is_err()
+        );
+    }
 
     #[test]
     fn gpt2_known_ids() {

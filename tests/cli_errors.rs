@@ -493,4 +493,3 @@ fn unknown_gguf_quant_type() {
     tiny_gguf(&p, 99);
     assert_one_line_error(&["inspect", p.to_str().unwrap()], &["odd-quant.gguf", "99"]);
 }
-

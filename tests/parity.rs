@@ -1,7 +1,9 @@
 //! Golden parity against Hugging Face transformers and TransformerLens on the random-weight
 //! fixtures made by `scripts/make_fixtures.py` (see tests/fixtures/README.md).
 //! Tolerance: |ours − ref| ≤ 1e-4 · max|ref| per tensor (logits, every head's z and result).
-use std::collections::HashMap;
+mod common;
+
+use common::rel_err;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -12,19 +14,6 @@ fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-fn expected(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn tokens(exp: &HashMap<String, Tensor>, i: usize) -> Vec<u32> {
-    exp[&format!("tokens.{i}")]
-        .to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|x| x as u32)
-        .collect()
 }
 
 fn load_model(spec: &str, processing: Processing) -> Model {
@@ -40,108 +29,8 @@ fn load_model(spec: &str, processing: Processing) -> Model {
     .0
 }
 
-/// max |a − b| / max |b|
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-fn center_rows(v: &mut [f32], width: usize) {
-    for row in v.chunks_mut(width) {
-        let m = row.iter().sum::<f32>() / width as f32;
-        row.iter_mut().for_each(|x| *x -= m);
-    }
-}
-
-/// Compares logits, z and result for every prompt of an expected file.
 fn check(model: &Model, exp_file: &Path, center_logits: bool) -> f32 {
-    let exp = expected(exp_file);
-    let n = exp.keys().filter(|k| k.starts_with("tokens.")).count();
-    assert!(n > 0);
-    let (nl, nh, dh, d, v) = (
-        model.cfg.n_layers,
-        model.cfg.n_heads,
-        model.cfg.d_head,
-        model.cfg.d_model,
-        model.cfg.d_vocab,
-    );
-    let mut worst = 0f32;
-    for i in 0..n {
-        let toks = tokens(&exp, i);
-        let t = toks.len();
-        let out = model
-            .forward(
-                std::slice::from_ref(&toks),
-                headcode::model::ForwardOptions {
-                    logits: headcode::model::LogitsAt::All,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let mut ours = out
-            .logits
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let mut theirs = exp[&format!("logits.{i}")]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        if center_logits {
-            center_rows(&mut ours, v);
-            center_rows(&mut theirs, v);
-        }
-        let e = rel_err(&ours, &theirs);
-        assert!(e <= 1e-4, "{exp_file:?} prompt {i}: logits rel err {e}");
-        worst = worst.max(e);
-
-        let c = collect(model, &[toks], Reduce::All, 8, |_| {}).unwrap();
-        let ez = exp[&format!("z.{i}")]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let er = exp[&format!("result.{i}")]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        for l in 0..nl {
-            for h in 0..nh {
-                let mut oz = Vec::new();
-                let mut tz = Vec::new();
-                let mut or = Vec::new();
-                let mut tr = Vec::new();
-                for p in 0..t {
-                    // ours: [1, T, L*H, dim]; theirs: [L, T, H, dim]
-                    let oi = (p * nl * nh + l * nh + h) * dh;
-                    let ti = ((l * t + p) * nh + h) * dh;
-                    oz.extend_from_slice(&c.z.data[oi..oi + dh]);
-                    tz.extend_from_slice(&ez[ti..ti + dh]);
-                    let oi = (p * nl * nh + l * nh + h) * d;
-                    let ti = ((l * t + p) * nh + h) * d;
-                    or.extend_from_slice(&c.result.data[oi..oi + d]);
-                    tr.extend_from_slice(&er[ti..ti + d]);
-                }
-                let ez_ = rel_err(&oz, &tz);
-                let er_ = rel_err(&or, &tr);
-                assert!(
-                    ez_ <= 1e-4,
-                    "{exp_file:?} prompt {i} L{l}H{h}: z rel err {ez_}"
-                );
-                assert!(
-                    er_ <= 1e-4,
-                    "{exp_file:?} prompt {i} L{l}H{h}: result rel err {er_}"
-                );
-                worst = worst.max(ez_).max(er_);
-            }
-        }
-    }
-    worst
+    common::check_expected(model, exp_file, center_logits)
 }
 
 #[test]
