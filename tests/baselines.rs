@@ -4,7 +4,9 @@ use candle_core::Tensor;
 use common::fixture;
 use headcode::baselines::acdc::{acdc, AcdcConfig, AcdcMetric, Granularity};
 use headcode::baselines::eap::{eap, metric_tensor};
-use headcode::model::graph::{kl_from_logits, log_softmax, GraphModel, GraphRunOptions};
+use headcode::model::graph::{
+    kl_from_logits, log_softmax, GraphCache, GraphModel, GraphRunOptions, PatchContext,
+};
 use headcode::model::ForwardOptions;
 use headcode::tasks::{metric_value, MetricKind, PairTokens};
 
@@ -53,7 +55,14 @@ fn cfg(g: Granularity, thresholds: Vec<f64>) -> AcdcConfig {
 #[test]
 fn acdc_tau_zero_keeps_everything_and_infinity_nothing() {
     let (clean, corrupt) = prompts();
-    for name in ["gpt2_tiny", "llama_tiny"] {
+    for name in [
+        "gpt2_tiny",
+        "llama_tiny",
+        "qwen2_tiny",
+        "gemma2_tiny",
+        "gemma3_tiny",
+        "pythia_tiny",
+    ] {
         let m = fixture(name);
         let heads = m.cfg.n_layers * m.cfg.n_heads;
         for g in [
@@ -341,10 +350,44 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
 /// gpt2_tiny 0.956 / 0.987 (one input per head) and 0.942 / 0.978 (q/k/v split);
 /// llama_tiny 0.805 / 0.923 and 0.829 / 0.944; attn_only_tiny 0.884 / 1.0 and 0.906 / 0.975.
 /// The bounds leave a margin below the worst of these.
+/// The caches of a run "corrupted" only α of the way: clean + α·(corrupt − clean).
+fn interpolated(ctx: &PatchContext, alpha: f64) -> PatchContext {
+    let lerp = |c: &Tensor, x: &Tensor| (c + ((x - c).unwrap() * alpha).unwrap()).unwrap();
+    let lerp_all = |c: &[Tensor], x: &[Tensor]| -> Vec<Tensor> {
+        c.iter().zip(x).map(|(c, x)| lerp(c, x)).collect()
+    };
+    let (c, x) = (&ctx.clean, &ctx.corrupt);
+    let near = GraphCache {
+        lengths: x.lengths.clone(),
+        blocks: lerp_all(&c.blocks, &x.blocks),
+        attn_base: lerp_all(&c.attn_base, &x.attn_base),
+        mlp_base: lerp_all(&c.mlp_base, &x.mlp_base),
+        final_base: lerp(&c.final_base, &x.final_base),
+        logits: lerp(&c.logits, &x.logits),
+    };
+    let clean = GraphCache {
+        lengths: c.lengths.clone(),
+        blocks: c.blocks.clone(),
+        attn_base: c.attn_base.clone(),
+        mlp_base: c.mlp_base.clone(),
+        final_base: c.final_base.clone(),
+        logits: c.logits.clone(),
+    };
+    PatchContext::new(clean, near).unwrap()
+}
+
 #[test]
 fn eap_agrees_with_exact_edge_patching() {
     let (clean, corrupt) = prompts();
-    for name in ["gpt2_tiny", "llama_tiny", "attn_only_tiny"] {
+    for name in [
+        "gpt2_tiny",
+        "llama_tiny",
+        "attn_only_tiny",
+        "qwen2_tiny",
+        "gemma2_tiny",
+        "gemma3_tiny",
+        "pythia_tiny",
+    ] {
         let m = fixture(name);
         let toks = tokens(clean.len());
         for split in [false, true] {
@@ -362,24 +405,40 @@ fn eap_agrees_with_exact_edge_patching() {
             let base = mean_metric(&ctx.clean.logits);
             assert!((base - r.metric_clean).abs() < 1e-4);
             let ne = gm.graph.n_edges();
-            let exact: Vec<f64> = (0..ne)
-                .map(|e| {
-                    let mut mask = vec![true; ne];
-                    mask[e] = false;
-                    let l = gm
-                        .run(
-                            &clean,
-                            GraphRunOptions {
-                                mask: Some(&mask),
-                                patch: Some(&ctx),
-                                ..Default::default()
-                            },
-                        )
-                        .unwrap()
-                        .logits;
-                    mean_metric(&l) - base
-                })
-                .collect();
+            let cut_each = |ctx: &PatchContext| -> Vec<f64> {
+                (0..ne)
+                    .map(|e| {
+                        let mut mask = vec![true; ne];
+                        mask[e] = false;
+                        let l = gm
+                            .run(
+                                &clean,
+                                GraphRunOptions {
+                                    mask: Some(&mask),
+                                    patch: Some(ctx),
+                                    ..Default::default()
+                                },
+                            )
+                            .unwrap()
+                            .logits;
+                        mean_metric(&l) - base
+                    })
+                    .collect()
+            };
+            let exact = cut_each(&ctx);
+            // EAP's score is the derivative of that effect: cutting towards a "corrupted" run
+            // only α of the way there changes the metric by α times the score, to first order.
+            let alpha = 1e-2;
+            let near = interpolated(&ctx, alpha);
+            let slope: Vec<f64> = cut_each(&near).iter().map(|x| x / alpha).collect();
+            let rho_fd = spearman(&r.edge_scores, &slope);
+            let scale = slope.iter().fold(0f64, |m, x| m.max(x.abs()));
+            let err_fd = r
+                .edge_scores
+                .iter()
+                .zip(&slope)
+                .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
+                / scale;
             let rho = spearman(&r.edge_scores, &exact);
             // Sign agreement on the edges whose exact effect is above the median size.
             let mut mags: Vec<f64> = exact.iter().map(|x| x.abs()).collect();
@@ -392,10 +451,23 @@ fn eap_agrees_with_exact_edge_patching() {
                 .count() as f64
                 / big.len() as f64;
             eprintln!(
-                "{name} split={split}: {ne} edges, spearman {rho:.3}, sign agreement {agree:.3}"
+                "{name} split={split}: {ne} edges, against the α = {alpha} slope: spearman \
+                 {rho_fd:.4}, max err {err_fd:.2e}; against the full cut: spearman {rho:.3}, \
+                 sign agreement {agree:.3}"
             );
-            assert!(rho > 0.75, "{name} split={split}: spearman {rho}");
-            assert!(agree > 0.9, "{name} split={split}: sign agreement {agree}");
+            // EAP's gradients are exact: it is the first-order term of patching, everywhere.
+            assert!(
+                rho_fd > 0.999 && err_fd < 0.1,
+                "{name} split={split}: slope {rho_fd} {err_fd}"
+            );
+            // How far the first order carries to a whole cut depends on the model: Gemma's
+            // random fixtures (soft-caps at 3 and 5, post-norms over 3-4 heads, q/k norms)
+            // bend far more than the others (spearman 0.6-0.9 there), so only the others
+            // are held to it.
+            if !name.starts_with("gemma") {
+                assert!(rho > 0.75, "{name} split={split}: spearman {rho}");
+                assert!(agree > 0.9, "{name} split={split}: sign agreement {agree}");
+            }
             // Node scores are the |edge| sums over each head's outgoing edges.
             let (l, h) = (0, 1);
             let s = gm.graph.head_sender(l, h);
