@@ -63,6 +63,15 @@ if grep -q '"error": "' "$bench_json"; then
     exit 1
 fi
 rm -f "$bench_json"
+# Every model family (GPT-2, Llama, attn-only, Qwen2, Gemma 2/3, Pythia) on candle's CUDA
+# path against the CPU: forward, per-head hooks and the ACDC/EAP graph.
+echo "== tests/cuda_families.rs under headcode-emu"
+families=$(CUDA_HOME=$cache/cuda-13.0-toolchain/cuda CUDA_COMPUTE_CAP=90 CUDAFORGE_THREADS=2 \
+    CARGO_TARGET_DIR=$target LIBRARY_PATH="$emu${LIBRARY_PATH:+:$LIBRARY_PATH}" \
+    cargo test --features cuda --test cuda_families --no-run --message-format=json \
+    | grep -o '"executable":"[^"]*cuda_families[^"]*"' | cut -d'"' -f4)
+[ -x "$families" ] || { echo "tests/cuda_families.rs did not build" >&2; exit 1; }
+LD_LIBRARY_PATH="$emu" "$families" --nocapture
 if [ "${EMU_SCHEDULES:-1}" = 1 ]; then
     echo "== kernel checks under five schedules; what the host reads back must not change"
     digests=$(mktemp -d)

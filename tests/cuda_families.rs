@@ -1,0 +1,81 @@
+//! Every model family on the CUDA path against the CPU: the forward, the per-head hooks
+//! (`z`, `result`, padded batches, every position and the mean) and the ACDC/EAP graph's
+//! run, on the parity fixtures. Needs a CUDA device: a GPU, or headcode-emu's stand-in
+//! libraries (`scripts/emu-selftest.sh` runs this file under them in CI).
+#![cfg(feature = "cuda")]
+mod common;
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use common::rel_err;
+use headcode::hooks::{collect, Reduce};
+use headcode::model::graph::{GraphModel, GraphRunOptions};
+use headcode::model::{load, LoadOptions, Model, ModelSpec, Processing};
+
+const FAMILIES: [&str; 7] = [
+    "gpt2_tiny",
+    "llama_tiny",
+    "attn_only_tiny",
+    "qwen2_tiny",
+    "gemma2_tiny",
+    "gemma3_tiny",
+    "pythia_tiny",
+];
+
+fn load_on(name: &str, device: Device) -> Model {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let spec = ModelSpec::resolve(p.to_str().unwrap()).unwrap();
+    load(
+        &spec,
+        &LoadOptions {
+            processing: Processing::TL_DEFAULT,
+            device,
+        },
+    )
+    .unwrap()
+    .0
+}
+
+fn host(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn families_on_cuda_equal_the_cpu() {
+    let gpu = Device::new_cuda(0).expect("a CUDA device (a GPU, or headcode-emu's libraries)");
+    // Three lengths in one batch, so padding and the masks are exercised; long enough for
+    // the Gemma fixtures' 4-token window to bind.
+    let prompts = vec![
+        vec![5u32, 9, 13, 2, 77, 101, 3, 44, 250],
+        vec![1, 2, 3, 4, 5, 6],
+        vec![42, 17],
+    ];
+    for name in FAMILIES {
+        let (cpu, cuda) = (load_on(name, Device::Cpu), load_on(name, gpu.clone()));
+        for reduce in [Reduce::All, Reduce::Mean] {
+            let a = collect(&cpu, &prompts, reduce, 8, |_| {}).unwrap();
+            let b = collect(&cuda, &prompts, reduce, 8, |_| {}).unwrap();
+            for (what, x, y) in [
+                ("z", &b.z.data, &a.z.data),
+                ("result", &b.result.data, &a.result.data),
+            ] {
+                let e = rel_err(x, y);
+                assert!(e <= 1e-4, "{name} {reduce:?} {what}: rel err {e}");
+            }
+            for (i, (x, y)) in b.last_logits.iter().zip(&a.last_logits).enumerate() {
+                let e = rel_err(x, y);
+                assert!(e <= 1e-4, "{name} {reduce:?} logits of prompt {i}: rel err {e}");
+            }
+        }
+        // The computational graph (ACDC, EAP) runs on the device too.
+        let g_cpu = GraphModel::new(&cpu, true).unwrap();
+        let g_gpu = GraphModel::new(&cuda, true).unwrap();
+        let run = |g: &GraphModel| host(&g.run(&prompts, GraphRunOptions::default()).unwrap().logits);
+        let e = rel_err(&run(&g_gpu), &run(&g_cpu));
+        assert!(e <= 1e-4, "{name} graph logits: rel err {e}");
+        eprintln!("{name}: CUDA equals the CPU");
+    }
+}
