@@ -379,15 +379,7 @@ fn interpolated(ctx: &PatchContext, alpha: f64) -> PatchContext {
 #[test]
 fn eap_agrees_with_exact_edge_patching() {
     let (clean, corrupt) = prompts();
-    for name in [
-        "gpt2_tiny",
-        "llama_tiny",
-        "attn_only_tiny",
-        "qwen2_tiny",
-        "gemma2_tiny",
-        "gemma3_tiny",
-        "pythia_tiny",
-    ] {
+    for name in common::FAMILIES {
         let m = fixture(name);
         let toks = tokens(clean.len());
         for split in [false, true] {

@@ -8,20 +8,10 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use common::rel_err;
+use common::{rel_err, FAMILIES};
 use headcode::hooks::{collect, Reduce};
 use headcode::model::graph::{GraphModel, GraphRunOptions};
 use headcode::model::{load, LoadOptions, Model, ModelSpec, Processing};
-
-const FAMILIES: [&str; 7] = [
-    "gpt2_tiny",
-    "llama_tiny",
-    "attn_only_tiny",
-    "qwen2_tiny",
-    "gemma2_tiny",
-    "gemma3_tiny",
-    "pythia_tiny",
-];
 
 fn load_on(name: &str, device: Device) -> Model {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,13 +57,17 @@ fn families_on_cuda_equal_the_cpu() {
             }
             for (i, (x, y)) in b.last_logits.iter().zip(&a.last_logits).enumerate() {
                 let e = rel_err(x, y);
-                assert!(e <= 1e-4, "{name} {reduce:?} logits of prompt {i}: rel err {e}");
+                assert!(
+                    e <= 1e-4,
+                    "{name} {reduce:?} logits of prompt {i}: rel err {e}"
+                );
             }
         }
         // The computational graph (ACDC, EAP) runs on the device too.
         let g_cpu = GraphModel::new(&cpu, true).unwrap();
         let g_gpu = GraphModel::new(&cuda, true).unwrap();
-        let run = |g: &GraphModel| host(&g.run(&prompts, GraphRunOptions::default()).unwrap().logits);
+        let run =
+            |g: &GraphModel| host(&g.run(&prompts, GraphRunOptions::default()).unwrap().logits);
         let e = rel_err(&run(&g_gpu), &run(&g_cpu));
         assert!(e <= 1e-4, "{name} graph logits: rel err {e}");
         eprintln!("{name}: CUDA equals the CPU");

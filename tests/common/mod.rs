@@ -141,3 +141,14 @@ pub fn check_expected(model: &Model, exp_file: &std::path::Path, center_logits: 
     }
     worst
 }
+
+/// One parity fixture per model family (tests/fixtures/README.md).
+pub const FAMILIES: [&str; 7] = [
+    "gpt2_tiny",
+    "llama_tiny",
+    "attn_only_tiny",
+    "qwen2_tiny",
+    "gemma2_tiny",
+    "gemma3_tiny",
+    "pythia_tiny",
+];
