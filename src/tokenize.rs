@@ -28,6 +28,28 @@ pub trait Tokenizer: Send + Sync {
         Ok(ids)
     }
 
+    /// One token's text for display. A token that holds only part of a UTF-8 character
+    /// (byte-level vocabularies split rare characters) cannot be decoded alone; it shows
+    /// as its bytes, `<0xE6 0x97>`.
+    fn display_piece(&self, id: u32) -> Result<String> {
+        match self.piece_bytes(id) {
+            Some(b) => Ok(String::from_utf8(b).unwrap_or_else(|e| {
+                let hex: Vec<String> = e
+                    .into_bytes()
+                    .iter()
+                    .map(|x| format!("0x{x:02X}"))
+                    .collect();
+                format!("<{}>", hex.join(" "))
+            })),
+            None => self.decode(&[id]),
+        }
+    }
+
+    /// The raw bytes of one token, where the tokenizer can give them.
+    fn piece_bytes(&self, _id: u32) -> Option<Vec<u8>> {
+        None
+    }
+
     /// The id of `text` when it is exactly one token, else `None`.
     fn single_token(&self, text: &str) -> Result<Option<u32>> {
         let ids = self.encode(text)?;
@@ -57,6 +79,9 @@ impl Tokenizer for Gpt2Tokenizer {
         self.bpe
             .decode(ids)
             .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+    fn piece_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        self.bpe.decode_bytes(&[id]).ok()
     }
     fn bos_id(&self) -> Option<u32> {
         Some(GPT2_EOT)
@@ -191,6 +216,16 @@ impl Tokenizer for HfTokenizer {
         self.inner
             .decode(ids, false)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", self.name)))
+    }
+    fn display_piece(&self, id: u32) -> Result<String> {
+        // Part of a character decodes to U+FFFD (or fails): show the vocabulary's own
+        // spelling of the token instead.
+        let raw = || self.inner.id_to_token(id).map(|t| format!("<{t}>"));
+        match self.decode(&[id]) {
+            Ok(s) if s.contains('\u{FFFD}') => Ok(raw().unwrap_or(s)),
+            Ok(s) => Ok(s),
+            Err(e) => raw().ok_or(e),
+        }
     }
     fn bos_id(&self) -> Option<u32> {
         self.bos
@@ -567,6 +602,14 @@ impl Tokenizer for SpmTokenizer {
     /// Control, unknown and unused tokens render as nothing; bytes are gathered before the
     /// UTF-8 decoding, so a character split over byte tokens survives (a lone part of one
     /// becomes U+FFFD).
+    fn piece_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        if (id as usize) < self.tokens.len() {
+            self.piece(id, &mut bytes);
+            return Some(bytes);
+        }
+        None
+    }
     fn decode(&self, ids: &[u32]) -> Result<String> {
         let mut bytes = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
@@ -630,6 +673,24 @@ impl Tokenizer for MissingTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tokens holding part of a UTF-8 character display as bytes, not as an error.
+    #[test]
+    fn partial_characters_display_as_bytes() {
+        let t = Gpt2Tokenizer::new().unwrap();
+        let partial: Vec<u32> = (0..256).filter(|&i| t.decode(&[i]).is_err()).collect();
+        assert!(!partial.is_empty());
+        for id in partial {
+            let p = t.display_piece(id).unwrap();
+            assert!(p.starts_with("<0x") && p.ends_with('>'), "{id}: {p}");
+        }
+        assert_eq!(t.display_piece(64).unwrap(), "a");
+        // A byte-level tokenizer.json: the vocabulary's spelling.
+        let bytes: Vec<String> = ["a", "\u{e6}"].iter().map(|s| s.to_string()).collect();
+        let h = HfTokenizer::from_bpe_parts(&bytes, &[], "gpt2", None, "t".into()).unwrap();
+        assert_eq!(h.display_piece(0).unwrap(), "a");
+        assert_eq!(h.display_piece(1).unwrap(), "<\u{e6}>");
+    }
 
     /// The pre-tokenizers of `qwen2` and `llama-bpe` GGUFs split as those models'
     /// tokenizer.json files do (digits one by one, or in threes).

@@ -493,3 +493,22 @@ fn unknown_gguf_quant_type() {
     tiny_gguf(&p, 99);
     assert_one_line_error(&["inspect", p.to_str().unwrap()], &["odd-quant.gguf", "99"]);
 }
+
+/// `predict --top k` shows tokens that hold part of a UTF-8 character as their bytes
+/// instead of failing (GPT-2's vocabulary has one token per byte 0x80-0xFF, 128 of them).
+#[test]
+fn predict_shows_partial_characters() {
+    let fx = fixture("gpt2_tiny");
+    let (ok, out, err) = run(&[
+        "predict",
+        fx.to_str().unwrap(),
+        "--prompt",
+        "a",
+        "--no-bos",
+        "--top",
+        "300",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 301, "{out}");
+    assert!(out.contains("\"<0x"), "{out}");
+}

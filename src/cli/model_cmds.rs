@@ -73,7 +73,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
             "  {:>8.4}  {:>6}  {:?}",
             probs[i],
             i,
-            tok.decode(&[i as u32])?
+            tok.display_piece(i as u32)?
         );
     }
     Ok(())
