@@ -624,3 +624,75 @@ pub(crate) fn forward(
     };
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * w.abs(), "frequency {i}: {g} vs {w}");
+        }
+    }
+
+    /// Inverse frequencies equal transformers 4.57.6's `ROPE_INIT_FUNCTIONS` (d_head 32).
+    #[test]
+    fn rope_scalings_equal_transformers() {
+        // "llama3", θ 5e5, factor 8, low 1, high 4, original context 8192 (Llama 3.1).
+        let llama3 = rope_inv_freq(
+            32,
+            500000.0,
+            RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192.0,
+            },
+        );
+        close(
+            &llama3,
+            &[
+                1.0,
+                4.403666258e-1,
+                1.939227581e-1,
+                8.539710194e-2,
+                3.760603070e-2,
+                1.656044088e-2,
+                7.292665076e-3,
+                3.211446106e-3,
+                5.248460220e-4,
+                7.784655463e-5,
+                3.428102355e-5,
+                1.509621779e-5,
+                6.647869668e-6,
+                2.927499736e-6,
+                1.289173156e-6,
+                5.677088097e-7,
+            ],
+        );
+        // "linear", θ 1e4, factor 4.
+        let linear = rope_inv_freq(32, 10000.0, RopeScaling::Linear { factor: 4.0 });
+        close(
+            &linear,
+            &[
+                2.5e-1,
+                1.405853331e-1,
+                7.905694097e-2,
+                4.445698485e-2,
+                2.500000037e-2,
+                1.405853219e-2,
+                7.905694656e-3,
+                4.445698578e-3,
+                2.499999944e-3,
+                1.405853312e-3,
+                7.905694656e-4,
+                4.445698578e-4,
+                2.500000119e-4,
+                1.405853254e-4,
+                7.905694656e-5,
+                4.445698505e-5,
+            ],
+        );
+    }
+}
