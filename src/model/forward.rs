@@ -638,6 +638,7 @@ mod tests {
 
     /// Inverse frequencies equal transformers 4.57.6's `ROPE_INIT_FUNCTIONS` (d_head 32).
     #[test]
+    #[allow(clippy::excessive_precision)] // the values as transformers printed them
     fn rope_scalings_equal_transformers() {
         // "llama3", θ 5e5, factor 8, low 1, high 4, original context 8192 (Llama 3.1).
         let llama3 = rope_inv_freq(
