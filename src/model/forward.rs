@@ -513,9 +513,14 @@ pub(super) fn last_logits(
         .map(|(i, &len)| (i * t + len - 1) as u32)
         .collect();
     let idx = Tensor::from_vec(idx, lengths.len(), x.device())?;
-    let xl = norm(&x.index_select(&idx, 0)?, &w.ln_final, cfg.norm, cfg.eps)?;
+    unembed(cfg, w, &x.index_select(&idx, 0)?)
+}
+
+/// Logits [n, vocab] of residual-stream rows `x` [n, d]: final norm, W_U, soft-cap.
+fn unembed(cfg: &ModelConfig, w: &Weights, x: &Tensor) -> Result<Tensor> {
+    let xn = norm(x, &w.ln_final, cfg.norm, cfg.eps)?;
     softcap(
-        linear(&xl, &w.w_u, Some(&w.b_u))?,
+        linear(&xn, &w.w_u, Some(&w.b_u))?,
         cfg.details.final_softcap,
     )
 }
@@ -598,29 +603,24 @@ pub(crate) fn forward(
         if opts.capture_attn_out {
             out.attn_out.push(attn.reshape((b, t, d))?);
         }
-        // GPT-NeoX's parallel block: the MLP reads the block's input, not x + attn.
-        let mlp_out = match &l.mlp {
-            Some(m) if cfg.details.parallel_attn_mlp => Some(mlp(cfg, l, m, &x)?),
-            _ => None,
-        };
-        x = (x + attn)?;
-        x = match (&l.mlp, mlp_out) {
-            (_, Some(o)) => (x + o)?,
-            (Some(m), None) => (&x + mlp(cfg, l, m, &x)?)?,
-            (None, None) => x,
+        let mid = (&x + attn)?;
+        x = match &l.mlp {
+            // GPT-NeoX's parallel block: the MLP reads the block's input, not x + attn.
+            Some(m) => {
+                let input = if cfg.details.parallel_attn_mlp {
+                    &x
+                } else {
+                    &mid
+                };
+                (&mid + mlp(cfg, l, m, input)?)?
+            }
+            None => mid,
         };
     }
     out.logits = match opts.logits {
         LogitsAt::None => None,
         LogitsAt::Last => Some(last_logits(cfg, w, &x, &lengths, t)?),
-        LogitsAt::All => {
-            let xn = norm(&x, &w.ln_final, cfg.norm, cfg.eps)?;
-            let logits = softcap(
-                linear(&xn, &w.w_u, Some(&w.b_u))?,
-                cfg.details.final_softcap,
-            )?;
-            Some(logits.reshape((b, t, cfg.d_vocab))?)
-        }
+        LogitsAt::All => Some(unembed(cfg, w, &x)?.reshape((b, t, cfg.d_vocab))?),
     };
     Ok(out)
 }

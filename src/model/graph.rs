@@ -682,18 +682,16 @@ impl<'m> GraphModel<'m> {
                 b_o = b_o.broadcast_mul(&scale)?;
             }
             let hb = first_block_of_layer(li);
-            let parallel = cfg.details.parallel_attn_mlp;
             // GPT-NeoX's MLP reads the layer's input, not the heads' output.
-            let (base_in, bias_in) = (base.clone(), bias.clone());
+            let layer_in = cfg
+                .details
+                .parallel_attn_mlp
+                .then(|| (base.clone(), bias.clone()));
             base = (base + result.sum(1)?)?.broadcast_add(&b_o)?;
             if let Some(b0) = bias.as_mut() {
                 *b0 = b0.broadcast_add(&wl.b_o.unsqueeze(0)?)?;
             }
-            let (mlp_base, mlp_bias) = if parallel {
-                (base_in, bias_in)
-            } else {
-                (base.clone(), bias.clone())
-            };
+            let (mlp_base, mlp_bias) = layer_in.unwrap_or_else(|| (base.clone(), bias.clone()));
             cur[hb] = Some(result);
             if let Some(m) = &l.mlp {
                 if let Some(c) = cache.as_mut() {

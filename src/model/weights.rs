@@ -39,7 +39,7 @@ pub struct LayerWeights {
 }
 
 impl LayerWeights {
-    /// The optional norms of the later families, as (name, weights) pairs.
+    /// The optional norms of the later families that this layer has.
     pub fn extra_norms(&self) -> impl Iterator<Item = &NormWeights> {
         [&self.ln1_post, &self.ln2_post, &self.q_norm, &self.k_norm]
             .into_iter()
