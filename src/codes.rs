@@ -81,6 +81,7 @@ impl Default for CodeOptions {
 
 /// Codes of every (example, head), with the class of each example.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RawCodeTable")]
 pub struct CodeTable {
     /// [examples, heads], row-major.
     pub codes: Vec<u32>,
@@ -92,6 +93,24 @@ pub struct CodeTable {
     pub is_pos: Vec<bool>,
 }
 
+/// A code table as a file holds it, checked by [`CodeTable::new`] before it is used, so a
+/// truncated or edited `codes.json` is an error and never an index out of bounds.
+#[derive(serde::Deserialize)]
+struct RawCodeTable {
+    codes: Vec<u32>,
+    examples: usize,
+    heads: usize,
+    n_codes: usize,
+    is_pos: Vec<bool>,
+}
+
+impl TryFrom<RawCodeTable> for CodeTable {
+    type Error = Error;
+    fn try_from(r: RawCodeTable) -> Result<Self> {
+        CodeTable::new(r.codes, r.examples, r.heads, r.n_codes, r.is_pos)
+    }
+}
+
 impl CodeTable {
     /// Validate and wrap an existing code matrix.
     pub fn new(
@@ -101,7 +120,7 @@ impl CodeTable {
         n_codes: usize,
         is_pos: Vec<bool>,
     ) -> Result<Self> {
-        if codes.len() != examples * heads {
+        if examples.checked_mul(heads) != Some(codes.len()) {
             return Err(Error::shape(
                 "code table",
                 format!("{examples}×{heads}"),
@@ -110,6 +129,12 @@ impl CodeTable {
         }
         if is_pos.len() != examples {
             return Err(Error::shape("code table labels", examples, is_pos.len()));
+        }
+        // Codes are u32, so no table needs more than 2³² of them (top-k's bound too).
+        if n_codes == 0 || n_codes as u64 > u32::MAX as u64 + 1 {
+            return Err(Error::InvalidInput(format!(
+                "n_codes {n_codes} is outside 1..=2^32"
+            )));
         }
         if let Some(c) = codes.iter().find(|&&c| c as usize >= n_codes) {
             return Err(Error::InvalidInput(format!(

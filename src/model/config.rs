@@ -146,6 +146,21 @@ impl ModelConfig {
     }
     pub(crate) fn validate(&self, origin: &std::path::Path) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::format(origin, m));
+        // Bounds that keep every product of two sizes inside usize; the checkpoint then
+        // bounds the rest (`check_fits`).
+        for (k, v, max) in [
+            ("n_layers", self.n_layers, MAX_LAYERS),
+            ("n_heads", self.n_heads, MAX_DIM),
+            ("n_kv_heads", self.n_kv_heads, MAX_DIM),
+            ("d_model", self.d_model, MAX_DIM),
+            ("d_head", self.d_head, MAX_DIM),
+            ("d_mlp", self.d_mlp, MAX_DIM),
+            ("d_vocab", self.d_vocab, MAX_DIM),
+        ] {
+            if v > max {
+                return bad(format!("{k} {v} is larger than any model ({max} at most)"));
+            }
+        }
         if self.n_layers == 0 || self.n_heads == 0 || self.d_model == 0 || self.d_head == 0 {
             return bad(format!(
                 "config has a zero size (n_layers {}, n_heads {}, d_model {}, d_head {})",
@@ -202,8 +217,73 @@ impl ModelConfig {
         if !self.attn_only && self.d_mlp == 0 {
             return bad("d_mlp is 0 but the model is not attention-only".into());
         }
+        if self.d_vocab == 0 {
+            return bad("d_vocab is 0".into());
+        }
         Ok(())
     }
+
+    /// The fewest weights a checkpoint of this config holds: the embedding, W_Q and W_O of
+    /// every layer, and the MLP's two matrices. A config claiming more than its checkpoint
+    /// holds is refused before anything is allocated from its sizes.
+    pub(crate) fn min_weights(&self) -> u128 {
+        let (l, d) = (self.n_layers as u128, self.d_model as u128);
+        let attn = 2 * self.n_heads as u128 * self.d_head as u128 * d;
+        let mlp = if self.attn_only {
+            0
+        } else {
+            2 * d * self.d_mlp as u128
+        };
+        self.d_vocab as u128 * d + l * (attn + mlp)
+    }
+
+    /// Refuse a config whose sizes its checkpoint (`held` weights in `source`) cannot hold.
+    pub(crate) fn check_fits(
+        &self,
+        origin: &std::path::Path,
+        source: &std::path::Path,
+        held: u128,
+    ) -> crate::Result<()> {
+        let need = self.min_weights();
+        if need > held {
+            return Err(crate::Error::format(
+                origin,
+                format!(
+                    "the config's sizes (n_layers {}, d_model {}, n_heads {} × d_head {}, \
+                     d_mlp {}, d_vocab {}) need at least {need} weights, but {} holds {held}",
+                    self.n_layers,
+                    self.d_model,
+                    self.n_heads,
+                    self.d_head,
+                    self.d_mlp,
+                    self.d_vocab,
+                    source.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Upper bounds on a config's sizes: far above any released model, low enough that the
+/// product of two sizes cannot overflow.
+pub const MAX_LAYERS: usize = 1 << 16;
+pub const MAX_DIM: usize = 1 << 31;
+
+/// Refuse a layer count no model has before anything is sized from it (`key` names it in
+/// the file `origin`).
+pub(crate) fn check_layer_count(
+    origin: &std::path::Path,
+    key: &str,
+    n: usize,
+) -> crate::Result<()> {
+    if n > MAX_LAYERS {
+        return Err(crate::Error::format(
+            origin,
+            format!("{key} {n} is larger than any model ({MAX_LAYERS} at most)"),
+        ));
+    }
+    Ok(())
 }
 
 /// TransformerLens-equivalent weight processing (`HookedTransformer.from_pretrained`

@@ -167,6 +167,31 @@ impl TensorSource {
         }
     }
 
+    /// The number of weights the file's tensor table declares (saturating: a table that
+    /// overflows it claims more than any config needs).
+    pub fn elements(&self) -> u128 {
+        let count = |dims: &[usize]| dims.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128));
+        match self {
+            TensorSource::Safetensors { st, .. } => st
+                .tensors()
+                .iter()
+                .fold(0, |a, (_, v)| a.saturating_add(count(v.shape()))),
+            TensorSource::Pth { pth, .. } => pth
+                .tensor_infos()
+                .values()
+                .fold(0, |a, t| a.saturating_add(count(t.layout.dims()))),
+            TensorSource::Gguf { content, .. } => content
+                .tensor_infos
+                .values()
+                .fold(0, |a, t| a.saturating_add(count(t.shape.dims()))),
+        }
+    }
+
+    /// Refuse `cfg` (read from `origin`) if this checkpoint cannot hold its sizes.
+    pub fn check_fits(&self, cfg: &crate::model::ModelConfig, origin: &Path) -> Result<()> {
+        cfg.check_fits(origin, self.path(), self.elements())
+    }
+
     pub fn names(&self) -> Vec<String> {
         match self {
             TensorSource::Safetensors { names, .. } => names.clone(),
@@ -211,15 +236,26 @@ impl TensorSource {
                 q.dequantize(dev).map_err(ctx)?
             }
         };
-        match t.dtype() {
-            DType::F32 => Ok(Some(t)),
-            DType::F16 | DType::BF16 | DType::F64 => Ok(Some(t.to_dtype(DType::F32)?)),
-            other => Err(Error::TensorDtype {
-                path,
-                name: name.into(),
-                dtype: format!("{other:?}"),
-            }),
+        let t = match t.dtype() {
+            DType::F32 => t,
+            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+            other => {
+                return Err(Error::TensorDtype {
+                    path,
+                    name: name.into(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        // A NaN or Inf weight makes every probability NaN and every score 0 downstream,
+        // with nothing to say why; refuse it here, where the file and tensor are known.
+        if !all_finite(&t)? {
+            return Err(Error::format(
+                &path,
+                format!("tensor `{name}` holds NaN or Inf values"),
+            ));
         }
+        Ok(Some(t))
     }
 
     /// Load a required tensor and check its shape.
@@ -238,6 +274,17 @@ impl TensorSource {
     pub fn first_of(&self, names: &[String]) -> Option<String> {
         names.iter().find(|n| self.contains(n)).cloned()
     }
+}
+
+/// Whether every value of `t` is finite, on any device: x·0 is 0 for finite x and NaN
+/// for NaN or ±Inf, and a sum with one NaN is NaN.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    let s = t
+        .affine(0.0, 0.0)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(!s.is_nan())
 }
 
 pub fn check_shape(path: &Path, name: &str, t: &Tensor, shape: &[usize]) -> Result<()> {

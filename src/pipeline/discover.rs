@@ -128,6 +128,8 @@ impl CircuitSpec {
                     }
                 }
             }
+            super::patch::check_cut(top, threshold)
+                .map_err(|e| Error::InvalidInput(format!("circuit `{s}`: {e}")))?;
             return Ok(CircuitSpec::Patching {
                 top,
                 threshold,
@@ -240,6 +242,10 @@ pub struct TaskCounts {
     pub corrupt_metric_mean: f32,
     pub filter: Option<FilterReport>,
     pub generation: serde_json::Value,
+    /// What makes the run's numbers doubtful though still computable (printed with the
+    /// summary and kept in scores.json).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -391,9 +397,13 @@ pub fn discover(
     progress: &mut Progress<'_>,
 ) -> Result<DiscoverResult> {
     check_config(cfg)?;
+    if let TaskSource::Builtin(_) = cfg.task {
+        check_memory(&model.cfg, cfg, cfg.n)?;
+    }
     let mut clock = StageClock::default();
     let t0 = Instant::now();
     let prepared = prepare_task(model, tok, cfg)?;
+    check_memory(&model.cfg, cfg, prepared.task.clean.len())?;
     clock.set("tokenize", t0);
     let t0 = Instant::now();
     let hooked = forward_and_hooks(model, &prepared.task, cfg, progress)?;
@@ -495,6 +505,7 @@ impl StageClock {
 
 /// Settings that no stage can run with, refused before any work.
 pub fn check_config(cfg: &DiscoverConfig) -> Result<()> {
+    cfg.sae.validate()?;
     if cfg.trials == 0 {
         return Err(Error::InvalidInput("--trials must be at least 1".into()));
     }
@@ -504,6 +515,40 @@ pub fn check_config(cfg: &DiscoverConfig) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Refuse a run whose hooked activations or SAEs cannot fit in this machine's memory,
+/// before they are allocated: `pairs` prompt pairs give 2·pairs hooked prompts, each
+/// holding `z` and `result` for every head; every SAE holds its weights, their gradients
+/// and Adam's two moments.
+pub fn check_memory(
+    m: &crate::model::ModelConfig,
+    cfg: &DiscoverConfig,
+    pairs: usize,
+) -> Result<()> {
+    use crate::memory::{check, product};
+    let heads = m.n_heads_total();
+    let acts = product(&[2, pairs, heads, m.d_head + m.d_model, 4]);
+    check(
+        &format!(
+            "--n {pairs}: the hooked activations of {} prompts",
+            2 * pairs as u128
+        ),
+        acts,
+    )?;
+    let d_in = match cfg.on {
+        HookPoint::Z => m.d_head,
+        HookPoint::Result => m.d_model,
+    };
+    let saes = match cfg.sae_mode {
+        SaeMode::PerHead => heads,
+        SaeMode::Shared => 1,
+    };
+    let sae = product(&[saes, cfg.sae.n_features, 2 * d_in + 1, 4, 4]);
+    check(
+        &format!("--features {}: {saes} SAEs", cfg.sae.n_features),
+        sae,
+    )
 }
 
 /// The prepare stage's output: the tokenised task and the named circuit, if any.
@@ -596,6 +641,21 @@ pub fn forward_and_hooks(
             neg_idx.len()
         )));
     }
+    for (what, t) in [("z", &col.z), ("result", &col.result)] {
+        if !crate::model::weights::all_finite(t)? {
+            return Err(Error::Failed(format!(
+                "the forward produced NaN or Inf in the hooked `{what}` vectors; \
+                 the model's numbers overflow on these prompts"
+            )));
+        }
+    }
+    let mut warnings = Vec::new();
+    if summary.clean_acc == 0.0 {
+        warnings.push(format!(
+            "the model answers none of the {n_pairs} clean prompts correctly (top-1 accuracy 0): \
+             the positives are not prompts it solves, so the scores do not measure a circuit for this task"
+        ));
+    }
     let counts = TaskCounts {
         pairs: n_pairs,
         positives: pos_idx.len(),
@@ -606,6 +666,7 @@ pub fn forward_and_hooks(
         corrupt_metric_mean: summary.corrupt_metric,
         filter,
         generation: task.notes.clone(),
+        warnings,
     };
     let mut pool = pos_idx;
     pool.extend(&neg_idx);

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::prompts::{prepare, TaskSource};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::patching::{patch_heads, PatchingResult};
 use crate::model::Model;
 use crate::tokenize::Tokenizer;
@@ -35,6 +35,20 @@ pub struct PatchRun {
     pub circuit: Option<Vec<(usize, usize)>>,
 }
 
+/// Refuse a cut that cannot select heads: `top` 0, or a threshold that is not a finite
+/// number ≥ 0 (NaN would silently keep no head).
+pub fn check_cut(top: Option<usize>, threshold: Option<f32>) -> std::result::Result<(), String> {
+    if top == Some(0) {
+        return Err("top must be at least 1".into());
+    }
+    match threshold {
+        Some(t) if !(t.is_finite() && t >= 0.0) => Err(format!(
+            "threshold must be a finite number ≥ 0 (|effect| is compared with it), got {t}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Patch every head of `model` on the task's first `cfg.n` pairs; `progress(heads done,
 /// heads)`.
 pub fn patch(
@@ -43,6 +57,7 @@ pub fn patch(
     cfg: &PatchConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PatchRun> {
+    check_cut(cfg.top, cfg.threshold).map_err(|e| Error::InvalidInput(format!("--{e}")))?;
     let prep = prepare(&cfg.task, tok, cfg.n, cfg.seed, cfg.bos)?;
     let heads = model.cfg.n_heads_total();
     let metric = |i: usize, l: &[f32]| prep.metric(i, l);

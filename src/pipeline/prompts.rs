@@ -115,7 +115,10 @@ pub fn prepare(
         }
         clean.push(a);
         corrupt.push(b);
-        tokens.push(tasks::resolve_tokens(p, tok)?);
+        tokens.push(tasks::resolve_tokens(p, tok).map_err(|e| match e {
+            Error::Task(m) => Error::Task(format!("{}: pair {i}: {m}", src.name())),
+            other => other,
+        })?);
     }
     Ok(PreparedTask {
         name: src.name(),

@@ -446,6 +446,39 @@ pub fn rescore_baselines(
 pub fn read_codes(dir: &Path) -> Result<SavedCodes> {
     let p = dir.join("codes.json");
     let text = crate::error::read_text(&p)?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::format(&p, format!("not a headcode codes.json: {e}")))
+    let saved: SavedCodes = serde_json::from_str(&text)
+        .map_err(|e| Error::format(&p, format!("not a headcode codes.json: {e}")))?;
+    saved.check().map_err(|why| Error::format(&p, why))?;
+    Ok(saved)
+}
+
+impl SavedCodes {
+    /// The run's sizes agree with each other (each trial's table is checked as it is read).
+    fn check(&self) -> std::result::Result<(), String> {
+        let heads = self
+            .n_layers
+            .checked_mul(self.n_heads)
+            .filter(|&h| h > 0)
+            .ok_or_else(|| {
+                format!(
+                    "n_layers {} × n_heads {} is not a head count",
+                    self.n_layers, self.n_heads
+                )
+            })?;
+        if self.labels.len() != heads {
+            return Err(format!("{} labels for {heads} heads", self.labels.len()));
+        }
+        if self.trials.is_empty() {
+            return Err("`trials` is empty".into());
+        }
+        if let Some((i, t)) = self
+            .trials
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.heads != heads)
+        {
+            return Err(format!("trial {i} has {} heads, the run {heads}", t.heads));
+        }
+        Ok(())
+    }
 }

@@ -20,6 +20,9 @@ pub fn print_discover(r: &DiscoverResult, out: &Path, files: &[String], total_s:
         "task {}: {} pairs, {} positives / {} negatives; top-1 accuracy clean {:.3}, corrupt {:.3}; mean metric clean {:.3}, corrupt {:.3}",
         r.config.task.name(), t.pairs, t.positives, t.negatives, t.clean_top1_acc, t.corrupt_top1_acc, t.clean_metric_mean, t.corrupt_metric_mean
     );
+    for w in &t.warnings {
+        eprintln!("warning: {w}");
+    }
     let primary = r.primary();
     let mut order: Vec<usize> = (0..primary.len()).collect();
     order.sort_by(|&a, &b| primary[b].total_cmp(&primary[a]).then(a.cmp(&b)));

@@ -59,14 +59,34 @@ fn first_token(tok: &dyn Tokenizer, text: &str, what: &str) -> Result<u32> {
         .ok_or_else(|| Error::Task(format!("{what} `{text}` encodes to no tokens")))
 }
 
-/// Resolve a pair's answer strings to ids (first token of each string, as ACDC does).
+/// The one token of an answer. A logit-difference metric reads a single next-token logit,
+/// so an answer of several tokens would be scored by its first alone, silently; it is
+/// refused instead.
+fn one_token(tok: &dyn Tokenizer, text: &str, what: &str) -> Result<u32> {
+    match tok.encode(text)?.as_slice() {
+        [] => Err(Error::Task(format!("{what} `{text}` encodes to no tokens"))),
+        [id] => Ok(*id),
+        ids => Err(Error::Task(format!(
+            "{what} `{text}` is {} tokens ({ids:?}); the metric reads one next-token logit, \
+             so answers must be one token",
+            ids.len()
+        ))),
+    }
+}
+
+/// Resolve a pair's answer strings to token ids: one token each for the logit-difference
+/// metrics; the year metric reads its year sets and only the answer's first token.
 /// The metric defaults to [`MetricKind::LogitDiff`] when the pair names none.
 pub fn resolve_tokens(pair: &PromptPair, tok: &dyn Tokenizer) -> Result<PairTokens> {
     let metric = pair.metric.unwrap_or(MetricKind::LogitDiff);
-    let answer = first_token(tok, &pair.answer, "answer")?;
+    let token = match metric {
+        MetricKind::YearProbDiff { .. } => first_token,
+        MetricKind::LogitDiff | MetricKind::MaxWrongDiff => one_token,
+    };
+    let answer = token(tok, &pair.answer, "answer")?;
     let mut wrong = Vec::with_capacity(pair.wrong_answers.len());
     for w in &pair.wrong_answers {
-        let id = first_token(tok, w, "wrong answer")?;
+        let id = token(tok, w, "wrong answer")?;
         if !wrong.contains(&id) {
             wrong.push(id);
         }

@@ -137,6 +137,12 @@ pub fn generate(kind: TaskKind, tok: &dyn Tokenizer, n: usize, seed: u64) -> Res
             "{kind}: asked for 0 prompt pairs; need at least 1"
         )));
     }
+    // A pair and its tokens take well under a kilobyte; an absurd --n is refused before
+    // the generators reserve room for it.
+    crate::memory::check(
+        &format!("--n {n}: the prompt pairs"),
+        crate::memory::product(&[n, 1024]),
+    )?;
     match kind {
         TaskKind::Ioi => ioi::generate(tok, n, seed),
         TaskKind::GreaterThan => greater_than::generate(tok, n, seed),

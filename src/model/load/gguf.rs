@@ -160,6 +160,7 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
     let d = m.arch_usize("embedding_length")?;
     let h = m.arch_usize("attention.head_count")?;
     let n_layers = m.arch_usize("block_count")?;
+    crate::model::config::check_layer_count(path, &format!("{}.block_count", m.arch), n_layers)?;
     let hd = match m.arch_usize_opt("attention.key_length")? {
         Some(k) => k,
         None => d.checked_div(h).unwrap_or(0),
@@ -255,6 +256,7 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
                 },
             };
             cfg.validate(path)?;
+            src.check_fits(&cfg, path)?;
             llama_weights(&cfg, family, &src, &LlamaNames::gguf(), false, false, dev)?
         }
         None => {
@@ -286,6 +288,7 @@ pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, Ggu
                 },
             };
             cfg.validate(path)?;
+            src.check_fits(&cfg, path)?;
             neox_weights(&cfg, &src, &NeoxNames::gguf(), QkvLayout::Grouped, dev)?
         }
     };

@@ -43,7 +43,7 @@ pub fn load_gpt2_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> 
         d_mlp: c
             .get("n_inner")
             .and_then(Value::as_u64)
-            .map_or(4 * d, |v| v as usize),
+            .map_or(d.saturating_mul(4), |v| v as usize),
         d_vocab: json_usize(&c, &cfg_path, &["vocab_size"])?,
         n_ctx: json_usize(&c, &cfg_path, &["n_positions", "n_ctx"])?,
         norm: Norm::LayerNorm,
@@ -56,6 +56,7 @@ pub fn load_gpt2_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> 
     cfg.validate(&cfg_path)?;
     let st_path = dir.join("model.safetensors");
     let src = TensorSource::safetensors(&[st_path])?;
+    src.check_fits(&cfg, &cfg_path)?;
     // Some exports prefix every name with `transformer.`.
     let prefix = if src.contains("transformer.wte.weight") {
         "transformer."

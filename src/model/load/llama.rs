@@ -219,6 +219,7 @@ fn rope_scaling(c: &Value, cfg_path: &Path) -> Result<RopeScaling> {
 
 /// Local layers as the config lists them (`layer_types`), or the family's default.
 fn local_layers(c: &Value, cfg_path: &Path, family: Family, n_layers: usize) -> Result<Vec<bool>> {
+    crate::model::config::check_layer_count(cfg_path, "num_hidden_layers", n_layers)?;
     if let Some(types) = c.get("layer_types").and_then(Value::as_array) {
         return types
             .iter()
@@ -343,6 +344,7 @@ pub fn load_llama_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)>
     };
     cfg.validate(&cfg_path)?;
     let src = TensorSource::safetensors(&safetensors_files(dir)?)?;
+    src.check_fits(&cfg, &cfg_path)?;
     // Transformers' Gemma norms compute x̂·(1 + w); llama.cpp's converter stores 1 + w.
     llama_weights(
         &cfg,
@@ -374,6 +376,16 @@ pub(super) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.dedup();
     if files.is_empty() {
         return Err(Error::format(&index, "`weight_map` lists no shard"));
+    }
+    // A shard is a file beside the index, never a path elsewhere on the machine.
+    if let Some(f) = files
+        .iter()
+        .find(|f| Path::new(f.as_str()).file_name() != Some(std::ffi::OsStr::new(f.as_str())))
+    {
+        return Err(Error::format(
+            &index,
+            format!("`weight_map` names {f:?}, which is not a file name beside the index"),
+        ));
     }
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }

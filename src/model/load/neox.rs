@@ -131,6 +131,7 @@ pub fn load_neox_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> 
         )));
     }
     let src = TensorSource::safetensors(&safetensors_files(dir)?)?;
+    src.check_fits(&cfg, &cfg_path)?;
     neox_weights(&cfg, &src, &NeoxNames::hf(), QkvLayout::PerHead, dev)
 }
 

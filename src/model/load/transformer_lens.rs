@@ -100,6 +100,7 @@ pub fn load_transformer_lens(
             ))
         }
     };
+    src.check_fits(&cfg, cfg_path)?;
     let (d, h, kv, hd, v, dm) = (
         cfg.d_model,
         cfg.n_heads,
