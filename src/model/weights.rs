@@ -151,9 +151,12 @@ impl TensorSource {
     }
 
     pub fn gguf(path: &Path) -> Result<Self> {
+        crate::model::load::gguf_guard::check_metadata(path)?;
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
         let content = candle_core::quantized::gguf_file::Content::read(&mut f)
             .map_err(|e| Error::format(path, format!("not a valid GGUF file: {e}")))?;
+        crate::model::load::gguf_guard::check_tensors(path, &content, len)?;
         Ok(TensorSource::Gguf {
             path: path.to_owned(),
             content,

@@ -3,6 +3,7 @@
 //! (`transformer_lens`), the Llama family in Hugging Face layout with Qwen2 and Gemma 2/3
 //! (`llama`), GPT-NeoX/Pythia (`neox`) and llama.cpp GGUF files of all of them (`gguf`).
 mod gguf;
+pub(crate) mod gguf_guard;
 mod gpt2;
 mod llama;
 mod neox;
