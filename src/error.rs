@@ -57,6 +57,13 @@ pub enum Error {
     NoCuda,
     #[error("cuda: {0}")]
     Cuda(String),
+    /// An output folder that cannot take a run: not a folder, not writable, or holding an
+    /// earlier run (checked before any work starts).
+    #[error("{path}: {msg}")]
+    OutDir { path: PathBuf, msg: String },
+    /// Ctrl-C; `kept` says what is left on disk (`nothing written to DIR`).
+    #[error("interrupted: {kept}")]
+    Interrupted { kept: String },
     /// A check or bench that ran to the end and failed (`selftest FAILED`).
     #[error("{0}")]
     Failed(String),
@@ -89,6 +96,12 @@ impl Error {
             msg,
         }
     }
+    pub fn out_dir(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::OutDir {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
     pub fn shape(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
         Error::Shape {
             what: what.into(),
@@ -103,9 +116,10 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// Write a whole file, naming it in the error.
+/// Write a whole file, naming it in the error; atomically (a temporary file renamed over
+/// `path`, `report::out::write_atomic`), so a killed run never leaves it truncated.
 pub fn write_file(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    crate::report::out::write_atomic(path, bytes)
 }
 
 /// Read a whole text file, naming it in the error.

@@ -140,6 +140,7 @@ pub fn collect_on_device(
     let mut lengths_all = Vec::with_capacity(tokens.len());
     let mut done = 0;
     for chunk in tokens.chunks(batch_size.max(1)) {
+        crate::interrupt::check()?;
         let out = model.forward(
             chunk,
             ForwardOptions {

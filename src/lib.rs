@@ -25,6 +25,7 @@ pub mod codes;
 pub mod eval;
 pub mod gpu;
 pub mod hooks;
+pub mod interrupt;
 pub mod memory;
 pub mod model;
 pub mod pipeline;

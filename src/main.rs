@@ -9,6 +9,16 @@ mod cli;
 fn main() -> ExitCode {
     match cli::run(cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // Ctrl-C: one line saying what was kept, and the shell's code for SIGINT.
+        Err(e)
+            if matches!(
+                e.downcast_ref::<headcode::Error>(),
+                Some(headcode::Error::Interrupted { .. })
+            ) =>
+        {
+            eprintln!("{e}");
+            ExitCode::from(headcode::interrupt::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -8,6 +8,7 @@ use headcode::model::graph::CircuitGraph;
 use headcode::pipeline::discover::CircuitSpec;
 use headcode::pipeline::{compare, CompareConfig, DiscoverConfig, Method, TaskSource};
 use headcode::report::compare::write_compare;
+use headcode::report::out::OutDir;
 use headcode::tasks::TaskKind;
 use headcode::tokenize::Gpt2Tokenizer;
 
@@ -90,7 +91,9 @@ fn compare_runs_every_method_and_its_files_agree() {
         assert!((run.metric - run.metric_recomputed).abs() < 1e-5 * (1.0 + run.metric));
     }
 
-    let files = write_compare(dir.path(), &r).unwrap();
+    // Beside the circuit file (a name runs write too), in a folder of its own.
+    let out = dir.path().join("out");
+    let files = write_compare(&mut OutDir::prepare(&out, false).unwrap(), &r).unwrap();
     for f in [
         "compare.json",
         "compare.md",
@@ -100,38 +103,35 @@ fn compare_runs_every_method_and_its_files_agree() {
         assert!(files.iter().any(|x| x == f), "{f} not written");
     }
     let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("compare.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), r.rows.len());
     for (jr, row) in rows.iter().zip(&r.rows) {
         assert_eq!(jr["method"], row.method.as_str());
         assert!((jr["node_auc"].as_f64().unwrap() - row.node_auc).abs() < 1e-12);
     }
-    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
     // Header, separator, one line per row.
     assert_eq!(
         md.lines().filter(|l| l.starts_with("| ")).count(),
         r.rows.len() + 2
     );
-    let ac: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("acdc_circuits.json")).unwrap(),
-    )
-    .unwrap();
+    let ac: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("acdc_circuits.json")).unwrap())
+            .unwrap();
     let runs = ac["runs"].as_array().unwrap();
     assert_eq!(runs.len(), a.runs.len());
     for (jr, run) in runs.iter().zip(&a.runs) {
         assert_eq!(jr["heads"].as_array().unwrap().len(), run.heads.len());
         assert_eq!(jr["edges"].as_array().unwrap().len(), run.kept_edges.len());
     }
-    let svg = std::fs::read_to_string(dir.path().join("roc.svg")).unwrap();
+    let svg = std::fs::read_to_string(out.join("roc.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("eap"));
 
     // Rescoring the saved file: the same circuit gives the same table; another circuit
     // gives the AUCs of the saved scores against it.
     let saved: headcode::pipeline::CompareResult =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("compare.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     let same = saved.rescore(r.circuit.clone()).unwrap();
     for (a, b) in same.rows.iter().zip(&r.rows) {
         assert!((a.node_auc - b.node_auc).abs() < 1e-12, "{}", a.method);
@@ -170,7 +170,7 @@ fn compare_heads_mode_and_errors() {
         .rows
         .iter()
         .all(|x| x.time_vs_sae.is_none() && x.edge_auc.is_none()));
-    write_compare(dir.path(), &r).unwrap();
+    write_compare(&mut OutDir::prepare(dir.path(), false).unwrap(), &r).unwrap();
 
     // No circuit, a circuit that does not fit, an edge not in the graph, no methods.
     let mut bad = config("none", Granularity::Heads);

@@ -45,7 +45,8 @@ fn discover_writes_consistent_outputs() {
         assert!(r.auc.contains_key(name), "{name} AUC missing");
     }
     let out = dir.path().join("run");
-    let files = headcode::report::run::write_discover(&out, &m, &r, true).unwrap();
+    let mut dir_out = headcode::report::out::OutDir::prepare(&out, false).unwrap();
+    let files = headcode::report::run::write_discover(&mut dir_out, &m, &r, true).unwrap();
     for f in [
         "scores.json",
         "scores.csv",

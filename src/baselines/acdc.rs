@@ -182,6 +182,8 @@ fn lockstep_step<S: Clone>(
     restore: impl Fn(&mut S),
     mut eval: impl FnMut(&S) -> Result<f64>,
 ) -> Result<()> {
+    // Each step is a forward per group: the unit of ACDC's work to answer Ctrl-C between.
+    crate::interrupt::check()?;
     let mut out = Vec::with_capacity(groups.len() + 1);
     for mut g in groups.drain(..) {
         if auto(&g.state) {

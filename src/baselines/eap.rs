@@ -146,6 +146,7 @@ pub fn eap(
         .zip(tokens.chunks(bs))
         .enumerate()
     {
+        crate::interrupt::check()?;
         let corr = gm
             .run(
                 co,

@@ -36,6 +36,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
+    if let Some(p) = &a.json {
+        headcode::report::out::check_file_target(p)?;
+    }
     // The GPU paths check for the device themselves; `auto` is the GPU, as before.
     Ok(headcode::bench::run(&BenchRequest {
         gpu: a.device != DeviceArg::Cpu,

@@ -5,7 +5,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use headcode::say;
 
-use super::{batch_size_for, device, use_gpu, Bars, DeviceArg, ModelArgs, SaeRunArgs};
+use headcode::report::out::OutDir;
+
+use super::{
+    batch_size_for, device, in_out, say_replaced, use_gpu, Bars, DeviceArg, ModelArgs, OutArgs,
+    SaeRunArgs,
+};
 
 #[derive(Args)]
 pub struct CompareArgs {
@@ -53,11 +58,16 @@ pub struct CompareArgs {
     device: DeviceArg,
     #[arg(long)]
     quiet: bool,
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    out: OutArgs,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
+    let mut out = a.out.prepare()?;
+    in_out(&mut out, |out| compare_into(a, out))
+}
+
+fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
     use headcode::pipeline::{discover::CircuitSpec, CompareConfig, DiscoverConfig, TaskSource};
     if let Some(dir) = &a.rescore {
         let path = dir.join("compare.json");
@@ -66,9 +76,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
         let saved: headcode::pipeline::CompareResult = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a compare result", path.display()))?;
         let r = saved.rescore(headcode::tasks::Circuit::load(&a.circuit)?)?;
-        let files = headcode::report::compare::write_compare(&a.out, &r)?;
+        let files = headcode::report::compare::write_compare(out, &r)?;
+        say_replaced(out);
         say!("{}", r.markdown());
-        say!("wrote {} in {}", files.join(", "), a.out.display());
+        say!("wrote {} in {}", files.join(", "), out.path().display());
         return Ok(());
     }
     if a.task.is_empty() {
@@ -97,19 +108,21 @@ pub fn run(a: CompareArgs) -> Result<()> {
         eap_split_qkv: !a.eap_no_split,
     };
     let (model, tok) = a.model.load_on(device(gpu)?)?;
+    headcode::interrupt::check()?;
     let device = if gpu { "cuda:0" } else { "cpu" };
     let mut bars = Bars::new(a.quiet);
     let t0 = std::time::Instant::now();
     let r = headcode::pipeline::compare(&model, tok.as_ref(), &cfg, device, &mut |s, d, t| {
         bars.update(s, d, t)
     })?;
-    let files = headcode::report::compare::write_compare(&a.out, &r)?;
+    let files = headcode::report::compare::write_compare(out, &r)?;
+    say_replaced(out);
     say!("{}", r.markdown());
     say!(
         "total {:.1} s; wrote {} in {}",
         t0.elapsed().as_secs_f64(),
         files.join(", "),
-        a.out.display()
+        out.path().display()
     );
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! `headcode discover`: the whole method on one model and task.
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use clap::Args;
 use headcode::hooks::Reduce;
+use headcode::report::out::OutDir;
 use headcode::sae::SaeConfig;
 
-use super::{batch_size_for, device, use_gpu, Bars, DeviceArg, ModelArgs, SaeRunArgs};
+use super::{
+    batch_size_for, device, in_out, say_replaced, use_gpu, Bars, DeviceArg, ModelArgs, OutArgs,
+    SaeRunArgs,
+};
 
 #[derive(Args)]
 pub struct DiscoverArgs {
@@ -68,11 +70,16 @@ pub struct DiscoverArgs {
     save_activations: bool,
     #[arg(long)]
     quiet: bool,
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    out: OutArgs,
 }
 
 pub fn run(a: DiscoverArgs) -> Result<()> {
+    let mut out = a.out.prepare()?;
+    in_out(&mut out, |out| discover_into(a, out))
+}
+
+fn discover_into(a: DiscoverArgs, out: &mut OutDir) -> Result<()> {
     use headcode::pipeline::{discover::CircuitSpec, DiscoverConfig, TaskSource};
     let gpu = use_gpu(a.device)?;
     let task = TaskSource::parse(&a.task)?;
@@ -106,12 +113,14 @@ pub fn run(a: DiscoverArgs) -> Result<()> {
     }
     let (model, tok) = a.model.load_on(device(cfg.gpu)?)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    headcode::interrupt::check()?;
     let mut bars = Bars::new(a.quiet);
     let mut r = headcode::pipeline::discover(&model, tok.as_ref(), &cfg, &mut |s, d, t| {
         bars.update(s, d, t)
     })?;
     r.timings_ms.insert("load_model".into(), load_ms);
-    let files = headcode::report::run::write_discover(&a.out, &model, &r, a.save_sae)?;
-    headcode::report::summary::print_discover(&r, &a.out, &files, t0.elapsed().as_secs_f64());
+    let files = headcode::report::run::write_discover(out, &model, &r, a.save_sae)?;
+    say_replaced(out);
+    headcode::report::summary::print_discover(&r, out.path(), &files, t0.elapsed().as_secs_f64());
     Ok(())
 }

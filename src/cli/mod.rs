@@ -1,9 +1,12 @@
 //! The subcommands, one file each: parse the arguments, call the library, print. Shared
 //! here: the model arguments, the device choice and the progress bars.
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use headcode::model::{self, LoadOptions, Model, ModelSpec, Processing};
+use headcode::report::out::OutDir;
 use headcode::tokenize::Tokenizer;
 
 pub mod bench;
@@ -160,6 +163,66 @@ impl SaeRunArgs {
             cfg.sae.lambda = l;
         }
     }
+}
+
+/// A run's output folder, the same two flags for every command that writes one.
+#[derive(Args)]
+pub struct OutArgs {
+    /// Output folder (created if missing). One that holds a headcode run is refused
+    /// unless --force.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace the run in --out: its files that this run does not rewrite are removed once
+    /// this run's files are complete (files headcode did not write are left alone).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl OutArgs {
+    /// Check the folder before any work and make Ctrl-C stop the run gracefully.
+    pub fn prepare(&self) -> Result<OutDir> {
+        let out = OutDir::prepare(&self.out, self.force)?;
+        headcode::interrupt::install()?;
+        Ok(out)
+    }
+}
+
+/// `f`'s error, with an interrupt saying what is left in `out` (`nothing written to DIR`).
+pub fn in_out<T>(out: &mut OutDir, f: impl FnOnce(&mut OutDir) -> Result<T>) -> Result<T> {
+    f(out).map_err(|e| match e.downcast::<headcode::Error>() {
+        Ok(e) => out.explain(e).into(),
+        Err(e) => e,
+    })
+}
+
+/// After a commit with --force: say what of the earlier run went.
+pub fn say_replaced(out: &OutDir) {
+    let Some(c) = out.committed() else { return };
+    if c.removed.is_empty() && c.replaced == 0 {
+        return;
+    }
+    let mut msg = format!(
+        "note: --force: replaced the earlier run in {}",
+        out.path().display()
+    );
+    if !c.removed.is_empty() {
+        // One entry for the saved SAEs, which are two files per head.
+        let saes = c.removed.iter().filter(|p| p.starts_with("saes")).count();
+        let mut names: Vec<String> = c
+            .removed
+            .iter()
+            .filter(|p| !p.starts_with("saes"))
+            .map(|p| p.display().to_string())
+            .collect();
+        if saes > 0 {
+            names.push(format!("saes/ ({saes} files)"));
+        }
+        msg += &format!(
+            "; removed its files this run does not write: {}",
+            names.join(", ")
+        );
+    }
+    eprintln!("{msg}");
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

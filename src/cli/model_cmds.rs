@@ -80,6 +80,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
 }
 
 pub fn hooks(a: HooksArgs) -> Result<()> {
+    headcode::report::out::check_file_target(&a.out)?;
     let mut prompts = a.prompt;
     if let Some(f) = &a.prompts {
         let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;

@@ -1,13 +1,12 @@
 //! `headcode patch`: activation patching per head, and the circuit it implies.
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Args;
 use headcode::pipeline::patch::{patch, PatchConfig};
 use headcode::pipeline::TaskSource;
+use headcode::report::out::OutDir;
 use headcode::say;
 
-use super::{Bars, ModelArgs};
+use super::{in_out, say_replaced, Bars, ModelArgs, OutArgs};
 
 #[derive(Args)]
 pub struct PatchArgs {
@@ -38,12 +37,18 @@ pub struct PatchArgs {
     no_bos: bool,
     #[arg(long)]
     quiet: bool,
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    out: OutArgs,
 }
 
 pub fn run(a: &PatchArgs) -> Result<()> {
+    let mut out = a.out.prepare()?;
+    in_out(&mut out, |out| patch_into(a, out))
+}
+
+fn patch_into(a: &PatchArgs, out: &mut OutDir) -> Result<()> {
     let (model, tok) = a.model.load()?;
+    headcode::interrupt::check()?;
     let cfg = PatchConfig {
         task: TaskSource::parse(&a.task)?,
         n: a.n,
@@ -58,7 +63,8 @@ pub fn run(a: &PatchArgs) -> Result<()> {
     let r = patch(&model, tok.as_ref(), &cfg, &mut |d, t| {
         bars.update("patching", d, t)
     })?;
-    let files = headcode::report::patch::write_patch(&a.out, &model.source, &r)?;
+    let files = headcode::report::patch::write_patch(out, &model.source, &r)?;
+    say_replaced(out);
     let p = &r.result;
     say!(
         "patched {} heads over {} pairs in {:.1} s; metric clean {:.3}, corrupt {:.3}",
@@ -71,6 +77,6 @@ pub fn run(a: &PatchArgs) -> Result<()> {
     for &i in p.ranking(a.signed).iter().take(10) {
         say!("  {:<8} {:>8.4}", p.labels[i], p.effect[i]);
     }
-    say!("wrote {} in {}", files.join(", "), a.out.display());
+    say!("wrote {} in {}", files.join(", "), out.path().display());
     Ok(())
 }

@@ -42,6 +42,7 @@ pub struct TaskStatsArgs {
 }
 
 pub fn task(a: &TaskArgs) -> Result<()> {
+    headcode::report::out::check_file_target(&a.out)?;
     let kind: headcode::tasks::TaskKind = a.task.parse()?;
     let (m, tok) = ModelArgs::named(&a.model).load()?;
     let set = headcode::tasks::generate(kind, tok.as_ref(), a.n, a.seed)?;

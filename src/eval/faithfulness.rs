@@ -114,6 +114,7 @@ fn metric_with(
     let mut total = 0f64;
     let mut offset = 0;
     for (cl, co) in clean.chunks(batch.max(1)).zip(corrupt.chunks(batch.max(1))) {
+        crate::interrupt::check()?;
         let out = match keep {
             None => model.forward(cl, ForwardOptions::default())?,
             Some(keep) => {

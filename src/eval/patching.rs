@@ -135,6 +135,7 @@ pub fn patch_heads(
         mx_sum += mx.iter().map(|&x| x as f64).sum::<f64>();
         for l in 0..nl {
             for h in 0..nh {
+                crate::interrupt::check()?;
                 let heads = [h];
                 let mut iv = PatchHead {
                     layer: l,

@@ -177,6 +177,7 @@ pub fn compare(
 
     let (mut acdc_res, mut eap_res, mut patch_res) = (None, None, None);
     for &m in &cfg.methods {
+        crate::interrupt::check()?;
         match m {
             Method::Sae => {
                 let mut dc = d.clone();

@@ -409,6 +409,7 @@ pub fn discover(
     let hooked = forward_and_hooks(model, &prepared.task, cfg, progress)?;
     clock.set("forward_hooks", t0);
     let hooked = hooked.pooled(cfg.gpu)?;
+    crate::interrupt::check()?;
     let t0 = Instant::now();
     let (patching, circuit) = reference_circuit(model, &prepared, cfg, progress)?;
     if patching.is_some() {
@@ -435,6 +436,7 @@ pub fn discover(
     let mut saes_out = Vec::new();
     for trial in 0..cfg.trials {
         let seed = cfg.seed.wrapping_add(trial as u64);
+        crate::interrupt::check()?;
         let t0 = Instant::now();
         progress("sae", trial, cfg.trials);
         let trained = train_saes(&hooked, cfg, seed, gpu.as_ref())?;
@@ -468,6 +470,7 @@ pub fn discover(
     }
     progress("sae", cfg.trials, cfg.trials);
     let (trials, auc) = evaluate_trials(trials, &mut scores, hooked.heads)?;
+    crate::interrupt::check()?;
     let faith = faithfulness_of(model, &prepared, &scores, cfg, progress, &mut clock)?;
     Ok(DiscoverResult {
         config: cfg.clone(),

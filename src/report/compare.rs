@@ -1,27 +1,20 @@
 //! The files `compare` leaves: `compare.json` (everything), `compare.md` (the table),
 //! `roc.svg` (every method's ROC over heads) and, with ACDC, `acdc_circuits.json` (each
 //! threshold's heads, edges and metric, with labels).
-use std::path::Path;
-
+use super::out::OutDir;
 use super::svg;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pipeline::CompareResult;
 
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
-}
-
-pub fn write_compare(dir: &Path, r: &CompareResult) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+/// Write the run's files into `out` and commit them (`compare.json`, the marker, last);
+/// returns their names.
+pub fn write_compare(out: &mut OutDir, r: &CompareResult) -> Result<Vec<String>> {
     let mut files = Vec::new();
     let mut j = serde_json::to_value(r)?;
     j["headcode_version"] = env!("CARGO_PKG_VERSION").into();
-    write(
-        &dir.join("compare.json"),
-        &serde_json::to_string_pretty(&j)?,
-    )?;
+    out.write("compare.json", serde_json::to_string_pretty(&j)?)?;
     files.push("compare.json".to_string());
-    write(&dir.join("compare.md"), &r.markdown())?;
+    out.write("compare.md", r.markdown())?;
     files.push("compare.md".to_string());
     let series: Vec<(String, Vec<(f32, f32)>)> = r
         .rows
@@ -39,9 +32,9 @@ pub fn write_compare(dir: &Path, r: &CompareResult) -> Result<Vec<String>> {
             })
         })
         .collect();
-    write(
-        &dir.join("roc.svg"),
-        &svg::lines(
+    out.write(
+        "roc.svg",
+        svg::lines(
             &format!(
                 "ROC over heads against {}",
                 super::short_name(&r.circuit.name)
@@ -76,11 +69,9 @@ pub fn write_compare(dir: &Path, r: &CompareResult) -> Result<Vec<String>> {
             "metric_all_cut": a.metric_all_cut,
             "runs": runs,
         });
-        write(
-            &dir.join("acdc_circuits.json"),
-            &serde_json::to_string_pretty(&j)?,
-        )?;
+        out.write("acdc_circuits.json", serde_json::to_string_pretty(&j)?)?;
         files.push("acdc_circuits.json".to_string());
     }
+    out.commit()?;
     Ok(files)
 }

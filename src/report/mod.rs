@@ -1,6 +1,7 @@
 //! Files a run leaves behind: hooked tensors (safetensors with head labels), run
 //! manifests, CSV and SVG plots. Never touches the GPU.
 pub mod compare;
+pub mod out;
 pub mod patch;
 pub mod run;
 pub mod summary;
@@ -30,7 +31,8 @@ pub fn short_name(source: &str) -> String {
     name.and_then(|n| n.to_str()).unwrap_or(s).to_string()
 }
 
-/// Write f32/i64 tensors plus string metadata to a safetensors file.
+/// Write f32/i64 tensors plus string metadata to a safetensors file (in place: callers go
+/// through `out::OutDir` or `out::write_atomic_with`).
 pub fn write_safetensors(
     path: &Path,
     f32s: &[(&str, &[f32], Vec<usize>)],
@@ -60,7 +62,7 @@ pub fn write_safetensors(
 /// Hooked activations as TransformerLens users expect them: tensor `{hook}`
 /// ([batch, heads, dim] or [batch, pos, heads, dim]), `tokens` ([batch, pos], right-padded
 /// with -1), `lengths`, `logits` (final real position, [batch, vocab]); metadata holds the
-/// head labels (JSON), hook, reduction, model.
+/// head labels (JSON), hook, reduction, model. Written atomically (`out::write_atomic_with`).
 pub fn write_head_acts(
     path: &Path,
     acts: &HeadActs,
@@ -92,16 +94,18 @@ pub fn write_head_acts(
         serde_json::to_string(&model.processing)?,
     );
     meta.insert("headcode_version".into(), env!("CARGO_PKG_VERSION").into());
-    write_safetensors(
-        path,
-        &[
-            (name, &acts.data, acts.shape.clone()),
-            ("logits", &logits, vec![last_logits.len(), vocab]),
-        ],
-        &[
-            ("tokens", &tok, vec![tokens.len(), t]),
-            ("lengths", &lengths, vec![tokens.len()]),
-        ],
-        meta,
-    )
+    out::write_atomic_with(path, |tmp| {
+        write_safetensors(
+            tmp,
+            &[
+                (name, &acts.data, acts.shape.clone()),
+                ("logits", &logits, vec![last_logits.len(), vocab]),
+            ],
+            &[
+                ("tokens", &tok, vec![tokens.len(), t]),
+                ("lengths", &lengths, vec![tokens.len()]),
+            ],
+            meta,
+        )
+    })
 }

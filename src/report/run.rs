@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::out::OutDir;
 use super::svg;
 use crate::codes::CodeTable;
 use crate::error::{Error, Result};
@@ -12,10 +13,6 @@ use crate::eval::roc::roc_curve;
 use crate::model::Model;
 use crate::pipeline::{DiscoverResult, SaeMode};
 use crate::sae::Sae;
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
-}
 
 /// f64 that may be ±∞ (ROC thresholds) as JSON: non-finite → null.
 fn finite(v: &[f64]) -> Vec<Option<f64>> {
@@ -43,13 +40,14 @@ pub struct SavedCodes {
     pub trials: Vec<CodeTable>,
 }
 
+/// Write the run's files into `out` and commit them (`scores.json`, the marker, last);
+/// returns their names.
 pub fn write_discover(
-    dir: &Path,
+    out: &mut OutDir,
     model: &Model,
     r: &DiscoverResult,
     save_sae: bool,
 ) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
     let primary = r.config.scorer.name();
     let scores = r.primary();
@@ -80,36 +78,36 @@ pub fn write_discover(
         "faithfulness": r.faithfulness,
         "timings_ms": r.timings_ms,
     });
-    let p = dir.join("scores.json");
-    write(&p, &serde_json::to_string_pretty(&manifest)?)?;
+    out.write("scores.json", serde_json::to_string_pretty(&manifest)?)?;
     written.push("scores.json".into());
 
     // CSV.
-    let p = dir.join("scores.csv");
-    let mut w = csv::Writer::from_path(&p).map_err(|e| Error::format(&p, e.to_string()))?;
-    w.write_record([
-        "layer",
-        "head",
-        "label",
-        "score",
-        "n_unique_pos",
-        "n_unique_neg",
-        "in_circuit",
-    ])?;
-    let t0 = r.trials.first();
-    for i in 0..r.n_layers * r.n_heads {
-        let (l, h) = (i / r.n_heads, i % r.n_heads);
+    out.write_with("scores.csv", |p| {
+        let mut w = csv::Writer::from_path(p).map_err(|e| Error::format(p, e.to_string()))?;
         w.write_record([
-            l.to_string(),
-            h.to_string(),
-            r.labels[i].clone(),
-            format!("{}", scores.get(i).copied().unwrap_or(f64::NAN)),
-            t0.map_or(String::new(), |t| t.node.n_unique_pos[i].to_string()),
-            t0.map_or(String::new(), |t| t.node.n_unique_neg[i].to_string()),
-            mask.as_ref().map_or(String::new(), |m| m[i].to_string()),
+            "layer",
+            "head",
+            "label",
+            "score",
+            "n_unique_pos",
+            "n_unique_neg",
+            "in_circuit",
         ])?;
-    }
-    w.flush().map_err(|e| Error::io(&p, e))?;
+        let t0 = r.trials.first();
+        for i in 0..r.n_layers * r.n_heads {
+            let (l, h) = (i / r.n_heads, i % r.n_heads);
+            w.write_record([
+                l.to_string(),
+                h.to_string(),
+                r.labels[i].clone(),
+                format!("{}", scores.get(i).copied().unwrap_or(f64::NAN)),
+                t0.map_or(String::new(), |t| t.node.n_unique_pos[i].to_string()),
+                t0.map_or(String::new(), |t| t.node.n_unique_neg[i].to_string()),
+                mask.as_ref().map_or(String::new(), |m| m[i].to_string()),
+            ])?;
+        }
+        w.flush().map_err(|e| Error::io(p, e))
+    })?;
     written.push("scores.csv".into());
 
     // Heatmap.
@@ -120,9 +118,9 @@ pub fn write_discover(
         super::short_name(&r.config.task.name()),
         super::short_name(&model.source)
     );
-    write(
-        &dir.join("heatmap.svg"),
-        &svg::heatmap(&title, &vals, r.n_layers, r.n_heads, &outlined),
+    out.write(
+        "heatmap.svg",
+        svg::heatmap(&title, &vals, r.n_layers, r.n_heads, &outlined),
     )?;
     written.push("heatmap.svg".into());
 
@@ -162,14 +160,14 @@ pub fn write_discover(
             "scorer": primary,
             "all": all,
         });
-        write(&dir.join("roc.json"), &serde_json::to_string_pretty(&j)?)?;
+        out.write("roc.json", serde_json::to_string_pretty(&j)?)?;
         let cname = r
             .circuit
             .as_ref()
             .map_or(String::new(), |c| super::short_name(&c.name));
-        write(
-            &dir.join("roc.svg"),
-            &svg::lines(
+        out.write(
+            "roc.svg",
+            svg::lines(
                 &format!("ROC against {cname}, mean scores over trials"),
                 "false positive rate",
                 "true positive rate",
@@ -199,9 +197,9 @@ pub fn write_discover(
                     .collect(),
             ),
         ];
-        write(
-            &dir.join("faithfulness.svg"),
-            &svg::lines(
+        out.write(
+            "faithfulness.svg",
+            svg::lines(
                 &format!("metric recovered, other heads {}", f.ablation.describe()),
                 "heads kept",
                 "metric / full model",
@@ -217,9 +215,9 @@ pub fn write_discover(
             .as_ref()
             .map(|c| c.mask(r.n_layers, r.n_heads))
             .unwrap_or_else(|| vec![false; p.effect.len()]);
-        write(
-            &dir.join("patching.svg"),
-            &svg::heatmap(
+        out.write(
+            "patching.svg",
+            svg::heatmap(
                 "activation patching effect per head",
                 &p.effect,
                 p.n_layers,
@@ -233,10 +231,7 @@ pub fn write_discover(
     // The circuit itself, reusable with `--circuit FILE` (patching is the costly stage).
     if let Some(c) = &r.circuit {
         let labels: Vec<String> = c.heads.iter().map(|(l, h)| format!("L{l}H{h}")).collect();
-        write(
-            &dir.join("circuit.json"),
-            &serde_json::to_string_pretty(&labels)?,
-        )?;
+        out.write("circuit.json", serde_json::to_string_pretty(&labels)?)?;
         written.push("circuit.json".into());
     }
 
@@ -248,17 +243,20 @@ pub fn write_discover(
         circuit: r.circuit.clone(),
         trials: r.trials.iter().map(|t| t.codes.clone()).collect(),
     };
-    write(&dir.join("codes.json"), &serde_json::to_string(&saved)?)?;
+    out.write("codes.json", serde_json::to_string(&saved)?)?;
     written.push("codes.json".into());
 
     if save_sae {
-        save_saes(&dir.join("saes"), &r.saes, r.config.sae_mode, r, model)?;
+        save_saes(out, &r.saes, r.config.sae_mode, r, model)?;
         written.push("saes/".into());
     }
     if let Some(a) = &r.activations {
-        write_activations(&dir.join("activations.safetensors"), a, r, model)?;
+        out.write_with("activations.safetensors", |p| {
+            write_activations(p, a, r, model)
+        })?;
         written.push("activations.safetensors".into());
     }
+    out.commit()?;
     Ok(written)
 }
 
@@ -301,7 +299,7 @@ fn write_activations(
 /// b_enc, W_dec [d_sae, d_in], b_dec. Per-head SAEs go to
 /// `blocks.{l}.attn.hook_{z|result}/h{h}/`.
 fn save_saes(
-    root: &Path,
+    out: &mut OutDir,
     saes: &[Sae],
     mode: SaeMode,
     r: &DiscoverResult,
@@ -315,21 +313,21 @@ fn save_saes(
         let s = s.normalised();
         let (dir, meta_hook, head) = match mode {
             SaeMode::Shared => (
-                root.join(format!("all_heads.attn.{hook}")),
+                Path::new("saes").join(format!("all_heads.attn.{hook}")),
                 format!("blocks.*.attn.{hook}"),
                 None,
             ),
             SaeMode::PerHead => {
                 let (l, h) = (i / r.n_heads, i % r.n_heads);
                 (
-                    root.join(format!("blocks.{l}.attn.{hook}"))
+                    Path::new("saes")
+                        .join(format!("blocks.{l}.attn.{hook}"))
                         .join(format!("h{h}")),
                     format!("blocks.{l}.attn.{hook}"),
                     Some(h),
                 )
             }
         };
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let t = |w: &[f32], rows: usize, cols: usize| -> Vec<f32> {
             let mut o = vec![0f32; w.len()];
             for a in 0..rows {
@@ -341,17 +339,19 @@ fn save_saes(
         };
         let w_enc = t(&s.w_enc, s.n, s.d); // [d, n]
         let w_dec = t(&s.w_dec, s.d, s.n); // [n, d]
-        super::write_safetensors(
-            &dir.join("sae_weights.safetensors"),
-            &[
-                ("W_enc", &w_enc, vec![s.d, s.n]),
-                ("b_enc", &s.b_enc, vec![s.n]),
-                ("W_dec", &w_dec, vec![s.n, s.d]),
-                ("b_dec", &s.b, vec![s.d]),
-            ],
-            &[],
-            HashMap::new(),
-        )?;
+        out.write_with(dir.join("sae_weights.safetensors"), |p| {
+            super::write_safetensors(
+                p,
+                &[
+                    ("W_enc", &w_enc, vec![s.d, s.n]),
+                    ("b_enc", &s.b_enc, vec![s.n]),
+                    ("W_dec", &w_dec, vec![s.n, s.d]),
+                    ("b_dec", &s.b, vec![s.d]),
+                ],
+                &[],
+                HashMap::new(),
+            )
+        })?;
         let cfg = serde_json::json!({
             "architecture": "standard",
             "d_in": s.d,
@@ -370,7 +370,7 @@ fn save_saes(
                 "note": "decoder rows over d_in are unit norm (the paper's library quirk); encoder rows unit norm",
             }
         });
-        write(&dir.join("cfg.json"), &serde_json::to_string_pretty(&cfg)?)?;
+        out.write(dir.join("cfg.json"), serde_json::to_string_pretty(&cfg)?)?;
     }
     Ok(())
 }

@@ -124,18 +124,20 @@ pub fn rescore(
         }
     }
     let csv = dir.join(format!("rescore-{name}.csv"));
-    let mut w = csv::Writer::from_path(&csv)?;
-    w.write_record(["layer", "head", "label", "score", "in_circuit"])?;
-    for i in 0..heads {
-        w.write_record([
-            (i / saved.n_heads).to_string(),
-            (i % saved.n_heads).to_string(),
-            saved.labels[i].clone(),
-            mean[i].to_string(),
-            mask.as_ref().map_or(String::new(), |m| m[i].to_string()),
-        ])?;
-    }
-    w.flush().map_err(|e| Error::io(&csv, e))?;
+    super::out::write_atomic_with(&csv, |csv| {
+        let mut w = csv::Writer::from_path(csv)?;
+        w.write_record(["layer", "head", "label", "score", "in_circuit"])?;
+        for i in 0..heads {
+            w.write_record([
+                (i / saved.n_heads).to_string(),
+                (i % saved.n_heads).to_string(),
+                saved.labels[i].clone(),
+                mean[i].to_string(),
+                mask.as_ref().map_or(String::new(), |m| m[i].to_string()),
+            ])?;
+        }
+        w.flush().map_err(|e| Error::io(csv, e))
+    })?;
     let (auc, baselines) = match (aucs.is_empty(), &mask) {
         (false, Some(m)) => (
             Some(mean_std(&aucs)?),

@@ -170,6 +170,7 @@ pub fn train_shared(x: &[f32], rows: usize, d: usize, cfg: &SaeConfig) -> Result
     let mut adam = cfg.adam(d);
     let mut log = TrainLog::default();
     for _ in 0..cfg.steps {
+        crate::interrupt::check()?;
         log.loss
             .push(sae.train_step(&mut adam, x, rows, cfg.lambda)?);
     }
@@ -347,6 +348,7 @@ pub fn train_per_head(
         let mut adam = cfg.adam(d);
         let mut losses = Vec::with_capacity(cfg.steps);
         for _ in 0..cfg.steps {
+            crate::interrupt::check()?;
             losses.push(sae.train_step(&mut adam, &xs[h], batch, cfg.lambda)?);
         }
         Ok((sae, losses))

@@ -71,7 +71,7 @@ pub fn to_jsonl_string(pairs: &[PromptPair]) -> Result<String> {
 
 /// Write pairs to a JSONL file.
 pub fn write_jsonl(path: &Path, pairs: &[PromptPair]) -> Result<()> {
-    std::fs::write(path, to_jsonl_string(pairs)?).map_err(|e| Error::io(path, e))
+    crate::error::write_file(path, to_jsonl_string(pairs)?)
 }
 
 #[derive(Deserialize)]
