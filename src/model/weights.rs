@@ -142,8 +142,10 @@ impl TensorSource {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             ));
         }
+        crate::model::load::pth_guard::check_pickles(path)?;
         let pth = candle_core::pickle::PthTensors::new(path, None)
             .map_err(|e| Error::format(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+        crate::model::load::pth_guard::check_storages(path, &pth)?;
         Ok(TensorSource::Pth {
             path: path.to_owned(),
             pth,

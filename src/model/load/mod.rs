@@ -7,6 +7,7 @@ pub(crate) mod gguf_guard;
 mod gpt2;
 mod llama;
 mod neox;
+pub(crate) mod pth_guard;
 mod transformer_lens;
 
 pub use gguf::{load_gguf, GgufVocab};
