@@ -2,57 +2,13 @@
 //! work, a folder holding a run is refused unless `--force` (which then leaves no stale
 //! file), Ctrl-C stops a run within about a second with exit code 130, and a run killed at
 //! any point leaves no truncated file under a final name.
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
-
 const BIN: &str = env!("CARGO_BIN_EXE_headcode");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// gpt2_tiny (3 layers × 5 heads) with its embedding widened to GPT-2's 50257 tokens, so
-/// the built-in tasks tokenise onto it from the command line (the extra rows are a fixed
-/// pseudo-random fill).
-fn wide_gpt2(dir: &Path) -> PathBuf {
-    let m = dir.join("gpt2_wide");
-    std::fs::create_dir_all(&m).unwrap();
-    let cfg = std::fs::read_to_string(fixture("gpt2_tiny/config.json")).unwrap();
-    std::fs::write(
-        m.join("config.json"),
-        cfg.replace("\"vocab_size\": 300", "\"vocab_size\": 50257"),
-    )
-    .unwrap();
-    let mut t =
-        candle_core::safetensors::load(fixture("gpt2_tiny/model.safetensors"), &Device::Cpu)
-            .unwrap();
-    let keys: Vec<String> = t
-        .keys()
-        .filter(|k| k.ends_with("wte.weight") || k.ends_with("lm_head.weight"))
-        .cloned()
-        .collect();
-    assert!(!keys.is_empty(), "no embedding in gpt2_tiny");
-    for k in keys {
-        let w = &t[&k];
-        let (v, d) = w.dims2().unwrap();
-        let mut x: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
-        let mut s = 0x9e3779b97f4a7c15u64;
-        for _ in 0..(50257 - v) * d {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x.push(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1);
-        }
-        t.insert(k, Tensor::from_vec(x, (50257, d), &Device::Cpu).unwrap());
-    }
-    candle_core::safetensors::save(&t, m.join("model.safetensors")).unwrap();
-    m
-}
 
 /// A `discover` on the wide model whose time goes mostly to `steps` SAE steps (500: about
 /// 1.5 s on one core), writing many files (the SAEs, the activations).
@@ -126,7 +82,7 @@ fn assert_whole(dir: &Path) {
             serde_json::from_slice::<serde_json::Value>(&bytes)
                 .unwrap_or_else(|e| panic!("{f} is not whole JSON: {e}"));
         } else if f.ends_with(".safetensors") {
-            candle_core::safetensors::load(&p, &Device::Cpu)
+            candle_core::safetensors::load(&p, &candle_core::Device::Cpu)
                 .unwrap_or_else(|e| panic!("{f} is not a whole safetensors file: {e}"));
         } else if f.ends_with(".svg") {
             assert!(
@@ -203,7 +159,7 @@ fn bad_out_fails_before_any_work() {
 #[test]
 fn an_existing_run_is_refused_and_force_replaces_it_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = wide_gpt2(tmp.path());
+    let model = common::wide_gpt2(tmp.path());
     let out = tmp.path().join("run");
     let quick = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [
@@ -312,7 +268,7 @@ fn an_existing_run_is_refused_and_force_replaces_it_cleanly() {
 #[test]
 fn ctrl_c_stops_a_run_quickly() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = wide_gpt2(tmp.path());
+    let model = common::wide_gpt2(tmp.path());
     let out = tmp.path().join("run");
     let mut child = Command::new(BIN)
         .args(discover_args(&model, &out, 5000))
@@ -352,7 +308,7 @@ fn ctrl_c_stops_a_run_quickly() {
 #[test]
 fn a_killed_run_leaves_no_truncated_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = wide_gpt2(tmp.path());
+    let model = common::wide_gpt2(tmp.path());
     // The earlier run (seed 9), twice: the faster time is the closer to a run alone, as
     // the killed ones mostly run (the first shares the cores with the other tests).
     let full = tmp.path().join("full");

@@ -152,3 +152,51 @@ pub const FAMILIES: [&str; 7] = [
     "gemma3_tiny",
     "pythia_tiny",
 ];
+
+/// A file under tests/fixtures.
+pub fn fixture_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// gpt2_tiny (3 layers × 5 heads) with its embedding widened to GPT-2's 50257 tokens, so
+/// the built-in tasks tokenise onto it from the command line (the extra rows are a fixed
+/// pseudo-random fill).
+pub fn wide_gpt2(dir: &std::path::Path) -> std::path::PathBuf {
+    let m = dir.join("gpt2_wide");
+    std::fs::create_dir_all(&m).unwrap();
+    let cfg = std::fs::read_to_string(fixture_path("gpt2_tiny/config.json")).unwrap();
+    std::fs::write(
+        m.join("config.json"),
+        cfg.replace("\"vocab_size\": 300", "\"vocab_size\": 50257"),
+    )
+    .unwrap();
+    let mut t =
+        candle_core::safetensors::load(fixture_path("gpt2_tiny/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let keys: Vec<String> = t
+        .keys()
+        .filter(|k| k.ends_with("wte.weight") || k.ends_with("lm_head.weight"))
+        .cloned()
+        .collect();
+    assert!(!keys.is_empty(), "no embedding in gpt2_tiny");
+    for k in keys {
+        let w = &t[&k];
+        let (v, d) = w.dims2().unwrap();
+        let mut x: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        let mut s = 0x9e3779b97f4a7c15u64;
+        for _ in 0..(50257 - v) * d {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x.push(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1);
+        }
+        t.insert(
+            k,
+            candle_core::Tensor::from_vec(x, (50257, d), &Device::Cpu).unwrap(),
+        );
+    }
+    candle_core::safetensors::save(&t, m.join("model.safetensors")).unwrap();
+    m
+}

@@ -375,11 +375,8 @@ mod tests {
 
     #[test]
     fn deep_nesting_and_memo_bombs_are_refused() {
-        let mut deep = vec![0x80, 2];
-        deep.extend(std::iter::repeat_n(b']', 1));
-        for _ in 0..200 {
-            deep.push(0x85); // TUPLE1 around the top
-        }
+        let mut deep = vec![0x80, 2, b']'];
+        deep.extend([0x85; 200]); // TUPLE1 around the top, 200 deep
         deep.push(b'.');
         assert!(check_pickle(&deep).unwrap_err().contains("deeper"));
 
