@@ -68,34 +68,34 @@ impl SaeConfig {
     /// Refuse settings that train nothing meaningful (a negative λ rewards dense codes, a
     /// NaN learning rate gives NaN weights and all-zero scores), naming the flag.
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |flag: &str, want: &str, v: f64| {
+        let bad = |what: &str, want: &str, v: f64| {
             Err(crate::Error::InvalidInput(format!(
-                "--{flag} must be {want}, got {v}"
+                "{what} must be {want}, got {v}"
             )))
         };
         let f = |v: f32| f64::from(v);
         if self.n_features == 0 {
-            return bad("features", "at least 1", 0.0);
+            return bad("--features", "at least 1", 0.0);
         }
         if self.steps == 0 {
-            return bad("steps", "at least 1", 0.0);
+            return bad("--steps", "at least 1", 0.0);
         }
         if self.examples == 0 {
-            return bad("examples", "at least 1", 0.0);
+            return bad("--sae-examples", "at least 1", 0.0);
         }
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return bad("lambda", "a finite number ≥ 0", f(self.lambda));
+            return bad("--lambda", "a finite number ≥ 0", f(self.lambda));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", "a finite number > 0", f(self.lr));
+            return bad("the SAE learning rate", "a finite number > 0", f(self.lr));
         }
-        for (k, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+        for (k, v) in [("Adam's beta1", self.beta1), ("Adam's beta2", self.beta2)] {
             if !(0.0..1.0).contains(&v) {
                 return bad(k, "in [0, 1)", f(v));
             }
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return bad("eps", "a finite number > 0", f(self.eps));
+            return bad("Adam's eps", "a finite number > 0", f(self.eps));
         }
         Ok(())
     }
