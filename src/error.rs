@@ -126,3 +126,19 @@ pub fn write_file(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> Result<()>
 pub fn read_text(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
+
+/// Run `f`, a call into a dependency that panics on some malformed inputs instead of
+/// returning an error (tokenizers' decoder deserialiser), and turn such a panic into its
+/// message. The panic hook is silenced meanwhile, so the user sees one error line.
+pub(crate) fn contain_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r.map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}

@@ -104,8 +104,9 @@ pub struct HfTokenizer {
 impl HfTokenizer {
     pub fn from_file(path: &Path, bos_token: Option<&str>) -> Result<Self> {
         let text = crate::error::read_text(path)?;
-        let inner: tokenizers::Tokenizer = text
-            .parse()
+        // tokenizers 0.22 panics on some malformed `decoder` objects (fuzzing found it).
+        let inner: tokenizers::Tokenizer = crate::error::contain_panic(|| text.parse())
+            .map_err(|p| Error::format(path, format!("not a tokenizer.json: {p}")))?
             .map_err(|e| Error::format(path, format!("not a tokenizer.json: {e}")))?;
         Self::from_inner(inner, bos_token, path.display().to_string())
     }

@@ -1,7 +1,7 @@
 //! `headcode compare`: the SAE method beside patching, ACDC and EAP on the same prompts.
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use headcode::say;
 
@@ -71,10 +71,8 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
     use headcode::pipeline::{discover::CircuitSpec, CompareConfig, DiscoverConfig, TaskSource};
     if let Some(dir) = &a.rescore {
         let path = dir.join("compare.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let saved: headcode::pipeline::CompareResult = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a compare result", path.display()))?;
+        let text = headcode::error::read_text(&path)?;
+        let saved = headcode::pipeline::CompareResult::from_json(&text, &path)?;
         let r = saved.rescore(headcode::tasks::Circuit::load(&a.circuit)?)?;
         let files = headcode::report::compare::write_compare(out, &r)?;
         say_replaced(out);

@@ -369,6 +369,88 @@ fn circuit_spec(c: &CircuitSpec) -> String {
 }
 
 impl CompareResult {
+    /// A saved `compare.json` (`path` names it in errors), checked whole before use: every
+    /// per-head list has one value per head, and every head and edge id a saved circuit
+    /// names lies inside the model and graph the file describes.
+    pub fn from_json(text: &str, path: &std::path::Path) -> Result<CompareResult> {
+        let r: CompareResult = serde_json::from_str(text)
+            .map_err(|e| Error::format(path, format!("not a headcode compare.json: {e}")))?;
+        r.check().map_err(|why| Error::format(path, why))?;
+        Ok(r)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let (nl, nh) = (self.n_layers, self.n_heads);
+        let heads = nl
+            .checked_mul(nh)
+            .filter(|&h| h > 0)
+            .ok_or_else(|| format!("n_layers {nl} × n_heads {nh} is not a head count"))?;
+        let per_head = |what: &str, n: usize| {
+            if n == heads {
+                Ok(())
+            } else {
+                Err(format!("{what} has {n} values for {heads} heads"))
+            }
+        };
+        per_head("labels", self.labels.len())?;
+        for (m, s) in &self.head_scores {
+            per_head(&format!("head_scores.{m}"), s.len())?;
+        }
+        self.circuit
+            .validate(nl, nh)
+            .map_err(|e| format!("circuit: {e}"))?;
+        let same_model = |what: &str, l: usize, h: usize| {
+            if (l, h) == (nl, nh) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} is for {l} × {h} heads, the run {nl} × {nh}"
+                ))
+            }
+        };
+        if let Some(a) = &self.acdc {
+            same_model("acdc", a.n_layers, a.n_heads)?;
+            per_head("acdc.head_scores", a.head_scores.len())?;
+            let edges = a.graph().map_or(0, |g| g.n_edges());
+            if a.edge_scores.len() != edges {
+                return Err(format!(
+                    "acdc.edge_scores has {} values for a graph of {edges} edges",
+                    a.edge_scores.len()
+                ));
+            }
+            for (i, run) in a.runs.iter().enumerate() {
+                if let Some((l, h)) = run.heads.iter().find(|&&(l, h)| l >= nl || h >= nh) {
+                    return Err(format!(
+                        "acdc.runs[{i}] names head L{l}H{h}, outside the model"
+                    ));
+                }
+                if let Some(e) = run.kept_edges.iter().find(|&&e| e as usize >= edges) {
+                    return Err(format!(
+                        "acdc.runs[{i}] keeps edge {e} of a graph of {edges} edges"
+                    ));
+                }
+            }
+        }
+        if let Some(e) = &self.eap {
+            same_model("eap", e.n_layers, e.n_heads)?;
+            per_head("eap.head_scores", e.head_scores.len())?;
+            let g = CircuitGraph::new(e.n_layers, e.n_heads, e.has_mlp, e.split_qkv, e.parallel);
+            if e.edge_scores.len() != g.n_edges() {
+                return Err(format!(
+                    "eap.edge_scores has {} values for a graph of {} edges",
+                    e.edge_scores.len(),
+                    g.n_edges()
+                ));
+            }
+        }
+        if let Some(p) = &self.patching {
+            same_model("patching", p.n_layers, p.n_heads)?;
+            per_head("patching.effect", p.effect.len())?;
+            per_head("patching.labels", p.labels.len())?;
+        }
+        Ok(())
+    }
+
     /// The same scores and times evaluated against another circuit (`headcode compare
     /// --rescore DIR`): node AUCs, ROC curves and edge AUCs are recomputed.
     pub fn rescore(&self, circuit: Circuit) -> Result<CompareResult> {
