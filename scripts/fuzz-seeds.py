@@ -45,10 +45,24 @@ def put(target, name, data):
     (d / name).write_bytes(data)
 
 
+def byte_symbols():
+    """GPT-2's byte-to-unicode table (bytes_to_unicode in its encoder.py): printable bytes
+    stand for themselves, the rest for U+0100 onwards, in byte order."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    table, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + n)
+            n += 1
+    return [table[b] for b in range(256)]
+
+
 def tokenizer_jsons():
     """Small tokenizer.json files of the model types `tokenizers` reads (no fixture has
     one): byte-level BPE with merges and added tokens, WordPiece, WordLevel, Unigram."""
-    byte_vocab = {chr(c) if 33 <= c <= 126 else "\u0100" + chr(c): i for i, c in enumerate(range(256))}
+    byte_vocab = {t: i for i, t in enumerate(byte_symbols())}
     byte_vocab.update({"Ġt": 256, "he": 257, "Ġthe": 258, "<|endoftext|>": 259})
     bpe = {
         "version": "1.0", "truncation": None, "padding": None,
@@ -104,7 +118,7 @@ def tokenizer_jsons():
 
 def gguf_vocab_seeds():
     """Byte layouts of `drivers::gguf_vocab`: flags, BOS byte, tokens NUL second NUL text."""
-    bpe_tokens = [chr(c) if 33 <= c <= 126 else "\u0100" + chr(c) for c in range(256)] + ["Ġt", "he", "<|endoftext|>"]
+    bpe_tokens = byte_symbols() + ["Ġt", "he", "<|endoftext|>"]
     merges = ["Ġ t", "h e"]
     text = b"the cat, 123 <|endoftext|>"
     out = {}
@@ -112,8 +126,9 @@ def gguf_vocab_seeds():
         flags = (pre_idx << 1) | 0x10
         out[f"bpe-pre{pre_idx}"] = (bytes([flags, 0]) + "\n".join(bpe_tokens).encode() + b"\0"
                                     + "\n".join(merges).encode() + b"\0" + text)
-    spm_tokens = ["<unk>", "<s>", "</s>", "\u2581", "\u2581the", "c", "a", "t", "<0x41>", "<0x0A>"]
-    types = bytes([2, 3, 3, 1, 1, 1, 1, 1, 6, 6])  # llama.cpp token types
+    # Every byte token, as llama.cpp's SentencePiece vocabularies carry them for fallback.
+    spm_tokens = ["<unk>", "<s>", "</s>", "\u2581", "\u2581the", "c", "a", "t"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = bytes([2, 3, 3, 1, 1, 1, 1, 1] + [6] * 256)  # llama.cpp token types
     out["spm"] = bytes([0x31, 1]) + "\n".join(spm_tokens).encode() + b"\0" + types + b"\0" + b"the cat\nA"
     return out
 

@@ -4,5 +4,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // An Err is the right answer to a bad file; only panics and aborts are findings.
-    let _ = headcode_fuzz::drivers::gguf(data);
+    headcode_fuzz::drivers::show(headcode_fuzz::drivers::gguf(data));
 });

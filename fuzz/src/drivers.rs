@@ -429,3 +429,14 @@ pub fn compare_rescore(data: &[u8]) -> Result<()> {
     headcode::report::compare::write_compare(&scratch("compare_rescore"), &r)?;
     Ok(())
 }
+
+/// With `HEADCODE_FUZZ_DEBUG` set, print each input's result (to check that the seeds
+/// load, i.e. that the fuzzer starts from files the parser accepts).
+pub fn show(r: Result<()>) {
+    if std::env::var_os("HEADCODE_FUZZ_DEBUG").is_some() {
+        match r {
+            Ok(()) => eprintln!("headcode-fuzz: Ok"),
+            Err(e) => eprintln!("headcode-fuzz: Err: {e}"),
+        }
+    }
+}
