@@ -21,7 +21,10 @@ fn child() -> bool {
     let data = std::fs::read(file).expect("reading the reproducer");
     let r = drivers::run(target, &data);
     drivers::remove_scratch();
-    println!("headcode-fuzz-result: {}", if r.is_ok() { "Ok" } else { "Err" });
+    println!(
+        "headcode-fuzz-result: {}",
+        if r.is_ok() { "Ok" } else { "Err" }
+    );
     true
 }
 
@@ -49,7 +52,12 @@ fn check(target: &str) {
             .arg("-c")
             .arg(r#"ulimit -v 2097152; exec "$0" "$@""#)
             .arg(&exe)
-            .args(["zz_child_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "zz_child_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(
                 "HEADCODE_FUZZ_ONE",
                 format!("{target}={}", f.to_str().unwrap()),

@@ -199,7 +199,11 @@ pub fn safetensors(data: &[u8]) -> Result<()> {
     };
     let fam = Family::pick(b);
     let dir = scratch(&format!("safetensors-{}", fam.fixture()));
-    companion(&dir, "config.json", &fixtures().join(fam.fixture()).join("config.json"));
+    companion(
+        &dir,
+        "config.json",
+        &fixtures().join(fam.fixture()).join("config.json"),
+    );
     let w = dir.join("model.safetensors");
     write(&w, rest);
     load_family(fam, &dir, &w)
@@ -243,7 +247,11 @@ pub fn tl_pth(data: &[u8]) -> Result<()> {
         Family::TlShortformer
     };
     let dir = scratch(&format!("tl_pth-{}", fam.fixture()));
-    companion(&dir, "config.json", &fixtures().join(fam.fixture()).join("config.json"));
+    companion(
+        &dir,
+        "config.json",
+        &fixtures().join(fam.fixture()).join("config.json"),
+    );
     let w = dir.join("model.pth");
     write(&w, rest);
     load_family(fam, &dir, &w)
