@@ -1,0 +1,2 @@
+//! The fuzz targets' drivers, in one file that the regression test includes too.
+pub mod drivers;
