@@ -425,16 +425,16 @@ pub fn compare_rescore(data: &[u8]) -> Result<()> {
     let Some(text) = utf8(data) else {
         return Ok(());
     };
-    let Ok(saved) = serde_json::from_str::<headcode::pipeline::CompareResult>(text) else {
-        return Ok(());
-    };
+    // The library's reader, as `compare --rescore` calls it.
+    let saved = headcode::pipeline::CompareResult::from_json(text, Path::new("compare.json"))?;
     let circuit = headcode::tasks::Circuit::from_json_str(
         r#"{"heads": ["L0H1", "L1H0"], "edges": ["L0H1->L1H0.q"]}"#,
         "fuzz",
     )?;
     let r = saved.rescore(circuit)?;
     let _ = r.markdown();
-    headcode::report::compare::write_compare(&scratch("compare_rescore"), &r)?;
+    let mut out = headcode::report::out::OutDir::prepare(&scratch("compare_rescore"), true)?;
+    headcode::report::compare::write_compare(&mut out, &r)?;
     Ok(())
 }
 
