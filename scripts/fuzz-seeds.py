@@ -160,7 +160,8 @@ def regen_runs():
 def main():
     if "--regen-runs" in sys.argv:
         regen_runs()
-    shutil.rmtree(CORPUS, ignore_errors=True)
+    # Seeds are written under their own names; the inputs the fuzzers added (named by their
+    # SHA-1, merged in with `-merge=1`) stay beside them.
 
     # Model files: [family byte] + file for the family-picking targets. Every family's
     # config; the weight files (200-700 KB each) of a few families only, to keep the

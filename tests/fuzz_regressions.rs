@@ -67,13 +67,20 @@ fn check(target: &str) {
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || !stdout.contains("headcode-fuzz-result:") {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-            failed.push(format!(
-                "{}: {} ({})",
-                f.display(),
-                out.status,
-                last.unwrap_or("no message")
-            ));
+            // The panic message (the line after "panicked at"), else the allocator's
+            // complaint, else the last line.
+            let lines: Vec<&str> = stderr.lines().collect();
+            let why = lines
+                .iter()
+                .position(|l| l.contains("panicked at"))
+                .map(|i| format!("{} {}", lines[i], lines.get(i + 1).unwrap_or(&"")))
+                .or_else(|| {
+                    let l = lines.iter().find(|l| l.contains("memory allocation"));
+                    l.map(|l| l.to_string())
+                })
+                .or_else(|| lines.last().map(|l| l.to_string()))
+                .unwrap_or_else(|| "no message".into());
+            failed.push(format!("{}: {} ({why})", f.display(), out.status));
         }
     }
     assert!(
