@@ -241,7 +241,7 @@ impl ModelConfig {
     pub(crate) fn check_fits(
         &self,
         origin: &std::path::Path,
-        source: &std::path::Path,
+        source: &str,
         held: u128,
     ) -> crate::Result<()> {
         let need = self.min_weights();
@@ -257,7 +257,7 @@ impl ModelConfig {
                     self.d_head,
                     self.d_mlp,
                     self.d_vocab,
-                    source.display()
+                    source
                 ),
             ));
         }

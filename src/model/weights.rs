@@ -194,7 +194,15 @@ impl TensorSource {
 
     /// Refuse `cfg` (read from `origin`) if this checkpoint cannot hold its sizes.
     pub fn check_fits(&self, cfg: &crate::model::ModelConfig, origin: &Path) -> Result<()> {
-        cfg.check_fits(origin, self.path(), self.elements())
+        let source = match self {
+            TensorSource::Safetensors { paths, .. } if paths.len() > 1 => format!(
+                "the checkpoint of {} shards ({}, …)",
+                paths.len(),
+                self.path().display()
+            ),
+            _ => self.path().display().to_string(),
+        };
+        cfg.check_fits(origin, &source, self.elements())
     }
 
     pub fn names(&self) -> Vec<String> {
