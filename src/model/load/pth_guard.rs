@@ -93,6 +93,15 @@ impl Walk<'_> {
         self.pos += n + 1;
         Ok(s)
     }
+    /// A memo index: one byte (BINPUT, BINGET) or four (the LONG_ forms).
+    fn memo_id(&mut self, short: bool) -> std::result::Result<u32, Why> {
+        Ok(if short {
+            u32::from(self.take(1, "a memo index")?[0])
+        } else {
+            let b = self.take(4, "a memo index")?;
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        })
+    }
     fn push(&mut self, o: Obj) -> std::result::Result<(), Why> {
         if o.depth > MAX_DEPTH {
             return Err(format!("objects nest deeper than {MAX_DEPTH} levels"));
@@ -224,13 +233,7 @@ impl Walk<'_> {
                     self.extend_top(&parts)?;
                 }
                 b'q' | b'r' => {
-                    let id = if op == b'q' {
-                        u32::from(*self.take(1, "BINPUT")?.first().unwrap_or(&0))
-                    } else {
-                        u32::from_le_bytes(
-                            self.take(4, "LONG_BINPUT")?.try_into().unwrap_or_default(),
-                        )
-                    };
+                    let id = self.memo_id(op == b'q')?;
                     let top = match self.stack.last() {
                         Some(Slot::Obj(o)) => *o,
                         _ => return Err(format!("a memo PUT at byte {at} with nothing to store")),
@@ -238,13 +241,7 @@ impl Walk<'_> {
                     self.memo.insert(id, top);
                 }
                 b'h' | b'j' => {
-                    let id = if op == b'h' {
-                        u32::from(*self.take(1, "BINGET")?.first().unwrap_or(&0))
-                    } else {
-                        u32::from_le_bytes(
-                            self.take(4, "LONG_BINGET")?.try_into().unwrap_or_default(),
-                        )
-                    };
+                    let id = self.memo_id(op == b'h')?;
                     let o = *self
                         .memo
                         .get(&id)
