@@ -128,9 +128,12 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
 }
 
 /// Run `f`, a call into a dependency that panics on some malformed inputs instead of
-/// returning an error (tokenizers' decoder deserialiser), and turn such a panic into its
-/// message. The panic hook is silenced meanwhile, so the user sees one error line.
+/// returning an error (tokenizers' decoder deserialiser, its `Strip` decoder), and turn
+/// such a panic into its message. The panic hook is silenced meanwhile, so the user sees
+/// one error line; the swap is serialised, so concurrent callers never leave it silenced.
 pub(crate) fn contain_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _swap = SWAP.lock().unwrap_or_else(|e| e.into_inner());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
