@@ -1,5 +1,7 @@
 //! Bad input gives a one-line error naming the file (and tensor), a non-zero exit code,
 //! and never a panic.
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,22 +37,6 @@ fn assert_one_line_error(args: &[&str], must_contain: &[&str]) {
     }
 }
 
-/// A copy of gpt2_tiny whose tensors were edited by `edit`.
-fn broken_gpt2(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture("gpt2_tiny/config.json"),
-        dir.path().join("config.json"),
-    )
-    .unwrap();
-    let mut t =
-        candle_core::safetensors::load(fixture("gpt2_tiny/model.safetensors"), &Device::Cpu)
-            .unwrap();
-    edit(&mut t);
-    candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
-    dir
-}
-
 #[test]
 fn missing_model_file() {
     assert_one_line_error(
@@ -73,7 +59,7 @@ fn unknown_architecture() {
 
 #[test]
 fn missing_tensor() {
-    let dir = broken_gpt2(|t| {
+    let dir = common::broken_gpt2(|t| {
         t.remove("transformer.h.1.attn.c_proj.weight");
     });
     assert_one_line_error(
@@ -88,7 +74,7 @@ fn missing_tensor() {
 
 #[test]
 fn wrong_shape() {
-    let dir = broken_gpt2(|t| {
+    let dir = common::broken_gpt2(|t| {
         t.insert(
             "transformer.h.0.mlp.c_fc.weight".into(),
             Tensor::zeros((80, 81), DType::F32, &Device::Cpu).unwrap(),
@@ -102,7 +88,7 @@ fn wrong_shape() {
 
 #[test]
 fn wrong_dtype() {
-    let dir = broken_gpt2(|t| {
+    let dir = common::broken_gpt2(|t| {
         t.insert(
             "transformer.ln_f.bias".into(),
             Tensor::zeros(80, DType::I64, &Device::Cpu).unwrap(),

@@ -3,7 +3,6 @@
 //! results meaningless are refused, each in one line naming the file or the flag.
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -40,13 +39,19 @@ fn one_line_error(args: &[&str], must: &[&str]) -> String {
     err
 }
 
-/// A copy of a fixture folder with `config.json` edited by `edit`.
-fn with_config(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+/// A copy of the fixture folder `name`.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(fixture_path(name)).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
     }
+    dir
+}
+
+/// A copy of a fixture folder with `config.json` edited by `edit`.
+fn with_config(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = copy_fixture(name);
     let p = dir.path().join("config.json");
     let mut c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
@@ -77,11 +82,7 @@ fn config_sizes_are_bounded_by_the_checkpoint() {
 
 #[test]
 fn a_shard_outside_its_folder_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(fixture_path("llama_tiny_sharded")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-    }
+    let dir = copy_fixture("llama_tiny_sharded");
     std::fs::write(
         dir.path().join("model.safetensors.index.json"),
         r#"{"metadata": {}, "weight_map": {"model.embed_tokens.weight": "../../etc/passwd"}}"#,
@@ -95,26 +96,19 @@ fn a_shard_outside_its_folder_is_refused() {
 
 #[test]
 fn non_finite_weights_are_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture_path("gpt2_tiny/config.json"),
-        dir.path().join("config.json"),
-    )
-    .unwrap();
-    let mut t: HashMap<String, Tensor> =
-        candle_core::safetensors::load(fixture_path("gpt2_tiny/model.safetensors"), &Device::Cpu)
-            .unwrap();
-    let name = t
-        .keys()
-        .find(|k| k.ends_with("h.1.mlp.c_fc.weight"))
-        .unwrap()
-        .clone();
-    let w = &t[&name];
-    let mut v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
-    v[7] = f32::NAN;
-    let nan = Tensor::from_vec(v, w.dims(), &Device::Cpu).unwrap();
-    t.insert(name.clone(), nan);
-    candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
+    let mut name = String::new();
+    let dir = common::broken_gpt2(|t| {
+        name = t
+            .keys()
+            .find(|k| k.ends_with("h.1.mlp.c_fc.weight"))
+            .unwrap()
+            .clone();
+        let w = &t[&name];
+        let mut v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        v[7] = f32::NAN;
+        let nan = Tensor::from_vec(v, w.dims(), &Device::Cpu).unwrap();
+        t.insert(name.clone(), nan);
+    });
     one_line_error(
         &["inspect", dir.path().to_str().unwrap()],
         &["model.safetensors", &name, "NaN"],

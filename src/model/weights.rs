@@ -289,15 +289,17 @@ impl TensorSource {
     }
 }
 
-/// Whether every value of `t` is finite, on any device: x·0 is 0 for finite x and NaN
-/// for NaN or ±Inf, and a sum with one NaN is NaN.
+/// Whether every value of `t` is finite, on any device. A NaN or ±Inf makes the plain sum
+/// non-finite, so a finite sum settles it with no temporary; only a non-finite sum (a
+/// bad value, or finite values whose sum overflows) pays for the exact check: x·0 is 0
+/// for finite x and NaN otherwise.
 pub fn all_finite(t: &Tensor) -> Result<bool> {
-    let s = t
-        .affine(0.0, 0.0)?
-        .to_dtype(DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?;
-    Ok(!s.is_nan())
+    let sum =
+        |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?) };
+    if sum(t)?.is_finite() {
+        return Ok(true);
+    }
+    Ok(!sum(&t.affine(0.0, 0.0)?)?.is_nan())
 }
 
 pub fn check_shape(path: &Path, name: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
@@ -314,3 +316,23 @@ pub fn check_shape(path: &Path, name: &str, t: &Tensor, shape: &[usize]) -> Resu
 
 /// A simple name → tensor map, for building weights in tests and benches.
 pub type TensorMap = HashMap<String, Tensor>;
+
+#[cfg(test)]
+mod finite_tests {
+    use super::*;
+
+    #[test]
+    fn all_finite_takes_the_sum_then_the_exact_check() {
+        let t = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+        assert!(all_finite(&t(&[1.0, -2.0])).unwrap());
+        // Finite values whose sum overflows: the exact check clears them.
+        assert!(all_finite(&t(&[3e38, 3e38])).unwrap());
+        for bad in [
+            [1.0, f32::NAN],
+            [1.0, f32::INFINITY],
+            [f32::INFINITY, f32::NEG_INFINITY],
+        ] {
+            assert!(!all_finite(&t(&bad)).unwrap(), "{bad:?}");
+        }
+    }
+}

@@ -200,3 +200,21 @@ pub fn wide_gpt2(dir: &std::path::Path) -> std::path::PathBuf {
     candle_core::safetensors::save(&t, m.join("model.safetensors")).unwrap();
     m
 }
+
+/// A copy of gpt2_tiny whose tensors were edited by `edit`.
+pub fn broken_gpt2(
+    edit: impl FnOnce(&mut std::collections::HashMap<String, candle_core::Tensor>),
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture_path("gpt2_tiny/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let mut t =
+        candle_core::safetensors::load(fixture_path("gpt2_tiny/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    edit(&mut t);
+    candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
+    dir
+}
