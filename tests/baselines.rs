@@ -3,7 +3,7 @@ mod common;
 use candle_core::Tensor;
 use common::fixture;
 use headcode::baselines::acdc::{acdc, AcdcConfig, AcdcMetric, Granularity};
-use headcode::baselines::eap::{eap, metric_tensor};
+use headcode::baselines::eap::{attribute, eap, metric_tensor, Attribution};
 use headcode::model::graph::{
     kl_from_logits, log_softmax, GraphCache, GraphModel, GraphRunOptions, PatchContext,
 };
@@ -470,6 +470,175 @@ fn eap_agrees_with_exact_edge_patching() {
             assert!((r.head_scores[l * m.cfg.n_heads + h] - want).abs() < 1e-9);
         }
     }
+}
+
+/// EAP-IG's score is the mean over its α points of the gradient at the interpolated input
+/// dotted with δ = corrupt − clean. Each term is checked by finite differences: at the run
+/// whose embeddings are x_α, cutting edge s→r towards a "corrupted" value ε·δ_s away moves
+/// the metric by ε times that term. Measured (ε = 0.01, 3 steps, q/k/v split): Spearman
+/// 1.0000 / 0.9999 / 0.9999 and max error 8.9e-3 / 6.6e-3 / 1.4e-3 of the largest slope on
+/// gpt2_tiny / llama_tiny / gemma3_tiny (the error is ε's curvature term).
+#[test]
+fn eap_ig_equals_finite_difference_slopes_at_its_points() {
+    let (clean, corrupt) = prompts();
+    let steps = 3;
+    for name in ["gpt2_tiny", "llama_tiny", "gemma3_tiny"] {
+        let m = fixture(name);
+        let toks = tokens(clean.len());
+        let how = Attribution::IgInputs { steps };
+        let r = attribute(&m, &clean, &corrupt, &toks, true, how, 3, |_, _| {}).unwrap();
+        assert_eq!(r.attribution, how);
+        let gm = GraphModel::new(&m, true).unwrap();
+        let ctx = gm.patch_context(&clean, &corrupt).unwrap();
+        let (cc, xc) = (&ctx.clean, &ctx.corrupt);
+        let mean_metric = |logits: &Tensor| {
+            let rows = logits.to_vec2::<f32>().unwrap();
+            rows.iter()
+                .zip(&toks)
+                .map(|(r, t)| metric_value(t.metric, r, t).unwrap() as f64)
+                .sum::<f64>()
+                / rows.len() as f64
+        };
+        let ne = gm.graph.n_edges();
+        let eps = 1e-2;
+        let mut mean_slope = vec![0f64; ne];
+        for k in 0..steps {
+            let a = k as f64 / steps as f64;
+            let x_in = (xc.blocks[0].squeeze(1).unwrap()
+                + ((cc.blocks[0].squeeze(1).unwrap() - xc.blocks[0].squeeze(1).unwrap()).unwrap()
+                    * a)
+                    .unwrap())
+            .unwrap();
+            let at = gm
+                .run(
+                    &clean,
+                    GraphRunOptions {
+                        capture: true,
+                        input: Some(&x_in),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+                .cache
+                .unwrap();
+            let m_at = mean_metric(&at.logits);
+            let shift = |c: &Tensor, x: &Tensor, y: &Tensor| {
+                (c + ((x - y).unwrap() * eps).unwrap()).unwrap()
+            };
+            let shift_all = |c: &[Tensor], x: &[Tensor], y: &[Tensor]| -> Vec<Tensor> {
+                c.iter()
+                    .zip(x)
+                    .zip(y)
+                    .map(|((c, x), y)| shift(c, x, y))
+                    .collect()
+            };
+            let moved = GraphCache {
+                lengths: at.lengths.clone(),
+                blocks: shift_all(&at.blocks, &xc.blocks, &cc.blocks),
+                attn_base: shift_all(&at.attn_base, &xc.attn_base, &cc.attn_base),
+                mlp_base: shift_all(&at.mlp_base, &xc.mlp_base, &cc.mlp_base),
+                final_base: shift(&at.final_base, &xc.final_base, &cc.final_base),
+                logits: at.logits.clone(),
+            };
+            let here = PatchContext::new(at, moved).unwrap();
+            for (e, acc) in mean_slope.iter_mut().enumerate() {
+                let mut mask = vec![true; ne];
+                mask[e] = false;
+                let l = gm
+                    .run(
+                        &clean,
+                        GraphRunOptions {
+                            mask: Some(&mask),
+                            patch: Some(&here),
+                            input: Some(&x_in),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap()
+                    .logits;
+                *acc += (mean_metric(&l) - m_at) / eps / steps as f64;
+            }
+        }
+        let rho = spearman(&r.edge_scores, &mean_slope);
+        let scale = mean_slope.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let err = r
+            .edge_scores
+            .iter()
+            .zip(&mean_slope)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        eprintln!("{name}: {ne} edges, EAP-IG ({steps} steps) against finite differences: spearman {rho:.4}, max err {err:.2e}");
+        assert!(rho > 0.999 && err < 0.03, "{name}: {rho} {err}");
+        // Node scores: the signed sums over each sender's outgoing edges; head scores the
+        // |edge| sums; the bootstrap's per-pair scores average back to the scores.
+        for snd in 0..gm.graph.senders.len() {
+            let want: f64 = (0..ne)
+                .filter(|&e| gm.graph.edge(e).0 == snd)
+                .map(|e| r.edge_scores[e])
+                .sum();
+            assert!((r.node_scores[snd] - want).abs() < 1e-9);
+        }
+        let all: Vec<usize> = (0..clean.len()).collect();
+        let again = r.head_scores_of(&all).unwrap();
+        for (a, b) in again.iter().zip(&r.head_scores) {
+            assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        assert_ne!(r.head_scores_of(&[0, 0, 1, 1]).unwrap(), r.head_scores);
+    }
+}
+
+/// The clean–corrupted variant is the mean of the gradients at the two ends: EAP (α = 1)
+/// and the one-step EAP-IG (α = 0 alone).
+#[test]
+fn clean_corrupted_is_the_mean_of_the_two_ends() {
+    let (clean, corrupt) = prompts();
+    let m = fixture("gpt2_tiny");
+    let toks = tokens(clean.len());
+    let run = |how| attribute(&m, &clean, &corrupt, &toks, true, how, 2, |_, _| {}).unwrap();
+    let at_clean = run(Attribution::Eap);
+    let at_corrupt = run(Attribution::IgInputs { steps: 1 });
+    let both = run(Attribution::CleanCorrupted);
+    let scale = both.edge_scores.iter().fold(0f64, |m, x| m.max(x.abs()));
+    for ((a, b), c) in at_clean
+        .edge_scores
+        .iter()
+        .zip(&at_corrupt.edge_scores)
+        .zip(&both.edge_scores)
+    {
+        assert!(((a + b) / 2.0 - c).abs() < 1e-5 * scale, "{a} {b} {c}");
+    }
+    // The two ends differ: the gradient moves between them.
+    assert!(at_clean
+        .edge_scores
+        .iter()
+        .zip(&at_corrupt.edge_scores)
+        .any(|(a, b)| (a - b).abs() > 1e-3 * scale));
+    assert!(attribute(
+        &m,
+        &clean,
+        &corrupt,
+        &toks,
+        true,
+        Attribution::IgInputs { steps: 0 },
+        2,
+        |_, _| {}
+    )
+    .is_err());
+    // A replaced input of the wrong shape is refused.
+    let gm = GraphModel::new(&m, true).unwrap();
+    let bad = Tensor::zeros((3, 5), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let e = gm
+        .run(
+            &clean,
+            GraphRunOptions {
+                input: Some(&bad),
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("replaced input"), "{e}");
 }
 
 #[test]

@@ -819,3 +819,65 @@ fn shipped_circuits_fit_smollm2() {
     }
     assert!(n >= 6, "{n} circuits in {}", dir.display());
 }
+
+/// The fixed split: a pair's part follows from its clean prompt alone, so the parts never
+/// share a prompt whatever the seed or `--n`, and they hold about 60 / 20 / 20 %.
+#[test]
+fn splits_are_disjoint_fixed_and_sized() {
+    use headcode::pipeline::prompts::load_pairs;
+    use headcode::pipeline::{Split, TaskSource};
+    let tok = gpt2();
+    for kind in [TaskKind::Ioi, TaskKind::GreaterThan, TaskKind::Docstring] {
+        let src = TaskSource::Builtin(kind);
+        let mut seen: std::collections::HashMap<String, Split> = Default::default();
+        for split in [Split::Train, Split::Validation, Split::Test] {
+            for (seed, n) in [(0u64, 40usize), (7, 25)] {
+                let (pairs, notes) = load_pairs(&src, &tok, n, seed, split).unwrap();
+                assert_eq!(pairs.len(), n, "{kind:?} {split:?}");
+                assert_eq!(notes["split"], split.name());
+                for p in &pairs {
+                    assert_eq!(Split::of(&p.clean), split);
+                    let prev = seen.insert(p.clean.clone(), split);
+                    assert!(
+                        prev.is_none_or(|s| s == split),
+                        "{kind:?}: {} in two splits",
+                        p.clean
+                    );
+                }
+            }
+        }
+        // Sizes over a large pool.
+        let (all, _) = load_pairs(&src, &tok, 1000, 3, Split::All).unwrap();
+        let frac = |s: Split| {
+            all.iter().filter(|p| Split::of(&p.clean) == s).count() as f64 / all.len() as f64
+        };
+        let distinct: std::collections::HashSet<&str> =
+            all.iter().map(|p| p.clean.as_str()).collect();
+        if distinct.len() > 500 {
+            assert!(
+                (frac(Split::Train) - 0.6).abs() < 0.06,
+                "{kind:?} {}",
+                frac(Split::Train)
+            );
+            assert!((frac(Split::Validation) - 0.2).abs() < 0.05);
+        }
+    }
+    // A file's lines are split the same way; a split that keeps none is an error.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.jsonl");
+    let line = r#"{"clean": "When Mary and John went to the store, John gave a drink to", "corrupt": "When Mary and John went to the store, Mary gave a drink to", "answer": " Mary", "wrong_answers": [" John"]}"#;
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let src = TaskSource::File(path);
+    let part = Split::of("When Mary and John went to the store, John gave a drink to");
+    assert_eq!(load_pairs(&src, &tok, 0, 0, part).unwrap().0.len(), 1);
+    let other = if part == Split::Train {
+        Split::Test
+    } else {
+        Split::Train
+    };
+    let e = load_pairs(&src, &tok, 0, 0, other)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("split"), "{e}");
+}

@@ -75,7 +75,7 @@ pub fn task(a: &TaskArgs) -> Result<()> {
 pub fn task_stats(a: &TaskStatsArgs) -> Result<()> {
     let (m, tok) = ModelArgs::named(&a.model).load()?;
     let src = TaskSource::parse(&a.task)?;
-    let prep = prepare(&src, tok.as_ref(), a.n, a.seed, true)?;
+    let prep = prepare(&src, tok.as_ref(), a.n, a.seed, true, Default::default())?;
     let mut rows = m.last_logits(&prep.clean, 32)?;
     rows.extend(m.last_logits(&prep.corrupt, 32)?);
     let s = logit_summary(&rows, &prep, None, 0)?;

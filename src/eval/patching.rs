@@ -23,6 +23,10 @@ pub struct PatchingResult {
     pub metric_clean: f32,
     pub metric_corrupt: f32,
     pub n_prompts: usize,
+    /// Per prompt pair, its own effect per head (pair-major, `n_prompts × heads`): what a
+    /// bootstrap over pairs resamples. Kept in memory only.
+    #[serde(skip)]
+    pub per_pair: Vec<f32>,
 }
 
 /// Replaces head `head` of layer `layer` by `src` ([B, T, H, dh]).
@@ -95,6 +99,7 @@ pub fn patch_heads(
     check_pairs(clean, corrupt, "patching")?;
     let (nl, nh) = (model.cfg.n_layers, model.cfg.n_heads);
     let mut sum_effect = vec![0f64; nl * nh];
+    let mut per_pair = vec![0f32; clean.len() * nl * nh];
     let (mut mc_sum, mut mx_sum) = (0f64, 0f64);
     let mut offset = 0;
     type Pair<'a> = (&'a [Vec<u32>], &'a [Vec<u32>]);
@@ -160,6 +165,7 @@ pub fn patch_heads(
                         0.0
                     };
                     sum_effect[l * nh + h] += e as f64;
+                    per_pair[(offset + i) * nl * nh + l * nh + h] = e;
                 }
                 if ci + 1 == n_chunks {
                     done_heads += 1;
@@ -178,6 +184,7 @@ pub fn patch_heads(
         metric_clean: (mc_sum / n) as f32,
         metric_corrupt: (mx_sum / n) as f32,
         n_prompts: clean.len(),
+        per_pair,
     })
 }
 
@@ -188,6 +195,30 @@ pub(crate) fn logits_rows(t: &Option<Tensor>) -> Result<Vec<Vec<f32>>> {
 }
 
 impl PatchingResult {
+    /// Mean effects over the pairs `sample` (indices into the pairs, repeats allowed).
+    pub fn effect_of(&self, sample: &[usize]) -> Result<Vec<f64>> {
+        let heads = self.n_layers * self.n_heads;
+        if self.per_pair.len() != self.n_prompts * heads || sample.is_empty() {
+            return Err(Error::InvalidInput(
+                "per-pair patching effects are not available for resampling".into(),
+            ));
+        }
+        let mut s = vec![0f64; heads];
+        for &p in sample {
+            let row = self
+                .per_pair
+                .get(p * heads..(p + 1) * heads)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("resampled pair {p} of {}", self.n_prompts))
+                })?;
+            for (a, &x) in s.iter_mut().zip(row) {
+                *a += x as f64;
+            }
+        }
+        s.iter_mut().for_each(|a| *a /= sample.len() as f64);
+        Ok(s)
+    }
+
     /// Heads as a circuit: the top `top` by |effect|, or those with |effect| ≥ `threshold`
     /// (both when both are given). A head that works against the task (IOI's negative name
     /// movers) belongs to the circuit as much as one that works for it, so the size of the
@@ -241,6 +272,7 @@ mod tests {
             metric_clean: 1.0,
             metric_corrupt: 0.0,
             n_prompts: 1,
+            per_pair: Vec::new(),
         }
     }
 

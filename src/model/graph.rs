@@ -286,6 +286,10 @@ pub struct PatchContext {
     pub corrupt: GraphCache,
     /// Per block, clean − corrupt as [N, d, k] (the layout the mixing matmul reads).
     delta_t: Vec<Tensor>,
+    /// Whether `corrupt`'s receiver inputs (`attn_base`, …) are the sums of its sender
+    /// values. A mean or zero ablation sets sender values only, so a cut receiver then
+    /// always starts from the current run's input and subtracts.
+    corrupt_bases: bool,
 }
 
 impl PatchContext {
@@ -305,12 +309,43 @@ impl PatchContext {
             clean,
             corrupt,
             delta_t,
+            corrupt_bases: true,
         })
+    }
+
+    /// Cut edges read `values` instead of a corrupted run: per sender block one value
+    /// broadcast to [N, k, d] (a mean over a dataset, or zeros), the mean and zero
+    /// ablations of MIB's evaluation.
+    pub fn ablate(clean: GraphCache, values: &[Tensor]) -> Result<Self> {
+        if values.len() != clean.blocks.len() {
+            return Err(Error::shape(
+                "ablation values (sender blocks)",
+                clean.blocks.len(),
+                values.len(),
+            ));
+        }
+        let blocks = clean
+            .blocks
+            .iter()
+            .zip(values)
+            .map(|(c, v)| Ok(v.broadcast_as(c.shape())?.contiguous()?))
+            .collect::<Result<Vec<_>>>()?;
+        let corrupt = GraphCache {
+            lengths: clean.lengths.clone(),
+            blocks,
+            attn_base: clean.attn_base.clone(),
+            mlp_base: clean.mlp_base.clone(),
+            final_base: clean.final_base.clone(),
+            logits: clean.logits.clone(),
+        };
+        let mut ctx = Self::new(clean, corrupt)?;
+        ctx.corrupt_bases = false;
+        Ok(ctx)
     }
 }
 
 /// Options of one graph forward.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct GraphRunOptions<'a> {
     /// Kept edges (`true` = kept), one per edge id; `None` keeps all.
     pub mask: Option<&'a [bool]>,
@@ -326,6 +361,10 @@ pub struct GraphRunOptions<'a> {
     pub track: bool,
     /// Sum each receiver's input edge by edge (a slow reference for the mixing).
     pub reference: bool,
+    /// Replaces the `input` sender's output (the embeddings, [N, d]) of these tokens: EAP-IG
+    /// runs on points between the clean and the corrupted embeddings. Only with
+    /// `start_layer` 0.
+    pub input: Option<&'a Tensor>,
 }
 
 pub struct GraphOutput {
@@ -453,6 +492,24 @@ impl<'m> GraphModel<'m> {
             t,
         } = embed(cfg, w, tokens)?;
         let short_pos = short_pos.map(|p| p.unsqueeze(1)).transpose()?; // [N, 1, d]
+        let x0 = match opts.input {
+            None => x0,
+            Some(_) if opts.start_layer > 0 => {
+                return Err(Error::InvalidInput(
+                    "a replaced input needs a run from layer 0".into(),
+                ))
+            }
+            Some(x) => {
+                if x.dims() != x0.dims() {
+                    return Err(Error::shape(
+                        "replaced input embeddings",
+                        format!("{:?}", x0.dims()),
+                        format!("{:?}", x.dims()),
+                    ));
+                }
+                x.clone()
+            }
+        };
         let dev = w.w_e.device().clone();
         if let Some(p) = opts.patch {
             if p.clean.lengths != lengths {
@@ -545,7 +602,7 @@ impl<'m> GraphModel<'m> {
                     continue;
                 }
                 any = true;
-                use_corr[i] = kept < removed;
+                use_corr[i] = kept < removed && patch.is_some_and(|p| p.corrupt_bases);
                 for (s, &k) in m.iter().enumerate() {
                     coef[i * up + s] = match (use_corr[i], k) {
                         (true, true) => 1.0,

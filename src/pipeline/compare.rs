@@ -143,7 +143,7 @@ pub fn compare(
         )));
     }
     let d = &cfg.discover;
-    let task = prepare(&d.task, tok, d.n.max(cfg.pairs), d.seed, d.bos)?;
+    let task = prepare(&d.task, tok, d.n.max(cfg.pairs), d.seed, d.bos, d.split)?;
     let np = cfg.pairs.min(task.clean.len());
     if np == 0 {
         return Err(Error::InvalidInput("--pairs must be at least 1".into()));

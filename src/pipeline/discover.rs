@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::prompts::{prepare, PreparedTask, TaskSource};
+use super::prompts::{prepare, PreparedTask, Split, TaskSource};
 use crate::codes::{CodeOptions, CodeTable};
 use crate::error::{Error, Result};
 use crate::eval::faithfulness::{faithfulness, Ablation, FaithfulnessCurve};
@@ -181,6 +181,9 @@ pub struct DiscoverConfig {
     /// `--save-activations`; `result` alone is examples × heads × d_model floats).
     #[serde(default)]
     pub keep_activations: bool,
+    /// Which fixed part of the task's pairs to use ([`Split`]).
+    #[serde(default)]
+    pub split: Split,
 }
 
 impl DiscoverConfig {
@@ -212,6 +215,7 @@ impl DiscoverConfig {
             faithfulness: Some(Ablation::Mean),
             gpu: false,
             keep_activations: false,
+            split: Split::All,
         }
     }
 }
@@ -564,7 +568,7 @@ pub struct Prepared {
 /// Stage 1, prepare: tokenise the task and load the circuit, so a bad circuit fails
 /// before any compute.
 pub fn prepare_task(model: &Model, tok: &dyn Tokenizer, cfg: &DiscoverConfig) -> Result<Prepared> {
-    let task = prepare(&cfg.task, tok, cfg.n, cfg.seed, cfg.bos)?;
+    let task = prepare(&cfg.task, tok, cfg.n, cfg.seed, cfg.bos, cfg.split)?;
     let named_circuit = match &cfg.circuit {
         CircuitSpec::Named(s) => {
             let c = Circuit::load(s)?;
@@ -739,6 +743,71 @@ impl PooledActs {
             pair: self.pair.clone(),
         })
     }
+}
+
+/// The SAE method and its baselines rerun on a resample of the pairs, from a run's kept
+/// activations (`keep_activations`): `pairs` are pair indices (repeats allowed), each
+/// bringing its kept positive and negative examples; then baselines, SAE training (seeded
+/// by `seed`), codes and scores, on the CPU. What `compare`'s bootstrap stability reruns.
+pub fn resample_scores(
+    acts: &Activations,
+    pairs: &[usize],
+    cfg: &DiscoverConfig,
+    seed: u64,
+) -> Result<BTreeMap<String, Vec<f64>>> {
+    let mut by_pair: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &p) in acts.pair.iter().enumerate() {
+        by_pair.entry(p).or_default().push(i);
+    }
+    let rows: Vec<usize> = pairs
+        .iter()
+        .flat_map(|p| by_pair.get(p).into_iter().flatten().copied())
+        .collect();
+    if rows.is_empty() {
+        return Err(Error::InvalidInput(
+            "a resample of the pairs holds no kept example".into(),
+        ));
+    }
+    let gather = |x: &[f32], d: usize| -> Result<Vec<f32>> {
+        let w = acts.heads * d;
+        if x.len() != acts.examples * w {
+            return Err(Error::shape("kept activations", acts.examples * w, x.len()));
+        }
+        Ok(rows
+            .iter()
+            .flat_map(|&i| x[i * w..(i + 1) * w].iter().copied())
+            .collect())
+    };
+    let is_pos: Vec<bool> = rows.iter().map(|&i| acts.is_pos[i]).collect();
+    let pooled = PooledActs {
+        x_result: Pooled::Host(gather(&acts.result, acts.d_model)?),
+        x_z: Pooled::Host(gather(&acts.z, acts.d_head)?),
+        pair: rows.iter().map(|&i| acts.pair[i]).collect(),
+        examples: rows.len(),
+        heads: acts.heads,
+        d_head: acts.d_head,
+        d_model: acts.d_model,
+        counts: TaskCounts {
+            pairs: pairs.len(),
+            positives: is_pos.iter().filter(|&&x| x).count(),
+            negatives: is_pos.iter().filter(|&&x| !x).count(),
+            clean_top1_acc: f32::NAN,
+            corrupt_top1_acc: f32::NAN,
+            clean_metric_mean: f32::NAN,
+            corrupt_metric_mean: f32::NAN,
+            filter: None,
+            generation: serde_json::Value::Null,
+            warnings: Vec::new(),
+        },
+        is_pos,
+    };
+    let mut scores = baselines(&pooled)?;
+    let trained = train_saes(&pooled, cfg, seed, None)?;
+    let codes = encode(&pooled, &trained, cfg, None)?;
+    let mut cfg_scores = cfg.clone();
+    cfg_scores.edge = false; // the edge variant is not a head ranking compare reports
+    scores.extend(score_codes(&codes, &cfg_scores, seed, None)?.scores);
+    Ok(scores)
 }
 
 /// Stage 3, the evaluation's reference: the named circuit, or the heads activation

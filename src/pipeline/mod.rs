@@ -10,4 +10,4 @@ pub mod prompts;
 
 pub use compare::{compare, CompareConfig, CompareResult, Method};
 pub use discover::{discover, DiscoverConfig, DiscoverResult, SaeMode, ScorerKind};
-pub use prompts::{PreparedTask, TaskSource};
+pub use prompts::{PreparedTask, Split, TaskSource};

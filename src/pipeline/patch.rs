@@ -2,7 +2,7 @@
 //! it implies (top-k by |effect|, or a threshold on |effect|).
 use serde::{Deserialize, Serialize};
 
-use super::prompts::{prepare, TaskSource};
+use super::prompts::{prepare, Split, TaskSource};
 use crate::error::{Error, Result};
 use crate::eval::patching::{patch_heads, PatchingResult};
 use crate::model::Model;
@@ -58,7 +58,7 @@ pub fn patch(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PatchRun> {
     check_cut(cfg.top, cfg.threshold).map_err(|e| Error::InvalidInput(format!("--{e}")))?;
-    let prep = prepare(&cfg.task, tok, cfg.n, cfg.seed, cfg.bos)?;
+    let prep = prepare(&cfg.task, tok, cfg.n, cfg.seed, cfg.bos, Split::All)?;
     let heads = model.cfg.n_heads_total();
     let metric = |i: usize, l: &[f32]| prep.metric(i, l);
     let t0 = std::time::Instant::now();

@@ -37,6 +37,60 @@ impl TaskSource {
     }
 }
 
+/// Which part of a task's pairs a run uses. The split is fixed: a pair's part follows from
+/// its clean prompt's text alone (a salted FNV-1a hash: 60 % train, 20 % validation, 20 %
+/// test), so the same prompt is in the same part for every seed, `--n` and machine, and a
+/// circuit found on `train` is evaluated on pairs it never saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// Every pair, as before splits existed.
+    #[default]
+    All,
+    Train,
+    Validation,
+    Test,
+}
+
+impl Split {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Split::All => "all",
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+
+    /// The part of the pairs this split keeps.
+    fn fraction(&self) -> f64 {
+        match self {
+            Split::All => 1.0,
+            Split::Train => 0.6,
+            Split::Validation | Split::Test => 0.2,
+        }
+    }
+
+    /// The part a clean prompt belongs to.
+    pub fn of(clean: &str) -> Split {
+        // FNV-1a, salted so that the split does not line up with any other use of the hash.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in b"headcode-split-v1\0".iter().chain(clean.as_bytes()) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        match h % 100 {
+            0..60 => Split::Train,
+            60..80 => Split::Validation,
+            _ => Split::Test,
+        }
+    }
+
+    pub fn keeps(&self, clean: &str) -> bool {
+        *self == Split::All || Split::of(clean) == *self
+    }
+}
+
 /// Tokenised pairs ready for the model.
 pub struct PreparedTask {
     pub name: String,
@@ -49,6 +103,49 @@ pub struct PreparedTask {
 }
 
 pub fn load_pairs(
+    src: &TaskSource,
+    tok: &dyn Tokenizer,
+    n: usize,
+    seed: u64,
+    split: Split,
+) -> Result<(Vec<PromptPair>, serde_json::Value)> {
+    if split == Split::All {
+        return load_all(src, tok, n, seed);
+    }
+    let mut pool = match src {
+        // A generator makes as many pairs as asked: ask for enough that `n` fall in the split.
+        TaskSource::Builtin(_) => ((n as f64 / split.fraction()) * 1.25) as usize + 16,
+        TaskSource::File(_) => 0,
+    };
+    loop {
+        let (all, mut notes) = load_all(src, tok, pool, seed)?;
+        let offered = all.len();
+        let mut kept: Vec<PromptPair> = all.into_iter().filter(|p| split.keeps(&p.clean)).collect();
+        let enough = n > 0 && kept.len() >= n;
+        if enough || pool == 0 || pool >= 64 * n.max(1) {
+            if kept.is_empty() || (n > 0 && kept.len() < n && matches!(src, TaskSource::Builtin(_)))
+            {
+                return Err(Error::Task(format!(
+                    "{}: only {} of {offered} pairs fall in the {} split, {n} asked",
+                    src.name(),
+                    kept.len(),
+                    split.name()
+                )));
+            }
+            if n > 0 {
+                kept.truncate(n);
+            }
+            if let Some(o) = notes.as_object_mut() {
+                o.insert("split".into(), split.name().into());
+                o.insert("split_of_pairs".into(), offered.into());
+            }
+            return Ok((kept, notes));
+        }
+        pool *= 2;
+    }
+}
+
+fn load_all(
     src: &TaskSource,
     tok: &dyn Tokenizer,
     n: usize,
@@ -95,8 +192,9 @@ pub fn prepare(
     n: usize,
     seed: u64,
     bos: bool,
+    split: Split,
 ) -> Result<PreparedTask> {
-    let (pairs, notes) = load_pairs(src, tok, n, seed)?;
+    let (pairs, notes) = load_pairs(src, tok, n, seed, split)?;
     let mut clean = Vec::with_capacity(pairs.len());
     let mut corrupt = Vec::with_capacity(pairs.len());
     let mut tokens = Vec::with_capacity(pairs.len());
@@ -215,7 +313,7 @@ pub fn filter_pairs(
     pairs: Vec<PromptPair>,
 ) -> Result<(Vec<PromptPair>, tasks::FilterReport)> {
     // The same n and seed regenerate `pairs`, tokenised with BOS.
-    let prep = prepare(&TaskSource::Builtin(kind), tok, n, seed, true)?;
+    let prep = prepare(&TaskSource::Builtin(kind), tok, n, seed, true, Split::All)?;
     let lc = model.last_logits(&prep.clean, 32)?;
     let lx = model.last_logits(&prep.corrupt, 32)?;
     let rep = tasks::filter(&prep.tokens, &lc, &lx, tasks::FilterRule::TopRank, 1)?;
