@@ -27,6 +27,7 @@ pub mod gpu;
 pub mod hooks;
 pub mod interrupt;
 pub mod memory;
+pub mod mib;
 pub mod model;
 pub mod pipeline;
 pub mod report;

@@ -166,9 +166,35 @@ impl Circuit {
         Ok(Circuit::new(canonical, heads))
     }
 
-    /// Parse a user circuit: a JSON array of `[layer, head]` pairs or head strings, or an
-    /// object `{"name": .., "heads": [..]}`. `name` is used when the JSON gives none.
+    /// Parse a user circuit: a JSON array of `[layer, head]` pairs or head strings, an
+    /// object `{"name": .., "heads": [..]}`, or a MIB graph file (EAP-IG's JSON, see
+    /// [`crate::mib`]: its `in_graph` heads and edges). `name` is used when the JSON gives
+    /// none.
     pub fn from_json_str(text: &str, name: &str) -> Result<Circuit> {
+        Self::from_json_at(text, name, Path::new(name))
+    }
+
+    /// A MIB graph file's circuit: the heads whose node is `in_graph`, and the `in_graph`
+    /// edges in our label format. Checked against a model where it is used
+    /// ([`Circuit::validate`]); errors name `source`.
+    fn from_mib(text: &str, name: &str, source: &Path) -> Result<Circuit> {
+        let g = crate::mib::MibGraph::from_json(text, source)?;
+        let heads = g.heads_in_graph();
+        if heads.is_empty() {
+            return Err(Error::format(
+                source,
+                "MIB graph with no head `in_graph` (a scores file? select a circuit from it first)",
+            ));
+        }
+        let mut c = Circuit::new(name, heads);
+        c.edges = g.edge_labels_in_graph();
+        Ok(c)
+    }
+
+    fn from_json_at(text: &str, name: &str, source: &Path) -> Result<Circuit> {
+        if crate::mib::is_mib_json(text) {
+            return Self::from_mib(text, name, source);
+        }
         let v: Value = serde_json::from_str(text)
             .map_err(|e| Error::Circuit(format!("{name}: not JSON: {e}")))?;
         let mut edges = Vec::new();
@@ -238,7 +264,7 @@ impl Circuit {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "circuit".into());
-        Circuit::from_json_str(&text, &stem).map_err(|e| match e {
+        Circuit::from_json_at(&text, &stem, path).map_err(|e| match e {
             Error::Circuit(msg) => Error::format(path, msg),
             other => other,
         })
