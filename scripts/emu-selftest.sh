@@ -37,7 +37,8 @@ if [ "${EMU_ASAN:-1}" = 1 ]; then
 fi
 
 NVCC_ONLY=1 CUDA_TOOLCHAIN_DIR=$cache/cuda-13.0-toolchain "$root/scripts/setup-cuda-toolchain.sh" >/dev/null
-target=$cache/ci-target-emu
+# CI passes its test target dir, whose debug dependencies this build reuses.
+target=${CARGO_TARGET_DIR:-$cache/ci-target-emu}
 # The link finds the emulated libraries through LIBRARY_PATH (not RUSTFLAGS, which would
 # tie the build cache to this path).
 CUDA_HOME=$cache/cuda-13.0-toolchain/cuda CUDA_COMPUTE_CAP=90 CUDAFORGE_THREADS=2 \

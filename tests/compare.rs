@@ -21,7 +21,13 @@ fn config(circuit: &str, granularity: Granularity) -> CompareConfig {
     d.circuit = CircuitSpec::Named(circuit.into());
     CompareConfig {
         discover: d,
-        methods: vec![Method::Sae, Method::Patching, Method::Acdc, Method::Eap],
+        methods: vec![
+            Method::Sae,
+            Method::Patching,
+            Method::Acdc,
+            Method::Eap,
+            Method::EapIg,
+        ],
         pairs: 6,
         acdc: AcdcConfig {
             granularity,
@@ -29,6 +35,11 @@ fn config(circuit: &str, granularity: Granularity) -> CompareConfig {
             thresholds: vec![1e-5, 1e-4, 1e-3, 1e-2],
         },
         eap_split_qkv: true,
+        ig_steps: 2,
+        eval_pairs: 5,
+        eval_split: headcode::pipeline::Split::Validation,
+        ablation: headcode::eval::mib_curve::CircuitAblation::Patching,
+        resamples: 4,
     }
 }
 
@@ -56,9 +67,58 @@ fn compare_runs_every_method_and_its_files_agree() {
         "patching",
         "acdc (edges-qkv)",
         "eap",
+        "eap-ig",
     ] {
         assert!(names.contains(&want), "missing row {want}: {names:?}");
     }
+    // CPR and CMD for every method, from curves that run from the empty circuit (f = 0 at
+    // the edge level) to the whole model (f = 1); stability for all but ACDC.
+    let f = r.faithfulness.as_ref().unwrap();
+    assert_eq!(f.pairs, 5);
+    for row in &r.rows {
+        let c = &r.curves[&row.method];
+        assert_eq!(row.cpr, Some(c.cpr));
+        assert_eq!(row.cmd, Some(c.cmd));
+        for curve in [&c.signed, &c.absolute] {
+            assert_eq!(curve.points.len(), 11);
+            let last = curve.points.last().unwrap();
+            assert!(
+                (last.faithfulness - 1.0).abs() < 1e-4,
+                "{}: {last:?}",
+                row.method
+            );
+            assert_eq!(last.edge_fraction, 1.0);
+            if c.level == headcode::mib::MibLevel::Edge {
+                assert_eq!(curve.points[0].edges, 0);
+                assert!(curve.points[0].faithfulness.abs() < 1e-6);
+            }
+        }
+        let st = row.stability;
+        if row.method.starts_with("acdc") {
+            assert!(st.is_none());
+        } else {
+            let st = st.unwrap_or_else(|| panic!("{} has no stability", row.method));
+            assert!((0.0..=1.0).contains(&st), "{}: {st}", row.method);
+        }
+    }
+    assert_eq!(r.stability.as_ref().unwrap().k, 3);
+    // The MIB scores: edge level for the edge methods, with EAP's sign flipped into MIB's
+    // "higher = cutting hurts more"; node level for the head-only methods.
+    let (eap_mib, level) = r.mib_scores("eap").unwrap().unwrap();
+    assert_eq!(level, headcode::mib::MibLevel::Edge);
+    for (a, b) in eap_mib
+        .edges
+        .iter()
+        .zip(&r.eap.as_ref().unwrap().edge_scores)
+    {
+        assert!((*a as f64 + b).abs() < 1e-6 * (1.0 + b.abs()));
+    }
+    let (pm, level) = r.mib_scores("patching").unwrap().unwrap();
+    assert_eq!(level, headcode::mib::MibLevel::Node);
+    let nodes = pm.nodes.unwrap();
+    assert!(nodes[0].is_nan()); // input: unscored
+    let p = r.patching.as_ref().unwrap();
+    assert_eq!(nodes[1], p.effect[0]); // L0H0's signed effect
     let mask = r.circuit.mask(2, 4);
     for row in &r.rows {
         let s = &r.head_scores[&row.method];

@@ -31,7 +31,7 @@ pub struct CompareArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "sae,patching,acdc,eap"
+        default_value = "sae,patching,acdc,eap,eap-ig"
     )]
     methods: Vec<headcode::pipeline::Method>,
     /// Prompt pairs for patching, ACDC and EAP: the first PAIRS of the task.
@@ -51,6 +51,25 @@ pub struct CompareArgs {
     /// EAP on one input per head instead of separate q/k/v inputs.
     #[arg(long)]
     eap_no_split: bool,
+    /// EAP-IG's interpolation steps between the corrupted and clean input embeddings.
+    #[arg(long, default_value_t = headcode::baselines::eap::Attribution::DEFAULT_IG_STEPS)]
+    ig_steps: usize,
+    /// Pairs of the evaluation split for CPR and CMD (0: skip the faithfulness curves).
+    #[arg(long, default_value_t = 32)]
+    eval_pairs: usize,
+    #[arg(long, value_enum, default_value = "validation")]
+    eval_split: headcode::pipeline::Split,
+    /// What an edge outside a circuit reads: the counterfactual prompt (MIB's default), the
+    /// mean over the counterfactual prompts, or zero.
+    #[arg(long, value_enum, default_value = "patching")]
+    ablation: headcode::eval::mib_curve::CircuitAblation,
+    /// Bootstrap resamples of the pairs for each method's stability (0: skip).
+    #[arg(long, default_value_t = 20)]
+    resamples: usize,
+    /// Also write every method's scores as MIB submission folders
+    /// (`DIR/<method>/<task>_<model>/importances.json`).
+    #[arg(long)]
+    mib: Option<PathBuf>,
     /// Prompts per forward chunk (default: 32 on the CPU, 500 on CUDA).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -86,6 +105,7 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
     let gpu = use_gpu(a.device)?;
     let mut d = DiscoverConfig::paper(TaskSource::parse(&a.task)?);
     d.circuit = CircuitSpec::Named(a.circuit.clone());
+    d.split = headcode::pipeline::Split::Train;
     a.run.apply(&mut d);
     d.batch_size = batch_size_for(a.batch_size, gpu)?;
     d.faithfulness = None;
@@ -104,6 +124,16 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
         pairs: a.pairs,
         acdc,
         eap_split_qkv: !a.eap_no_split,
+        ig_steps: a.ig_steps,
+        eval_pairs: a.eval_pairs,
+        eval_split: a.eval_split,
+        ablation: a.ablation,
+        resamples: a.resamples,
+    };
+    // The MIB folder is checked before the run, like --out.
+    let mut mib_out = match &a.mib {
+        Some(dir) => Some(OutDir::prepare(dir, a.out.force)?),
+        None => None,
     };
     let (model, tok) = a.model.load_on(device(gpu)?)?;
     headcode::interrupt::check()?;
@@ -116,6 +146,29 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
     let files = headcode::report::compare::write_compare(out, &r)?;
     say_replaced(out);
     say!("{}", r.markdown());
+    if let Some(m) = mib_out.as_mut() {
+        let methods = r
+            .rows
+            .iter()
+            .map(|row| Ok((row.method.clone(), r.mib_scores(&row.method)?)))
+            .collect::<headcode::Result<Vec<_>>>()?
+            .into_iter()
+            .filter_map(|(n, s)| s.map(|(s, l)| (n, s, l)))
+            .collect::<Vec<_>>();
+        let written = headcode::report::mib::write_mib(
+            m,
+            &r.task,
+            &headcode::report::short_name(&r.model),
+            &r.mib_graph(),
+            r.d_model,
+            &methods,
+        )?;
+        say!(
+            "wrote {} MIB files in {}",
+            written.len(),
+            m.path().display()
+        );
+    }
     say!(
         "total {:.1} s; wrote {} in {}",
         t0.elapsed().as_secs_f64(),

@@ -70,6 +70,10 @@ pub struct DiscoverArgs {
     save_activations: bool,
     #[arg(long)]
     quiet: bool,
+    /// Also write every scorer's head scores as MIB submission folders
+    /// (`DIR/<scorer>/<task>_<model>/importances.json`, node level).
+    #[arg(long)]
+    mib: Option<std::path::PathBuf>,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -102,6 +106,10 @@ fn discover_into(a: DiscoverArgs, out: &mut OutDir) -> Result<()> {
         "corrupt" => Some(headcode::eval::faithfulness::Ablation::Corrupt),
         o => bail!("--faithfulness {o:?}: expected mean, corrupt or none"),
     };
+    let mut mib_out = match &a.mib {
+        Some(dir) => Some(OutDir::prepare(dir, a.out.force)?),
+        None => None,
+    };
     let t0 = std::time::Instant::now();
     cfg.gpu = gpu;
     cfg.keep_activations = a.save_activations;
@@ -122,5 +130,29 @@ fn discover_into(a: DiscoverArgs, out: &mut OutDir) -> Result<()> {
     let files = headcode::report::run::write_discover(out, &model, &r, a.save_sae)?;
     say_replaced(out);
     headcode::report::summary::print_discover(&r, out.path(), &files, t0.elapsed().as_secs_f64());
+    if let Some(m) = mib_out.as_mut() {
+        let graph = headcode::model::graph::CircuitGraph::for_model(&model, true);
+        let methods = r
+            .scores
+            .iter()
+            .map(|(name, s)| {
+                let m = headcode::pipeline::compare::head_mib_scores(&graph, s)?;
+                Ok((name.clone(), m, headcode::mib::MibLevel::Node))
+            })
+            .collect::<headcode::Result<Vec<_>>>()?;
+        let written = headcode::report::mib::write_mib(
+            m,
+            &headcode::report::short_name(&r.config.task.name()),
+            &headcode::report::short_name(&model.source),
+            &graph,
+            model.cfg.d_model,
+            &methods,
+        )?;
+        headcode::say!(
+            "wrote {} MIB files in {}",
+            written.len(),
+            m.path().display()
+        );
+    }
     Ok(())
 }

@@ -12,6 +12,7 @@ use headcode::tokenize::Tokenizer;
 pub mod bench;
 pub mod compare;
 pub mod discover;
+pub mod evaluate;
 pub mod model_cmds;
 pub mod patch;
 pub mod score;
@@ -39,9 +40,12 @@ pub enum Cmd {
     Hooks(model_cmds::HooksArgs),
     /// Run the whole method: hooks → SAEs → codes → scores → evaluation, with baselines.
     Discover(Box<discover::DiscoverArgs>),
-    /// The SAE method beside activation patching, ACDC and edge attribution patching on the
-    /// same model, prompts and device: node (and edge) AUC against one circuit, wall time.
+    /// The SAE method beside activation patching, ACDC, EAP and EAP-IG on the same model,
+    /// prompts and device: AUC against one circuit, CPR and CMD, stability, wall time.
     Compare(Box<compare::CompareArgs>),
+    /// A circuit file's faithfulness by MIB's protocol on held-out pairs: the curve over 11
+    /// circuit sizes, CPR and CMD.
+    Evaluate(Box<evaluate::EvaluateArgs>),
     /// Re-score the codes saved by `discover` with other options, without retraining.
     Score(score::ScoreArgs),
     /// Activation patching per head: each head's z from the corrupted run patched into the
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Hooks(a) => model_cmds::hooks(a),
         Cmd::Discover(a) => discover::run(*a),
         Cmd::Compare(a) => compare::run(*a),
+        Cmd::Evaluate(a) => evaluate::run(*a),
         Cmd::Score(a) => score::run(&a),
         Cmd::Patch(a) => patch::run(&a),
         Cmd::Selftest(a) => selftest::run(&a),
@@ -149,6 +154,10 @@ pub struct SaeRunArgs {
     /// L1 coefficient (default: the paper's, 0.02; 0.05 for docstring).
     #[arg(long)]
     pub lambda: Option<f32>,
+    /// The task's fixed split to discover on: all | train | validation | test (default:
+    /// all for discover, train for compare, whose CPR and CMD use validation).
+    #[arg(long, value_enum)]
+    pub split: Option<headcode::pipeline::Split>,
 }
 
 impl SaeRunArgs {
@@ -161,6 +170,9 @@ impl SaeRunArgs {
         cfg.n = self.n;
         if let Some(l) = self.lambda {
             cfg.sae.lambda = l;
+        }
+        if let Some(s) = self.split {
+            cfg.split = s;
         }
     }
 }

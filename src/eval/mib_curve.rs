@@ -83,8 +83,11 @@ pub struct CurvePoint {
     pub fraction: f64,
     /// Items taken (edges or nodes).
     pub items: usize,
-    /// Edges in the circuit after pruning (MIB's weighted edge count without neurons).
+    /// Edges in the circuit after pruning.
     pub edges: usize,
+    /// EAP-IG's `weighted_edge_count()`: at the node level it also counts the entries of
+    /// its dense matrix that are not edges (kept for comparison with MIB's files).
+    pub weighted_edges: f64,
     /// `edges` over all edges of the graph: the curve's x.
     pub edge_fraction: f64,
     /// m(C), the mean task metric.

@@ -30,7 +30,7 @@ use crate::error::{read_text, Error, Result};
 use crate::model::graph::{CircuitGraph, Port, Receiver, Sender};
 use json::{quote, J};
 
-pub use select::{apply_topn, MibLevel, MibSelection};
+pub use select::{apply_topn, n_items, MibLevel, MibSelection};
 
 /// The `cfg` of a MIB file: what EAP-IG's `Graph.from_model` copies from a
 /// `HookedTransformer`'s config, in the order `to_json` writes it.

@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 use crate::model::graph::CircuitGraph;
 
 /// What `apply_topn` ranks: edges, or nodes (a node keeps all its outgoing edges).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum MibLevel {
     Edge,
     Node,

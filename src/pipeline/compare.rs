@@ -1,19 +1,32 @@
-//! `compare`: the SAE method, its simple baselines, activation patching, ACDC and edge
-//! attribution patching on one model, task, device and forward code, scored against one
-//! circuit, with each method's wall time.
+//! `compare`: the SAE method, its simple baselines, activation patching, ACDC, edge
+//! attribution patching and EAP-IG on one model, task, device and forward code, with each
+//! method's
+//! - ROC AUC against one reference circuit and wall time;
+//! - CPR and CMD, MIB's faithfulness areas, on pairs of a held-out split
+//!   ([`super::evaluate::circuit_curves`]);
+//! - bootstrap stability: the mean Jaccard overlap of its top-k heads between resamples of
+//!   the pairs (k = the reference circuit's size), computed from per-pair scores where a
+//!   method has them and by rerunning the SAE training where it has not.
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::discover::{discover, CircuitSpec, DiscoverConfig, Progress, ScorerKind};
-use super::prompts::prepare;
+use rand::{Rng, SeedableRng};
+
+use super::discover::{
+    discover, resample_scores, Activations, CircuitSpec, DiscoverConfig, Progress, ScorerKind,
+};
+use super::evaluate::{circuit_curves, MethodCurves};
+use super::prompts::{prepare, Split};
 use crate::baselines::acdc::{acdc, AcdcConfig, AcdcResult, Granularity};
-use crate::baselines::eap::{eap, EapResult};
+use crate::baselines::eap::{attribute, Attribution, EapResult};
 use crate::error::{Error, Result};
+use crate::eval::mib_curve::{CircuitAblation, PERCENTAGES};
 use crate::eval::patching::{patch_heads, PatchingResult};
 use crate::eval::roc::{auc, roc_curve, RocCurve};
-use crate::model::graph::CircuitGraph;
+use crate::mib::{MibLevel, MibScores};
+use crate::model::graph::{CircuitGraph, GraphModel, Receiver};
 use crate::model::Model;
 use crate::tasks::Circuit;
 use crate::tokenize::Tokenizer;
@@ -28,6 +41,8 @@ pub enum Method {
     Acdc,
     /// Edge attribution patching.
     Eap,
+    /// EAP with integrated gradients over the input embeddings (`--ig-steps`).
+    EapIg,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +55,14 @@ pub struct CompareConfig {
     pub acdc: AcdcConfig,
     /// EAP's graph: q/k/v inputs split or one input per head.
     pub eap_split_qkv: bool,
+    /// EAP-IG's interpolation steps.
+    pub ig_steps: usize,
+    /// Pairs of `eval_split` on which CPR and CMD are measured (0: no faithfulness curves).
+    pub eval_pairs: usize,
+    pub eval_split: Split,
+    pub ablation: CircuitAblation,
+    /// Bootstrap resamples of the pairs for each method's stability (0: none).
+    pub resamples: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +85,39 @@ pub struct MethodRow {
     /// Prompt pairs the method used.
     pub pairs: usize,
     pub notes: String,
+    /// MIB's CPR (area under the faithfulness curve; higher is better), on the held-out pairs.
+    #[serde(default)]
+    pub cpr: Option<f64>,
+    /// MIB's CMD (area between the curve and 1; lower is better).
+    #[serde(default)]
+    pub cmd: Option<f64>,
+    /// Mean Jaccard overlap of the top-k heads between bootstrap resamples of the pairs.
+    #[serde(default)]
+    pub stability: Option<f64>,
+}
+
+/// How CPR and CMD were measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaithfulnessSetup {
+    pub split: Split,
+    pub pairs: usize,
+    pub ablation: CircuitAblation,
+    /// m(N) and m(∅) on those pairs.
+    pub metric_full: f64,
+    pub metric_empty: f64,
+    pub n_edges: usize,
+    pub seconds: f64,
+    /// Where the pairs overlap the discovery pairs (a split of `all`, or the same split).
+    pub note: String,
+}
+
+/// How stability was measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StabilitySetup {
+    /// Top-k heads compared (the reference circuit's size).
+    pub k: usize,
+    pub resamples: usize,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,7 +136,25 @@ pub struct CompareResult {
     pub roc: BTreeMap<String, RocPoints>,
     pub acdc: Option<AcdcResult>,
     pub eap: Option<EapResult>,
+    #[serde(default)]
+    pub eap_ig: Option<EapResult>,
     pub patching: Option<PatchingResult>,
+    /// Whether the model's graph has MLP nodes and GPT-NeoX's parallel block (the MIB graph
+    /// every method's scores are placed on).
+    /// The residual width (MIB files name it).
+    #[serde(default)]
+    pub d_model: usize,
+    #[serde(default)]
+    pub graph_mlp: bool,
+    #[serde(default)]
+    pub graph_parallel: bool,
+    /// Per row with a curve: both faithfulness curves.
+    #[serde(default)]
+    pub curves: BTreeMap<String, MethodCurves>,
+    #[serde(default)]
+    pub faithfulness: Option<FaithfulnessSetup>,
+    #[serde(default)]
+    pub stability: Option<StabilitySetup>,
     /// The SAE run's AUCs for every scorer it computes.
     pub sae_auc: BTreeMap<String, f64>,
 }
@@ -170,12 +244,16 @@ pub fn compare(
             time_vs_sae: None,
             pairs,
             notes,
+            cpr: None,
+            cmd: None,
+            stability: None,
         });
         head_scores.insert(name, scores);
         Ok(())
     };
 
-    let (mut acdc_res, mut eap_res, mut patch_res) = (None, None, None);
+    let (mut acdc_res, mut eap_res, mut eap_ig_res, mut patch_res) = (None, None, None, None);
+    let mut sae_acts: Option<(Activations, DiscoverConfig)> = None;
     for &m in &cfg.methods {
         crate::interrupt::check()?;
         match m {
@@ -183,8 +261,12 @@ pub fn compare(
                 let mut dc = d.clone();
                 dc.faithfulness = None;
                 dc.circuit = CircuitSpec::Named(circuit_spec(&d.circuit));
+                dc.keep_activations = cfg.resamples > 0;
                 let t0 = Instant::now();
-                let r = discover(model, tok, &dc, progress)?;
+                let mut r = discover(model, tok, &dc, progress)?;
+                if let Some(a) = r.activations.take() {
+                    sae_acts = Some((a, dc.clone()));
+                }
                 let wall = t0.elapsed().as_secs_f64();
                 let ms = |k: &str| r.timings_ms.get(k).copied().unwrap_or(0.0) / 1e3;
                 let shared = ms("tokenize") + ms("forward_hooks");
@@ -298,36 +380,52 @@ pub fn compare(
                 )?;
                 acdc_res = Some(r);
             }
-            Method::Eap => {
-                let r = eap(
+            Method::Eap | Method::EapIg => {
+                let how = if m == Method::Eap {
+                    Attribution::Eap
+                } else {
+                    Attribution::IgInputs {
+                        steps: cfg.ig_steps,
+                    }
+                };
+                let r = attribute(
                     model,
                     clean,
                     corrupt,
                     &task.tokens[..np],
                     cfg.eap_split_qkv,
+                    how,
                     d.batch_size,
-                    |x, t| progress("eap", x, t),
+                    |x, t| progress(how.name(), x, t),
                 )?;
                 let g = CircuitGraph::for_model(model, cfg.eap_split_qkv);
                 let abs: Vec<f64> = r.edge_scores.iter().map(|x| x.abs()).collect();
                 let edge = edge_auc(&circuit, &g, &abs)?;
                 add(
                     &mut rows,
-                    "eap".into(),
+                    how.name().into(),
                     r.head_scores.clone(),
                     edge,
                     r.seconds,
                     np,
                     format!(
-                        "{} graph, task metric; head score = sum of abs(edge score) over its outgoing edges",
+                        "{} graph, task metric{}; head score = sum of abs(edge score) over its outgoing edges",
                         if cfg.eap_split_qkv {
                             "q/k/v-split"
                         } else {
                             "unsplit"
+                        },
+                        match how {
+                            Attribution::IgInputs { steps } => format!(", {steps} IG steps on the input embeddings"),
+                            _ => String::new(),
                         }
                     ),
                 )?;
-                eap_res = Some(r);
+                if m == Method::Eap {
+                    eap_res = Some(r);
+                } else {
+                    eap_ig_res = Some(r);
+                }
             }
         }
     }
@@ -343,7 +441,8 @@ pub fn compare(
         let RocCurve { fpr, tpr, .. } = roc_curve(s, &mask, true)?;
         roc.insert(name.clone(), RocPoints { fpr, tpr });
     }
-    Ok(CompareResult {
+    let graph = CircuitGraph::for_model(model, true);
+    let mut out = CompareResult {
         model: model.source.clone(),
         task: task.name.clone(),
         device: device.to_string(),
@@ -356,9 +455,172 @@ pub fn compare(
         roc,
         acdc: acdc_res,
         eap: eap_res,
+        eap_ig: eap_ig_res,
         patching: patch_res,
+        d_model: model.cfg.d_model,
+        graph_mlp: graph.has_mlp,
+        graph_parallel: graph.parallel,
+        curves: BTreeMap::new(),
+        faithfulness: None,
+        stability: None,
         sae_auc,
-    })
+    };
+    if cfg.resamples > 0 {
+        crate::interrupt::check()?;
+        stability(&mut out, cfg, k, np, sae_acts.as_ref(), progress)?;
+    }
+    if cfg.eval_pairs > 0 {
+        crate::interrupt::check()?;
+        let t0 = Instant::now();
+        let eval = prepare(&d.task, tok, cfg.eval_pairs, d.seed, d.bos, cfg.eval_split)?;
+        let note = if d.split == Split::All {
+            format!(
+                "discovery used every pair (--split all), so these {} pairs were seen by it",
+                cfg.eval_split.name()
+            )
+        } else if d.split == cfg.eval_split {
+            format!("discovery used the same split ({})", d.split.name())
+        } else {
+            String::new()
+        };
+        let gm = GraphModel::new(model, true)?;
+        let methods = out
+            .rows
+            .iter()
+            .map(|r| Ok((r.method.clone(), out.mib_scores(&r.method)?)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter_map(|(name, s)| s.map(|(s, level)| (name, s, level)))
+            .collect::<Vec<_>>();
+        let (m, curves) = circuit_curves(
+            &gm,
+            &eval.clean,
+            &eval.corrupt,
+            &eval.tokens,
+            &methods,
+            &PERCENTAGES,
+            cfg.ablation,
+            d.batch_size,
+            progress,
+        )?;
+        for r in &mut out.rows {
+            if let Some(c) = curves.get(&r.method) {
+                r.cpr = Some(c.cpr);
+                r.cmd = Some(c.cmd);
+            }
+        }
+        out.curves = curves;
+        out.faithfulness = Some(FaithfulnessSetup {
+            split: cfg.eval_split,
+            pairs: eval.clean.len(),
+            ablation: cfg.ablation,
+            metric_full: m.full,
+            metric_empty: m.empty,
+            n_edges: gm.graph.n_edges(),
+            seconds: t0.elapsed().as_secs_f64(),
+            note,
+        });
+    }
+    Ok(out)
+}
+
+/// Mean Jaccard overlap |A ∩ B| / |A ∪ B| of the top-`k` sets over every pair of runs
+/// (ties go to the lower head index).
+pub fn mean_jaccard(runs: &[Vec<f64>], k: usize) -> Option<f64> {
+    if runs.len() < 2 || k == 0 {
+        return None;
+    }
+    let tops: Vec<std::collections::BTreeSet<usize>> = runs
+        .iter()
+        .map(|s| {
+            let mut idx: Vec<usize> = (0..s.len()).collect();
+            idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+            idx.into_iter().take(k).collect()
+        })
+        .collect();
+    let (mut sum, mut n) = (0f64, 0usize);
+    for i in 0..tops.len() {
+        for j in i + 1..tops.len() {
+            let inter = tops[i].intersection(&tops[j]).count() as f64;
+            let union = tops[i].union(&tops[j]).count() as f64;
+            sum += if union > 0.0 { inter / union } else { 1.0 };
+            n += 1;
+        }
+    }
+    Some(sum / n as f64)
+}
+
+/// Each row's stability over `cfg.resamples` bootstrap resamples of its pairs: per-pair
+/// scores are resampled for patching, EAP and EAP-IG; the SAE method and its baselines are
+/// retrained and rescored on each resample of their pairs. ACDC is not resampled (each run
+/// is a whole threshold sweep).
+fn stability(
+    out: &mut CompareResult,
+    cfg: &CompareConfig,
+    k: usize,
+    np: usize,
+    sae: Option<&(Activations, DiscoverConfig)>,
+    progress: &mut Progress<'_>,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let seed = cfg.discover.seed;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_b007);
+    let mut runs: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    let sae_rows: Vec<String> = out
+        .rows
+        .iter()
+        .map(|r| r.method.clone())
+        .filter(|m| {
+            m.starts_with("sae")
+                || [
+                    ScorerKind::ClassMeans.name(),
+                    ScorerKind::ClassMeansZ.name(),
+                    ScorerKind::Random.name(),
+                ]
+                .contains(&m.as_str())
+        })
+        .collect();
+    for b in 0..cfg.resamples {
+        crate::interrupt::check()?;
+        progress("stability", b, cfg.resamples);
+        let sample: Vec<usize> = (0..np).map(|_| rng.random_range(0..np)).collect();
+        if let Some(p) = &out.patching {
+            let e = p.effect_of(&sample)?;
+            runs.entry("patching".into())
+                .or_default()
+                .push(e.iter().map(|x| x.abs()).collect());
+        }
+        for r in [&out.eap, &out.eap_ig].into_iter().flatten() {
+            runs.entry(r.attribution.name().into())
+                .or_default()
+                .push(r.head_scores_of(&sample)?);
+        }
+        if let Some((acts, dc)) = sae {
+            let n_pairs = acts.pair.iter().copied().max().map_or(0, |m| m + 1);
+            let pairs: Vec<usize> = (0..n_pairs).map(|_| rng.random_range(0..n_pairs)).collect();
+            let s = resample_scores(acts, &pairs, dc, dc.seed.wrapping_add(1 + b as u64))?;
+            for row in &sae_rows {
+                let scorer = if row.starts_with("sae") {
+                    dc.scorer.name()
+                } else {
+                    row.as_str()
+                };
+                if let Some(v) = s.get(scorer) {
+                    runs.entry(row.clone()).or_default().push(v.clone());
+                }
+            }
+        }
+    }
+    progress("stability", cfg.resamples, cfg.resamples);
+    for r in &mut out.rows {
+        r.stability = runs.get(&r.method).and_then(|v| mean_jaccard(v, k));
+    }
+    out.stability = Some(StabilitySetup {
+        k,
+        resamples: cfg.resamples,
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    Ok(())
 }
 
 fn circuit_spec(c: &CircuitSpec) -> String {
@@ -368,7 +630,107 @@ fn circuit_spec(c: &CircuitSpec) -> String {
     }
 }
 
+/// Per-head scores (layer-major, higher = more important) as MIB node scores: `input` and
+/// the MLPs unscored, edge scores zero (node-level selection reads the nodes only).
+pub fn head_mib_scores(graph: &CircuitGraph, heads: &[f64]) -> Result<MibScores> {
+    let s32: Vec<f32> = heads.iter().map(|&x| x as f32).collect();
+    let mut m = MibScores::from_importance(&vec![0.0; graph.n_edges()], None);
+    m.nodes = Some(MibScores::head_nodes(graph, &s32)?);
+    Ok(m)
+}
+
+/// Edge scores of a graph moved onto the q/k/v-split graph of the same shape: an unsplit
+/// graph's edge into a head gives its score to the edges into the head's q, k and v.
+pub fn edges_on_split(scores: &[f64], from: &CircuitGraph, to: &CircuitGraph) -> Result<Vec<f64>> {
+    if scores.len() != from.n_edges() {
+        return Err(Error::shape("edge scores", from.n_edges(), scores.len()));
+    }
+    if from.split_qkv {
+        return Ok(scores.to_vec());
+    }
+    let at: HashMap<Receiver, usize> = from
+        .receivers
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r, i))
+        .collect();
+    (0..to.n_edges())
+        .map(|e| {
+            let (s, r) = to.edge(e);
+            let r = match to.receivers[r] {
+                Receiver::Head { layer, head, .. } => Receiver::Head {
+                    layer,
+                    head,
+                    port: crate::model::graph::Port::Qkv,
+                },
+                other => other,
+            };
+            at.get(&r)
+                .and_then(|&r| from.edge_id(s, r))
+                .map(|i| scores[i])
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("edge {} has no unsplit twin", to.edge_label(e)))
+                })
+        })
+        .collect()
+}
+
 impl CompareResult {
+    /// The model's q/k/v-split graph, on which MIB places every method's scores.
+    pub fn mib_graph(&self) -> CircuitGraph {
+        CircuitGraph::new(
+            self.n_layers,
+            self.n_heads,
+            self.graph_mlp,
+            true,
+            self.graph_parallel,
+        )
+    }
+
+    /// A row's scores in MIB's convention (higher = more important) on [`Self::mib_graph`],
+    /// and the level they are evaluated at: edges for EAP, EAP-IG and ACDC's edge modes,
+    /// nodes (heads; `input` and MLPs unscored) for the head-only methods. Patching gives
+    /// its signed effect, so CPR's signed ranking puts heads that work against the task last.
+    pub fn mib_scores(&self, method: &str) -> Result<Option<(MibScores, MibLevel)>> {
+        let g = self.mib_graph();
+        let heads = |s: &[f64]| Ok::<_, Error>((head_mib_scores(&g, s)?, MibLevel::Node));
+        let edges_of = |r: &EapResult| -> Result<(MibScores, MibLevel)> {
+            let from = CircuitGraph::new(r.n_layers, r.n_heads, r.has_mlp, r.split_qkv, r.parallel);
+            let e = edges_on_split(&r.edge_scores, &from, &g)?;
+            let nodes =
+                (r.node_scores.len() == g.senders.len()).then_some(r.node_scores.as_slice());
+            Ok((MibScores::from_metric_change(&e, nodes), MibLevel::Edge))
+        };
+        Ok(Some(match method {
+            "eap" => match &self.eap {
+                Some(r) => edges_of(r)?,
+                None => return Ok(None),
+            },
+            "eap-ig" => match &self.eap_ig {
+                Some(r) => edges_of(r)?,
+                None => return Ok(None),
+            },
+            "patching" => match &self.patching {
+                Some(p) => heads(&p.effect.iter().map(|&x| x as f64).collect::<Vec<_>>())?,
+                None => return Ok(None),
+            },
+            m if m.starts_with("acdc") => {
+                match (&self.acdc, self.acdc.as_ref().and_then(|a| a.graph())) {
+                    (Some(a), Some(from)) => {
+                        let e = edges_on_split(&a.edge_scores, &from, &g)?;
+                        (MibScores::from_importance(&e, None), MibLevel::Edge)
+                    }
+                    (Some(a), None) => heads(&a.head_scores)?,
+                    _ => return Ok(None),
+                }
+            }
+            m => match self.head_scores.get(m) {
+                Some(s) => heads(s)?,
+                None => return Ok(None),
+            },
+        }))
+    }
+
     /// A saved `compare.json` (`path` names it in errors), checked whole before use: every
     /// per-head list has one value per head, and every head and edge id a saved circuit
     /// names lies inside the model and graph the file describes.
@@ -431,15 +793,23 @@ impl CompareResult {
                 }
             }
         }
-        if let Some(e) = &self.eap {
-            same_model("eap", e.n_layers, e.n_heads)?;
-            per_head("eap.head_scores", e.head_scores.len())?;
+        for (what, e) in [("eap", &self.eap), ("eap_ig", &self.eap_ig)] {
+            let Some(e) = e else { continue };
+            same_model(what, e.n_layers, e.n_heads)?;
+            per_head(&format!("{what}.head_scores"), e.head_scores.len())?;
             let g = CircuitGraph::new(e.n_layers, e.n_heads, e.has_mlp, e.split_qkv, e.parallel);
             if e.edge_scores.len() != g.n_edges() {
                 return Err(format!(
-                    "eap.edge_scores has {} values for a graph of {} edges",
+                    "{what}.edge_scores has {} values for a graph of {} edges",
                     e.edge_scores.len(),
                     g.n_edges()
+                ));
+            }
+            if !e.node_scores.is_empty() && e.node_scores.len() != g.senders.len() {
+                return Err(format!(
+                    "{what}.node_scores has {} values for a graph of {} nodes",
+                    e.node_scores.len(),
+                    g.senders.len()
                 ));
             }
         }
@@ -477,8 +847,12 @@ impl CompareResult {
                     (Some(a), Some(g)) => edge_auc(&circuit, &g, &a.edge_scores)?,
                     _ => None,
                 }
-            } else if row.method == "eap" {
-                match &self.eap {
+            } else if row.method == "eap" || row.method == "eap-ig" {
+                match if row.method == "eap" {
+                    &self.eap
+                } else {
+                    &self.eap_ig
+                } {
                     Some(e) => {
                         let g = CircuitGraph::new(
                             e.n_layers,
@@ -516,18 +890,49 @@ impl CompareResult {
                 format!(", {} edges", self.circuit.edges.len())
             }
         );
-        s.push_str("| method | node AUC | edge AUC | time (s) | time / SAE | pairs | notes |\n");
-        s.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+        let num = |x: Option<f64>| x.map_or("—".into(), |a| format!("{a:.3}"));
+        s.push_str(
+            "| method | node AUC | edge AUC | CPR ↑ | CMD ↓ | stability | time (s) | time / SAE | pairs | notes |\n",
+        );
+        s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for r in &self.rows {
             s.push_str(&format!(
-                "| {} | {:.3} | {} | {:.2} | {} | {} | {} |\n",
+                "| {} | {:.3} | {} | {} | {} | {} | {:.2} | {} | {} | {} |\n",
                 r.method,
                 r.node_auc,
-                r.edge_auc.map_or("—".into(), |a| format!("{a:.3}")),
+                num(r.edge_auc),
+                num(r.cpr),
+                num(r.cmd),
+                num(r.stability),
                 r.seconds,
                 r.time_vs_sae.map_or("—".into(), |x| format!("{x:.2}×")),
                 r.pairs,
                 r.notes.replace('|', "/")
+            ));
+        }
+        if let Some(f) = &self.faithfulness {
+            s.push_str(&format!(
+                "\nCPR and CMD: MIB's faithfulness curves (11 circuit sizes, edges outside the \
+                 circuit ablated by {}) on {} pairs of the {} split; m(whole model) {:.3}, \
+                 m(all ablated) {:.3}; {:.1} s.{}\n",
+                f.ablation.name(),
+                f.pairs,
+                f.split.name(),
+                f.metric_full,
+                f.metric_empty,
+                f.seconds,
+                if f.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Note: {}.", f.note)
+                }
+            ));
+        }
+        if let Some(st) = &self.stability {
+            s.push_str(&format!(
+                "\nStability: mean Jaccard overlap of the top {} heads between {} bootstrap \
+                 resamples of the pairs (ACDC not resampled); {:.1} s.\n",
+                st.k, st.resamples, st.seconds
             ));
         }
         s

@@ -5,6 +5,7 @@
 //! ACDC and EAP on the same prompts.
 pub mod compare;
 pub mod discover;
+pub mod evaluate;
 pub mod patch;
 pub mod prompts;
 

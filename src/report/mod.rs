@@ -1,6 +1,8 @@
 //! Files a run leaves behind: hooked tensors (safetensors with head labels), run
 //! manifests, CSV and SVG plots. Never touches the GPU.
 pub mod compare;
+pub mod evaluate;
+pub mod mib;
 pub mod out;
 pub mod patch;
 pub mod run;
