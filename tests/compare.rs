@@ -40,6 +40,7 @@ fn config(circuit: &str, granularity: Granularity) -> CompareConfig {
         eval_split: headcode::pipeline::Split::Validation,
         ablation: headcode::eval::mib_curve::CircuitAblation::Patching,
         resamples: 4,
+        stability_k: Some(3),
     }
 }
 
@@ -253,4 +254,44 @@ fn compare_heads_mode_and_errors() {
     let mut c = config(circ.to_str().unwrap(), Granularity::Heads);
     c.methods.clear();
     assert!(compare(&m, &tok, &c, "cpu", &mut |_, _, _| {}).is_err());
+}
+
+#[test]
+fn stability_and_graph_helpers() {
+    use headcode::pipeline::compare::{edges_on_split, mean_jaccard};
+    let a = vec![4.0, 3.0, 2.0, 1.0];
+    let b = vec![1.0, 2.0, 3.0, 4.0];
+    let c = vec![4.0, 2.0, 3.0, 1.0];
+    assert_eq!(mean_jaccard(&[a.clone(), a.clone()], 2), Some(1.0));
+    assert_eq!(mean_jaccard(&[a.clone(), b.clone()], 2), Some(0.0));
+    // {0,1} {2,3} {0,2}: pairs 0, 1/3, 1/3.
+    let j = mean_jaccard(&[a.clone(), b, c], 2).unwrap();
+    assert!((j - 2.0 / 9.0).abs() < 1e-12, "{j}");
+    // Ties go to the lower index.
+    assert_eq!(
+        mean_jaccard(&[vec![1.0; 4], vec![1.0, 1.0, 0.0, 0.0]], 2),
+        Some(1.0)
+    );
+    assert_eq!(mean_jaccard(&[a], 2), None);
+
+    // An unsplit graph's edge into a head gives its score to the q, k and v edges.
+    let un = CircuitGraph::new(2, 3, true, false, false);
+    let sp = CircuitGraph::new(2, 3, true, true, false);
+    let scores: Vec<f64> = (0..un.n_edges()).map(|e| e as f64).collect();
+    let moved = edges_on_split(&scores, &un, &sp).unwrap();
+    assert_eq!(moved.len(), sp.n_edges());
+    for e in 0..sp.n_edges() {
+        let label = sp.edge_label(e);
+        let base = label
+            .strip_suffix(".q")
+            .or_else(|| label.strip_suffix(".k"))
+            .or_else(|| label.strip_suffix(".v"))
+            .unwrap_or(&label);
+        let want = (0..un.n_edges())
+            .find(|&i| un.edge_label(i) == base)
+            .unwrap();
+        assert_eq!(moved[e], want as f64, "{label}");
+    }
+    assert_eq!(edges_on_split(&moved, &sp, &sp).unwrap(), moved);
+    assert!(edges_on_split(&scores[1..], &un, &sp).is_err());
 }

@@ -66,6 +66,9 @@ pub struct CompareArgs {
     /// Bootstrap resamples of the pairs for each method's stability (0: skip).
     #[arg(long, default_value_t = 20)]
     resamples: usize,
+    /// The k of stability's top-k heads (default: 10 % of the heads, rounded up).
+    #[arg(long)]
+    stability_k: Option<usize>,
     /// Also write every method's scores as MIB submission folders
     /// (`DIR/<method>/<task>_<model>/importances.json`).
     #[arg(long)]
@@ -129,6 +132,7 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
         eval_split: a.eval_split,
         ablation: a.ablation,
         resamples: a.resamples,
+        stability_k: a.stability_k,
     };
     // The MIB folder is checked before the run, like --out.
     let mut mib_out = match &a.mib {

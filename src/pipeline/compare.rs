@@ -5,7 +5,7 @@
 //! - CPR and CMD, MIB's faithfulness areas, on pairs of a held-out split
 //!   ([`super::evaluate::circuit_curves`]);
 //! - bootstrap stability: the mean Jaccard overlap of its top-k heads between resamples of
-//!   the pairs (k = the reference circuit's size), computed from per-pair scores where a
+//!   the pairs (k = 10 % of the heads by default), computed from per-pair scores where a
 //!   method has them and by rerunning the SAE training where it has not.
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -63,6 +63,8 @@ pub struct CompareConfig {
     pub ablation: CircuitAblation,
     /// Bootstrap resamples of the pairs for each method's stability (0: none).
     pub resamples: usize,
+    /// The k of stability's top-k heads (default: 10 % of the heads, rounded up).
+    pub stability_k: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,7 +116,7 @@ pub struct FaithfulnessSetup {
 /// How stability was measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StabilitySetup {
-    /// Top-k heads compared (the reference circuit's size).
+    /// Top-k heads compared.
     pub k: usize,
     pub resamples: usize,
     pub seconds: f64,
@@ -209,6 +211,13 @@ pub fn compare(
     };
     circuit.validate(nl, nh)?;
     let mask = circuit.mask(nl, nh);
+    let sk = cfg.stability_k.unwrap_or((nl * nh).div_ceil(10));
+    if sk == 0 || sk >= nl * nh {
+        return Err(Error::InvalidInput(format!(
+            "--stability-k {sk}: use 1 to {} heads",
+            nl * nh - 1
+        )));
+    }
     let k = mask.iter().filter(|&&x| x).count();
     if k == 0 || k == mask.len() {
         return Err(Error::Circuit(format!(
@@ -467,7 +476,7 @@ pub fn compare(
     };
     if cfg.resamples > 0 {
         crate::interrupt::check()?;
-        stability(&mut out, cfg, k, np, sae_acts.as_ref(), progress)?;
+        stability(&mut out, cfg, sk, np, sae_acts.as_ref(), progress)?;
     }
     if cfg.eval_pairs > 0 {
         crate::interrupt::check()?;
