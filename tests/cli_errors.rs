@@ -498,3 +498,84 @@ fn predict_shows_partial_characters() {
     assert_eq!(out.lines().count(), 301, "{out}");
     assert!(out.contains("\"<0x"), "{out}");
 }
+
+/// `evaluate`'s bad input: a missing score file, scores for another model, NaN scores and
+/// circuit sizes out of order, each one line naming the file or the value.
+#[test]
+fn evaluate_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("gpt2_tiny");
+    let m = model.to_str().unwrap();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    assert_one_line_error(
+        &[
+            "evaluate",
+            m,
+            "--task",
+            "ioi",
+            "--scores",
+            "/no/such/importances.json",
+            "--out",
+            o,
+        ],
+        &["/no/such/importances.json"],
+    );
+    // A graph of another shape.
+    let other = headcode::model::graph::CircuitGraph::new(3, 2, true, true, false);
+    let scores = headcode::mib::MibScores::from_importance(&vec![0.5; other.n_edges()], None);
+    let g = headcode::mib::MibGraph::new(&other, 8, scores).unwrap();
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, g.to_json()).unwrap();
+    assert_one_line_error(
+        &[
+            "evaluate",
+            m,
+            "--task",
+            "ioi",
+            "--scores",
+            wrong.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["wrong.json"],
+    );
+    // NaN in an edge score of the right graph (Python's json writes NaN as a bare token).
+    let tiny = common::fixture("gpt2_tiny");
+    let right = headcode::model::graph::CircuitGraph::for_model(&tiny, true);
+    let scores = headcode::mib::MibScores::from_importance(&vec![0.5; right.n_edges()], None);
+    let good = headcode::mib::MibGraph::new(&right, tiny.cfg.d_model, scores).unwrap();
+    let nan = dir.path().join("nan.json");
+    let text = good.to_json();
+    let i = text.find("\"score\": ").unwrap() + "\"score\": ".len();
+    let j = i + text[i..].find([',', '}']).unwrap();
+    std::fs::write(&nan, format!("{}NaN{}", &text[..i], &text[j..])).unwrap();
+    assert_one_line_error(
+        &[
+            "evaluate",
+            m,
+            "--task",
+            "ioi",
+            "--scores",
+            nan.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["nan.json", "score"],
+    );
+    assert_one_line_error(
+        &[
+            "evaluate",
+            m,
+            "--task",
+            "ioi",
+            "--scores",
+            wrong.to_str().unwrap(),
+            "--percentages",
+            "0,50,20,100",
+            "--out",
+            o,
+        ],
+        &["increase"],
+    );
+}
