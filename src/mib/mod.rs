@@ -327,6 +327,18 @@ impl MibScores {
         }
     }
 
+    /// A head-only method's scores (per head, layer-major, higher = more important): node
+    /// scores from [`MibScores::head_nodes`], every edge score 0. Such a file is meant for
+    /// node-level evaluation, with every edge `in_graph` ([`MibGraph::include_all`]), as
+    /// MIB's node-level examples are.
+    pub fn for_heads(graph: &CircuitGraph, head_scores: &[f64]) -> Result<Self> {
+        let heads: Vec<f32> = head_scores.iter().map(|&x| x as f32).collect();
+        Ok(MibScores {
+            edges: vec![0.0; graph.n_edges()],
+            nodes: Some(Self::head_nodes(graph, &heads)?),
+        })
+    }
+
     /// Node scores from per-head scores (layer-major, `l * n_heads + h`): `input` and the
     /// MLPs are unscored (NaN), so node-level selection keeps them, as MIB's head-only
     /// examples do.
