@@ -285,6 +285,15 @@ fn names_map_both_ways() {
 }
 
 #[test]
+fn submission_layout() {
+    let p = headcode::mib::submission_file(Path::new("out"), "eap-ig", "greater_than", "gpt2");
+    assert_eq!(
+        p,
+        Path::new("out/eap-ig/greater-than_gpt2/importances.json")
+    );
+}
+
+#[test]
 fn non_mib_graphs_are_refused() {
     let e = MibConfig::for_graph(&CircuitGraph::new(2, 3, true, false, false), 8).unwrap_err();
     assert!(e.to_string().contains("split q/k/v"), "{e}");

@@ -713,6 +713,15 @@ impl MibGraph {
     }
 }
 
+/// Where a MIB submission keeps one method's file for one task and model:
+/// `DIR/<method>/<task>_<model>/importances.json`, with `_` in the task spelled `-`, as
+/// MIB-circuit-track's `run_attribution.py` names it.
+pub fn submission_file(dir: &Path, method: &str, task: &str, model: &str) -> std::path::PathBuf {
+    dir.join(method)
+        .join(format!("{}_{model}", task.replace('_', "-")))
+        .join("importances.json")
+}
+
 /// Whether `text` is a MIB graph file: an object with `cfg`, `nodes` and `edges` objects
 /// (Python's JSON dialect, `NaN` included). Lets a reader of several circuit formats pick
 /// this one.
