@@ -17,7 +17,8 @@
 //! permuted only when written.
 //!
 //! Scores are f32, as EAP-IG holds them (a torch float32 tensor), so a file read here ranks
-//! and ties exactly as it does there. Signs follow MIB: see [`MibScores`].
+//! as it does there (ties at a cut aside: see [`apply_topn`]). Signs follow MIB: see
+//! [`MibScores`].
 //!
 //! Neuron-level graphs (`neurons`, `neurons_scores`) are not supported.
 
@@ -30,7 +31,7 @@ use crate::error::{read_text, Error, Result};
 use crate::model::graph::{CircuitGraph, Port, Receiver, Sender};
 use json::{quote, J};
 
-pub use select::{apply_topn, MibLevel, MibSelection};
+pub use select::{apply_topn, n_items, MibLevel, MibSelection};
 
 /// The `cfg` of a MIB file: what EAP-IG's `Graph.from_model` copies from a
 /// `HookedTransformer`'s config, in the order `to_json` writes it.
