@@ -200,6 +200,24 @@ def main():
     if gt.is_file():
         put("circuit_json", "ground_truth_heads", gt.read_bytes())
 
+    # MIB graph files: EAP-IG's own (tests/fixtures/mib/, written by scripts/mib_golden.py),
+    # and the two smallest graphs, which the fuzzer mutates fastest.
+    for name in ("tiny", "tiny_parallel"):
+        put("mib_json", name, (FIX / "mib" / f"{name}.json").read_bytes())
+    put("mib_json", "zero_layers", json.dumps({
+        "cfg": {"n_layers": 0, "n_heads": 0, "parallel_attn_mlp": False, "d_model": 1},
+        "nodes": {"input": {"in_graph": True}, "logits": {"in_graph": True}},
+        "edges": {"input->logits": {"score": 0.5, "in_graph": True}}}).encode())
+    one = ["input->a0.h0<q>", "input->a0.h0<k>", "input->a0.h0<v>", "input->m0", "a0.h0->m0",
+           "input->logits", "a0.h0->logits", "m0->logits"]
+    put("mib_json", "one_head_node_scores", json.dumps({
+        "cfg": {"n_layers": 1, "n_heads": 1, "parallel_attn_mlp": False, "d_model": 4},
+        "nodes": {"input": {"in_graph": True, "score": float("nan")},
+                  "a0.h0": {"in_graph": True, "score": -0.25},
+                  "m0": {"in_graph": False, "score": 1e-05},
+                  "logits": {"in_graph": True, "score": float("nan")}},
+        "edges": {e: {"score": (i - 3) / 8, "in_graph": i % 2 == 0} for i, e in enumerate(one)}}).encode())
+
     if RUNS.is_dir():
         codes = (RUNS / "codes.json").read_bytes()
         scores = (RUNS / "scores.json").read_bytes()

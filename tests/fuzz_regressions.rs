@@ -152,6 +152,11 @@ fn compare_rescore() {
     check("compare_rescore");
 }
 
+#[test]
+fn mib_json() {
+    check("mib_json");
+}
+
 /// Every fuzz target has a test above (a new target needs one).
 #[test]
 fn every_target_is_checked() {

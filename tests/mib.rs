@@ -285,6 +285,15 @@ fn names_map_both_ways() {
 }
 
 #[test]
+fn submission_layout() {
+    let p = headcode::mib::submission_file(Path::new("out"), "eap-ig", "greater_than", "gpt2");
+    assert_eq!(
+        p,
+        Path::new("out/eap-ig/greater-than_gpt2/importances.json")
+    );
+}
+
+#[test]
 fn non_mib_graphs_are_refused() {
     let e = MibConfig::for_graph(&CircuitGraph::new(2, 3, true, false, false), 8).unwrap_err();
     assert!(e.to_string().contains("split q/k/v"), "{e}");
@@ -355,6 +364,20 @@ fn sign_convention() {
     let nodes = MibScores::head_nodes(&graph, &[1., 2., 3., 4., 5., 6.]).unwrap();
     assert!(nodes[0].is_nan() && nodes[graph.mlp_sender(0).unwrap()].is_nan());
     assert_eq!(nodes[graph.head_sender(1, 2)], 6.0);
+    let s = MibScores::for_heads(&graph, &[1., 2., 3., 4., 5., 6.]).unwrap();
+    assert_eq!(s.edges, vec![0.0; graph.n_edges()]);
+    let mut g = MibGraph::new(&graph, 8, s).unwrap();
+    g.include_all();
+    assert_eq!(g.n_items(MibLevel::Node).unwrap(), 6);
+    // The top two heads (L1H2, L1H1) survive node-level selection with input and the MLPs.
+    let sel = g.apply_topn(2, true, MibLevel::Node).unwrap();
+    let kept: Vec<usize> = (0..sel.nodes.len()).filter(|&i| sel.nodes[i]).collect();
+    let (m0, m1) = (graph.mlp_sender(0).unwrap(), graph.mlp_sender(1).unwrap());
+    assert_eq!(
+        kept,
+        vec![0, m0, graph.head_sender(1, 1), graph.head_sender(1, 2), m1]
+    );
+    assert!(MibScores::for_heads(&graph, &[1.0]).is_err());
 }
 
 /// Apply `edit` to tiny.json's text and read it: the error must be one line naming the

@@ -33,6 +33,7 @@ pub const TARGETS: &[&str] = &[
     "circuit_json",
     "score_rescore",
     "compare_rescore",
+    "mib_json",
 ];
 
 /// Run `data` through the driver of `target` (the regression test's entry).
@@ -50,6 +51,7 @@ pub fn run(target: &str, data: &[u8]) -> Result<()> {
         "circuit_json" => circuit_json(data),
         "score_rescore" => score_rescore(data),
         "compare_rescore" => compare_rescore(data),
+        "mib_json" => mib_json(data),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }
@@ -435,6 +437,72 @@ pub fn compare_rescore(data: &[u8]) -> Result<()> {
     let _ = r.markdown();
     let mut out = headcode::report::out::OutDir::prepare(&scratch("compare_rescore"), true)?;
     headcode::report::compare::write_compare(&mut out, &r)?;
+    Ok(())
+}
+
+/// A fuzzed MIB circuit file (EAP-IG's graph JSON), read as `--circuit FILE.json` and as
+/// scores to evaluate: `mib::MibGraph::from_json`, then what `evaluate` does with it
+/// (checked against a model, top-n + prune at the edge and node level), and the round trip
+/// `to_json` → `from_json`, which must give the same graph back (a panic here is a finding).
+pub fn mib_json(data: &[u8]) -> Result<()> {
+    use headcode::mib::{MibGraph, MibLevel};
+    use headcode::model::graph::CircuitGraph;
+    let Some(text) = utf8(data) else {
+        return Ok(());
+    };
+    let source = Path::new("fuzz.json");
+    // `--circuit` takes the same file (and any other circuit format).
+    if let Ok(c) = headcode::tasks::Circuit::from_json_str(text, "fuzz") {
+        let _ = c.validate(12, 12);
+    }
+    let g = MibGraph::from_json(text, source)?;
+    let own = g.cfg.graph();
+    g.check_model(&own, g.cfg.d_model, source)?;
+    let _ = g.check_model(&CircuitGraph::new(12, 12, true, true, false), 768, source);
+    let _ = g.check_model(&CircuitGraph::new(2, 3, true, false, false), 16, source);
+    for level in [MibLevel::Edge, MibLevel::Node] {
+        let Ok(items) = g.n_items(level) else {
+            continue;
+        };
+        for n in [0, 1, items / 2, items, items + 1] {
+            for absolute in [true, false] {
+                if let Ok(sel) = g.apply_topn(n, absolute, level) {
+                    assert!(n <= items, "top-{n} of {items} accepted");
+                    assert!(sel.n_edges() as f64 <= sel.weighted_edge_count);
+                }
+            }
+        }
+    }
+    let _ = g.heads_in_graph();
+    let _ = g.edge_labels_in_graph();
+    let text2 = g.to_json();
+    let back = MibGraph::from_json(&text2, source)
+        .unwrap_or_else(|e| panic!("our own file does not read back: {e}"));
+    let bits = |g: &MibGraph| {
+        (
+            g.scores
+                .edges
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>(),
+            g.scores
+                .nodes
+                .as_ref()
+                .map(|n| n.iter().map(|x| x.to_bits()).collect::<Vec<_>>()),
+        )
+    };
+    assert!(
+        back.cfg == g.cfg
+            && bits(&back) == bits(&g)
+            && back.edges_in_graph == g.edges_in_graph
+            && back.nodes_in_graph == g.nodes_in_graph,
+        "write → read is not the identity"
+    );
+    assert_eq!(
+        back.to_json(),
+        text2,
+        "write → read → write changed the file"
+    );
     Ok(())
 }
 

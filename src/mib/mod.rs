@@ -17,7 +17,8 @@
 //! permuted only when written.
 //!
 //! Scores are f32, as EAP-IG holds them (a torch float32 tensor), so a file read here ranks
-//! and ties exactly as it does there. Signs follow MIB: see [`MibScores`].
+//! as it does there (ties at a cut aside: see [`apply_topn`]). Signs follow MIB: see
+//! [`MibScores`].
 //!
 //! Neuron-level graphs (`neurons`, `neurons_scores`) are not supported.
 
@@ -325,6 +326,18 @@ impl MibScores {
             edges: edges.iter().map(|&x| x as f32).collect(),
             nodes: nodes.map(|n| n.iter().map(|&x| x as f32).collect()),
         }
+    }
+
+    /// A head-only method's scores (per head, layer-major, higher = more important): node
+    /// scores from [`MibScores::head_nodes`], every edge score 0. Such a file is meant for
+    /// node-level evaluation, with every edge `in_graph` ([`MibGraph::include_all`]), as
+    /// MIB's node-level examples are.
+    pub fn for_heads(graph: &CircuitGraph, head_scores: &[f64]) -> Result<Self> {
+        let heads: Vec<f32> = head_scores.iter().map(|&x| x as f32).collect();
+        Ok(MibScores {
+            edges: vec![0.0; graph.n_edges()],
+            nodes: Some(Self::head_nodes(graph, &heads)?),
+        })
     }
 
     /// Node scores from per-head scores (layer-major, `l * n_heads + h`): `input` and the
@@ -699,6 +712,15 @@ impl MibGraph {
         v.sort();
         v
     }
+}
+
+/// Where a MIB submission keeps one method's file for one task and model:
+/// `DIR/<method>/<task>_<model>/importances.json`, with `_` in the task spelled `-`, as
+/// MIB-circuit-track's `run_attribution.py` names it.
+pub fn submission_file(dir: &Path, method: &str, task: &str, model: &str) -> std::path::PathBuf {
+    dir.join(method)
+        .join(format!("{}_{model}", task.replace('_', "-")))
+        .join("importances.json")
 }
 
 /// Whether `text` is a MIB graph file: an object with `cfg`, `nodes` and `edges` objects

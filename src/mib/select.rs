@@ -57,9 +57,8 @@ fn node_scores(scores: &MibScores) -> Result<&[f32]> {
     })
 }
 
-/// Indices of `keys` sorted by value, largest first, ties in index order: what torch's
-/// `argsort(descending=True)` gives on the CPU for these sizes (its sort is stable there;
-/// the golden fixtures check ties).
+/// Indices of `keys` sorted by value, largest first, ties by the second element (EAP-IG's
+/// flat matrix index): a stable order, where torch's argsort is not stable.
 fn argsort_desc(keys: &[(f32, usize)]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..keys.len()).collect();
     // Keys are finite or -inf (no NaN), so partial_cmp is total here; -0.0 ties 0.0 as in torch.
@@ -82,8 +81,9 @@ fn argsort_desc(keys: &[(f32, usize)]) -> Vec<usize> {
 ///   (NaN) node; every matrix entry out of a node that is in is switched on; then prune.
 ///   `n` may not exceed the number of scored nodes.
 ///
-/// Ties rank by EAP-IG's matrix index (forward node, then backward port), as its stable
-/// CPU sort does.
+/// Ties rank by EAP-IG's matrix index (forward node, then backward port). torch's CPU
+/// argsort is not stable, so where equal scores straddle the cut EAP-IG's choice among
+/// them is arbitrary and may differ from this one (docs/mib.md).
 pub fn apply_topn(
     graph: &CircuitGraph,
     scores: &MibScores,
