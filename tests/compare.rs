@@ -120,6 +120,40 @@ fn compare_runs_every_method_and_its_files_agree() {
     assert!(nodes[0].is_nan()); // input: unscored
     let p = r.patching.as_ref().unwrap();
     assert_eq!(nodes[1], p.effect[0]); // L0H0's signed effect
+
+    // --mib: one submission folder per method, read back to the same scores.
+    let methods: Vec<_> = r
+        .rows
+        .iter()
+        .filter_map(|row| {
+            r.mib_scores(&row.method)
+                .unwrap()
+                .map(|(s, l)| (row.method.clone(), s, l))
+        })
+        .collect();
+    assert_eq!(methods.len(), r.rows.len());
+    let mib_dir = dir.path().join("mib");
+    let written = headcode::report::mib::write_mib(
+        &mut OutDir::prepare(&mib_dir, false).unwrap(),
+        &r.task,
+        "tiny_model",
+        &r.mib_graph(),
+        r.d_model,
+        &methods,
+    )
+    .unwrap();
+    assert!(
+        written.contains(&"eap-ig/ioi_tiny-model/importances.json".to_string()),
+        "{written:?}"
+    );
+    assert!(written.contains(&"sae/ioi_tiny-model/importances.json".to_string()));
+    let back = headcode::mib::MibGraph::read(&mib_dir.join("eap/ioi_tiny-model/importances.json"))
+        .unwrap();
+    back.check_model(&r.mib_graph(), r.d_model, &mib_dir)
+        .unwrap();
+    for (a, b) in back.scores.edges.iter().zip(&eap_mib.edges) {
+        assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+    }
     let mask = r.circuit.mask(2, 4);
     for row in &r.rows {
         let s = &r.head_scores[&row.method];

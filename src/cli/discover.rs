@@ -136,7 +136,7 @@ fn discover_into(a: DiscoverArgs, out: &mut OutDir) -> Result<()> {
             .scores
             .iter()
             .map(|(name, s)| {
-                let m = headcode::pipeline::compare::head_mib_scores(&graph, s)?;
+                let m = headcode::mib::MibScores::for_heads(&graph, s)?;
                 Ok((name.clone(), m, headcode::mib::MibLevel::Node))
             })
             .collect::<headcode::Result<Vec<_>>>()?;

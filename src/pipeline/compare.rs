@@ -639,15 +639,6 @@ fn circuit_spec(c: &CircuitSpec) -> String {
     }
 }
 
-/// Per-head scores (layer-major, higher = more important) as MIB node scores: `input` and
-/// the MLPs unscored, edge scores zero (node-level selection reads the nodes only).
-pub fn head_mib_scores(graph: &CircuitGraph, heads: &[f64]) -> Result<MibScores> {
-    let s32: Vec<f32> = heads.iter().map(|&x| x as f32).collect();
-    let mut m = MibScores::from_importance(&vec![0.0; graph.n_edges()], None);
-    m.nodes = Some(MibScores::head_nodes(graph, &s32)?);
-    Ok(m)
-}
-
 /// Edge scores of a graph moved onto the q/k/v-split graph of the same shape: an unsplit
 /// graph's edge into a head gives its score to the edges into the head's q, k and v.
 pub fn edges_on_split(scores: &[f64], from: &CircuitGraph, to: &CircuitGraph) -> Result<Vec<f64>> {
@@ -702,7 +693,7 @@ impl CompareResult {
     /// its signed effect, so CPR's signed ranking puts heads that work against the task last.
     pub fn mib_scores(&self, method: &str) -> Result<Option<(MibScores, MibLevel)>> {
         let g = self.mib_graph();
-        let heads = |s: &[f64]| Ok::<_, Error>((head_mib_scores(&g, s)?, MibLevel::Node));
+        let heads = |s: &[f64]| Ok::<_, Error>((MibScores::for_heads(&g, s)?, MibLevel::Node));
         let edges_of = |r: &EapResult| -> Result<(MibScores, MibLevel)> {
             let from = CircuitGraph::new(r.n_layers, r.n_heads, r.has_mlp, r.split_qkv, r.parallel);
             let e = edges_on_split(&r.edge_scores, &from, &g)?;

@@ -5,7 +5,7 @@
 //! `in_graph`, as MIB's node-level examples do.
 use super::out::OutDir;
 use crate::error::Result;
-use crate::mib::{MibGraph, MibLevel, MibScores};
+use crate::mib::{submission_file, MibGraph, MibLevel, MibScores};
 use crate::model::graph::CircuitGraph;
 
 /// A name as one part of MIB's `<task>_<model>` (MIB splits on `_`): lower case, `_` and
@@ -39,15 +39,19 @@ pub fn write_mib(
     methods: &[(String, MibScores, MibLevel)],
 ) -> Result<Vec<String>> {
     let mut files = Vec::with_capacity(methods.len());
-    let folder = format!("{}_{}", mib_part(task), mib_part(model));
     for (name, scores, level) in methods {
         let mut g = MibGraph::new(graph, d_model, scores.clone())?;
         if *level == MibLevel::Node {
             g.include_all();
         }
-        let rel = format!("{}/{folder}/importances.json", mib_method(name));
+        let rel = submission_file(
+            std::path::Path::new(""),
+            &mib_method(name),
+            &mib_part(task),
+            &mib_part(model),
+        );
         out.write(&rel, g.to_json())?;
-        files.push(rel);
+        files.push(rel.display().to_string());
     }
     out.commit()?;
     Ok(files)
