@@ -314,7 +314,7 @@ fn stability_and_graph_helpers() {
     let scores: Vec<f64> = (0..un.n_edges()).map(|e| e as f64).collect();
     let moved = edges_on_split(&scores, &un, &sp).unwrap();
     assert_eq!(moved.len(), sp.n_edges());
-    for e in 0..sp.n_edges() {
+    for (e, got) in moved.iter().enumerate() {
         let label = sp.edge_label(e);
         let base = label
             .strip_suffix(".q")
@@ -324,7 +324,7 @@ fn stability_and_graph_helpers() {
         let want = (0..un.n_edges())
             .find(|&i| un.edge_label(i) == base)
             .unwrap();
-        assert_eq!(moved[e], want as f64, "{label}");
+        assert_eq!(*got, want as f64, "{label}");
     }
     assert_eq!(edges_on_split(&moved, &sp, &sp).unwrap(), moved);
     assert!(edges_on_split(&scores[1..], &un, &sp).is_err());
