@@ -338,3 +338,33 @@ fn evaluate_bad_input() {
     .to_string();
     assert!(e.contains("node"), "{e}");
 }
+
+/// Both kinds of area on a curve written out by hand.
+#[test]
+fn curve_areas_by_hand() {
+    use headcode::eval::mib_curve::{Curve, CurvePoint};
+    let pt = |fraction: f64, edge_fraction: f64, faithfulness: f64| CurvePoint {
+        fraction,
+        items: 0,
+        edges: 0,
+        weighted_edges: 0.0,
+        edge_fraction,
+        metric: 0.0,
+        faithfulness,
+    };
+    let c = Curve::new(
+        false,
+        vec![
+            pt(0.0, 0.0, 0.0),
+            pt(0.1, 0.3, 0.5),
+            pt(0.5, 0.6, 1.5),
+            pt(1.0, 1.0, 1.0),
+        ],
+    );
+    // Over the edge fraction: 0.3·0.25 + 0.3·1.0 + 0.4·1.25; |1−f|: 0.3·0.75 + 0.3·0.5 + 0.4·0.25.
+    assert!((c.area_under - (0.075 + 0.3 + 0.5)).abs() < 1e-12);
+    assert!((c.area_from_1 - (0.225 + 0.15 + 0.1)).abs() < 1e-12);
+    // Over the sizes from 10 %: 0.4·1.0 + 0.5·1.25; |1−f|: 0.4·0.5 + 0.5·0.25.
+    assert!((c.area_under_by_size - (0.4 + 0.625)).abs() < 1e-12);
+    assert!((c.area_from_1_by_size - (0.2 + 0.125)).abs() < 1e-12);
+}

@@ -13,6 +13,10 @@
 //! - CPR, the area under f, from the items taken by *signed* score (higher is better);
 //! - CMD, the area between f and 1, from the items taken by |score| (lower is better).
 //!
+//! MIB-circuit-track's code takes its areas over the size fractions instead (0.1 % … 100 %,
+//! no empty circuit), and at the node level EAP-IG's edge count includes matrix entries that
+//! are not edges; [`Curve`] keeps those areas too (`*_by_size`).
+//!
 //! This module takes the circuits as edge masks; which edges make the circuit at each size
 //! (top-n and pruning, as EAP-IG's `Graph`) is [`crate::mib`]'s.
 use std::collections::HashMap;
@@ -105,6 +109,13 @@ pub struct Curve {
     pub area_under: f64,
     /// Trapezoid area of |1 − f| over the edge fraction.
     pub area_from_1: f64,
+    /// The same two areas as MIB-circuit-track's `evaluate_area_under_curve` computes them:
+    /// over the size fractions themselves, from the first non-empty size (its list has no
+    /// 0 %), so numbers can be set beside MIB's leaderboard.
+    #[serde(default)]
+    pub area_under_by_size: f64,
+    #[serde(default)]
+    pub area_from_1_by_size: f64,
 }
 
 impl Curve {
@@ -116,11 +127,21 @@ impl Curve {
             from_1 +=
                 dx * ((1.0 - w[0].faithfulness).abs() + (1.0 - w[1].faithfulness).abs()) / 2.0;
         }
+        let (mut under_s, mut from_1_s) = (0.0, 0.0);
+        let sized: Vec<&CurvePoint> = points.iter().filter(|p| p.fraction > 0.0).collect();
+        for w in sized.windows(2) {
+            let dx = w[1].fraction - w[0].fraction;
+            under_s += dx * (w[0].faithfulness + w[1].faithfulness) / 2.0;
+            from_1_s +=
+                dx * ((1.0 - w[0].faithfulness).abs() + (1.0 - w[1].faithfulness).abs()) / 2.0;
+        }
         Curve {
             absolute,
             points,
             area_under: under,
             area_from_1: from_1,
+            area_under_by_size: under_s,
+            area_from_1_by_size: from_1_s,
         }
     }
 }
