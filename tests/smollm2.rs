@@ -219,6 +219,7 @@ fn processing_keeps_predictions() {
         &LoadOptions {
             processing: Processing::NONE,
             device: Device::Cpu,
+            dtype: None,
         },
     )
     .unwrap();

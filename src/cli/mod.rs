@@ -94,6 +94,14 @@ pub struct ModelArgs {
     pub no_center_unembed: bool,
     #[arg(long)]
     pub no_fold_value_biases: bool,
+    /// Precision of the weights and the forward: f32, bf16 or f16 (default: the
+    /// checkpoint's own on CUDA, f32 on the CPU). Hooked activations reach the SAEs in f32.
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<model::WeightDtype>,
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<model::WeightDtype, String> {
+    s.parse().map_err(|e: headcode::Error| e.to_string())
 }
 
 impl ModelArgs {
@@ -106,6 +114,7 @@ impl ModelArgs {
             no_center_writing_weights: false,
             no_center_unembed: false,
             no_fold_value_biases: false,
+            dtype: None,
         }
     }
 
@@ -125,7 +134,14 @@ impl ModelArgs {
                 fold_value_biases: !self.no_fold_value_biases,
             }
         };
-        Ok(model::load(&spec, &LoadOptions { processing, device })?)
+        Ok(model::load(
+            &spec,
+            &LoadOptions {
+                processing,
+                device,
+                dtype: self.dtype,
+            },
+        )?)
     }
 }
 
