@@ -210,6 +210,7 @@ pub fn collect_on_device(
         );
         lengths_all.extend(out.lengths);
         done += b;
+        crate::memory::sample_device(dev);
         progress(done);
     }
     Ok(DeviceCollected {

@@ -24,6 +24,7 @@ fn load_on(name: &str, device: Device) -> Model {
             processing: Processing::TL_DEFAULT,
             device,
             dtype: None,
+            max_memory: None,
         },
     )
     .unwrap()

@@ -47,6 +47,7 @@ fn load_as(path: &Path, dtype: Option<WeightDtype>) -> headcode::Result<Model> {
             processing: Processing::TL_DEFAULT,
             device: Device::Cpu,
             dtype,
+            max_memory: None,
         },
     )?
     .0)

@@ -220,6 +220,7 @@ fn processing_keeps_predictions() {
             processing: Processing::NONE,
             device: Device::Cpu,
             dtype: None,
+            max_memory: None,
         },
     )
     .unwrap();

@@ -106,6 +106,8 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
         eap_split_qkv: !a.eap_no_split,
     };
     let (model, tok) = a.model.load_on(device(gpu)?)?;
+    let mut cfg = cfg;
+    a.model.fit_batch(&model, tok.as_ref(), &mut cfg.discover)?;
     headcode::interrupt::check()?;
     let device = if gpu { "cuda:0" } else { "cpu" };
     let mut bars = Bars::new(a.quiet);
@@ -116,6 +118,7 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
     let files = headcode::report::compare::write_compare(out, &r)?;
     say_replaced(out);
     say!("{}", r.markdown());
+    say!("{}", r.memory.summary());
     say!(
         "total {:.1} s; wrote {} in {}",
         t0.elapsed().as_secs_f64(),

@@ -310,6 +310,18 @@ pub fn compute_capability(dev: &candle_core::Device) -> Result<Option<(i32, i32)
     Ok(None)
 }
 
+/// Memory in use on `dev` (bytes: the driver's total − free, so candle's pool and other
+/// processes count); `None` on the CPU or when the driver does not answer.
+pub fn device_memory_used(dev: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(c) = dev {
+        let (free, total) = c.cuda_stream().context().mem_get_info().ok()?;
+        return Some((total - free) as u64);
+    }
+    let _ = dev;
+    None
+}
+
 /// Let candle's f32 GEMMs (the forward pass on CUDA) use TF32 tensor cores. Off by default:
 /// the self-test's forward parity (1e-4) is stated for full f32; `bench` reports the TF32
 /// forward's error beside its time. Without the `cuda` feature this is an error.

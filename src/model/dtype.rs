@@ -78,6 +78,15 @@ impl WeightDtype {
     }
 }
 
+/// What a loader is asked for besides the device: the dtype (`--dtype`) and a memory
+/// budget (`--max-memory`, bytes) the weights must fit, checked against the checkpoint's
+/// tensor table before any tensor is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadTarget {
+    pub dtype: Option<WeightDtype>,
+    pub max_bytes: Option<u64>,
+}
+
 /// bf16 arithmetic (cuBLAS's bf16 GEMMs, candle's bf16 kernels) needs sm_80 or newer.
 pub fn check_bf16((major, minor): (i32, i32)) -> Result<()> {
     if major < 8 {

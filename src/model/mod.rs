@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 pub use config::{Activation, ModelConfig, Norm, PosEmbedding, Processing};
-pub use dtype::WeightDtype;
+pub use dtype::{LoadTarget, WeightDtype};
 pub use forward::{ForwardOptions, ForwardOutput, Intervention, LogitsAt};
 pub use weights::Weights;
 
@@ -124,6 +124,17 @@ pub struct LoadOptions {
     pub device: Device,
     /// `--dtype`; `None`: [`WeightDtype::choose`]'s default for the device.
     pub dtype: Option<WeightDtype>,
+    /// `--max-memory` in bytes: weights beyond it are refused before they are read.
+    pub max_memory: Option<u64>,
+}
+
+impl LoadOptions {
+    fn target(&self) -> LoadTarget {
+        LoadTarget {
+            dtype: self.dtype,
+            max_bytes: self.max_memory,
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -132,6 +143,7 @@ impl Default for LoadOptions {
             processing: Processing::TL_DEFAULT,
             device: Device::Cpu,
             dtype: None,
+            max_memory: None,
         }
     }
 }
@@ -247,11 +259,11 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
             let c = load::read_json(&cfg_path)?;
             let mt = c.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
             let (cfg, w) = match mt {
-                "gpt2" => load::load_gpt2_hf(dir, dev, opts.dtype)?,
+                "gpt2" => load::load_gpt2_hf(dir, dev, opts.target())?,
                 "llama" | "mistral" | "qwen2" | "gemma2" | "gemma3_text" | "gemma3" => {
-                    load::load_llama_hf(dir, dev, opts.dtype)?
+                    load::load_llama_hf(dir, dev, opts.target())?
                 }
-                "gpt_neox" => load::load_neox_hf(dir, dev, opts.dtype)?,
+                "gpt_neox" => load::load_neox_hf(dir, dev, opts.target())?,
                 other => {
                     return Err(Error::UnsupportedModel(format!(
                         "{}: model_type {other:?} (supported: gpt2, llama, mistral, qwen2, \
@@ -279,7 +291,7 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
             Ok((m, tok))
         }
         ModelSpec::TransformerLens { config, weights } => {
-            let (cfg, w) = load::load_transformer_lens(config, weights, dev, opts.dtype)?;
+            let (cfg, w) = load::load_transformer_lens(config, weights, dev, opts.target())?;
             let dir = config.parent().unwrap_or(Path::new("."));
             let tok: Box<dyn Tokenizer> = if dir.join("tokenizer.json").is_file() {
                 Box::new(HfTokenizer::from_file(&dir.join("tokenizer.json"), None)?)
@@ -290,7 +302,7 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
             Ok((m, tok))
         }
         ModelSpec::Gguf(path) => {
-            let (cfg, w, vocab) = load::load_gguf(path, dev, opts.dtype)?;
+            let (cfg, w, vocab) = load::load_gguf(path, dev, opts.target())?;
             let name = format!("{} (GGUF vocab)", path.display());
             let tok: Box<dyn Tokenizer> = match vocab {
                 load::GgufVocab::Bpe {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::dtype::WeightDtype;
+use crate::model::dtype::{LoadTarget, WeightDtype};
 
 #[derive(Debug, Clone)]
 pub struct NormWeights {
@@ -334,11 +334,23 @@ impl TensorSource {
         }
     }
 
-    /// Read every tensor as the dtype [`WeightDtype::choose`] picks for `requested` on
-    /// `dev` (the checkpoint's own dtype is the default on CUDA). Checked before any
-    /// tensor is read.
-    pub fn with_dtype(mut self, requested: Option<WeightDtype>, dev: &Device) -> Result<Self> {
-        self.dtype = WeightDtype::choose(requested, self.own_dtype(), dev)?.dtype();
+    /// Read every tensor as the dtype [`WeightDtype::choose`] picks for the target on
+    /// `dev` (the checkpoint's own dtype is the default on CUDA), and refuse a budget the
+    /// weights alone exceed. Both are checked before any tensor is read.
+    pub fn with_target(mut self, target: LoadTarget, dev: &Device) -> Result<Self> {
+        let dtype = WeightDtype::choose(target.dtype, self.own_dtype(), dev)?;
+        self.dtype = dtype.dtype();
+        if let Some(budget) = target.max_bytes {
+            let need = self.elements().saturating_mul(dtype.bytes() as u128);
+            if need > budget as u128 {
+                return Err(Error::InvalidInput(format!(
+                    "--max-memory {}: the weights of {} alone need {} in {dtype}",
+                    crate::memory::human(budget as u128),
+                    self.path().display(),
+                    crate::memory::human(need)
+                )));
+            }
+        }
         Ok(self)
     }
 

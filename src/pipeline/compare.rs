@@ -83,6 +83,9 @@ pub struct CompareResult {
     pub patching: Option<PatchingResult>,
     /// The SAE run's AUCs for every scorer it computes.
     pub sae_auc: BTreeMap<String, f64>,
+    /// Peak host and device memory, whole and per method.
+    #[serde(default)]
+    pub memory: crate::memory::PeakMemory,
 }
 
 /// Edge AUC of `scores` (ids of `graph`) against the circuit's edge labels.
@@ -176,6 +179,9 @@ pub fn compare(
     };
 
     let (mut acdc_res, mut eap_res, mut patch_res) = (None, None, None);
+    let mut meter = crate::memory::MemoryMeter::new(Some(model.device()));
+    // The SAE method's own peaks (its discover resets the high-water mark per stage).
+    let mut inner = crate::memory::PeakMemory::default();
     for &m in &cfg.methods {
         crate::interrupt::check()?;
         match m {
@@ -186,6 +192,7 @@ pub fn compare(
                 let t0 = Instant::now();
                 let r = discover(model, tok, &dc, progress)?;
                 let wall = t0.elapsed().as_secs_f64();
+                inner = r.memory.clone();
                 let ms = |k: &str| r.timings_ms.get(k).copied().unwrap_or(0.0) / 1e3;
                 let shared = ms("tokenize") + ms("forward_hooks");
                 let sae_s = shared + ms("baselines") + ms("sae_train") + ms("codes") + ms("scores");
@@ -330,6 +337,8 @@ pub fn compare(
                 eap_res = Some(r);
             }
         }
+        meter.stage_end_with(&format!("{m:?}").to_lowercase(), &inner);
+        inner = Default::default();
     }
     let sae_time = rows
         .iter()
@@ -358,6 +367,7 @@ pub fn compare(
         eap: eap_res,
         patching: patch_res,
         sae_auc,
+        memory: meter.peaks(),
     })
 }
 

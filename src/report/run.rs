@@ -77,6 +77,7 @@ pub fn write_discover(
         "patching": r.patching,
         "faithfulness": r.faithfulness,
         "timings_ms": r.timings_ms,
+        "memory": r.memory,
     });
     out.write("scores.json", serde_json::to_string_pretty(&manifest)?)?;
     written.push("scores.json".into());

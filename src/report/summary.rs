@@ -71,6 +71,7 @@ pub fn print_discover(r: &DiscoverResult, out: &Path, files: &[String], total_s:
         .collect();
     st.push(format!("total {:.1} s", total_s));
     say!("time: {}", st.join(", "));
+    say!("{}", r.memory.summary());
     say!("wrote {} in {}", files.join(", "), out.display());
 }
 

@@ -19,7 +19,7 @@ use super::llama::{llama_weights, Family, LlamaNames};
 use super::neox::{neox_weights, NeoxNames, QkvLayout};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling};
-use crate::model::dtype::WeightDtype;
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{TensorSource, Weights};
 
 /// Tokenizer data carried inside a GGUF file.
@@ -130,9 +130,9 @@ impl Meta<'_> {
 pub fn load_gguf(
     path: &Path,
     dev: &Device,
-    dtype: Option<WeightDtype>,
+    target: LoadTarget,
 ) -> Result<(ModelConfig, Weights, GgufVocab)> {
-    let src = TensorSource::gguf(path)?.with_dtype(dtype, dev)?;
+    let src = TensorSource::gguf(path)?.with_target(target, dev)?;
     let content = src
         .gguf_content()
         .ok_or_else(|| Error::format(path, "not read as GGUF"))?;

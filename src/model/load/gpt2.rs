@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{json_f64, json_usize, read_json, zeros};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ModelConfig, Norm, PosEmbedding};
-use crate::model::dtype::WeightDtype;
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// A Hugging Face GPT-2 folder: `config.json` + `model.safetensors` (Conv1D layout,
@@ -15,7 +15,7 @@ use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource,
 pub fn load_gpt2_hf(
     dir: &Path,
     dev: &Device,
-    dtype: Option<WeightDtype>,
+    target: LoadTarget,
 ) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
     let c = read_json(&cfg_path)?;
@@ -60,7 +60,7 @@ pub fn load_gpt2_hf(
     };
     cfg.validate(&cfg_path)?;
     let st_path = dir.join("model.safetensors");
-    let src = TensorSource::safetensors(&[st_path])?.with_dtype(dtype, dev)?;
+    let src = TensorSource::safetensors(&[st_path])?.with_target(target, dev)?;
     src.check_fits(&cfg, &cfg_path)?;
     // Some exports prefix every name with `transformer.`.
     let prefix = if src.contains("transformer.wte.weight") {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::{json_f64, json_usize, linear_to_heads, read_json, zeros};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling};
-use crate::model::dtype::WeightDtype;
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// Which member of the family a checkpoint is.
@@ -261,7 +261,7 @@ fn local_layers(c: &Value, cfg_path: &Path, family: Family, n_layers: usize) -> 
 pub fn load_llama_hf(
     dir: &Path,
     dev: &Device,
-    dtype: Option<WeightDtype>,
+    target: LoadTarget,
 ) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
     let c = read_json(&cfg_path)?;
@@ -348,7 +348,7 @@ pub fn load_llama_hf(
         details,
     };
     cfg.validate(&cfg_path)?;
-    let src = TensorSource::safetensors(&safetensors_files(dir)?)?.with_dtype(dtype, dev)?;
+    let src = TensorSource::safetensors(&safetensors_files(dir)?)?.with_target(target, dev)?;
     src.check_fits(&cfg, &cfg_path)?;
     // Transformers' Gemma norms compute x̂·(1 + w); llama.cpp's converter stores 1 + w.
     llama_weights(

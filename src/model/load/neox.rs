@@ -11,7 +11,7 @@ use super::llama::safetensors_files;
 use super::{json_f64, json_usize, read_json};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding};
-use crate::model::dtype::WeightDtype;
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// Row order of the fused QKV matrix.
@@ -75,7 +75,7 @@ impl NeoxNames {
 pub fn load_neox_hf(
     dir: &Path,
     dev: &Device,
-    dtype: Option<WeightDtype>,
+    target: LoadTarget,
 ) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
     let c = read_json(&cfg_path)?;
@@ -135,7 +135,7 @@ pub fn load_neox_hf(
             cfg_path.display()
         )));
     }
-    let src = TensorSource::safetensors(&safetensors_files(dir)?)?.with_dtype(dtype, dev)?;
+    let src = TensorSource::safetensors(&safetensors_files(dir)?)?.with_target(target, dev)?;
     src.check_fits(&cfg, &cfg_path)?;
     neox_weights(&cfg, &src, &NeoxNames::hf(), QkvLayout::PerHead, dev)
 }
