@@ -185,6 +185,11 @@ impl MemoryMeter {
     /// What the process held at its peak before (loading the model and the tokenizer) is
     /// the first stage, `load`.
     pub fn new(device: Option<&candle_core::Device>) -> Self {
+        Self::after("load", device)
+    }
+
+    /// [`Self::new`], naming the first stage (what ran before) `first`.
+    pub fn after(first: &str, device: Option<&candle_core::Device>) -> Self {
         let device = device.filter(|d| d.is_cuda()).cloned();
         if let Some(d) = &device {
             sample_device(d);
@@ -194,7 +199,7 @@ impl MemoryMeter {
             peaks: PeakMemory::default(),
             reset: true,
         };
-        m.stage_end("load");
+        m.stage_end(first);
         m.device = device;
         m.peaks.host_stage_method = if m.reset { "reset" } else { "running" }.into();
         m

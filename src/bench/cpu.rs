@@ -10,7 +10,7 @@ use crate::hooks::{collect, Reduce};
 
 /// Time each CPU stage (median of `reps` after one warm-up) and print the table.
 pub fn run(a: &BenchRequest) -> Result<()> {
-    let model = bench_model(&a.model, &Device::Cpu)?;
+    let model = bench_model(&a.model, &Device::Cpu, a.dtype)?;
     let cfg = model.cfg.clone();
     let heads = cfg.n_heads_total();
     let prompts = bench_prompts(a.prompts.unwrap_or(64).max(2), cfg.d_vocab);

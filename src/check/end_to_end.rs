@@ -103,7 +103,7 @@ pub fn agreement(a: &DiscoverResult, b: &DiscoverResult) -> Result<Agreement> {
 
 /// A random GPT-2-small-shape model (weights seeded, so the same on every device).
 pub fn random_gpt2_small(dev: &Device) -> Result<Model> {
-    random_model("gpt2-small-shape", 7, dev)
+    random_model("gpt2-small-shape", 7, dev, None)
 }
 
 /// `discover` on `model` for `n` IOI pairs (GPT-2 tokenizer) against the built-in IOI

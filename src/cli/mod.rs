@@ -108,7 +108,7 @@ fn parse_gb(s: &str) -> std::result::Result<u64, String> {
     headcode::pipeline::budget::parse_gb(s).map_err(|e| e.to_string())
 }
 
-fn parse_dtype(s: &str) -> std::result::Result<model::WeightDtype, String> {
+pub(crate) fn parse_dtype(s: &str) -> std::result::Result<model::WeightDtype, String> {
     s.parse().map_err(|e: headcode::Error| e.to_string())
 }
 
