@@ -40,8 +40,7 @@ pub struct BenchRequest {
     /// `--dtype` (default: f32 for the GPT-2 shapes, bf16 for the larger shapes, the
     /// device's default for a real model).
     pub dtype: Option<crate::model::WeightDtype>,
-    /// Run the whole `discover` on this many IOI pairs instead (CPU), or after the other
-    /// sections (CUDA; default 250 pairs at the larger shapes).
+    /// Time the whole `discover` on this many IOI pairs instead of the kernel stages.
     pub discover: Option<usize>,
 }
 
@@ -66,17 +65,52 @@ impl Default for BenchRequest {
 pub fn run(req: &BenchRequest) -> Result<()> {
     if req.baselines {
         baselines::run(req)
-    } else if let (Some(pairs), false) = (req.discover, req.gpu) {
-        let j = forward::discover_bench(req, &Device::Cpu, pairs, 1)?;
-        if let Some(p) = &req.json {
-            write_file(p, serde_json::to_string_pretty(&j)?)?;
-        }
-        Ok(())
+    } else if let Some(pairs) = req.discover {
+        discover_only(req, pairs)
     } else if req.gpu {
         run_gpu(req)
     } else {
         cpu::run(req)
     }
+}
+
+/// `bench --discover PAIRS`: the whole `discover` on the model, per stage with peak
+/// memory (one run on the CPU; on CUDA the forward + hooks section first, then the median
+/// of up to 3 runs after a warm-up). The JSON is written after each section.
+fn discover_only(a: &BenchRequest, pairs: usize) -> Result<()> {
+    let write = |j: &serde_json::Value| -> Result<()> {
+        if let Some(p) = &a.json {
+            write_file(p, serde_json::to_string_pretty(j)?)?;
+        }
+        Ok(())
+    };
+    if !a.gpu {
+        let j = forward::discover_bench(a, &Device::Cpu, pairs, 1)?;
+        return write(&serde_json::json!({ "device": "cpu", "discover": j }));
+    }
+    crate::gpu::require_gpu()?;
+    let dev = crate::gpu::cuda_device()?;
+    let mut meter = crate::memory::MemoryMeter::new(Some(&dev));
+    let limits = crate::gpu::GpuContext::new()?.device_limits();
+    let fwd = forward::gpu_forward_bench(
+        &a.model,
+        a.dtype,
+        a.reps.max(3),
+        a.prompts.unwrap_or(2 * pairs),
+        Some(limits),
+    )?;
+    meter.stage_end("forward_hooks");
+    let mut j = serde_json::json!({
+        "device": "cuda",
+        "model": a.model,
+        "forward_hooks_candle_cuda": fwd,
+        "memory": meter.peaks(),
+    });
+    write(&j)?;
+    j["discover_cuda"] = forward::discover_bench(a, &dev, pairs, a.reps.clamp(1, 3))?;
+    meter.stage_end("discover");
+    j["memory"] = serde_json::to_value(meter.peaks())?;
+    write(&j)
 }
 
 /// The GPU bench: the kernel stages ([`stages::bench`]), then the forward + hooks and, at
@@ -138,17 +172,8 @@ fn run_gpu(a: &BenchRequest) -> Result<()> {
     meter.stage_end("forward_hooks");
     j["memory"] = serde_json::to_value(meter.peaks())?;
     write(&j)?;
-    let larger = crate::model::random::shape(&a.model).is_ok() && dims.is_some();
-    if dims.is_none() && model == ModelShape::Gpt2Small && a.discover.is_none() {
+    if dims.is_none() && model == ModelShape::Gpt2Small {
         section(&mut j, "discover_cuda", forward::gpu_discover_bench(3));
-    } else if larger || a.discover.is_some() {
-        let dev = crate::gpu::cuda_device()?;
-        let pairs = a.discover.unwrap_or(250);
-        section(
-            &mut j,
-            "discover_cuda",
-            forward::discover_bench(a, &dev, pairs, a.reps.clamp(1, 3)),
-        );
     } else {
         j["discover_cuda"] = serde_json::Value::Null;
     }

@@ -41,9 +41,8 @@ pub struct BenchArgs {
     /// real model).
     #[arg(long, value_parser = super::parse_dtype)]
     dtype: Option<headcode::model::WeightDtype>,
-    /// Time the whole discover on PAIRS IOI pairs (per stage, with peak memory): on the
-    /// CPU instead of the stages, on CUDA after them (default there: 250 pairs at the
-    /// larger shapes).
+    /// Time the whole discover on PAIRS IOI pairs instead of the kernel stages (per stage,
+    /// with peak memory; on CUDA after the forward + hooks on 2·PAIRS prompts).
     #[arg(long, value_name = "PAIRS")]
     discover: Option<usize>,
 }
