@@ -60,6 +60,7 @@ pub fn write_discover(
             "source": model.source,
             "config": model.cfg,
             "processing": model.processing,
+            "dtype": model.dtype(),
         },
         "task": r.config.task.name(),
         "counts": r.task,
