@@ -22,6 +22,16 @@ def load(d):
 def main(dirs):
     ref_s, ref_c = load(dirs[0])
     out = {"reference": dirs[0], "runs": {}}
+    # The noise floor: codes of the reference's own trials (other SAE seeds) against its first.
+    t = ref_c["trials"]
+    if len(t) > 1:
+        pairs = [(t[0]["codes"], u["codes"]) for u in t[1:]]
+        eq = sum(sum(x == y for x, y in zip(a, b)) for a, b in pairs) / sum(len(a) for a, _ in pairs)
+        out["reference_trials_codes_equal"] = eq
+        std = {k: v["std"] for k, v in ref_s["auc"].items()}
+        out["reference_auc_std"] = std
+        print(f"reference: its trials (other SAE seeds) share {100 * eq:.2f}% of codes with its first; "
+              f"AUC std over trials up to {max(std.values()):.4f}")
     for d in dirs[1:]:
         s, c = load(d)
         same = total = 0
