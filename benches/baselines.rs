@@ -76,7 +76,7 @@ fn bench_model(c: &mut Criterion, group: &str, model: &Model, pairs: usize, with
 }
 
 fn bench_gpt2_small(c: &mut Criterion) {
-    let model = random_model("gpt2-small-shape", 0, &Device::Cpu).unwrap();
+    let model = random_model("gpt2-small-shape", 0, &Device::Cpu, None).unwrap();
     bench_model(c, "baselines_gpt2_small_8x18", &model, 8, true);
 }
 

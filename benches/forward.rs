@@ -6,7 +6,7 @@ use headcode::hooks::{collect, Reduce};
 use headcode::model::random::random_model;
 
 fn bench_forward_hooks(c: &mut Criterion) {
-    let model = random_model("gpt2-small-shape", 0, &Device::Cpu).unwrap();
+    let model = random_model("gpt2-small-shape", 0, &Device::Cpu, None).unwrap();
     let prompts: Vec<Vec<u32>> = (0..32u32)
         .map(|i| (0..18u32).map(|j| (i * 131 + j * 17) % 50257).collect())
         .collect();

@@ -10,11 +10,17 @@
 #      costs (ACDC, EAP)  (JSON in $OUT)
 #   3. the PyTorch peer (shared/bench/peer_bench.py) on the same GPU  (JSON in $OUT)
 #   4. a table: ours vs PyTorch, with ratios (also $OUT/compare.txt)
+#   5. (stage llama8b, issue 24) `discover` end to end at Llama-3.1-8B's shape in bf16
+#      (random weights drawn on the device; 250 IOI pairs = 500 prompts; per-stage time and
+#      peak device memory), then the HF-transformers bf16 peer at the same shape
+#      (scripts/peer_llama8b.py: o_proj pre-hooks, 1024 per-head SAEs, codes) in the same
+#      call, and their ratio (also $OUT/compare_llama8b.txt). Not yet run on a GPU.
 # Needs no network and builds nothing. Exit status: that of the self-test.
 # HEADCODE_NO_GRAPHS=1 makes the batched SAE trainer launch kernels directly (no CUDA graph).
-# STAGES picks what runs (default: all of "selftest small xl baselines peer"). Their time
-# limits add up to more than one 600 s device call, so split them, e.g.
-# STAGES="selftest small peer" in one call and STAGES="xl baselines" in the next.
+# STAGES picks what runs (default: all of "selftest small xl baselines peer"; "llama8b" only
+# when named). Their time limits add up to more than one 600 s device call, so split them,
+# e.g. STAGES="selftest small peer" in one call, STAGES="xl baselines" in the next and
+# STAGES=llama8b in a third (L8B_TIMEOUT 300 + L8B_PEER_TIMEOUT 240 s).
 # SELFTEST_TIMEOUT, SMALL_TIMEOUT, XL_TIMEOUT and PEER_TIMEOUT (seconds) override each
 # step's limit, so a caller can give the last step whatever its device call has left;
 # XL_ARGS adds bench options to the XL step (e.g. "--reps 3").
@@ -74,6 +80,54 @@ if want baselines; then
     t0=$SECONDS
     timeout 150 "$BIN" bench --device cuda --baselines --reps 5 --json "$OUT/bench_baselines.json" 2>&1 | tee "$OUT/bench_baselines.log"
     took "bench baselines" $t0 ${PIPESTATUS[0]}
+fi
+
+if want llama8b; then
+    echo "=== discover at llama-3.1-8b-shape, bf16 (ours, then HF transformers) ==="
+    t0=$SECONDS
+    timeout ${L8B_TIMEOUT:-300} "$BIN" bench --device cuda --model llama-3.1-8b-shape --dtype bf16 \
+        --discover 250 --reps 3 --json "$OUT/bench_llama8b.json" 2>&1 | tee "$OUT/bench_llama8b.log"
+    took "bench llama8b" $t0 ${PIPESTATUS[0]}
+    t0=$SECONDS
+    OUT="$OUT" PYTHONUNBUFFERED=1 timeout ${L8B_PEER_TIMEOUT:-240} "$PY" scripts/peer_llama8b.py 2>&1 | tee "$OUT/peer_llama8b.log"
+    took "peer llama8b" $t0 ${PIPESTATUS[0]}
+    "$PY" - "$OUT" <<'PYEOF' | tee "$OUT/compare_llama8b.txt"
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except Exception as e:
+        print(f"(no {name}: {e})")
+        return {}
+ours, peer = load("bench_llama8b.json"), load("peer_llama8b.json")
+d = ours.get("discover_cuda") or {}
+fwd = ours.get("forward_hooks_candle_cuda") or {}
+rows = peer.get("rows_ms", {})
+def first(prefix):
+    return next((v for k, v in rows.items() if k.startswith(prefix)), None)
+def line(label, o, p):
+    r = f"{p / o:8.1f}x" if (o and p) else "       -"
+    f = lambda v: "        -" if v is None else f"{v:9.1f}"
+    print(f"{label:<52} {f(o)} {f(p)} {r}")
+print(f"llama-3.1-8b-shape, bf16, {ours.get('device', '?')}; peer: {peer.get('device', '?')}, torch {peer.get('torch', '?')}")
+print(f"{'stage':<52} {'ours ms':>9} {'torch ms':>9} {'torch/ours':>9}")
+line("forward + hooks, 500 prompts (kept on the device)", fwd.get("device_resident_ms"), first("hook 500"))
+line("discover end to end vs hook + SAEs + codes", d.get("median_ms"), peer.get("total_ms"))
+for k, v in sorted((d.get("stages_ms") or {}).items()):
+    print(f"  ours: {k:<46} {v:9.1f}")
+mem = d.get("memory") or {}
+dev = mem.get("device_peak_bytes")
+print(f"peak device memory: ours {dev / 1e9:.2f} GB (driver total - free, sampled)" if dev else "peak device memory: ours ?")
+for s in mem.get("stages", []):
+    if s.get("device_peak_bytes"):
+        print(f"  {s['stage']:<20} {s['device_peak_bytes'] / 1e9:8.2f} GB")
+p = peer.get("peak_allocated_bytes")
+if p:
+    print(f"peak memory, torch: {p / 1e9:.2f} GB allocated (max_memory_allocated)")
+print("targets (issue 24): discover <= 2 s; peak device memory <= 24 GB; >= 5x faster than the peer")
+PYEOF
 fi
 
 if want peer; then

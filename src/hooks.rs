@@ -154,7 +154,11 @@ pub fn collect_on_device(
         let pw = position_weights(&out.lengths, t, reduce, dev)?;
         let (mut zl, mut rl) = (Vec::with_capacity(nl), Vec::with_capacity(nl));
         for (l, z) in out.z.iter().enumerate() {
-            let w_o = &model.weights.layers[l].w_o; // [H, dh, d]
+            // [H, dh, d]; z is f32 whatever the model's dtype, so result = z·W_O is
+            // computed in f32 (W_O widened one layer at a time).
+            let w_o = &model.weights.layers[l]
+                .w_o
+                .to_dtype(candle_core::DType::F32)?;
             if reduce == Reduce::All {
                 // Padded positions zeroed; result = z_h W_O^h per position (zero where z is).
                 let zm = z.broadcast_mul(&pw.reshape((b, t, 1, 1))?)?;
@@ -206,6 +210,7 @@ pub fn collect_on_device(
         );
         lengths_all.extend(out.lengths);
         done += b;
+        crate::memory::sample_device(dev);
         progress(done);
     }
     Ok(DeviceCollected {

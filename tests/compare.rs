@@ -59,6 +59,19 @@ fn compare_runs_every_method_and_its_files_agree() {
     .unwrap();
     let cfg = config(circ.to_str().unwrap(), Granularity::EdgesQkv);
     let r = compare(&m, &tok, &cfg, "cpu", &mut |_, _, _| {}).unwrap();
+    // Peak memory per method, the SAE method's at least its own discover's.
+    let stages: Vec<&str> = r.memory.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages, ["load", "sae", "patching", "acdc", "eap"]);
+    let host = |s: &str| {
+        r.memory
+            .stages
+            .iter()
+            .find(|x| x.stage == s)
+            .unwrap()
+            .host_peak_bytes
+    };
+    assert!(host("sae").unwrap() > 0);
+    assert!(r.memory.host_peak_bytes >= host("eap"));
     let names: Vec<&str> = r.rows.iter().map(|r| r.method.as_str()).collect();
     for want in [
         "sae (sae)",

@@ -23,6 +23,8 @@ fn load_on(name: &str, device: Device) -> Model {
         &LoadOptions {
             processing: Processing::TL_DEFAULT,
             device,
+            dtype: None,
+            max_memory: None,
         },
     )
     .unwrap()

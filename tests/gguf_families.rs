@@ -39,9 +39,9 @@ fn fixture(name: &str) -> PathBuf {
 fn hf_config(name: &str) -> ModelConfig {
     let dir = fixture(name);
     let (cfg, _) = if name.starts_with("pythia") {
-        load_neox_hf(&dir, &Device::Cpu)
+        load_neox_hf(&dir, &Device::Cpu, Default::default())
     } else {
-        load_llama_hf(&dir, &Device::Cpu)
+        load_llama_hf(&dir, &Device::Cpu, Default::default())
     }
     .unwrap();
     cfg
@@ -57,6 +57,8 @@ fn load_gguf_model(name: &str, processing: Processing) -> Model {
         &LoadOptions {
             processing,
             device: Device::Cpu,
+            dtype: None,
+            max_memory: None,
         },
     )
     .unwrap();
@@ -143,7 +145,8 @@ fn parity(name: &str, fix: impl Fn(&mut ModelConfig)) -> (f32, f32) {
     .into_iter()
     .enumerate()
     {
-        let (mut cfg, w, _) = load_gguf(&dir.join("model.gguf"), &Device::Cpu).unwrap();
+        let (mut cfg, w, _) =
+            load_gguf(&dir.join("model.gguf"), &Device::Cpu, Default::default()).unwrap();
         fix(&mut cfg);
         let m = Model::from_parts(cfg, w, proc, name.into()).unwrap();
         let capped = m.cfg.details.final_softcap.is_some();
@@ -292,7 +295,7 @@ fn gemma3_gguf_without_window_is_all_global() {
     let ts: Vec<(&str, &_)> = names.iter().map(|n| n.as_str()).zip(&tensors).collect();
     gguf_file::write(&mut out, &md, &ts).unwrap();
     drop(out);
-    let (cfg, _, _) = load_gguf(&path, &Device::Cpu).unwrap();
+    let (cfg, _, _) = load_gguf(&path, &Device::Cpu, Default::default()).unwrap();
     assert!(cfg.details.local_layers.iter().all(|&x| !x), "{cfg:?}");
     assert_eq!(cfg.details.sliding_window, None);
 }
@@ -300,7 +303,12 @@ fn gemma3_gguf_without_window_is_all_global() {
 /// Largest relative change of the logits when `fix` sets HF's values on the config the
 /// GGUF gives.
 fn llama_cpp_vs_hf_gap(name: &str, fix: impl Fn(&mut ModelConfig)) -> f32 {
-    let (cfg, w, _) = load_gguf(&fixture(name).join("model.gguf"), &Device::Cpu).unwrap();
+    let (cfg, w, _) = load_gguf(
+        &fixture(name).join("model.gguf"),
+        &Device::Cpu,
+        Default::default(),
+    )
+    .unwrap();
     let mut hf_like = cfg.clone();
     fix(&mut hf_like);
     let a = Model::from_parts(cfg, w.clone(), Processing::NONE, "llama.cpp".into()).unwrap();

@@ -23,6 +23,8 @@ fn load_model(spec: &str, processing: Processing) -> Model {
         &LoadOptions {
             processing,
             device: Device::Cpu,
+            dtype: None,
+            max_memory: None,
         },
     )
     .unwrap()
@@ -78,6 +80,8 @@ fn attn_only_transformer_lens_safetensors_and_pth() {
                 &LoadOptions {
                     processing: proc,
                     device: Device::Cpu,
+                    dtype: None,
+                    max_memory: None,
                 },
             )
             .unwrap()
@@ -208,7 +212,7 @@ fn padding_does_not_change_real_positions() {
 fn interleaved_rotary_on_llama_cpp_permuted_weights_equals_rotate_half() {
     use headcode::model::load::load_llama_hf;
     use headcode::model::{LogitsAt, Model, PosEmbedding};
-    let (cfg, w) = load_llama_hf(&fixture("llama_tiny"), &Device::Cpu).unwrap();
+    let (cfg, w) = load_llama_hf(&fixture("llama_tiny"), &Device::Cpu, Default::default()).unwrap();
     let dh = cfg.d_head;
     // new[..., 2i + j] = old[..., j·dh/2 + i] along d_head (our W_Q is [heads, d_model, d_head]).
     let perm: Vec<u32> = (0..dh).map(|k| ((k % 2) * dh / 2 + k / 2) as u32).collect();

@@ -219,6 +219,8 @@ fn processing_keeps_predictions() {
         &LoadOptions {
             processing: Processing::NONE,
             device: Device::Cpu,
+            dtype: None,
+            max_memory: None,
         },
     )
     .unwrap();

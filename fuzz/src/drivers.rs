@@ -161,13 +161,13 @@ impl Family {
 fn load_family(fam: Family, dir: &Path, weights: &Path) -> Result<()> {
     let dev = &Device::Cpu;
     let (cfg, w) = match fam {
-        Family::Gpt2 | Family::Gpt2HubLayout => load::load_gpt2_hf(dir, dev)?,
+        Family::Gpt2 | Family::Gpt2HubLayout => load::load_gpt2_hf(dir, dev, Default::default())?,
         Family::Llama | Family::Qwen2 | Family::Gemma2 | Family::Gemma3 => {
-            load::load_llama_hf(dir, dev)?
+            load::load_llama_hf(dir, dev, Default::default())?
         }
-        Family::Neox => load::load_neox_hf(dir, dev)?,
+        Family::Neox => load::load_neox_hf(dir, dev, Default::default())?,
         Family::TlAttnOnly | Family::TlShortformer => {
-            load::load_transformer_lens(&dir.join("config.json"), weights, dev)?
+            load::load_transformer_lens(&dir.join("config.json"), weights, dev, Default::default())?
         }
     };
     Model::from_parts(cfg, w, Processing::TL_DEFAULT, "fuzz".into())?;

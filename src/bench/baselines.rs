@@ -158,8 +158,9 @@ pub fn unit_costs(model: &Model, pairs: usize, reps: usize) -> Result<UnitCosts>
 /// The baselines' unit costs (ACDC head and edge tests, one EAP batch) at a random-weight
 /// shape; on CUDA also the edge test's logits against the CPU.
 pub fn run(a: &BenchRequest) -> Result<()> {
-    let build =
-        |dev: &Device| -> Result<Model> { crate::model::random::random_model(&a.model, 0, dev) };
+    let build = |dev: &Device| -> Result<Model> {
+        crate::model::random::random_model(&a.model, 0, dev, a.dtype)
+    };
     let gpu = a.gpu;
     if gpu {
         crate::gpu::require_gpu()?;

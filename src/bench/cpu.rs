@@ -10,7 +10,7 @@ use crate::hooks::{collect, Reduce};
 
 /// Time each CPU stage (median of `reps` after one warm-up) and print the table.
 pub fn run(a: &BenchRequest) -> Result<()> {
-    let model = bench_model(&a.model, &Device::Cpu)?;
+    let model = bench_model(&a.model, &Device::Cpu, a.dtype)?;
     let cfg = model.cfg.clone();
     let heads = cfg.n_heads_total();
     let prompts = bench_prompts(a.prompts.unwrap_or(64).max(2), cfg.d_vocab);
@@ -26,6 +26,7 @@ pub fn run(a: &BenchRequest) -> Result<()> {
         Ok(median(&v))
     };
     let mut rows: Vec<(String, f64, String)> = Vec::new();
+    let mut meter = crate::memory::MemoryMeter::new(None);
     let mut col = None;
     let ms = time(&mut || {
         col = Some(collect(&model, &prompts, Reduce::Mean, 32, |_| {})?);
@@ -37,6 +38,7 @@ pub fn run(a: &BenchRequest) -> Result<()> {
         ms,
         format!("{tok_s:.0} tokens/s"),
     ));
+    meter.stage_end("forward_hooks");
     let col = col.ok_or_else(|| Error::InvalidInput("no activations".into()))?;
     let k = 10.min(prompts.len());
     let x: Vec<f32> = col.result.data[..k * heads * cfg.d_model].to_vec();
@@ -56,6 +58,7 @@ pub fn run(a: &BenchRequest) -> Result<()> {
         ms,
         format!("{:.1} ms/step", ms / steps as f64),
     ));
+    meter.stage_end("sae_shared");
     let ms = time(&mut || crate::sae::train_per_head(&xz, k, heads, cfg.d_head, &sc).map(|_| ()))?;
     rows.push((
         format!(
@@ -65,6 +68,7 @@ pub fn run(a: &BenchRequest) -> Result<()> {
         ms,
         format!("{:.1} ms/step", ms / steps as f64),
     ));
+    meter.stage_end("sae_per_head");
     let (sae, _) = crate::sae::train_shared(&x, k * heads, cfg.d_model, &sc)?;
     let n = col.result.batch();
     let is_pos: Vec<bool> = (0..n).map(|i| i < n / 2).collect();
@@ -85,6 +89,8 @@ pub fn run(a: &BenchRequest) -> Result<()> {
         ms,
         String::new(),
     ));
+    meter.stage_end("encode_score");
+    let memory = meter.peaks();
     say!(
         "CPU bench, {}, {} threads, median of {reps}",
         model.source,
@@ -93,6 +99,7 @@ pub fn run(a: &BenchRequest) -> Result<()> {
     for (name, ms, note) in &rows {
         say!("  {name:<55} {ms:>10.1} ms  {note}");
     }
+    say!("  {}", memory.summary());
     if let Some(p) = &a.json {
         let j: Vec<_> = rows
             .iter()
@@ -101,7 +108,8 @@ pub fn run(a: &BenchRequest) -> Result<()> {
         write_file(
             p,
             serde_json::to_string_pretty(
-                &serde_json::json!({"device": "cpu", "model": a.model, "reps": reps, "stages": j}),
+                &serde_json::json!({"device": "cpu", "model": a.model, "dtype": model.dtype(),
+                    "reps": reps, "stages": j, "memory": memory}),
             )?,
         )?;
     }

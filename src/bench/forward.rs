@@ -14,13 +14,17 @@ use crate::model::{LoadOptions, Model, ModelSpec};
 /// forward on the same weights (f32 and TF32 GEMMs).
 pub fn gpu_forward_bench(
     shape: &str,
+    dtype: Option<crate::model::WeightDtype>,
     reps: usize,
     n_prompts: usize,
     limits: Option<DeviceLimits>,
 ) -> Result<serde_json::Value> {
     use crate::hooks::collect_on_device;
     let dev = crate::gpu::cuda_device()?;
-    let gpu_model = bench_model(shape, &dev)?;
+    let gpu_model = bench_model(shape, &dev, dtype)?;
+    // Parity against the CPU and the TF32 timing apply to f32 models the CPU can hold
+    // (the GPT-2 shapes and real checkpoints): a bf16 8B shape has neither.
+    let f32_model = gpu_model.dtype() == crate::model::WeightDtype::F32;
     // at least the 8 of the CPU parity check below
     let n_prompts = n_prompts.max(8);
     let prompts = bench_prompts(n_prompts, gpu_model.cfg.d_vocab);
@@ -75,8 +79,30 @@ pub fn gpu_forward_bench(
     };
     let bare_ms = stage(crate::model::LogitsAt::None)?;
     let logits_ms = stage(crate::model::LogitsAt::Last)?;
+    let dt = gpu_model.dtype();
+    if !f32_model {
+        say!(
+            "forward + hooks (candle CUDA, {shape}, {dt}, {n_prompts} x 18 tokens, mean over positions; median of {reps}):"
+        );
+        say!("  activations left on the device (as discover)  {device_ms:>9.2} ms");
+        say!("  the same + compact logits rows (as discover)  {discover_ms:>9.2} ms");
+        say!("  everything copied to the host (collect)       {host_ms:>9.2} ms");
+        say!("  bare forward / with last-position logits      {bare_ms:>9.2} / {logits_ms:.2} ms");
+        return Ok(serde_json::json!({
+            "dtype": dt,
+            "median_ms": device_ms,
+            "device_resident_ms": device_ms,
+            "discover_ms": discover_ms,
+            "full_logits_ms": full_logits_ms,
+            "host_copy_ms": host_ms,
+            "forward_only_ms": bare_ms,
+            "forward_logits_ms": logits_ms,
+            "reps": reps,
+            "pass": serde_json::Value::Null,
+        }));
+    }
     // Parity on 8 prompts against the CPU path, f32 and TF32 GEMMs.
-    let cpu_model = bench_model(shape, &Device::Cpu)?;
+    let cpu_model = bench_model(shape, &Device::Cpu, dtype)?;
     let few = &prompts[..8];
     let b = collect(&cpu_model, few, Reduce::Mean, 8, |_| {})?;
     let rel = |x: &[f32], y: &[f32]| {
@@ -180,16 +206,95 @@ pub fn gpu_discover_bench(reps: usize) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(out))
 }
 
+/// The whole `discover` on IOI (`pairs` pairs, GPT-2 tokenizer, the CLI's defaults: one
+/// SAE per head on z, `--steps` or 500 steps, no faithfulness) on `a.model` on `dev`: the
+/// wall time (median of `reps` after a warm-up when `reps` > 1), the stages' times and
+/// peak memory, whole and per stage. Against the built-in IOI circuit at the GPT-2-small
+/// shape; without a circuit (no AUC) elsewhere.
+pub fn discover_bench(
+    a: &super::BenchRequest,
+    dev: &Device,
+    pairs: usize,
+    reps: usize,
+) -> Result<serde_json::Value> {
+    use crate::pipeline::discover::{CircuitSpec, DiscoverConfig, SaeMode};
+    let t0 = std::time::Instant::now();
+    let model = bench_model(&a.model, dev, a.dtype)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let tok = crate::tokenize::Gpt2Tokenizer::new()?;
+    let mut cfg = DiscoverConfig::paper(crate::pipeline::TaskSource::parse("ioi")?);
+    cfg.n = pairs;
+    cfg.sae_mode = SaeMode::PerHead;
+    cfg.on = HookPoint::Z;
+    cfg.sae.steps = a.steps.map_or(500, |s| s as usize);
+    cfg.faithfulness = None;
+    cfg.circuit = match crate::model::random::shape(&a.model) {
+        Ok(c) if c.n_layers == 12 && c.n_heads == 12 => CircuitSpec::Named("ioi".into()),
+        _ => CircuitSpec::None,
+    };
+    cfg.gpu = dev.is_cuda();
+    if cfg.gpu {
+        cfg.batch_size = crate::pipeline::discover::GPU_BATCH_SIZE;
+    }
+    let where_ = if cfg.gpu { "cuda" } else { "cpu" };
+    say!(
+        "discover --device {where_}, {} ({}), {pairs} IOI pairs, {} steps, batch {} (model built in {load_s:.1} s):",
+        a.model,
+        model.dtype(),
+        cfg.sae.steps,
+        cfg.batch_size
+    );
+    let run = || crate::pipeline::discover(&model, &tok, &cfg, &mut |_, _, _| {});
+    if reps > 1 {
+        run()?;
+    }
+    let mut runs = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t0 = std::time::Instant::now();
+        let r = run()?;
+        runs.push((t0.elapsed().as_secs_f64() * 1e3, r));
+    }
+    runs.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (ms, r) = runs.swap_remove(runs.len() / 2);
+    let split: Vec<String> = r
+        .timings_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect();
+    say!("  total {ms:.0} ms ({})", split.join(", "));
+    say!("  {}", r.memory.summary());
+    Ok(serde_json::json!({
+        "model": a.model,
+        "dtype": model.dtype(),
+        "device": where_,
+        "pairs": pairs,
+        "prompts": 2 * pairs,
+        "steps": cfg.sae.steps,
+        "batch_size": cfg.batch_size,
+        "build_model_s": load_s,
+        "median_ms": ms,
+        "reps": reps,
+        "stages_ms": r.timings_ms,
+        "memory": r.memory,
+        "clean_top1_acc": r.task.clean_top1_acc,
+    }))
+}
+
 /// The model a bench runs: a named shape with seeded random weights (timing does not depend
 /// on them), or else a real checkpoint (a path, or a known name such as `smollm2-135m`).
-pub fn bench_model(name: &str, dev: &Device) -> Result<Model> {
-    if crate::model::random::gpt2_shape(name).is_ok() {
-        return crate::model::random::random_model(name, 0, dev);
+pub fn bench_model(
+    name: &str,
+    dev: &Device,
+    dtype: Option<crate::model::WeightDtype>,
+) -> Result<Model> {
+    if crate::model::random::shape(name).is_ok() {
+        return crate::model::random::random_model(name, 0, dev, dtype);
     }
     // Not a shape: a model, whose own error says what is wrong with it.
     let spec = ModelSpec::resolve(name)?;
     let opts = LoadOptions {
         device: dev.clone(),
+        dtype,
         ..Default::default()
     };
     Ok(crate::model::load(&spec, &opts)?.0)

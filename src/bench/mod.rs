@@ -37,6 +37,11 @@ pub struct BenchRequest {
     pub steps: Option<u32>,
     /// Where the JSON report goes.
     pub json: Option<PathBuf>,
+    /// `--dtype` (default: f32 for the GPT-2 shapes, bf16 for the larger shapes, the
+    /// device's default for a real model).
+    pub dtype: Option<crate::model::WeightDtype>,
+    /// Time the whole `discover` on this many IOI pairs instead of the kernel stages.
+    pub discover: Option<usize>,
 }
 
 impl Default for BenchRequest {
@@ -50,6 +55,8 @@ impl Default for BenchRequest {
             pairs: 32,
             steps: None,
             json: None,
+            dtype: None,
+            discover: None,
         }
     }
 }
@@ -58,11 +65,52 @@ impl Default for BenchRequest {
 pub fn run(req: &BenchRequest) -> Result<()> {
     if req.baselines {
         baselines::run(req)
+    } else if let Some(pairs) = req.discover {
+        discover_only(req, pairs)
     } else if req.gpu {
         run_gpu(req)
     } else {
         cpu::run(req)
     }
+}
+
+/// `bench --discover PAIRS`: the whole `discover` on the model, per stage with peak
+/// memory (one run on the CPU; on CUDA the forward + hooks section first, then the median
+/// of up to 3 runs after a warm-up). The JSON is written after each section.
+fn discover_only(a: &BenchRequest, pairs: usize) -> Result<()> {
+    let write = |j: &serde_json::Value| -> Result<()> {
+        if let Some(p) = &a.json {
+            write_file(p, serde_json::to_string_pretty(j)?)?;
+        }
+        Ok(())
+    };
+    if !a.gpu {
+        let j = forward::discover_bench(a, &Device::Cpu, pairs, 1)?;
+        return write(&serde_json::json!({ "device": "cpu", "discover": j }));
+    }
+    crate::gpu::require_gpu()?;
+    let dev = crate::gpu::cuda_device()?;
+    let mut meter = crate::memory::MemoryMeter::new(Some(&dev));
+    let limits = crate::gpu::GpuContext::new()?.device_limits();
+    let fwd = forward::gpu_forward_bench(
+        &a.model,
+        a.dtype,
+        a.reps.max(3),
+        a.prompts.unwrap_or(2 * pairs),
+        Some(limits),
+    )?;
+    meter.stage_end("forward_hooks");
+    let mut j = serde_json::json!({
+        "device": "cuda",
+        "model": a.model,
+        "forward_hooks_candle_cuda": fwd,
+        "memory": meter.peaks(),
+    });
+    write(&j)?;
+    j["discover_cuda"] = forward::discover_bench(a, &dev, pairs, a.reps.clamp(1, 3))?;
+    meter.stage_end("discover");
+    j["memory"] = serde_json::to_value(meter.peaks())?;
+    write(&j)
 }
 
 /// The GPU bench: the kernel stages ([`stages::bench`]), then the forward + hooks and, at
@@ -72,11 +120,15 @@ pub fn run(req: &BenchRequest) -> Result<()> {
 /// writing.
 fn run_gpu(a: &BenchRequest) -> Result<()> {
     use stages::{ModelShape, ShapeDims};
-    // A named shape, or a real checkpoint's head layout for the kernel stages.
+    // A named shape, or a larger shape's or a real checkpoint's head layout for the
+    // kernel stages (a shape's from its config alone: its weights are never built here).
     let (model, dims) = match ModelShape::parse(&a.model) {
         Ok(m) => (m, None),
         Err(_) => {
-            let c = forward::bench_model(&a.model, &Device::Cpu)?.cfg;
+            let c = match crate::model::random::shape(&a.model) {
+                Ok(c) => c,
+                Err(_) => forward::bench_model(&a.model, &Device::Cpu, a.dtype)?.cfg,
+            };
             let d = ShapeDims::for_model(&a.model, c.n_layers, c.n_heads, c.d_head, c.d_model);
             (ModelShape::Gpt2Small, Some(d))
         }
@@ -88,6 +140,8 @@ fn run_gpu(a: &BenchRequest) -> Result<()> {
         steps: a.steps,
         ..Default::default()
     })?;
+    let mut meter =
+        crate::memory::MemoryMeter::after("kernel_stages", Some(&crate::gpu::cuda_device()?));
     let mut j = serde_json::to_value(&r)?;
     let write = |j: &serde_json::Value| -> Result<()> {
         if let Some(p) = &a.json {
@@ -109,17 +163,22 @@ fn run_gpu(a: &BenchRequest) -> Result<()> {
         "forward_hooks_candle_cuda",
         forward::gpu_forward_bench(
             &a.model,
+            a.dtype,
             a.reps.max(3),
             a.prompts.unwrap_or(500),
             r.device_limits,
         ),
     );
+    meter.stage_end("forward_hooks");
+    j["memory"] = serde_json::to_value(meter.peaks())?;
     write(&j)?;
     if dims.is_none() && model == ModelShape::Gpt2Small {
         section(&mut j, "discover_cuda", forward::gpu_discover_bench(3));
     } else {
         j["discover_cuda"] = serde_json::Value::Null;
     }
+    meter.stage_end("discover");
+    j["memory"] = serde_json::to_value(meter.peaks())?;
     write(&j)?;
     if !failed.is_empty() {
         return Err(Error::Failed(format!(

@@ -103,7 +103,7 @@ pub fn agreement(a: &DiscoverResult, b: &DiscoverResult) -> Result<Agreement> {
 
 /// A random GPT-2-small-shape model (weights seeded, so the same on every device).
 pub fn random_gpt2_small(dev: &Device) -> Result<Model> {
-    random_model("gpt2-small-shape", 7, dev)
+    random_model("gpt2-small-shape", 7, dev, None)
 }
 
 /// `discover` on `model` for `n` IOI pairs (GPT-2 tokenizer) against the built-in IOI
@@ -132,11 +132,23 @@ pub fn discover_ioi(
     discover(model, tok, &cfg, &mut |_, _, _| {})
 }
 
+/// The agreements [`discover_agreement`] reports.
+pub struct EndToEnd {
+    /// The candidate in f32.
+    pub f32: Agreement,
+    /// The candidate with TF32 forward GEMMs.
+    pub tf32: Option<Agreement>,
+    /// The candidate's model in bf16 (weights and forward; `model::dtype`), or why it
+    /// could not run (a device without bf16 kernels, such as headcode-emu).
+    pub bf16: Option<std::result::Result<Agreement, String>>,
+}
+
 /// [`discover_ioi`] on [`random_gpt2_small`], on `reference` (CPU trainers) and on
-/// `candidate`, and their agreement. With `tf32_too`, the candidate runs a second time with
-/// candle's forward GEMMs on TF32 tensor cores (`gpu::set_tf32`, reset afterwards even on an
-/// error), compared with the same reference: whether TF32, which a 10 ms forward needs
-/// (`bench::floor::forward_floor`), keeps the end-to-end criterion.
+/// `candidate`, and their agreement. With `extras`, the candidate runs twice more, each
+/// compared with the same reference: with candle's forward GEMMs on TF32 tensor cores
+/// (`gpu::set_tf32`, reset afterwards even on an error), whether TF32, which a 10 ms
+/// forward needs (`bench::floor::forward_floor`), keeps the end-to-end criterion;
+/// and with the model in bf16 (`--dtype bf16`), what bf16 does to the method.
 #[allow(clippy::too_many_arguments)]
 pub fn discover_agreement(
     reference: &Device,
@@ -146,8 +158,8 @@ pub fn discover_agreement(
     on: HookPoint,
     n: usize,
     steps: usize,
-    tf32_too: bool,
-) -> Result<(Agreement, Option<Agreement>)> {
+    extras: bool,
+) -> Result<EndToEnd> {
     let tok = Gpt2Tokenizer::new()?;
     let a = discover_ioi(
         &random_gpt2_small(reference)?,
@@ -161,13 +173,30 @@ pub fn discover_agreement(
     let model = random_gpt2_small(candidate)?;
     let b = discover_ioi(&model, &tok, candidate_gpu, mode, on, n, steps)?;
     let f32_agreement = agreement(&a, &b)?;
-    if !tf32_too {
-        return Ok((f32_agreement, None));
+    if !extras {
+        return Ok(EndToEnd {
+            f32: f32_agreement,
+            tf32: None,
+            bf16: None,
+        });
     }
     crate::gpu::set_tf32(true)?;
     let c = discover_ioi(&model, &tok, candidate_gpu, mode, on, n, steps);
     crate::gpu::set_tf32(false)?;
-    Ok((f32_agreement, Some(agreement(&a, &c?)?)))
+    let tf32 = agreement(&a, &c?)?;
+    let bf16 = (|| {
+        let half = model.to_dtype(crate::model::WeightDtype::Bf16)?;
+        agreement(
+            &a,
+            &discover_ioi(&half, &tok, candidate_gpu, mode, on, n, steps)?,
+        )
+    })()
+    .map_err(|e| e.to_string());
+    Ok(EndToEnd {
+        f32: f32_agreement,
+        tf32: Some(tf32),
+        bf16: Some(bf16),
+    })
 }
 
 #[cfg(test)]

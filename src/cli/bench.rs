@@ -11,7 +11,10 @@ use super::DeviceArg;
 pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
-    /// gpt2-small-shape | gpt2-xl-shape (random weights; timing does not depend on them), or a real model: a path or a known name such as smollm2-135m (its head layout for the kernel stages)
+    /// gpt2-small-shape | gpt2-xl-shape | qwen2.5-0.5b-shape | llama-3.2-1b-shape |
+    /// gemma-2-2b-shape | llama-3.1-8b-shape (random weights; timing does not depend on
+    /// them), or a real model: a path or a known name such as smollm2-135m (its head layout
+    /// for the kernel stages)
     #[arg(long, default_value = "gpt2-small-shape")]
     model: String,
     /// Timed runs per stage.
@@ -33,6 +36,15 @@ pub struct BenchArgs {
     steps: Option<u32>,
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Weights' precision (default: f32 for the GPT-2 shapes, bf16 for qwen2.5-0.5b-shape,
+    /// llama-3.2-1b-shape, gemma-2-2b-shape and llama-3.1-8b-shape, the device's for a
+    /// real model).
+    #[arg(long, value_parser = super::parse_dtype)]
+    dtype: Option<headcode::model::WeightDtype>,
+    /// Time the whole discover on PAIRS IOI pairs instead of the kernel stages (per stage,
+    /// with peak memory; on CUDA after the forward + hooks on 2·PAIRS prompts).
+    #[arg(long, value_name = "PAIRS")]
+    discover: Option<usize>,
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
@@ -49,5 +61,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         pairs: a.pairs,
         steps: a.steps,
         json: a.json.clone(),
+        dtype: a.dtype,
+        discover: a.discover,
     })?)
 }

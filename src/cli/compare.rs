@@ -140,6 +140,8 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
         None => None,
     };
     let (model, tok) = a.model.load_on(device(gpu)?)?;
+    let mut cfg = cfg;
+    a.model.fit_batch(&model, tok.as_ref(), &mut cfg.discover)?;
     headcode::interrupt::check()?;
     let device = if gpu { "cuda:0" } else { "cpu" };
     let mut bars = Bars::new(a.quiet);
@@ -150,6 +152,7 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
     let files = headcode::report::compare::write_compare(out, &r)?;
     say_replaced(out);
     say!("{}", r.markdown());
+    say!("{}", r.memory.summary());
     if let Some(m) = mib_out.as_mut() {
         let methods = r
             .rows

@@ -120,6 +120,7 @@ fn discover_into(a: DiscoverArgs, out: &mut OutDir) -> Result<()> {
         headcode::gpu::set_tf32(true)?;
     }
     let (model, tok) = a.model.load_on(device(cfg.gpu)?)?;
+    a.model.fit_batch(&model, tok.as_ref(), &mut cfg)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     headcode::interrupt::check()?;
     let mut bars = Bars::new(a.quiet);

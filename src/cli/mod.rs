@@ -99,6 +99,22 @@ pub struct ModelArgs {
     pub no_center_unembed: bool,
     #[arg(long)]
     pub no_fold_value_biases: bool,
+    /// Precision of the weights and the forward: f32, bf16 or f16 (default: the
+    /// checkpoint's own on CUDA, f32 on the CPU). Hooked activations reach the SAEs in f32.
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<model::WeightDtype>,
+    /// Memory budget in GB: weights beyond it are refused before loading, and `discover`
+    /// and `compare` choose their forward batch size to fit (or refuse up front).
+    #[arg(long, value_name = "GB", value_parser = parse_gb)]
+    pub max_memory: Option<u64>,
+}
+
+fn parse_gb(s: &str) -> std::result::Result<u64, String> {
+    headcode::pipeline::budget::parse_gb(s).map_err(|e| e.to_string())
+}
+
+pub(crate) fn parse_dtype(s: &str) -> std::result::Result<model::WeightDtype, String> {
+    s.parse().map_err(|e: headcode::Error| e.to_string())
 }
 
 impl ModelArgs {
@@ -111,7 +127,28 @@ impl ModelArgs {
             no_center_writing_weights: false,
             no_center_unembed: false,
             no_fold_value_biases: false,
+            dtype: None,
+            max_memory: None,
         }
+    }
+
+    /// With `--max-memory`, set `cfg.batch_size` so that the run fits it, and say so.
+    pub fn fit_batch(
+        &self,
+        model: &Model,
+        tok: &dyn Tokenizer,
+        cfg: &mut headcode::pipeline::DiscoverConfig,
+    ) -> Result<()> {
+        if let Some(budget) = self.max_memory {
+            let est = headcode::pipeline::budget::fit_discover(model, tok, cfg, budget)?;
+            eprintln!(
+                "--max-memory {}: batch size {} (estimated peak {})",
+                headcode::memory::human(budget as u128),
+                cfg.batch_size,
+                headcode::memory::human(est)
+            );
+        }
+        Ok(())
     }
 
     pub fn load(&self) -> Result<(Model, Box<dyn Tokenizer>)> {
@@ -130,7 +167,15 @@ impl ModelArgs {
                 fold_value_biases: !self.no_fold_value_biases,
             }
         };
-        Ok(model::load(&spec, &LoadOptions { processing, device })?)
+        Ok(model::load(
+            &spec,
+            &LoadOptions {
+                processing,
+                device,
+                dtype: self.dtype,
+                max_memory: self.max_memory,
+            },
+        )?)
     }
 }
 

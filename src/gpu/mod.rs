@@ -294,6 +294,34 @@ pub fn cuda_device() -> Result<candle_core::Device> {
         .map_err(|e| Error::Cuda(format!("opening CUDA device 0 for the forward pass: {e}")))
 }
 
+/// The compute capability of `dev` when it is a CUDA device (`None` on the CPU), read
+/// before a model is loaded so that a dtype the GPU cannot run is refused first.
+pub fn compute_capability(dev: &candle_core::Device) -> Result<Option<(i32, i32)>> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(c) = dev {
+        let cc = c
+            .cuda_stream()
+            .context()
+            .compute_capability()
+            .map_err(|e| Error::Cuda(format!("reading the compute capability: {e}")))?;
+        return Ok(Some(cc));
+    }
+    let _ = dev;
+    Ok(None)
+}
+
+/// Memory in use on `dev` (bytes: the driver's total − free, so candle's pool and other
+/// processes count); `None` on the CPU or when the driver does not answer.
+pub fn device_memory_used(dev: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(c) = dev {
+        let (free, total) = c.cuda_stream().context().mem_get_info().ok()?;
+        return Some((total - free) as u64);
+    }
+    let _ = dev;
+    None
+}
+
 /// Let candle's f32 GEMMs (the forward pass on CUDA) use TF32 tensor cores. Off by default:
 /// the self-test's forward parity (1e-4) is stated for full f32; `bench` reports the TF32
 /// forward's error beside its time. Without the `cuda` feature this is an error.

@@ -2,7 +2,7 @@
 //! ([batch, pos, head, d_head], TransformerLens `hook_z`) that can read or replace it.
 //! Padding never changes a real position: attention is causal and pads sit after every
 //! real token, so no real query attends to them.
-use candle_core::{Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::config::{Activation, ModelConfig, Norm, PosEmbedding, RopeScaling};
 use super::process::repeat_kv;
@@ -151,7 +151,11 @@ pub fn pad_batch(tokens: &[Vec<u32>], dev: &Device) -> Result<(Tensor, Vec<usize
     Ok((Tensor::from_vec(flat, (tokens.len(), t), dev)?, lengths))
 }
 
+/// LayerNorm or RMSNorm over the last axis, computed in f32 and rounded back to `x`'s
+/// dtype (a no-op for f32 models): a half-precision sum over d_model loses too much.
 pub(super) fn norm(x: &Tensor, nw: &NormWeights, kind: Norm, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = &x.to_dtype(DType::F32)?;
     let x = match kind {
         Norm::LayerNorm => {
             let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
@@ -164,13 +168,14 @@ pub(super) fn norm(x: &Tensor, nw: &NormWeights, kind: Norm, eps: f64) -> Result
         }
     };
     let x = match &nw.w {
-        Some(w) => x.broadcast_mul(w)?,
+        Some(w) => x.broadcast_mul(&w.to_dtype(DType::F32)?)?,
         None => x,
     };
-    Ok(match &nw.b {
-        Some(b) => x.broadcast_add(b)?,
+    let x = match &nw.b {
+        Some(b) => x.broadcast_add(&b.to_dtype(DType::F32)?)?,
         None => x,
-    })
+    };
+    Ok(x.to_dtype(dtype)?)
 }
 
 /// x [n, d_in] @ w [d_in, d_out] + b
@@ -337,10 +342,14 @@ pub(super) fn attend(
     } else {
         (k, v)
     };
-    let scores = (q.matmul(&k.t()?.contiguous()?)? * cfg.attn_scale())?;
+    // q·kᵀ in the model's dtype (f32 accumulation), then scale, soft-cap, mask and
+    // softmax in f32, as Transformers' eager attention does.
+    let dtype = q.dtype();
+    let scores = q.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
+    let scores = (scores * cfg.attn_scale())?;
     let scores = softcap(scores, cfg.details.attn_softcap)?;
     let scores = scores.broadcast_add(tables.mask(local))?;
-    Ok(softmax_last(&scores)?.matmul(&v)?)
+    Ok(softmax_last(&scores)?.to_dtype(dtype)?.matmul(&v)?)
 }
 
 /// The MLP's output (with b_out, and through the post-MLP norm where the family has
@@ -389,15 +398,20 @@ pub(super) struct Tables {
 }
 
 impl Tables {
-    fn new(cfg: &ModelConfig, t: usize, dev: &Device) -> Result<Self> {
+    /// Masks in f32 (they are added to f32 scores); rotary tables computed in f32 and
+    /// rounded to `dtype`, the queries' and keys' (as Transformers does).
+    fn new(cfg: &ModelConfig, t: usize, dev: &Device, dtype: DType) -> Result<Self> {
+        let rope = |base: f32, scaling: RopeScaling| -> Result<(Tensor, Tensor)> {
+            let (c, s) = rope_tables(t, cfg.rotary_dim(), base, scaling, dev)?;
+            Ok((c.to_dtype(dtype)?, s.to_dtype(dtype)?))
+        };
         let has_local = cfg.details.local_layers.iter().any(|&x| x);
         let (rope, local_rope, interleaved) = match cfg.pos {
             PosEmbedding::Rotary { base, interleaved } => {
-                let dim = cfg.rotary_dim();
-                let global = rope_tables(t, dim, base, cfg.details.rope_scaling, dev)?;
+                let global = rope(base, cfg.details.rope_scaling)?;
                 // Local layers use their own base where one is given, never the scaling.
                 let local = match (has_local, cfg.details.rope_local_base) {
-                    (true, Some(lb)) => Some(rope_tables(t, dim, lb, RopeScaling::None, dev)?),
+                    (true, Some(lb)) => Some(rope(lb, RopeScaling::None)?),
                     _ => None,
                 };
                 (Some(global), local, interleaved)
@@ -487,7 +501,7 @@ pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Resu
         }
         PosEmbedding::Rotary { .. } => {}
     }
-    let tables = Tables::new(cfg, t, &dev)?;
+    let tables = Tables::new(cfg, t, &dev, w.w_e.dtype())?;
     Ok(Embedded {
         x,
         short_pos,
@@ -516,11 +530,12 @@ pub(super) fn last_logits(
     unembed(cfg, w, &x.index_select(&idx, 0)?)
 }
 
-/// Logits [n, vocab] of residual-stream rows `x` [n, d]: final norm, W_U, soft-cap.
+/// Logits [n, vocab] of residual-stream rows `x` [n, d]: final norm, W_U, soft-cap; f32
+/// whatever the model's dtype (the soft-cap runs in f32).
 fn unembed(cfg: &ModelConfig, w: &Weights, x: &Tensor) -> Result<Tensor> {
     let xn = norm(x, &w.ln_final, cfg.norm, cfg.eps)?;
     softcap(
-        linear(&xn, &w.w_u, Some(&w.b_u))?,
+        linear(&xn, &w.w_u, Some(&w.b_u))?.to_dtype(DType::F32)?,
         cfg.details.final_softcap,
     )
 }
@@ -558,14 +573,15 @@ pub(crate) fn forward(
                     format!("layer {l0}, {:?}", r.dims()),
                 ));
             }
-            x = r.reshape((n, d))?;
+            x = r.reshape((n, d))?.to_dtype(w.w_e.dtype())?;
             l0
         }
         None => 0,
     };
     for (li, l) in rt.layers.iter().enumerate().skip(first) {
+        // Everything handed out or taken in is f32 (see `model::dtype`).
         if opts.capture_resid {
-            out.resid.push(x.reshape((b, t, d))?);
+            out.resid.push(x.reshape((b, t, d))?.to_dtype(DType::F32)?);
         }
         let xn = norm(&x, &l.ln1, cfg.norm, cfg.eps)?;
         let qk_in = match &short_pos {
@@ -585,7 +601,7 @@ pub(crate) fn forward(
             .transpose(1, 2)?
             .contiguous()?; // [B, T, H, dh]
         if let Some(iv) = opts.intervention.as_deref_mut() {
-            if let Some(nz) = iv.on_z(li, &z, &lengths)? {
+            if let Some(nz) = iv.on_z(li, &z.to_dtype(DType::F32)?, &lengths)? {
                 if nz.dims() != z.dims() {
                     return Err(Error::shape(
                         format!("intervention on layer {li} z"),
@@ -593,15 +609,16 @@ pub(crate) fn forward(
                         format!("{:?}", nz.dims()),
                     ));
                 }
-                z = nz;
+                z = nz.to_dtype(z.dtype())?;
             }
         }
         let attn = attn_out(cfg, l, &z.reshape((n, h * dh))?)?;
         if opts.capture_z {
-            out.z.push(z);
+            out.z.push(z.to_dtype(DType::F32)?);
         }
         if opts.capture_attn_out {
-            out.attn_out.push(attn.reshape((b, t, d))?);
+            out.attn_out
+                .push(attn.reshape((b, t, d))?.to_dtype(DType::F32)?);
         }
         let mid = (&x + attn)?;
         x = match &l.mlp {

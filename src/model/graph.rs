@@ -379,6 +379,10 @@ pub struct GraphOutput {
 /// Per-head weights laid out for batched matmuls over heads.
 pub struct GraphModel<'m> {
     model: &'m Model,
+    /// The model widened to f32 when it runs in bf16 or f16: the graph's forward and its
+    /// gradients (EAP) run in f32, at the cost of an f32 copy of the weights while the
+    /// graph lives (documented in docs/precision.md).
+    widened: Option<Box<Model>>,
     pub graph: CircuitGraph,
     layers: Vec<HeadWeights>,
 }
@@ -404,10 +408,15 @@ fn per_head(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 impl<'m> GraphModel<'m> {
     pub fn new(model: &'m Model, split_qkv: bool) -> Result<Self> {
-        let c = &model.cfg;
+        let widened = match model.dtype() {
+            super::WeightDtype::F32 => None,
+            _ => Some(Box::new(model.to_dtype(super::WeightDtype::F32)?)),
+        };
+        let m = widened.as_deref().unwrap_or(model);
+        let c = &m.cfg;
         let rep = c.n_heads / c.n_kv_heads;
         let mut layers = Vec::with_capacity(c.n_layers);
-        for l in &model.weights.layers {
+        for l in &m.weights.layers {
             let h = c.n_heads;
             let ungroup = |w: &Tensor| repeat_kv(w, rep);
             layers.push(HeadWeights {
@@ -424,7 +433,13 @@ impl<'m> GraphModel<'m> {
             model,
             graph: CircuitGraph::for_model(model, split_qkv),
             layers,
+            widened,
         })
+    }
+
+    /// The model the graph runs: f32 whatever the loaded model's dtype.
+    fn m(&self) -> &Model {
+        self.widened.as_deref().unwrap_or(self.model)
     }
 
     /// Clean and corrupted caches for a batch of pairs (equal lengths pair by pair).
@@ -445,9 +460,9 @@ impl<'m> GraphModel<'m> {
 
     pub fn run(&self, tokens: &[Vec<u32>], opts: GraphRunOptions<'_>) -> Result<GraphOutput> {
         let g = &self.graph;
-        let cfg = &self.model.cfg;
-        let w = &self.model.weights;
-        let rt = &self.model.rt;
+        let cfg = &self.m().cfg;
+        let w = &self.m().weights;
+        let rt = &self.m().rt;
         if let Some(m) = opts.mask {
             if m.len() != g.n_edges() {
                 return Err(Error::shape("edge mask", g.n_edges(), m.len()));
@@ -674,7 +689,7 @@ impl<'m> GraphModel<'m> {
         let mut bias = None;
         if opts.reference {
             let mut b0 = Tensor::zeros((1, d), candle_core::DType::F32, &dev)?;
-            for l in &self.model.weights.layers[..start.min(cfg.n_layers)] {
+            for l in &self.m().weights.layers[..start.min(cfg.n_layers)] {
                 b0 = b0.broadcast_add(&l.b_o.unsqueeze(0)?)?;
             }
             bias = Some(b0);
@@ -683,7 +698,7 @@ impl<'m> GraphModel<'m> {
         for li in start..cfg.n_layers {
             let l = &rt.layers[li];
             let hw = &self.layers[li];
-            let wl = &self.model.weights.layers[li];
+            let wl = &self.m().weights.layers[li];
             if let Some(c) = cache.as_mut() {
                 c.attn_base.push(base.clone());
             }

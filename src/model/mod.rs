@@ -2,6 +2,7 @@
 //! state dicts, HF Llama, GGUF), TransformerLens weight processing and the forward pass.
 //! Knows nothing of tasks, SAEs or reports.
 pub mod config;
+pub mod dtype;
 pub mod fetch;
 pub mod forward;
 pub mod graph;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 pub use config::{Activation, ModelConfig, Norm, PosEmbedding, Processing};
+pub use dtype::{LoadTarget, WeightDtype};
 pub use forward::{ForwardOptions, ForwardOutput, Intervention, LogitsAt};
 pub use weights::Weights;
 
@@ -39,6 +41,7 @@ impl Model {
         processing: Processing,
         source: String,
     ) -> Result<Self> {
+        weights.settle()?;
         let processing = process::process(&cfg, &mut weights, processing)?;
         let rt = forward::Runtime::new(&weights)?;
         Ok(Self {
@@ -52,6 +55,40 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         self.weights.w_e.device()
+    }
+
+    /// The dtype the weights are kept in and the forward runs in.
+    pub fn dtype(&self) -> WeightDtype {
+        // `settle` and the loaders only ever make f32, bf16 or f16 weights.
+        WeightDtype::of(self.weights.dtype()).unwrap_or(WeightDtype::F32)
+    }
+
+    /// This model with its weights in `dtype` (a copy; the same model if already so).
+    pub fn to_dtype(&self, dtype: WeightDtype) -> Result<Model> {
+        let d = dtype.dtype();
+        let w = &self.weights;
+        let mut weights = Weights {
+            w_e: w.w_e.to_dtype(d)?,
+            w_pos: w.w_pos.as_ref().map(|t| t.to_dtype(d)).transpose()?,
+            layers: w
+                .layers
+                .iter()
+                .map(|l| l.to_dtype(d))
+                .collect::<Result<_>>()?,
+            ln_final: w.ln_final.clone(),
+            w_u: w.w_u.to_dtype(d)?,
+            b_u: w.b_u.to_dtype(d)?,
+            synthesized: w.synthesized,
+        };
+        weights.settle()?;
+        let rt = forward::Runtime::new(&weights)?;
+        Ok(Model {
+            cfg: self.cfg.clone(),
+            weights,
+            processing: self.processing,
+            source: self.source.clone(),
+            rt,
+        })
     }
 
     pub fn forward(&self, tokens: &[Vec<u32>], opts: ForwardOptions<'_>) -> Result<ForwardOutput> {
@@ -85,6 +122,19 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 pub struct LoadOptions {
     pub processing: Processing,
     pub device: Device,
+    /// `--dtype`; `None`: [`WeightDtype::choose`]'s default for the device.
+    pub dtype: Option<WeightDtype>,
+    /// `--max-memory` in bytes: weights beyond it are refused before they are read.
+    pub max_memory: Option<u64>,
+}
+
+impl LoadOptions {
+    fn target(&self) -> LoadTarget {
+        LoadTarget {
+            dtype: self.dtype,
+            max_bytes: self.max_memory,
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -92,6 +142,8 @@ impl Default for LoadOptions {
         Self {
             processing: Processing::TL_DEFAULT,
             device: Device::Cpu,
+            dtype: None,
+            max_memory: None,
         }
     }
 }
@@ -207,11 +259,11 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
             let c = load::read_json(&cfg_path)?;
             let mt = c.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
             let (cfg, w) = match mt {
-                "gpt2" => load::load_gpt2_hf(dir, dev)?,
+                "gpt2" => load::load_gpt2_hf(dir, dev, opts.target())?,
                 "llama" | "mistral" | "qwen2" | "gemma2" | "gemma3_text" | "gemma3" => {
-                    load::load_llama_hf(dir, dev)?
+                    load::load_llama_hf(dir, dev, opts.target())?
                 }
-                "gpt_neox" => load::load_neox_hf(dir, dev)?,
+                "gpt_neox" => load::load_neox_hf(dir, dev, opts.target())?,
                 other => {
                     return Err(Error::UnsupportedModel(format!(
                         "{}: model_type {other:?} (supported: gpt2, llama, mistral, qwen2, \
@@ -239,7 +291,7 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
             Ok((m, tok))
         }
         ModelSpec::TransformerLens { config, weights } => {
-            let (cfg, w) = load::load_transformer_lens(config, weights, dev)?;
+            let (cfg, w) = load::load_transformer_lens(config, weights, dev, opts.target())?;
             let dir = config.parent().unwrap_or(Path::new("."));
             let tok: Box<dyn Tokenizer> = if dir.join("tokenizer.json").is_file() {
                 Box::new(HfTokenizer::from_file(&dir.join("tokenizer.json"), None)?)
@@ -250,7 +302,7 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<(Model, Box<dyn Toke
             Ok((m, tok))
         }
         ModelSpec::Gguf(path) => {
-            let (cfg, w, vocab) = load::load_gguf(path, dev)?;
+            let (cfg, w, vocab) = load::load_gguf(path, dev, opts.target())?;
             let name = format!("{} (GGUF vocab)", path.display());
             let tok: Box<dyn Tokenizer> = match vocab {
                 load::GgufVocab::Bpe {

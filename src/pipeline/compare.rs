@@ -159,6 +159,9 @@ pub struct CompareResult {
     pub stability: Option<StabilitySetup>,
     /// The SAE run's AUCs for every scorer it computes.
     pub sae_auc: BTreeMap<String, f64>,
+    /// Peak host and device memory, whole and per method.
+    #[serde(default)]
+    pub memory: crate::memory::PeakMemory,
 }
 
 /// Edge AUC of `scores` (ids of `graph`) against the circuit's edge labels.
@@ -263,6 +266,9 @@ pub fn compare(
 
     let (mut acdc_res, mut eap_res, mut eap_ig_res, mut patch_res) = (None, None, None, None);
     let mut sae_acts: Option<(Activations, DiscoverConfig)> = None;
+    let mut meter = crate::memory::MemoryMeter::new(Some(model.device()));
+    // The SAE method's own peaks (its discover resets the high-water mark per stage).
+    let mut inner = crate::memory::PeakMemory::default();
     for &m in &cfg.methods {
         crate::interrupt::check()?;
         match m {
@@ -277,6 +283,7 @@ pub fn compare(
                     sae_acts = Some((a, dc.clone()));
                 }
                 let wall = t0.elapsed().as_secs_f64();
+                inner = r.memory.clone();
                 let ms = |k: &str| r.timings_ms.get(k).copied().unwrap_or(0.0) / 1e3;
                 let shared = ms("tokenize") + ms("forward_hooks");
                 let sae_s = shared + ms("baselines") + ms("sae_train") + ms("codes") + ms("scores");
@@ -437,6 +444,8 @@ pub fn compare(
                 }
             }
         }
+        meter.stage_end_with(&format!("{m:?}").to_lowercase(), &inner);
+        inner = Default::default();
     }
     let sae_time = rows
         .iter()
@@ -473,10 +482,12 @@ pub fn compare(
         faithfulness: None,
         stability: None,
         sae_auc,
+        memory: Default::default(),
     };
     if cfg.resamples > 0 {
         crate::interrupt::check()?;
         stability(&mut out, cfg, sk, np, sae_acts.as_ref(), progress)?;
+        meter.stage_end("stability");
     }
     if cfg.eval_pairs > 0 {
         crate::interrupt::check()?;
@@ -529,7 +540,9 @@ pub fn compare(
             seconds: t0.elapsed().as_secs_f64(),
             note,
         });
+        meter.stage_end("faithfulness");
     }
+    out.memory = meter.peaks();
     Ok(out)
 }
 

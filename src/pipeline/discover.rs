@@ -269,6 +269,8 @@ pub struct DiscoverResult {
     pub faithfulness: Option<FaithfulnessCurve>,
     /// Milliseconds per stage.
     pub timings_ms: BTreeMap<String, f64>,
+    /// Peak host and device memory, whole and per stage.
+    pub memory: crate::memory::PeakMemory,
     #[serde(skip)]
     pub saes: Vec<Sae>,
     /// The vectors every scorer read, with `keep_activations`.
@@ -405,6 +407,7 @@ pub fn discover(
         check_memory(&model.cfg, cfg, cfg.n)?;
     }
     let mut clock = StageClock::default();
+    clock.mem.set_device(model.device());
     let t0 = Instant::now();
     let prepared = prepare_task(model, tok, cfg)?;
     check_memory(&model.cfg, cfg, prepared.task.clean.len())?;
@@ -489,24 +492,29 @@ pub fn discover(
         patching,
         faithfulness: faith,
         timings_ms: clock.ms,
+        memory: clock.mem.peaks(),
         saes: saes_out,
         activations,
     })
 }
 
-/// Wall time of each stage, in milliseconds (`DiscoverResult::timings_ms`).
+/// Wall time of each stage, in milliseconds (`DiscoverResult::timings_ms`), and its peak
+/// memory (`DiscoverResult::memory`).
 #[derive(Default)]
 struct StageClock {
     ms: BTreeMap<String, f64>,
+    mem: crate::memory::MemoryMeter,
 }
 
 impl StageClock {
     fn set(&mut self, stage: &str, t0: Instant) {
         self.ms
             .insert(stage.to_string(), t0.elapsed().as_secs_f64() * 1e3);
+        self.mem.stage_end(stage);
     }
     fn add(&mut self, stage: &str, t0: Instant) {
         *self.ms.entry(stage.to_string()).or_default() += t0.elapsed().as_secs_f64() * 1e3;
+        self.mem.stage_end(stage);
     }
 }
 

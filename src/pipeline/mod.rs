@@ -3,6 +3,7 @@
 //! function of plain values from the stage before; this module only wires them and times
 //! them. Files are written by `report`. `compare` runs the SAE method beside patching,
 //! ACDC and EAP on the same prompts.
+pub mod budget;
 pub mod compare;
 pub mod discover;
 pub mod evaluate;

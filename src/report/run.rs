@@ -60,6 +60,7 @@ pub fn write_discover(
             "source": model.source,
             "config": model.cfg,
             "processing": model.processing,
+            "dtype": model.dtype(),
         },
         "task": r.config.task.name(),
         "counts": r.task,
@@ -77,6 +78,7 @@ pub fn write_discover(
         "patching": r.patching,
         "faithfulness": r.faithfulness,
         "timings_ms": r.timings_ms,
+        "memory": r.memory,
     });
     out.write("scores.json", serde_json::to_string_pretty(&manifest)?)?;
     written.push("scores.json".into());

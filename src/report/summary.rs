@@ -71,6 +71,7 @@ pub fn print_discover(r: &DiscoverResult, out: &Path, files: &[String], total_s:
         .collect();
     st.push(format!("total {:.1} s", total_s));
     say!("time: {}", st.join(", "));
+    say!("{}", r.memory.summary());
     say!("wrote {} in {}", files.join(", "), out.display());
 }
 
@@ -184,6 +185,11 @@ pub fn print_rescore(r: &Rescore, dir: &Path) {
 pub fn print_model(model: &Model, tok: &dyn Tokenizer) {
     let c = &model.cfg;
     say!("source        {}", model.source);
+    say!(
+        "dtype         {} ({} of weights)",
+        model.dtype(),
+        crate::memory::human(model.weights.bytes() as u128)
+    );
     say!("architecture  {}", c.architecture);
     say!("layers        {}", c.n_layers);
     say!(

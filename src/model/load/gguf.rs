@@ -19,6 +19,7 @@ use super::llama::{llama_weights, Family, LlamaNames};
 use super::neox::{neox_weights, NeoxNames, QkvLayout};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling};
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{TensorSource, Weights};
 
 /// Tokenizer data carried inside a GGUF file.
@@ -123,13 +124,18 @@ impl Meta<'_> {
     }
 }
 
-/// A llama.cpp GGUF file of a supported architecture, its weights dequantised to f32,
+/// A llama.cpp GGUF file of a supported architecture, its weights dequantised tensor by
+/// tensor to the chosen dtype,
 /// and the tokenizer it carries.
-pub fn load_gguf(path: &Path, dev: &Device) -> Result<(ModelConfig, Weights, GgufVocab)> {
-    let src = TensorSource::gguf(path)?;
-    let TensorSource::Gguf { content, .. } = &src else {
-        unreachable!("TensorSource::gguf returns the Gguf variant")
-    };
+pub fn load_gguf(
+    path: &Path,
+    dev: &Device,
+    target: LoadTarget,
+) -> Result<(ModelConfig, Weights, GgufVocab)> {
+    let src = TensorSource::gguf(path)?.with_target(target, dev)?;
+    let content = src
+        .gguf_content()
+        .ok_or_else(|| Error::format(path, "not read as GGUF"))?;
     let mut m = Meta {
         md: &content.metadata,
         path,

@@ -7,11 +7,16 @@ use serde_json::Value;
 use super::{json_f64, json_usize, read_json, zeros};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ModelConfig, Norm, PosEmbedding};
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// A Hugging Face GPT-2 folder: `config.json` + `model.safetensors` (Conv1D layout,
 /// y = x·W + b; unembedding tied to `wte`). gpt2 … gpt2-xl differ only in config.
-pub fn load_gpt2_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> {
+pub fn load_gpt2_hf(
+    dir: &Path,
+    dev: &Device,
+    target: LoadTarget,
+) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
     let c = read_json(&cfg_path)?;
     let d = json_usize(&c, &cfg_path, &["n_embd", "hidden_size"])?;
@@ -55,7 +60,7 @@ pub fn load_gpt2_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> 
     };
     cfg.validate(&cfg_path)?;
     let st_path = dir.join("model.safetensors");
-    let src = TensorSource::safetensors(&[st_path])?;
+    let src = TensorSource::safetensors(&[st_path])?.with_target(target, dev)?;
     src.check_fits(&cfg, &cfg_path)?;
     // Some exports prefix every name with `transformer.`.
     let prefix = if src.contains("transformer.wte.weight") {

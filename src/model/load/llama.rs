@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::{json_f64, json_usize, linear_to_heads, read_json, zeros};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding, RopeScaling};
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// Which member of the family a checkpoint is.
@@ -257,7 +258,11 @@ fn local_layers(c: &Value, cfg_path: &Path, family: Family, n_layers: usize) -> 
 /// A Hugging Face folder of the Llama family (model_type `llama`, `mistral`, `qwen2`,
 /// `gemma2`, `gemma3_text`): `config.json` + `model.safetensors` or sharded
 /// `model-0000x-of-0000y.safetensors` with `model.safetensors.index.json`.
-pub fn load_llama_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> {
+pub fn load_llama_hf(
+    dir: &Path,
+    dev: &Device,
+    target: LoadTarget,
+) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
     let c = read_json(&cfg_path)?;
     let mt = c.get("model_type").and_then(Value::as_str).unwrap_or("");
@@ -343,7 +348,7 @@ pub fn load_llama_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)>
         details,
     };
     cfg.validate(&cfg_path)?;
-    let src = TensorSource::safetensors(&safetensors_files(dir)?)?;
+    let src = TensorSource::safetensors(&safetensors_files(dir)?)?.with_target(target, dev)?;
     src.check_fits(&cfg, &cfg_path)?;
     // Transformers' Gemma norms compute x̂·(1 + w); llama.cpp's converter stores 1 + w.
     llama_weights(
@@ -412,7 +417,8 @@ pub(super) fn llama_weights(
     let gemma = family.is_gemma();
     let g = |n: &str, shape: &[usize]| src.get(n, shape, dev);
     let nw = |n: &str, dim: usize| -> Result<NormWeights> {
-        let w = g(n, &[dim])?;
+        // In f32, as Transformers' Gemma computes 1 + w (norms stay f32, `Weights::settle`).
+        let w = g(n, &[dim])?.to_dtype(candle_core::DType::F32)?;
         let w = if norm_plus_one { (w + 1.0)? } else { w };
         Ok(NormWeights {
             w: Some(w),

@@ -11,6 +11,7 @@ use super::llama::safetensors_files;
 use super::{json_f64, json_usize, read_json};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ArchDetails, ModelConfig, Norm, PosEmbedding};
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// Row order of the fused QKV matrix.
@@ -71,7 +72,11 @@ impl NeoxNames {
 }
 
 /// A Hugging Face GPT-NeoX folder (model_type `gpt_neox`, e.g. Pythia).
-pub fn load_neox_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> {
+pub fn load_neox_hf(
+    dir: &Path,
+    dev: &Device,
+    target: LoadTarget,
+) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
     let c = read_json(&cfg_path)?;
     let d = json_usize(&c, &cfg_path, &["hidden_size"])?;
@@ -130,7 +135,7 @@ pub fn load_neox_hf(dir: &Path, dev: &Device) -> Result<(ModelConfig, Weights)> 
             cfg_path.display()
         )));
     }
-    let src = TensorSource::safetensors(&safetensors_files(dir)?)?;
+    let src = TensorSource::safetensors(&safetensors_files(dir)?)?.with_target(target, dev)?;
     src.check_fits(&cfg, &cfg_path)?;
     neox_weights(&cfg, &src, &NeoxNames::hf(), QkvLayout::PerHead, dev)
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{json_f64, json_usize, read_json, zeros};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ModelConfig, Norm, PosEmbedding};
+use crate::model::dtype::LoadTarget;
 use crate::model::weights::{LayerWeights, MlpWeights, NormWeights, TensorSource, Weights};
 
 /// A TransformerLens state dict (`embed.W_E`, `blocks.{l}.attn.W_Q` [heads, d_model,
@@ -17,6 +18,7 @@ pub fn load_transformer_lens(
     cfg_path: &Path,
     weights_path: &Path,
     dev: &Device,
+    target: LoadTarget,
 ) -> Result<(ModelConfig, Weights)> {
     let c = read_json(cfg_path)?;
     let attn_only = c.get("attn_only").and_then(Value::as_bool).unwrap_or(false);
@@ -100,6 +102,7 @@ pub fn load_transformer_lens(
             ))
         }
     };
+    let src = src.with_target(target, dev)?;
     src.check_fits(&cfg, cfg_path)?;
     let (d, h, kv, hd, v, dm) = (
         cfg.d_model,
