@@ -61,7 +61,19 @@ fn compare_runs_every_method_and_its_files_agree() {
     let r = compare(&m, &tok, &cfg, "cpu", &mut |_, _, _| {}).unwrap();
     // Peak memory per method, the SAE method's at least its own discover's.
     let stages: Vec<&str> = r.memory.stages.iter().map(|s| s.stage.as_str()).collect();
-    assert_eq!(stages, ["load", "sae", "patching", "acdc", "eap"]);
+    assert_eq!(
+        stages,
+        [
+            "load",
+            "sae",
+            "patching",
+            "acdc",
+            "eap",
+            "eap-ig",
+            "stability",
+            "faithfulness"
+        ]
+    );
     let host = |s: &str| {
         r.memory
             .stages

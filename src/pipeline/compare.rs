@@ -45,6 +45,19 @@ pub enum Method {
     EapIg,
 }
 
+impl Method {
+    /// The name `--methods` takes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Sae => "sae",
+            Method::Patching => "patching",
+            Method::Acdc => "acdc",
+            Method::Eap => "eap",
+            Method::EapIg => "eap-ig",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareConfig {
     /// The SAE method's settings; its task, seed and circuit are everyone's.
@@ -444,7 +457,7 @@ pub fn compare(
                 }
             }
         }
-        meter.stage_end_with(&format!("{m:?}").to_lowercase(), &inner);
+        meter.stage_end_with(m.name(), &inner);
         inner = Default::default();
     }
     let sae_time = rows
