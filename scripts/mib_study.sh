@@ -3,7 +3,7 @@
 # Docstring, CPR and CMD on 32 validation pairs (discovery on train), the bootstrap
 # stability of the top 27 heads over 20 resamples, AUC against the replicated core
 # circuit, and each method's MIB submission folder; 16 pairs for patching, EAP and EAP-IG
-# (EAP-IG's autograd over 32 pairs of SmolLM2 peaks near 14 GB).
+# (a 32-pair run reached 15.9 GB and was killed for memory beside other runs; docs/mib-study.md).
 #   scripts/mib_study.sh OUT_DIR [TASK...]      (tasks: ioi gt docstring; default all)
 #   METHODS=sae,patching,acdc,eap,eap-ig scripts/mib_study.sh ...   adds ACDC (heads mode,
 #   three thresholds; it ran over 50 minutes on the 2-core VM without finishing)

@@ -325,6 +325,16 @@ fn metric_tensor_equals_the_task_metrics() {
     assert!(metric_tensor(&logits, &toks[..2]).is_err());
 }
 
+/// The mean task metric over a batch's last-position logits.
+fn batch_mean_metric(logits: &Tensor, toks: &[PairTokens]) -> f64 {
+    let rows = logits.to_vec2::<f32>().unwrap();
+    rows.iter()
+        .zip(toks)
+        .map(|(r, t)| metric_value(t.metric, r, t).unwrap() as f64)
+        .sum::<f64>()
+        / rows.len() as f64
+}
+
 fn spearman(a: &[f64], b: &[f64]) -> f64 {
     let rank = |x: &[f64]| {
         let mut idx: Vec<usize> = (0..x.len()).collect();
@@ -386,14 +396,7 @@ fn eap_agrees_with_exact_edge_patching() {
             let r = eap(&m, &clean, &corrupt, &toks, split, 3, |_, _| {}).unwrap();
             let gm = GraphModel::new(&m, split).unwrap();
             let ctx = gm.patch_context(&clean, &corrupt).unwrap();
-            let mean_metric = |logits: &Tensor| {
-                let rows = logits.to_vec2::<f32>().unwrap();
-                rows.iter()
-                    .zip(&toks)
-                    .map(|(r, t)| metric_value(t.metric, r, t).unwrap() as f64)
-                    .sum::<f64>()
-                    / rows.len() as f64
-            };
+            let mean_metric = |logits: &Tensor| batch_mean_metric(logits, &toks);
             let base = mean_metric(&ctx.clean.logits);
             assert!((base - r.metric_clean).abs() < 1e-4);
             let ne = gm.graph.n_edges();
@@ -491,14 +494,7 @@ fn eap_ig_equals_finite_difference_slopes_at_its_points() {
         let gm = GraphModel::new(&m, true).unwrap();
         let ctx = gm.patch_context(&clean, &corrupt).unwrap();
         let (cc, xc) = (&ctx.clean, &ctx.corrupt);
-        let mean_metric = |logits: &Tensor| {
-            let rows = logits.to_vec2::<f32>().unwrap();
-            rows.iter()
-                .zip(&toks)
-                .map(|(r, t)| metric_value(t.metric, r, t).unwrap() as f64)
-                .sum::<f64>()
-                / rows.len() as f64
-        };
+        let mean_metric = |logits: &Tensor| batch_mean_metric(logits, &toks);
         let ne = gm.graph.n_edges();
         let eps = 1e-2;
         let mut mean_slope = vec![0f64; ne];

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use common::tiny_gpt2_vocab as tiny;
 use headcode::eval::mib_curve::{masked_metrics, CircuitAblation};
 use headcode::mib::{apply_topn, MibGraph, MibLevel, MibScores};
-use headcode::model::graph::{GraphModel, GraphRunOptions, PatchContext};
+use headcode::model::graph::{GraphCache, GraphModel, GraphRunOptions, PatchContext};
 use headcode::pipeline::evaluate::{evaluate, EvaluateConfig};
 use headcode::pipeline::prompts::prepare;
 use headcode::pipeline::{Split, TaskSource};
@@ -22,6 +22,20 @@ fn mean_metric(logits: &Tensor, toks: &[PairTokens]) -> f64 {
         .map(|(r, t)| metric_value(t.metric, r, t).unwrap() as f64)
         .sum::<f64>()
         / rows.len() as f64
+}
+
+/// An unpatched run's cache.
+fn capture(gm: &GraphModel, tokens: &[Vec<u32>]) -> GraphCache {
+    gm.run(
+        tokens,
+        GraphRunOptions {
+            capture: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .cache
+    .unwrap()
 }
 
 fn random_scores(n_edges: usize, seed: u64) -> MibScores {
@@ -60,28 +74,8 @@ fn evaluate_matches_a_hand_computed_curve() {
 
         // By hand: one batch of all six pairs, each circuit through the reference mixing.
         let task = prepare(&cfg.task, &tok, 6, 0, true, Split::Validation).unwrap();
-        let clean_cache = gm
-            .run(
-                &task.clean,
-                GraphRunOptions {
-                    capture: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap()
-            .cache
-            .unwrap();
-        let corrupt_cache = gm
-            .run(
-                &task.corrupt,
-                GraphRunOptions {
-                    capture: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap()
-            .cache
-            .unwrap();
+        let clean_cache = capture(&gm, &task.clean);
+        let corrupt_cache = capture(&gm, &task.corrupt);
         let full = mean_metric(&clean_cache.logits, &task.tokens);
         let ctx = match ablation {
             CircuitAblation::Patching => PatchContext::new(clean_cache, corrupt_cache).unwrap(),
@@ -98,17 +92,7 @@ fn evaluate_matches_a_hand_computed_curve() {
                 let mut sums: Vec<Tensor> = Vec::new();
                 let mut count = 0.0;
                 for (i, p) in task.corrupt.iter().enumerate() {
-                    let c = gm
-                        .run(
-                            std::slice::from_ref(p),
-                            GraphRunOptions {
-                                capture: true,
-                                ..Default::default()
-                            },
-                        )
-                        .unwrap()
-                        .cache
-                        .unwrap();
+                    let c = capture(&gm, std::slice::from_ref(p));
                     count += p.len() as f64;
                     for (bi, b) in c.blocks.iter().enumerate() {
                         let s = b.sum_keepdim(0).unwrap();
