@@ -75,3 +75,27 @@ fn families_on_cuda_equal_the_cpu() {
         eprintln!("{name}: CUDA equals the CPU");
     }
 }
+
+/// The device draws `random_model` makes for half-dtype shapes (curand's normals, in f32
+/// before the cast): the moments asked for, an odd length (candle rounds up to the even
+/// count curand needs), and the same numbers again after the same seed.
+#[test]
+fn device_normals_have_the_moments_asked_for() {
+    let gpu = Device::new_cuda(0).expect("a CUDA device (a GPU, or headcode-emu's libraries)");
+    let n = 100_001;
+    gpu.set_seed(7).unwrap();
+    let a = host(&Tensor::randn(0f32, 0.02, n, &gpu).unwrap());
+    assert_eq!(a.len(), n);
+    let mean = a.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+    let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    // 5 standard errors: the mean's is 0.02/sqrt(n), the variance's about sqrt(2/n)·var.
+    assert!(mean.abs() < 5.0 * 0.02 / (n as f64).sqrt(), "mean {mean}");
+    assert!(
+        (var.sqrt() - 0.02).abs() < 0.02 * 5.0 * (0.5 / n as f64).sqrt(),
+        "std {}",
+        var.sqrt()
+    );
+    gpu.set_seed(7).unwrap();
+    let b = host(&Tensor::randn(0f32, 0.02, n, &gpu).unwrap());
+    assert_eq!(a, b, "the same seed draws the same numbers");
+}
