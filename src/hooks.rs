@@ -139,7 +139,12 @@ pub fn collect_on_device(
     let (mut zs, mut rs, mut ls) = (Vec::new(), Vec::new(), Vec::new());
     let mut lengths_all = Vec::with_capacity(tokens.len());
     let mut done = 0;
-    for chunk in tokens.chunks(batch_size.max(1)) {
+    // Chunks of prompts of similar length: every chunk is padded to its longest prompt, so
+    // mixing lengths computes pads. The outputs are put back in the callers' order below.
+    let mut order: Vec<usize> = (0..tokens.len()).collect();
+    order.sort_by_key(|&i| tokens[i].len());
+    let sorted: Vec<Vec<u32>> = order.iter().map(|&i| tokens[i].clone()).collect();
+    for chunk in sorted.chunks(batch_size.max(1)) {
         crate::interrupt::check()?;
         let out = model.forward(
             chunk,
@@ -213,10 +218,27 @@ pub fn collect_on_device(
         crate::memory::sample_device(dev);
         progress(done);
     }
+    let (mut z, mut result, mut last_logits) = (
+        Tensor::cat(&zs, 0)?,
+        Tensor::cat(&rs, 0)?,
+        Tensor::cat(&ls, 0)?,
+    );
+    if order.iter().enumerate().any(|(k, &i)| k != i) {
+        // Row k of the outputs is prompt order[k]; prompt i is row inverse[i].
+        let mut inverse = vec![0u32; order.len()];
+        for (k, &i) in order.iter().enumerate() {
+            inverse[i] = k as u32;
+        }
+        let idx = Tensor::from_vec(inverse.clone(), order.len(), dev)?;
+        z = z.index_select(&idx, 0)?;
+        result = result.index_select(&idx, 0)?;
+        last_logits = last_logits.index_select(&idx, 0)?;
+        lengths_all = inverse.iter().map(|&k| lengths_all[k as usize]).collect();
+    }
     Ok(DeviceCollected {
-        z: Tensor::cat(&zs, 0)?,
-        result: Tensor::cat(&rs, 0)?,
-        last_logits: Tensor::cat(&ls, 0)?,
+        z,
+        result,
+        last_logits,
         lengths: lengths_all,
         labels: cfg.head_labels(),
         reduce,

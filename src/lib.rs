@@ -26,6 +26,7 @@ pub mod eval;
 pub mod gpu;
 pub mod hooks;
 pub mod interrupt;
+pub(crate) mod linalg;
 pub mod memory;
 pub mod mib;
 pub mod model;

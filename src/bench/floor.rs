@@ -120,6 +120,15 @@ impl ForwardDims {
 /// GPT-2 small, 500 prompts of 18 tokens: 1.57 TFLOP, 23.5 ms at an H100's FP32 peak, so a
 /// 10 ms forward needs TF32 or 16-bit tensor cores.
 pub fn forward_floor(f: &ForwardDims, lim: &DeviceLimits) -> ForwardFloor {
+    let flops = forward_flops(f);
+    ForwardFloor {
+        flops,
+        compute_ms: ms_at(flops, lim.peak_flops()),
+    }
+}
+
+/// The FLOPs [`forward_floor`] counts.
+pub fn forward_flops(f: &ForwardDims) -> f64 {
     let d = f.d_model as f64;
     let (h, kv, dh) = (f.n_heads as f64, f.n_kv_heads as f64, f.d_head as f64);
     let per_token_layer = 2.0 * d * h * dh
@@ -131,12 +140,8 @@ pub fn forward_floor(f: &ForwardDims, lim: &DeviceLimits) -> ForwardFloor {
     let attn_per_prompt_layer = 2.0 * 2.0 * h * dh * t * (t + 1.0) / 2.0;
     let layers = f.layers as f64;
     let prompts = f.prompts as f64;
-    let flops = layers * (prompts * t * per_token_layer + prompts * attn_per_prompt_layer)
-        + 2.0 * d * f.vocab as f64 * f.logit_rows as f64;
-    ForwardFloor {
-        flops,
-        compute_ms: ms_at(flops, lim.peak_flops()),
-    }
+    layers * (prompts * t * per_token_layer + prompts * attn_per_prompt_layer)
+        + 2.0 * d * f.vocab as f64 * f.logit_rows as f64
 }
 
 /// Milliseconds for `flops` at `rate` FLOP/s; NaN for an unknown (zero) rate.

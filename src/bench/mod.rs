@@ -4,6 +4,7 @@
 //! * [`stages`]: the discovery stages' kernels on the GPU at the paper's shapes (CUDA events);
 //! * [`forward`]: the model's forward + hooks on the GPU and the whole `discover --device cuda`;
 //! * [`cpu`]: the same stages through the CPU path;
+//! * [`cpu_forward`]: the CPU forward + hooks on a task's prompts against a GEMM floor;
 //! * [`baselines`]: the unit costs of ACDC and EAP;
 //! * [`floor`]: the least time the device's peak rates allow for a stage.
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use crate::error::{write_file, Error, Result};
 
 pub mod baselines;
 pub mod cpu;
+pub mod cpu_forward;
 pub mod floor;
 pub mod forward;
 pub mod stages;
@@ -42,6 +44,12 @@ pub struct BenchRequest {
     pub dtype: Option<crate::model::WeightDtype>,
     /// Time the whole `discover` on this many IOI pairs instead of the kernel stages.
     pub discover: Option<usize>,
+    /// Time the CPU forward + hooks on this task's prompts instead (`bench --forward`).
+    pub forward: Option<String>,
+    /// Prompts per forward chunk for `forward` (default: discover's CPU batch).
+    pub batch: Option<usize>,
+    /// Where `forward` writes the prompts' token ids (for the PyTorch peer).
+    pub save_tokens: Option<PathBuf>,
 }
 
 impl Default for BenchRequest {
@@ -57,6 +65,9 @@ impl Default for BenchRequest {
             json: None,
             dtype: None,
             discover: None,
+            forward: None,
+            batch: None,
+            save_tokens: None,
         }
     }
 }
@@ -65,6 +76,13 @@ impl Default for BenchRequest {
 pub fn run(req: &BenchRequest) -> Result<()> {
     if req.baselines {
         baselines::run(req)
+    } else if let Some(task) = &req.forward {
+        if req.gpu {
+            return Err(Error::InvalidInput(
+                "bench --forward times the CPU forward; on CUDA, `bench --device cuda` times the GPU's".into(),
+            ));
+        }
+        cpu_forward::run(req, task)
     } else if let Some(pairs) = req.discover {
         discover_only(req, pairs)
     } else if req.gpu {

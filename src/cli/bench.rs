@@ -45,10 +45,22 @@ pub struct BenchArgs {
     /// with peak memory; on CUDA after the forward + hooks on 2·PAIRS prompts).
     #[arg(long, value_name = "PAIRS")]
     discover: Option<usize>,
+    /// Time the CPU forward + hooks on TASK's prompts (ioi | gt | docstring; --prompts of
+    /// them, default 500) through the CPU path and through candle's ops, against the floor
+    /// a 2048³ GEMM measures on this machine.
+    #[arg(long, value_name = "TASK", conflicts_with_all = ["baselines", "discover"])]
+    forward: Option<String>,
+    /// Prompts per forward chunk for --forward (default: discover's CPU batch, 32).
+    #[arg(long, requires = "forward", value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
+    /// With --forward: write the prompts' token ids as JSON, for
+    /// scripts/peer_cpu_forward.py to time PyTorch on the same batches.
+    #[arg(long, requires = "forward")]
+    save_tokens: Option<PathBuf>,
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
-    if let Some(p) = &a.json {
+    for p in a.json.iter().chain(&a.save_tokens) {
         headcode::report::out::check_file_target(p)?;
     }
     // The GPU paths check for the device themselves; `auto` is the GPU, as before.
@@ -63,5 +75,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         json: a.json.clone(),
         dtype: a.dtype,
         discover: a.discover,
+        forward: a.forward.clone(),
+        batch: a.batch.map(|b| b as usize),
+        save_tokens: a.save_tokens.clone(),
     })?)
 }

@@ -13,14 +13,14 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct LayerRt {
     pub(super) ln1: NormWeights,
-    wq: Tensor, // [d, H*dh]
-    bq: Tensor, // [H*dh]
-    wk: Tensor, // [d, KV*dh]
-    bk: Tensor,
-    wv: Tensor,
-    bv: Tensor,
-    wo: Tensor, // [H*dh, d]
-    bo: Tensor, // [d]
+    pub(super) wq: Tensor, // [d, H*dh]
+    pub(super) bq: Tensor, // [H*dh]
+    pub(super) wk: Tensor, // [d, KV*dh]
+    pub(super) bk: Tensor,
+    pub(super) wv: Tensor,
+    pub(super) bv: Tensor,
+    pub(super) wo: Tensor, // [H*dh, d]
+    pub(super) bo: Tensor, // [d]
     pub(super) ln2: NormWeights,
     pub(super) mlp: Option<MlpRt>,
     pub(super) ln1_post: Option<NormWeights>,
@@ -189,7 +189,7 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tenso
 
 /// Inverse frequencies of the rotary embedding over `dim` rotated dimensions, as
 /// Transformers computes them (f32), with the frequency scaling applied.
-fn rope_inv_freq(dim: usize, base: f32, scaling: RopeScaling) -> Vec<f32> {
+pub(super) fn rope_inv_freq(dim: usize, base: f32, scaling: RopeScaling) -> Vec<f32> {
     let inv = (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32));
     match scaling {
         RopeScaling::None => inv.collect(),
@@ -457,11 +457,17 @@ pub(super) struct Embedded {
     pub t: usize,
 }
 
-/// Pads, checks the context length and the vocabulary, and embeds.
-pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Result<Embedded> {
-    let dev = w.w_e.device().clone();
-    let (ids, lengths) = pad_batch(tokens, &dev)?;
-    let (b, t) = ids.dims2()?;
+/// Checks a batch against the model: prompts present and non-empty, within the context,
+/// every id inside the vocabulary. Returns each prompt's length and the padded length.
+pub(super) fn check_tokens(cfg: &ModelConfig, tokens: &[Vec<u32>]) -> Result<(Vec<usize>, usize)> {
+    if tokens.is_empty() {
+        return Err(Error::InvalidInput("empty batch of prompts".into()));
+    }
+    let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
+    if let Some(i) = lengths.iter().position(|&l| l == 0) {
+        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
+    }
+    let t = lengths.iter().copied().max().unwrap_or(0);
     if t > cfg.n_ctx {
         return Err(Error::InvalidInput(format!(
             "prompt of {t} tokens exceeds the model's context of {}",
@@ -478,6 +484,15 @@ pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Resu
             cfg.d_vocab
         )));
     }
+    Ok((lengths, t))
+}
+
+/// Pads, checks the context length and the vocabulary, and embeds.
+pub(super) fn embed(cfg: &ModelConfig, w: &Weights, tokens: &[Vec<u32>]) -> Result<Embedded> {
+    let dev = w.w_e.device().clone();
+    check_tokens(cfg, tokens)?;
+    let (ids, lengths) = pad_batch(tokens, &dev)?;
+    let (b, t) = ids.dims2()?;
     let d = cfg.d_model;
     let n = b * t;
     let mut x = w.w_e.index_select(&ids.flatten_all()?, 0)?; // [n, d]

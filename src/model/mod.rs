@@ -5,6 +5,7 @@ pub mod config;
 pub mod dtype;
 pub mod fetch;
 pub mod forward;
+mod forward_cpu;
 pub mod graph;
 pub mod load;
 pub mod process;
@@ -32,6 +33,9 @@ pub struct Model {
     /// Where it came from, for manifests.
     pub source: String,
     rt: forward::Runtime,
+    /// Run every forward through candle's ops even where the CPU path applies
+    /// ([`Model::use_candle_forward`]).
+    candle_only: bool,
 }
 
 impl Model {
@@ -50,6 +54,7 @@ impl Model {
             processing,
             source,
             rt,
+            candle_only: false,
         })
     }
 
@@ -88,10 +93,33 @@ impl Model {
             processing: self.processing,
             source: self.source.clone(),
             rt,
+            candle_only: self.candle_only,
         })
     }
 
+    /// The forward pass: on the CPU with f32 weights the host-buffer path
+    /// (`forward_cpu`), otherwise candle's ([`Model::forward_candle`]).
     pub fn forward(&self, tokens: &[Vec<u32>], opts: ForwardOptions<'_>) -> Result<ForwardOutput> {
+        if !self.candle_only && forward_cpu::applies(&self.weights) {
+            forward_cpu::forward(&self.cfg, &self.weights, &self.rt, tokens, opts)
+        } else {
+            self.forward_candle(tokens, opts)
+        }
+    }
+
+    /// Send every later forward through candle's ops ([`Model::forward_candle`]), as before
+    /// the CPU path existed: the bench times both, and tests run whole pipelines on both.
+    pub fn use_candle_forward(&mut self, on: bool) {
+        self.candle_only = on;
+    }
+
+    /// The forward pass through candle's ops on any device and dtype: the CUDA and
+    /// half-precision path, and the reference the CPU path is tested against.
+    pub fn forward_candle(
+        &self,
+        tokens: &[Vec<u32>],
+        opts: ForwardOptions<'_>,
+    ) -> Result<ForwardOutput> {
         forward::forward(&self.cfg, &self.weights, &self.rt, tokens, opts)
     }
 

@@ -12,7 +12,6 @@
 //! Adam), see [`Sae::train_step`]. Everything is deterministic for a given seed: the RNG is
 //! `StdRng::seed_from_u64`, and no result depends on the number of threads.
 mod adam;
-mod linalg;
 mod model;
 
 pub use adam::Adam;

@@ -30,9 +30,9 @@
 //!
 //! Numerics: all tensors and gradient reductions are f32; row sums and dot products are
 //! accumulated sequentially in index order; the big products go through
-//! [`super::linalg::matmul`]. The reported loss is accumulated in f64 and rounded to f32.
-use super::linalg::matmul;
+//! [`crate::linalg::matmul`]. The reported loss is accumulated in f64 and rounded to f32.
 use crate::error::{Error, Result};
+use crate::linalg::matmul;
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, StandardNormal};
 

@@ -1,5 +1,6 @@
-//! Dense f32 matrix products for the SAE, by the `gemm` crate (the kernel candle's CPU
-//! backend calls), called directly.
+//! Dense f32 matrix products on the CPU, by the `gemm` crate (the kernel candle's CPU
+//! backend calls), called directly: the SAE trainer's products and the CPU forward's
+//! (`model::forward_cpu`).
 //!
 //! Why `gemm`: the shared SAE does five (rows × d × n) products per step, about 3 GFLOP at
 //! SmolLM2 sizes, 500 times. `gemm` splits work between threads over output blocks only
@@ -68,40 +69,129 @@ pub(crate) fn matmul(
     // Strides of op(A) and op(B) in elements: (column stride, row stride).
     let (a_cs, a_rs) = if ta { (a_cols, 1) } else { (1, a_cols) };
     let (b_cs, b_rs) = if tb { (b_cols, 1) } else { (1, b_cols) };
+    // SAFETY: `c` holds m·n floats written at row stride n, column stride 1; `a` and `b` were
+    // checked above to hold a_rows·a_cols and b_rows·b_cols floats, and every (i, l) < (m, k)
+    // of op(A) and (l, j) < (k, n) of op(B) maps inside them with these strides. The three
+    // buffers do not overlap (`c` is a fresh Vec).
+    unsafe {
+        gemm_raw(
+            (m, n, k),
+            (c.as_mut_ptr(), n),
+            (a.as_ptr(), a_cs, a_rs),
+            (b.as_ptr(), b_cs, b_rs),
+            false,
+        )
+    };
+    Ok(c)
+}
+
+/// `C[:, ..n] (+)= A · B` for row-major `A` [m, k] with row stride `a_rs` and `B` [k, n]
+/// with row stride `b_rs`, into the first `n` columns of `C`'s m rows at row stride `c_rs`
+/// (a column block of a wider matrix: the CPU forward writes q, k and v side by side).
+/// `accumulate` adds to what `C` holds instead of overwriting it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into(
+    c: &mut [f32],
+    c_rs: usize,
+    a: &[f32],
+    a_rs: usize,
+    b: &[f32],
+    b_rs: usize,
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) -> Result<()> {
+    // Every accessed element's index is below these ends (the last row's first n or k).
+    let end = |rows: usize, rs: usize, cols: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + cols
+        }
+    };
+    if c_rs < n || a_rs < k || b_rs < n {
+        return Err(Error::shape(
+            "gemm row stride",
+            format!("c ≥ {n}, a ≥ {k}, b ≥ {n}"),
+            format!("{c_rs}, {a_rs}, {b_rs}"),
+        ));
+    }
+    if c.len() < end(m, c_rs, n) || a.len() < end(m, a_rs, k) || b.len() < end(k, b_rs, n) {
+        return Err(Error::shape(
+            "gemm operands",
+            format!("{m}x{k} · {k}x{n}"),
+            format!("{}, {}, {} floats", a.len(), b.len(), c.len()),
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * c_rs..r * c_rs + n].fill(0.0);
+            }
+        }
+        return Ok(());
+    }
+    // SAFETY: the checks above keep every (i, l) < (m, k) of A at i·a_rs + l, every (l, j) of
+    // B at l·b_rs + j and every (i, j) of C at i·c_rs + j inside its slice; `c` is borrowed
+    // mutably, so it overlaps neither input.
+    unsafe {
+        gemm_raw(
+            (m, n, k),
+            (c.as_mut_ptr(), c_rs),
+            (a.as_ptr(), 1, a_rs),
+            (b.as_ptr(), 1, b_rs),
+            accumulate,
+        )
+    };
+    Ok(())
+}
+
+/// The one `gemm::gemm` call: C = A·B, or C += A·B with `read_dst`. Threads as
+/// [`PARALLEL_MIN_FMAS`] says.
+///
+/// # Safety
+/// `c` must be valid for writes at every (i, j) < (m, n) at row stride `c_rs`, column
+/// stride 1; `a` and `b` valid for reads at every (i, l) and (l, j) with their (column, row)
+/// strides; `c` must not overlap `a` or `b`.
+unsafe fn gemm_raw(
+    (m, n, k): (usize, usize, usize),
+    (c, c_rs): (*mut f32, usize),
+    (a, a_cs, a_rs): (*const f32, usize, usize),
+    (b, b_cs, b_rs): (*const f32, usize, usize),
+    read_dst: bool,
+) {
     let threads = threads();
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_FMAS {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: `c` holds m·n floats written at row stride n, column stride 1; `a` and `b` were
-    // checked above to hold a_rows·a_cols and b_rows·b_cols floats, and every (i, l) < (m, k)
-    // of op(A) and (l, j) < (k, n) of op(B) maps inside them with these strides. The three
-    // buffers do not overlap (`c` is a fresh Vec). read_dst = false: `c` is only written.
+    // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
-            n as isize,
-            false,
-            a.as_ptr(),
+            c_rs as isize,
+            read_dst,
+            a,
             a_cs as isize,
             a_rs as isize,
-            b.as_ptr(),
+            b,
             b_cs as isize,
             b_rs as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
             false,
             parallelism,
-        );
+        )
     }
-    Ok(c)
 }
 
 #[cfg(test)]
