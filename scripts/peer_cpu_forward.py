@@ -15,9 +15,10 @@ It also times a 2048^3 f32 `torch.mm`, the rate PyTorch's GEMM reaches on this m
       --save-tokens tokens.json --json headcode.json
   python3 scripts/peer_cpu_forward.py --tokens tokens.json --headcode headcode.json
 
-Pinned: torch 2.11.0, transformers 4.57.6, gguf 0.17 (transformers dequantises the GGUF to
-f32 when it loads it). Run it right after headcode on a quiet machine: the ratio is only
-meaningful when both ran on the same cores under the same load.
+Pinned: torch 2.11.0, transformers 4.57.6, accelerate 1.12.0 and gguf 0.19.0
+(transformers dequantises the GGUF to f32 when it loads it). Run it right after headcode
+on a quiet machine: the ratio means something only when both ran on the same cores under
+the same load.
 """
 import argparse
 import json
@@ -58,7 +59,7 @@ def main():
     saved = json.load(open(a.tokens))
     tokens, batch = saved["tokens"], saved["batch"]
     model = AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(a.gguf), gguf_file=os.path.basename(a.gguf), torch_dtype=torch.float32
+        os.path.dirname(a.gguf), gguf_file=os.path.basename(a.gguf), dtype=torch.float32
     ).eval()
     cfg = model.config
     heads, dh = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads

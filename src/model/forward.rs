@@ -133,8 +133,38 @@ pub struct ForwardOutput {
     pub lengths: Vec<usize>,
 }
 
-/// Right-pads a batch of token sequences; returns ([batch, max_len] u32, lengths).
-pub fn pad_batch(tokens: &[Vec<u32>], dev: &Device) -> Result<(Tensor, Vec<usize>)> {
+impl ForwardOutput {
+    /// Nothing computed yet, for a batch of these lengths.
+    pub(super) fn new(lengths: Vec<usize>) -> Self {
+        Self {
+            logits: None,
+            z: Vec::new(),
+            attn_out: Vec::new(),
+            resid: Vec::new(),
+            lengths,
+        }
+    }
+}
+
+/// Checks [`ForwardOptions::start`]: a layer the model has and a stream of [b, t, d].
+pub(super) fn check_resume(
+    l0: usize,
+    r: &Tensor,
+    n_layers: usize,
+    (b, t, d): (usize, usize, usize),
+) -> Result<()> {
+    if r.dims() != [b, t, d] || l0 >= n_layers {
+        return Err(Error::shape(
+            "resumed residual stream",
+            format!("layer < {n_layers} and [{b}, {t}, {d}]"),
+            format!("layer {l0}, {:?}", r.dims()),
+        ));
+    }
+    Ok(())
+}
+
+/// Each prompt's length and the longest; refuses an empty batch or an empty prompt.
+fn lengths_of(tokens: &[Vec<u32>]) -> Result<(Vec<usize>, usize)> {
     if tokens.is_empty() {
         return Err(Error::InvalidInput("empty batch of prompts".into()));
     }
@@ -143,6 +173,12 @@ pub fn pad_batch(tokens: &[Vec<u32>], dev: &Device) -> Result<(Tensor, Vec<usize
         return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
     }
     let t = lengths.iter().copied().max().unwrap_or(0);
+    Ok((lengths, t))
+}
+
+/// Right-pads a batch of token sequences; returns ([batch, max_len] u32, lengths).
+pub fn pad_batch(tokens: &[Vec<u32>], dev: &Device) -> Result<(Tensor, Vec<usize>)> {
+    let (lengths, t) = lengths_of(tokens)?;
     let mut flat = Vec::with_capacity(tokens.len() * t);
     for s in tokens {
         flat.extend_from_slice(s);
@@ -460,14 +496,7 @@ pub(super) struct Embedded {
 /// Checks a batch against the model: prompts present and non-empty, within the context,
 /// every id inside the vocabulary. Returns each prompt's length and the padded length.
 pub(super) fn check_tokens(cfg: &ModelConfig, tokens: &[Vec<u32>]) -> Result<(Vec<usize>, usize)> {
-    if tokens.is_empty() {
-        return Err(Error::InvalidInput("empty batch of prompts".into()));
-    }
-    let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
-    if let Some(i) = lengths.iter().position(|&l| l == 0) {
-        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
-    }
-    let t = lengths.iter().copied().max().unwrap_or(0);
+    let (lengths, t) = lengths_of(tokens)?;
     if t > cfg.n_ctx {
         return Err(Error::InvalidInput(format!(
             "prompt of {t} tokens exceeds the model's context of {}",
@@ -572,22 +601,10 @@ pub(crate) fn forward(
     } = embed(cfg, w, tokens)?;
     let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
     let n = b * t;
-    let mut out = ForwardOutput {
-        logits: None,
-        z: Vec::new(),
-        attn_out: Vec::new(),
-        resid: Vec::new(),
-        lengths: lengths.clone(),
-    };
+    let mut out = ForwardOutput::new(lengths.clone());
     let first = match opts.start.take() {
         Some((l0, r)) => {
-            if r.dims() != [b, t, d] || l0 >= rt.layers.len() {
-                return Err(Error::shape(
-                    "resumed residual stream",
-                    format!("layer < {} and [{b}, {t}, {d}]", rt.layers.len()),
-                    format!("layer {l0}, {:?}", r.dims()),
-                ));
-            }
+            check_resume(l0, &r, rt.layers.len(), (b, t, d))?;
             x = r.reshape((n, d))?.to_dtype(w.w_e.dtype())?;
             l0
         }

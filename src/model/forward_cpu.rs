@@ -17,7 +17,8 @@ use rayon::prelude::*;
 
 use super::config::{Activation, ModelConfig, Norm, PosEmbedding, RopeScaling};
 use super::forward::{
-    check_tokens, rope_inv_freq, ForwardOptions, ForwardOutput, LayerRt, LogitsAt, Runtime,
+    check_resume, check_tokens, rope_inv_freq, ForwardOptions, ForwardOutput, LayerRt, LogitsAt,
+    Runtime,
 };
 use super::weights::{NormWeights, Weights};
 use crate::error::{Error, Result};
@@ -428,22 +429,10 @@ pub(crate) fn forward(
         PosEmbedding::Shortformer => Some(pos_rows(&mut x, false)?),
         PosEmbedding::Rotary { .. } => None,
     };
-    let mut out = ForwardOutput {
-        logits: None,
-        z: Vec::new(),
-        attn_out: Vec::new(),
-        resid: Vec::new(),
-        lengths: lengths.clone(),
-    };
+    let mut out = ForwardOutput::new(lengths.clone());
     let first = match opts.start.take() {
         Some((l0, r)) => {
-            if r.dims() != [b, t, d] || l0 >= rt.layers.len() {
-                return Err(Error::shape(
-                    "resumed residual stream",
-                    format!("layer < {} and [{b}, {t}, {d}]", rt.layers.len()),
-                    format!("layer {l0}, {:?}", r.dims()),
-                ));
-            }
+            check_resume(l0, &r, rt.layers.len(), (b, t, d))?;
             x = r
                 .to_dtype(candle_core::DType::F32)?
                 .flatten_all()?
@@ -490,36 +479,23 @@ pub(crate) fn forward(
             None => (&xn[..]).into(),
         };
         let mut qkv = vec![0f32; n * w3];
-        gemm_into(
-            &mut qkv,
-            w3,
-            &qk_in,
-            d,
-            lw.wq.get(),
-            h * dh,
-            (n, d, h * dh),
-            false,
-        )?;
-        gemm_into(
-            &mut qkv[h * dh..],
-            w3,
-            &qk_in,
-            d,
-            lw.wk.get(),
-            kv * dh,
-            (n, d, kv * dh),
-            false,
-        )?;
-        gemm_into(
-            &mut qkv[(h + kv) * dh..],
-            w3,
-            &xn,
-            d,
-            lw.wv.get(),
-            kv * dh,
-            (n, d, kv * dh),
-            false,
-        )?;
+        // q, k and v side by side in each row of `qkv`.
+        for (off, input, wt, width) in [
+            (0, &qk_in[..], &lw.wq, h * dh),
+            (h * dh, &qk_in[..], &lw.wk, kv * dh),
+            ((h + kv) * dh, &xn[..], &lw.wv, kv * dh),
+        ] {
+            gemm_into(
+                &mut qkv[off..],
+                w3,
+                input,
+                d,
+                wt.get(),
+                width,
+                (n, d, width),
+                false,
+            )?;
+        }
         drop(qk_in);
         let mut bias = Vec::with_capacity(w3);
         for bt in [&lw.bq, &lw.bk, &lw.bv] {
