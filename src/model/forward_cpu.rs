@@ -165,8 +165,12 @@ fn linear(
     Ok(y)
 }
 
-/// Adds `b` to every `n`-wide row of `y`.
+/// Adds `b` to every `n`-wide row of `y` (nothing to do for the zero biases of the
+/// bias-free families, which would cost a pass over `y`).
 fn add_rows(y: &mut [f32], b: &[f32], n: usize) {
+    if b.iter().all(|&v| v == 0.0) {
+        return;
+    }
     let per = rows_per_task(n) * n;
     y.par_chunks_mut(per).for_each(|y| {
         for y in y.chunks_exact_mut(n) {
@@ -562,27 +566,26 @@ pub(crate) fn forward(
         };
         // The MLP reads x + attn, or the block's input in GPT-NeoX's parallel block.
         let only_last = li + 1 == n_layers && !opts.capture_resid && opts.logits != LogitsAt::All;
-        let mid_and_input = |x: &[f32], attn: &[f32]| -> (Vec<f32>, Vec<f32>) {
-            let mut mid = x.to_vec();
-            add_into(&mut mid, attn);
-            let input = if cfg.details.parallel_attn_mlp {
-                x.to_vec()
-            } else {
-                mid.clone()
-            };
-            (mid, input)
-        };
-        let (mid, input, rows) = if only_last {
-            let (xl, al) = (gather(&x, d, &last_rows), gather(&attn, d, &last_rows));
-            let (mid, input) = mid_and_input(&xl, &al);
-            (mid, input, b)
+        // mid = x + attn; the MLP reads mid, or the block's input x in GPT-NeoX's parallel
+        // block (then x is kept beside mid, else mid takes x's buffer).
+        let (x_rows, attn_rows, rows) = if only_last {
+            (gather(&x, d, &last_rows), gather(&attn, d, &last_rows), b)
         } else {
-            let (mid, input) = mid_and_input(&x, &attn);
-            (mid, input, n)
+            (std::mem::take(&mut x), attn, n)
         };
+        let (mid, block_input) = if cfg.details.parallel_attn_mlp {
+            let mut mid = x_rows.clone();
+            add_into(&mut mid, &attn_rows);
+            (mid, Some(x_rows))
+        } else {
+            let mut mid = x_rows;
+            add_into(&mut mid, &attn_rows);
+            (mid, None)
+        };
+        let input = block_input.as_deref().unwrap_or(&mid);
         let dm = cfg.d_mlp;
         let mut xn2 = vec![0f32; rows * d];
-        norm_rows(&input, &mut xn2, d, &lw.ln2, cfg.norm, cfg.eps);
+        norm_rows(input, &mut xn2, d, &lw.ln2, cfg.norm, cfg.eps);
         let mut pre = linear(&xn2, rows, &m.w_in, Some(&m.b_in), d, dm)?;
         let gate = match &m.w_gate {
             Some(g) => Some(linear(&xn2, rows, g, None, d, dm)?),
