@@ -583,6 +583,33 @@ fn eap_ig_equals_finite_difference_slopes_at_its_points() {
     }
 }
 
+/// `--eap-batch` only bounds memory: one pair per backward pass gives the scores of one
+/// pass over every pair, per pair and in the mean, for EAP and EAP-IG.
+#[test]
+fn attribution_scores_do_not_depend_on_the_batch() {
+    let (clean, corrupt) = prompts();
+    assert!(
+        clean.len() >= 3,
+        "the check needs batches of different sizes"
+    );
+    let m = fixture("gpt2_tiny");
+    let toks = tokens(clean.len());
+    for how in [Attribution::Eap, Attribution::IgInputs { steps: 3 }] {
+        let run = |b| attribute(&m, &clean, &corrupt, &toks, true, how, b, |_, _| {}).unwrap();
+        let (one, all) = (run(1), run(clean.len()));
+        let scale = all.edge_scores.iter().fold(0f64, |m, x| m.max(x.abs()));
+        assert!(scale > 0.0);
+        for (a, b) in one.edge_scores.iter().zip(&all.edge_scores) {
+            assert!((a - b).abs() < 1e-5 * scale, "{how:?}: {a} vs {b}");
+        }
+        for (a, b) in one.per_pair.iter().zip(&all.per_pair) {
+            assert!(((a - b).abs() as f64) < 1e-5 * scale, "{how:?}: {a} vs {b}");
+        }
+        assert!((one.metric_clean - all.metric_clean).abs() < 1e-5);
+        assert!((one.metric_corrupt - all.metric_corrupt).abs() < 1e-5);
+    }
+}
+
 /// The clean–corrupted variant is the mean of the gradients at the two ends: EAP (α = 1)
 /// and the one-step EAP-IG (α = 0 alone).
 #[test]

@@ -36,6 +36,7 @@ fn config(circuit: &str, granularity: Granularity) -> CompareConfig {
         },
         eap_split_qkv: true,
         ig_steps: 2,
+        eap_batch: 4,
         eval_pairs: 5,
         eval_split: headcode::pipeline::Split::Validation,
         ablation: headcode::eval::mib_curve::CircuitAblation::Patching,

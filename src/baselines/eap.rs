@@ -46,6 +46,19 @@ impl Attribution {
     /// EAP-IG's default step count in MIB's runs is 5 (`--ig-steps`).
     pub const DEFAULT_IG_STEPS: usize = 5;
 
+    /// Pairs per backward pass (`--eap-batch`) by default. The autograd graph keeps every
+    /// receiver's input for each pair: on SmolLM2's q/k/v-split graph 16 Docstring pairs in
+    /// one pass peaked at 18.3 GB and 32 Greater-Than pairs were killed for memory on a
+    /// 24 GB machine, so the CPU takes 4 at a time (the scores are sums over pairs, so the
+    /// batch changes nothing but memory). A GPU has the memory for a whole 32-pair run.
+    pub fn default_batch(gpu: bool) -> usize {
+        if gpu {
+            32
+        } else {
+            4
+        }
+    }
+
     /// The points α (0 = corrupted input, 1 = clean input) whose gradients are averaged.
     pub fn alphas(&self) -> Result<Vec<f64>> {
         match *self {

@@ -54,6 +54,10 @@ pub struct CompareArgs {
     /// EAP-IG's interpolation steps between the corrupted and clean input embeddings.
     #[arg(long, default_value_t = headcode::baselines::eap::Attribution::DEFAULT_IG_STEPS)]
     ig_steps: usize,
+    /// Pairs per EAP / EAP-IG backward pass (default: 4 on the CPU, 32 on CUDA). Each pair's
+    /// autograd graph holds about 0.6–1 GB on SmolLM2-135M; the scores do not depend on it.
+    #[arg(long)]
+    eap_batch: Option<usize>,
     /// Pairs of the evaluation split for CPR and CMD (0: skip the faithfulness curves).
     #[arg(long, default_value_t = 32)]
     eval_pairs: usize,
@@ -106,6 +110,9 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
         bail!("--task is required (or --rescore DIR)");
     }
     let gpu = use_gpu(a.device)?;
+    if a.eap_batch == Some(0) {
+        bail!("--eap-batch must be at least 1");
+    }
     let mut d = DiscoverConfig::paper(TaskSource::parse(&a.task)?);
     d.circuit = CircuitSpec::Named(a.circuit.clone());
     d.split = headcode::pipeline::Split::Train;
@@ -128,6 +135,9 @@ fn compare_into(a: CompareArgs, out: &mut OutDir) -> Result<()> {
         acdc,
         eap_split_qkv: !a.eap_no_split,
         ig_steps: a.ig_steps,
+        eap_batch: a
+            .eap_batch
+            .unwrap_or_else(|| headcode::baselines::eap::Attribution::default_batch(gpu)),
         eval_pairs: a.eval_pairs,
         eval_split: a.eval_split,
         ablation: a.ablation,

@@ -70,6 +70,8 @@ pub struct CompareConfig {
     pub eap_split_qkv: bool,
     /// EAP-IG's interpolation steps.
     pub ig_steps: usize,
+    /// Pairs per EAP / EAP-IG backward pass (memory only; the scores are sums over pairs).
+    pub eap_batch: usize,
     /// Pairs of `eval_split` on which CPR and CMD are measured (0: no faithfulness curves).
     pub eval_pairs: usize,
     pub eval_split: Split,
@@ -424,7 +426,7 @@ pub fn compare(
                     &task.tokens[..np],
                     cfg.eap_split_qkv,
                     how,
-                    d.batch_size,
+                    cfg.eap_batch,
                     |x, t| progress(how.name(), x, t),
                 )?;
                 let g = CircuitGraph::for_model(model, cfg.eap_split_qkv);
