@@ -86,8 +86,12 @@ fn compare_runs_every_method_and_its_files_agree() {
     assert!(host("sae").unwrap() > 0);
     assert!(r.memory.host_peak_bytes >= host("eap"));
     let names: Vec<&str> = r.rows.iter().map(|r| r.method.as_str()).collect();
+    // Every SAE scorer has its row (the primary `sae (sae)` and the other three).
     for want in [
         "sae (sae)",
+        "sae-normalised",
+        "sae-mi",
+        "sae-edge",
         "class-means-z",
         "class-means",
         "random",

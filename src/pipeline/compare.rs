@@ -328,6 +328,40 @@ pub fn compare(
                     r.task.pairs,
                     format!("{setting}; whole discover call {wall:.1} s"),
                 )?;
+                // The SAE method's other scorers, from the same codes.
+                for (kind, note) in [
+                    (
+                        ScorerKind::Sae,
+                        "|P \\ N| of the SAE codes (the paper's count)",
+                    ),
+                    (
+                        ScorerKind::SaeNormalised,
+                        "|P \\ N| / |P ∪ N| of the SAE codes",
+                    ),
+                    (
+                        ScorerKind::SaeMi,
+                        "mutual information of SAE code and class",
+                    ),
+                    (
+                        ScorerKind::SaeEdge,
+                        "the paper's edge variant, counted per head",
+                    ),
+                ] {
+                    if kind == d.scorer {
+                        continue;
+                    }
+                    if let Some(s) = r.scores.get(kind.name()) {
+                        add(
+                            &mut rows,
+                            kind.name().into(),
+                            s.clone(),
+                            None,
+                            sae_s,
+                            r.task.pairs,
+                            format!("{note}; the same SAEs as sae ({})", d.scorer.name()),
+                        )?;
+                    }
+                }
                 for (kind, note) in [
                     (
                         ScorerKind::ClassMeansZ,
@@ -587,6 +621,17 @@ pub fn mean_jaccard(runs: &[Vec<f64>], k: usize) -> Option<f64> {
     Some(sum / n as f64)
 }
 
+/// The rows besides `sae (SCORER)` that the SAE run scores, each named as its scorer.
+const SAE_RUN_ROWS: [ScorerKind; 7] = [
+    ScorerKind::Sae,
+    ScorerKind::SaeNormalised,
+    ScorerKind::SaeMi,
+    ScorerKind::SaeEdge,
+    ScorerKind::ClassMeans,
+    ScorerKind::ClassMeansZ,
+    ScorerKind::Random,
+];
+
 /// Each row's stability over `cfg.resamples` bootstrap resamples of its pairs: per-pair
 /// scores are resampled for patching, EAP and EAP-IG; the SAE method and its baselines are
 /// retrained and rescored on each resample of their pairs. ACDC is not resampled (each run
@@ -603,20 +648,27 @@ fn stability(
     let seed = cfg.discover.seed;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_b007);
     let mut runs: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
-    let sae_rows: Vec<String> = out
-        .rows
-        .iter()
-        .map(|r| r.method.clone())
-        .filter(|m| {
-            m.starts_with("sae")
-                || [
-                    ScorerKind::ClassMeans.name(),
-                    ScorerKind::ClassMeansZ.name(),
-                    ScorerKind::Random.name(),
-                ]
-                .contains(&m.as_str())
-        })
-        .collect();
+    // Rows scored from the SAE run's vectors, with the scorer each resample reads: the
+    // primary row `sae (SCORER)` reads `--scorer`, the others their own name.
+    let sae_rows: Vec<(String, String)> = match sae {
+        Some((_, dc)) => {
+            let primary = format!("sae ({})", dc.scorer.name());
+            out.rows
+                .iter()
+                .filter_map(|r| {
+                    if r.method == primary {
+                        Some((r.method.clone(), dc.scorer.name().to_string()))
+                    } else {
+                        SAE_RUN_ROWS
+                            .iter()
+                            .any(|k| k.name() == r.method)
+                            .then(|| (r.method.clone(), r.method.clone()))
+                    }
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
     for b in 0..cfg.resamples {
         crate::interrupt::check()?;
         progress("stability", b, cfg.resamples);
@@ -636,12 +688,7 @@ fn stability(
             let n_pairs = acts.pair.iter().copied().max().map_or(0, |m| m + 1);
             let pairs: Vec<usize> = (0..n_pairs).map(|_| rng.random_range(0..n_pairs)).collect();
             let s = resample_scores(acts, &pairs, dc, dc.seed.wrapping_add(1 + b as u64))?;
-            for row in &sae_rows {
-                let scorer = if row.starts_with("sae") {
-                    dc.scorer.name()
-                } else {
-                    row.as_str()
-                };
+            for (row, scorer) in &sae_rows {
                 if let Some(v) = s.get(scorer) {
                     runs.entry(row.clone()).or_default().push(v.clone());
                 }

@@ -812,9 +812,7 @@ pub fn resample_scores(
     let mut scores = baselines(&pooled)?;
     let trained = train_saes(&pooled, cfg, seed, None)?;
     let codes = encode(&pooled, &trained, cfg, None)?;
-    let mut cfg_scores = cfg.clone();
-    cfg_scores.edge = false; // the edge variant is not a head ranking compare reports
-    scores.extend(score_codes(&codes, &cfg_scores, seed, None)?.scores);
+    scores.extend(score_codes(&codes, cfg, seed, None)?.scores);
     Ok(scores)
 }
 
