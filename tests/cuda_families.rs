@@ -76,6 +76,55 @@ fn families_on_cuda_equal_the_cpu() {
     }
 }
 
+/// EAP and EAP-IG on the device: candle's CUDA autograd through the q/k/v-split graph
+/// gives the CPU's edge scores (the gradients, the interpolated inputs, the batching).
+#[test]
+fn attribution_on_cuda_equals_the_cpu() {
+    use headcode::baselines::eap::{attribute, Attribution};
+    use headcode::tasks::{MetricKind, PairTokens};
+    let gpu = Device::new_cuda(0).expect("a CUDA device (a GPU, or headcode-emu's libraries)");
+    let clean = vec![
+        vec![3u32, 17, 99, 4, 250, 7],
+        vec![8, 8, 120, 31],
+        vec![200, 1, 2, 3, 4],
+    ];
+    let corrupt = vec![
+        vec![3u32, 42, 99, 4, 251, 7],
+        vec![9, 8, 121, 31],
+        vec![201, 1, 7, 3, 6],
+    ];
+    let toks: Vec<PairTokens> = (0..clean.len())
+        .map(|i| PairTokens {
+            metric: MetricKind::LogitDiff,
+            answer: 7 + i as u32,
+            wrong: vec![11],
+            greater: vec![],
+            not_greater: vec![],
+        })
+        .collect();
+    for name in ["gpt2_tiny", "llama_tiny"] {
+        let (cpu, cuda) = (load_on(name, Device::Cpu), load_on(name, gpu.clone()));
+        for how in [Attribution::Eap, Attribution::IgInputs { steps: 2 }] {
+            let run = |m: &Model| {
+                attribute(m, &clean, &corrupt, &toks, true, how, 2, |_, _| {})
+                    .unwrap()
+                    .edge_scores
+                    .iter()
+                    .map(|&x| x as f32)
+                    .collect::<Vec<f32>>()
+            };
+            let (a, b) = (run(&cpu), run(&cuda));
+            assert!(
+                a.iter().any(|&x| x != 0.0),
+                "{name} {how:?}: every score is 0"
+            );
+            let e = rel_err(&b, &a);
+            assert!(e <= 1e-4, "{name} {how:?} edge scores: rel err {e}");
+        }
+        eprintln!("{name}: EAP and EAP-IG on CUDA equal the CPU");
+    }
+}
+
 /// The device draws `random_model` makes for half-dtype shapes (curand's normals, in f32
 /// before the cast): the moments asked for, an odd length (candle rounds up to the even
 /// count curand needs), and the same numbers again after the same seed.

@@ -332,11 +332,11 @@ pub fn compare(
                 for (kind, note) in [
                     (
                         ScorerKind::Sae,
-                        "|P \\ N| of the SAE codes (the paper's count)",
+                        "the paper's count: SAE codes seen on positives only",
                     ),
                     (
                         ScorerKind::SaeNormalised,
-                        "|P \\ N| / |P ∪ N| of the SAE codes",
+                        "that count over all codes seen (P∖N over P∪N)",
                     ),
                     (
                         ScorerKind::SaeMi,
