@@ -442,6 +442,21 @@ fn zero_batch_size_is_refused() {
             &["--batch-size"],
         );
     }
+    assert_one_line_error(
+        &[
+            "compare",
+            m,
+            "--task",
+            "ioi",
+            "--circuit",
+            "ioi",
+            "--out",
+            o,
+            "--eap-batch",
+            "0",
+        ],
+        &["--eap-batch"],
+    );
     assert!(!out.exists(), "a refused run wrote {out:?}");
 }
 
