@@ -190,6 +190,10 @@ pub fn check_tensors(path: &Path, content: &Content, len: u64) -> Result<()> {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
             .ok_or_else(|| bad(format!("shape {dims:?} overflows")))?;
+        // candle reads an empty tensor through a dangling, unaligned pointer (fuzz: gguf).
+        if elems == 0 {
+            return Err(bad(format!("shape {dims:?} has no elements")));
+        }
         let block = t.ggml_dtype.block_size() as u64;
         if elems % block != 0 {
             return Err(bad(format!(
