@@ -54,8 +54,9 @@ pub struct CompareArgs {
     /// EAP-IG's interpolation steps between the corrupted and clean input embeddings.
     #[arg(long, default_value_t = headcode::baselines::eap::Attribution::DEFAULT_IG_STEPS)]
     ig_steps: usize,
-    /// Pairs per EAP / EAP-IG backward pass (default: 4 on the CPU, 32 on CUDA). Each pair's
-    /// autograd graph holds about 0.6–1 GB on SmolLM2-135M; the scores do not depend on it.
+    /// Pairs per EAP / EAP-IG backward pass (default: 4 on the CPU, 32 on CUDA). 16
+    /// SmolLM2-135M Docstring pairs in one pass peaked at 18.3 GB; the scores do not depend
+    /// on it.
     #[arg(long)]
     eap_batch: Option<usize>,
     /// Pairs of the evaluation split for CPR and CMD (0: skip the faithfulness curves).

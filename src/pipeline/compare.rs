@@ -329,24 +329,7 @@ pub fn compare(
                     format!("{setting}; whole discover call {wall:.1} s"),
                 )?;
                 // The SAE method's other scorers, from the same codes.
-                for (kind, note) in [
-                    (
-                        ScorerKind::Sae,
-                        "the paper's count: SAE codes seen on positives only",
-                    ),
-                    (
-                        ScorerKind::SaeNormalised,
-                        "that count over all codes seen (P∖N over P∪N)",
-                    ),
-                    (
-                        ScorerKind::SaeMi,
-                        "mutual information of SAE code and class",
-                    ),
-                    (
-                        ScorerKind::SaeEdge,
-                        "the paper's edge variant, counted per head",
-                    ),
-                ] {
+                for (kind, note) in SAE_SCORERS {
                     if kind == d.scorer {
                         continue;
                     }
@@ -621,16 +604,39 @@ pub fn mean_jaccard(runs: &[Vec<f64>], k: usize) -> Option<f64> {
     Some(sum / n as f64)
 }
 
-/// The rows besides `sae (SCORER)` that the SAE run scores, each named as its scorer.
-const SAE_RUN_ROWS: [ScorerKind; 7] = [
-    ScorerKind::Sae,
-    ScorerKind::SaeNormalised,
-    ScorerKind::SaeMi,
-    ScorerKind::SaeEdge,
-    ScorerKind::ClassMeans,
-    ScorerKind::ClassMeansZ,
-    ScorerKind::Random,
+/// The SAE method's scorers, each a row of its own beside the primary `sae (SCORER)`.
+const SAE_SCORERS: [(ScorerKind, &str); 4] = [
+    (
+        ScorerKind::Sae,
+        "the paper's count: SAE codes seen on positives only",
+    ),
+    (
+        ScorerKind::SaeNormalised,
+        "that count over all codes seen (P∖N over P∪N)",
+    ),
+    (
+        ScorerKind::SaeMi,
+        "mutual information of SAE code and class",
+    ),
+    (
+        ScorerKind::SaeEdge,
+        "the paper's edge variant, counted per head",
+    ),
 ];
+
+/// Whether a row named `method` is scored by the SAE run under its own name: an SAE
+/// scorer's row or one of its baselines.
+fn scored_by_sae_run(method: &str) -> bool {
+    SAE_SCORERS
+        .iter()
+        .map(|(k, _)| *k)
+        .chain([
+            ScorerKind::ClassMeans,
+            ScorerKind::ClassMeansZ,
+            ScorerKind::Random,
+        ])
+        .any(|k| k.name() == method)
+}
 
 /// Each row's stability over `cfg.resamples` bootstrap resamples of its pairs: per-pair
 /// scores are resampled for patching, EAP and EAP-IG; the SAE method and its baselines are
@@ -659,10 +665,7 @@ fn stability(
                     if r.method == primary {
                         Some((r.method.clone(), dc.scorer.name().to_string()))
                     } else {
-                        SAE_RUN_ROWS
-                            .iter()
-                            .any(|k| k.name() == r.method)
-                            .then(|| (r.method.clone(), r.method.clone()))
+                        scored_by_sae_run(&r.method).then(|| (r.method.clone(), r.method.clone()))
                     }
                 })
                 .collect()
